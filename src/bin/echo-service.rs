@@ -1,0 +1,63 @@
+//! The echo service on its own, for a separate deployment (`cf push` of a second app).
+
+use echo_broker::echo_service::{EchoConfig, EchoService};
+use echo_broker::http;
+use echo_broker::settings::{self, Command};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+const HELP: &str = "\
+echo-service: the demo echo service that echo-broker provisions and binds
+
+Usage: echo-service [--help | --version]
+
+Configuration comes from environment variables:
+  PORT            listen port                                           [8090]
+  HOST            listen address          [0.0.0.0 with credentials, else 127.0.0.1]
+  ECHO_USERNAME   management API user the broker must send   [unset: no auth, loopback only]
+  ECHO_PASSWORD   management API password the broker must send [unset: no auth, loopback only]
+  DATA_DIR        where the journal of instances, bindings and messages lives [./echo-data]
+  LOG_LEVEL       error, warn, info, debug, trace                       [info]
+
+Exit codes: 0 success; 2 bad configuration or unreadable state.
+";
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match settings::parse_command(&args, false) {
+        Ok(Command::Run) => run(),
+        Ok(Command::Help) => print!("{HELP}"),
+        Ok(Command::Version) => println!("echo-service {}", env!("CARGO_PKG_VERSION")),
+        Ok(Command::CheckCatalog(_)) => settings::exit_with("--check-catalog is the broker's"),
+        Err(problem) => settings::exit_with(&problem),
+    }
+}
+
+fn run() {
+    let level = settings::log_level().unwrap_or_else(|problem| settings::exit_with(&problem));
+    settings::init_logging(level);
+    let port = settings::port("PORT", 8090).unwrap_or_else(|problem| settings::exit_with(&problem));
+    let credentials = settings::credentials("ECHO_USERNAME", "ECHO_PASSWORD")
+        .unwrap_or_else(|problem| settings::exit_with(&problem));
+    let host = settings::listen_host(credentials.is_some(), "ECHO_USERNAME and ECHO_PASSWORD")
+        .unwrap_or_else(|problem| settings::exit_with(&problem));
+    if credentials.is_none() {
+        log::warn!("auth: ECHO_USERNAME and ECHO_PASSWORD are not set: the management API is open, on {host} only");
+    }
+    let data_dir =
+        settings::var("DATA_DIR").map_or_else(|| PathBuf::from("echo-data"), PathBuf::from);
+    let echo = EchoService::new(EchoConfig {
+        management_credentials: credentials,
+        data_dir: Some(data_dir.clone()),
+    })
+    .unwrap_or_else(|problem| settings::exit_with(&format!("DATA_DIR: {problem}")));
+    log::info!(
+        "echo service: {} instances loaded from {}",
+        echo.instance_count(),
+        data_dir.display()
+    );
+    let server = http::bind(&format!("{host}:{port}"))
+        .unwrap_or_else(|problem| settings::exit_with(&format!("PORT: {problem}")));
+    log::info!("echo service: listening on http://{host}:{port}");
+    http::serve("echo", server, Arc::new(echo), http::worker_count());
+}

@@ -1,0 +1,347 @@
+//! The catalog: the services and plans the broker offers (OSB API "Catalog Management").
+//!
+//! It is read from TOML once at start-up, checked against the spec's MUSTs, and then
+//! serialised to the JSON that `GET /v2/catalog` answers. Optional fields that are absent in
+//! the TOML are omitted from the JSON, never sent as `null`: the spec's schema has no null.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use std::collections::HashSet;
+use std::fmt;
+use std::path::Path;
+
+/// The catalog file compiled into the binary, so the broker runs from any directory.
+pub const EMBEDDED_CATALOG: &str = include_str!("../catalog.toml");
+
+/// How the catalog file is named in messages when it is the embedded one.
+pub const EMBEDDED_CATALOG_NAME: &str = "embedded catalog.toml";
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Catalog {
+    pub services: Vec<Service>,
+}
+
+/// A service offering.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Service {
+    pub id: String,
+    pub name: String,
+    pub description: String,
+    pub bindable: bool,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub requires: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub instances_retrievable: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bindings_retrievable: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub allow_context_updates: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub plan_updateable: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<Map<String, Value>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dashboard_client: Option<DashboardClient>,
+    pub plans: Vec<Plan>,
+}
+
+/// Cloud Foundry's dashboard single sign-on client (a catalog extension of the profile).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DashboardClient {
+    pub id: String,
+    pub secret: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redirect_uri: Option<String>,
+}
+
+/// A service plan.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Plan {
+    pub id: String,
+    pub name: String,
+    pub description: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub free: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bindable: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub plan_updateable: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub binding_rotatable: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub maximum_polling_duration: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<Map<String, Value>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub schemas: Option<Map<String, Value>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub maintenance_info: Option<MaintenanceInfo>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct MaintenanceInfo {
+    pub version: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+}
+
+/// Why a catalog was refused: the file, the field and the problem, for one line of log.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CatalogError {
+    pub file: String,
+    pub field: String,
+    pub problem: String,
+}
+
+impl fmt::Display for CatalogError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.field.is_empty() {
+            write!(f, "{}: {}", self.file, self.problem)
+        } else {
+            write!(f, "{}: {}: {}", self.file, self.field, self.problem)
+        }
+    }
+}
+
+impl std::error::Error for CatalogError {}
+
+/// A catalog that passed validation, with the warnings (SHOULDs it misses) to log once.
+#[derive(Debug, Clone)]
+pub struct LoadedCatalog {
+    pub catalog: Catalog,
+    pub source: String,
+    pub warnings: Vec<String>,
+}
+
+impl Catalog {
+    /// Reads `path`, or the embedded catalog when `path` is `None`, and validates it.
+    pub fn load(path: Option<&Path>) -> Result<LoadedCatalog, CatalogError> {
+        match path {
+            None => Catalog::parse(EMBEDDED_CATALOG, EMBEDDED_CATALOG_NAME),
+            Some(path) => {
+                let file = path.display().to_string();
+                let text = std::fs::read_to_string(path).map_err(|error| CatalogError {
+                    file: file.clone(),
+                    field: String::new(),
+                    problem: format!("cannot be read: {error}"),
+                })?;
+                Catalog::parse(&text, &file)
+            }
+        }
+    }
+
+    /// Parses TOML text and validates it; `file` only names it in messages.
+    pub fn parse(text: &str, file: &str) -> Result<LoadedCatalog, CatalogError> {
+        let catalog: Catalog = toml::from_str(text).map_err(|error| CatalogError {
+            file: file.to_string(),
+            field: String::new(),
+            problem: error.message().to_string() + &toml_location(text, &error),
+        })?;
+        let warnings = catalog
+            .validate()
+            .map_err(|(field, problem)| CatalogError {
+                file: file.to_string(),
+                field,
+                problem,
+            })?;
+        Ok(LoadedCatalog {
+            catalog,
+            source: file.to_string(),
+            warnings,
+        })
+    }
+
+    /// The JSON body of `GET /v2/catalog`.
+    pub fn to_json(&self) -> Vec<u8> {
+        serde_json::to_vec(self).unwrap_or_else(|_| b"{\"services\":[]}".to_vec())
+    }
+
+    pub fn service(&self, service_id: &str) -> Option<&Service> {
+        self.services
+            .iter()
+            .find(|service| service.id == service_id)
+    }
+
+    /// Checks every MUST of the spec's catalog section; returns the SHOULDs it misses.
+    fn validate(&self) -> Result<Vec<String>, (String, String)> {
+        let mut warnings = Vec::new();
+        let mut service_ids = HashSet::new();
+        let mut service_names = HashSet::new();
+        let mut plan_ids = HashSet::new();
+        for (s, service) in self.services.iter().enumerate() {
+            let at = |field: &str| format!("services[{s}].{field}");
+            require_non_empty(&service.id, at("id"))?;
+            require_non_empty(&service.name, at("name"))?;
+            require_non_empty(&service.description, at("description"))?;
+            if !service_ids.insert(service.id.as_str()) {
+                return Err((at("id"), format!("'{}' is used twice", service.id)));
+            }
+            if !service_names.insert(service.name.as_str()) {
+                return Err((at("name"), format!("'{}' is used twice", service.name)));
+            }
+            warn_unless_cli_friendly(&service.name, at("name"), &mut warnings);
+            if let Some(client) = &service.dashboard_client {
+                require_non_empty(&client.id, at("dashboard_client.id"))?;
+                require_non_empty(&client.secret, at("dashboard_client.secret"))?;
+            }
+            if service.plans.is_empty() {
+                return Err((at("plans"), "a service needs at least one plan".into()));
+            }
+            let mut plan_names = HashSet::new();
+            for (p, plan) in service.plans.iter().enumerate() {
+                let at = |field: &str| format!("services[{s}].plans[{p}].{field}");
+                require_non_empty(&plan.id, at("id"))?;
+                require_non_empty(&plan.name, at("name"))?;
+                require_non_empty(&plan.description, at("description"))?;
+                if !plan_ids.insert(plan.id.as_str()) {
+                    return Err((at("id"), format!("'{}' is used twice", plan.id)));
+                }
+                if !plan_names.insert(plan.name.as_str()) {
+                    let problem = format!("'{}' is used twice in this service", plan.name);
+                    return Err((at("name"), problem));
+                }
+                warn_unless_cli_friendly(&plan.name, at("name"), &mut warnings);
+                if let Some(info) = &plan.maintenance_info {
+                    if !is_semantic_version(&info.version) {
+                        let problem = format!("'{}' is not a semantic version", info.version);
+                        return Err((at("maintenance_info.version"), problem));
+                    }
+                }
+                if let Some(schemas) = &plan.schemas {
+                    validate_schemas(schemas, &at("schemas"))?;
+                }
+            }
+        }
+        Ok(warnings)
+    }
+}
+
+impl Service {
+    pub fn plan(&self, plan_id: &str) -> Option<&Plan> {
+        self.plans.iter().find(|plan| plan.id == plan_id)
+    }
+
+    /// Whether instances of `plan` may move to another plan (the plan's flag wins).
+    pub fn plan_is_updateable(&self, plan: &Plan) -> bool {
+        plan.plan_updateable
+            .or(self.plan_updateable)
+            .unwrap_or(false)
+    }
+
+    /// The plan ids, for error messages that say what would have been valid.
+    pub fn plan_ids(&self) -> String {
+        let ids: Vec<&str> = self.plans.iter().map(|plan| plan.id.as_str()).collect();
+        ids.join(", ")
+    }
+}
+
+fn require_non_empty(value: &str, field: String) -> Result<(), (String, String)> {
+    if value.trim().is_empty() {
+        Err((field, "must be a non-empty string".into()))
+    } else {
+        Ok(())
+    }
+}
+
+/// The spec RECOMMENDS names of letters, digits, periods and hyphens only; the seed's
+/// "Echo Service" has a space, so this is a warning, not an error.
+fn warn_unless_cli_friendly(name: &str, field: String, warnings: &mut Vec<String>) {
+    let friendly = name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-');
+    if !friendly {
+        warnings.push(format!(
+            "{field}: '{name}' is not CLI-friendly (the spec recommends only letters, digits, '.' and '-')"
+        ));
+    }
+}
+
+/// `MAJOR.MINOR.PATCH`, each a number without leading zeros, with optional `-pre` and `+build`.
+fn is_semantic_version(version: &str) -> bool {
+    let core = version.split(['-', '+']).next().unwrap_or("");
+    let parts: Vec<&str> = core.split('.').collect();
+    let numeric = |part: &&str| {
+        !part.is_empty()
+            && part.bytes().all(|b| b.is_ascii_digit())
+            && (part.len() == 1 || !part.starts_with('0'))
+    };
+    parts.len() == 3 && parts.iter().all(numeric) && !version.ends_with(['-', '+'])
+}
+
+/// Each `parameters` schema MUST declare `$schema` and MUST NOT exceed 64 kB.
+fn validate_schemas(schemas: &Map<String, Value>, field: &str) -> Result<(), (String, String)> {
+    let mut found = Vec::new();
+    let schemas = Value::Object(schemas.clone());
+    collect_parameter_schemas(&schemas, field, &mut found);
+    for (path, schema) in found {
+        if schema.get("$schema").is_none() {
+            return Err((path, "a parameters schema must declare \"$schema\"".into()));
+        }
+        if serde_json::to_vec(schema).map_or(0, |bytes| bytes.len()) > 64 * 1024 {
+            return Err((path, "a parameters schema must not exceed 64 kB".into()));
+        }
+    }
+    Ok(())
+}
+
+fn collect_parameter_schemas<'a>(value: &'a Value, path: &str, out: &mut Vec<(String, &'a Value)>) {
+    if let Value::Object(map) = value {
+        for (key, child) in map {
+            let child_path = format!("{path}.{key}");
+            if key == "parameters" {
+                out.push((child_path, child));
+            } else {
+                collect_parameter_schemas(child, &child_path, out);
+            }
+        }
+    }
+}
+
+/// " (line L, column C)" for a TOML error, so the operator can find the problem.
+fn toml_location(text: &str, error: &toml::de::Error) -> String {
+    match error.span() {
+        Some(span) => {
+            let before = &text[..span.start.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+            format!(" (line {line}, column {column})")
+        }
+        None => String::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_catalog_is_valid_and_warns_about_the_seed_names() {
+        let loaded = Catalog::load(None).expect("embedded catalog loads");
+        assert_eq!(loaded.catalog.services.len(), 2);
+        assert!(loaded.warnings.iter().any(|w| w.contains("Echo Service")));
+    }
+
+    #[test]
+    fn semantic_versions_are_recognised() {
+        for good in ["1.0.0", "0.1.2", "10.20.30-rc.1", "1.2.3+build.5"] {
+            assert!(is_semantic_version(good), "{good}");
+        }
+        for bad in ["", "1", "1.0", "01.0.0", "1.0.x", "1.0.0-", "a.b.c"] {
+            assert!(!is_semantic_version(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn duplicate_plan_ids_name_the_field() {
+        let text = EMBEDDED_CATALOG.replace("small_0001", "big_0001");
+        let error = Catalog::parse(&text, "x.toml").expect_err("duplicate id refused");
+        assert_eq!(error.field, "services[1].plans[0].id");
+    }
+}

@@ -1,0 +1,86 @@
+//! The echo service's management API as both sides see it: the bodies the broker sends
+//! and the records the echo service answers with. One set of types, so the two cannot drift.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// Everything the platform said when it provisioned an instance. A repeated provision is
+/// answered 200 only if these are identical, 409 otherwise (OSB API "Provisioning").
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InstanceAttributes {
+    pub service_id: String,
+    pub plan_id: String,
+    pub organization_guid: String,
+    pub space_guid: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parameters: Option<Value>,
+}
+
+/// Everything the platform said when it created a binding; compared like [`InstanceAttributes`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BindingAttributes {
+    pub service_id: String,
+    pub plan_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app_guid: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bind_resource: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parameters: Option<Value>,
+}
+
+/// A change to an existing instance (`PATCH /echo/{instance_id}`); absent fields stay as they are.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct InstanceUpdate {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parameters: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context: Option<Value>,
+}
+
+/// An instance as the echo service reports it. The original echo service sent only
+/// `instance_id`, `state` and `dashboard_url`, so everything else is optional when read.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InstanceView {
+    pub instance_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attributes: Option<InstanceAttributes>,
+    /// The secret part of the dashboard URL: the dashboard is not readable by id alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dashboard_token: Option<String>,
+    #[serde(default)]
+    pub bindings: usize,
+    #[serde(default)]
+    pub messages: u64,
+}
+
+/// A binding as the echo service reports it, with the credentials the bound app uses.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BindingView {
+    pub id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attributes: Option<BindingAttributes>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<String>,
+}
+
+/// An empty JSON object means the same as an absent one (platforms and checkers send `{}`).
+pub fn non_empty(value: Option<Value>) -> Option<Value> {
+    match value {
+        Some(Value::Object(map)) if map.is_empty() => None,
+        Some(Value::Null) => None,
+        other => other,
+    }
+}

@@ -1,0 +1,332 @@
+//! The broker's side of the echo service's management API: one shared ureq agent (a pool of
+//! keep-alive connections used by every worker) with short timeouts, and one method per call.
+//!
+//! Each method turns the echo service's status codes into a small enum the broker can match
+//! on; anything unexpected (refused, timed out, a 5xx, a body that is not what was promised)
+//! is an [`EchoError`] whose text says what failed, for the broker's error description.
+
+use crate::echo_api::{
+    BindingAttributes, BindingView, InstanceAttributes, InstanceUpdate, InstanceView,
+};
+use crate::http::percent_encode;
+use serde::de::DeserializeOwned;
+use std::time::Duration;
+
+/// How long the broker waits for the echo service before answering with an error.
+pub const BACKEND_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The largest answer the broker reads from the echo service.
+const MAX_REPLY_BYTES: u64 = 1024 * 1024;
+
+/// Why a call to the echo service failed, with the HTTP status the broker answers.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EchoError {
+    /// 502 for a bad answer, 503 when it cannot be reached, 504 when it is too slow.
+    pub status: u16,
+    pub description: String,
+}
+
+/// The answer to a provision.
+pub enum Provisioned {
+    Created(InstanceView),
+    /// The instance already existed; the view carries what was stored (if the backend says).
+    AlreadyExists(InstanceView),
+}
+
+/// The answer to a bind.
+pub enum Bound {
+    Created(BindingView),
+    AlreadyExists(BindingView),
+    NoSuchInstance,
+    /// The body's service or plan is not the instance's.
+    Mismatch(String),
+}
+
+/// The answer to a deprovision or unbind.
+pub enum Removed {
+    Removed,
+    NotFound,
+    Mismatch(String),
+}
+
+/// A client for one echo service.
+pub struct EchoClient {
+    agent: ureq::Agent,
+    /// Where the echo service is, e.g. `http://127.0.0.1:8090`, without a trailing slash.
+    base_url: String,
+    /// The `Authorization` header for the management API, if it has credentials.
+    authorization: Option<String>,
+}
+
+struct Reply {
+    status: u16,
+    body: Vec<u8>,
+}
+
+impl EchoClient {
+    pub fn new(base_url: &str, credentials: Option<(String, String)>) -> EchoClient {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .timeout_global(Some(BACKEND_TIMEOUT))
+            .http_status_as_error(false)
+            .max_idle_connections(256)
+            .max_idle_connections_per_host(256)
+            .user_agent(concat!("echo-broker/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .into();
+        EchoClient {
+            agent,
+            base_url: base_url.trim_end_matches('/').to_string(),
+            authorization: credentials
+                .map(|(user, password)| crate::http::basic_authorization(&user, &password)),
+        }
+    }
+
+    /// `PUT /echo/{instance_id}`.
+    pub fn provision(
+        &self,
+        instance_id: &str,
+        attributes: &InstanceAttributes,
+    ) -> Result<Provisioned, EchoError> {
+        let reply = self.send(
+            "PUT",
+            &instance_path(instance_id),
+            Some(to_body(attributes)),
+        )?;
+        match reply.status {
+            200 | 201 => Ok(Provisioned::Created(self.parse_view(&reply, instance_id)?)),
+            409 => Ok(Provisioned::AlreadyExists(
+                self.parse_view(&reply, instance_id)?,
+            )),
+            _ => Err(self.unexpected("provision", &reply)),
+        }
+    }
+
+    /// `GET /echo/{instance_id}`; `None` if it does not exist.
+    pub fn fetch_instance(&self, instance_id: &str) -> Result<Option<InstanceView>, EchoError> {
+        let reply = self.send("GET", &instance_path(instance_id), None)?;
+        match reply.status {
+            200 => Ok(Some(self.parse(&reply)?)),
+            404 | 410 => Ok(None),
+            _ => Err(self.unexpected("fetch instance", &reply)),
+        }
+    }
+
+    /// `PATCH /echo/{instance_id}`; `None` if it does not exist.
+    pub fn update(
+        &self,
+        instance_id: &str,
+        update: &InstanceUpdate,
+    ) -> Result<Option<InstanceView>, EchoError> {
+        let reply = self.send("PATCH", &instance_path(instance_id), Some(to_body(update)))?;
+        match reply.status {
+            200 => Ok(Some(self.parse(&reply)?)),
+            404 => Ok(None),
+            _ => Err(self.unexpected("update", &reply)),
+        }
+    }
+
+    /// `DELETE /echo/{instance_id}?service_id=..&plan_id=..`.
+    pub fn deprovision(
+        &self,
+        instance_id: &str,
+        service_id: &str,
+        plan_id: &str,
+    ) -> Result<Removed, EchoError> {
+        let path = instance_path(instance_id) + &ids_query(service_id, plan_id);
+        let reply = self.send("DELETE", &path, None)?;
+        self.removal("deprovision", reply)
+    }
+
+    /// `PUT /echo/{instance_id}/{binding_id}`.
+    pub fn bind(
+        &self,
+        instance_id: &str,
+        binding_id: &str,
+        attributes: &BindingAttributes,
+    ) -> Result<Bound, EchoError> {
+        let path = binding_path(instance_id, binding_id);
+        let reply = self.send("PUT", &path, Some(to_body(attributes)))?;
+        match reply.status {
+            200 | 201 => Ok(Bound::Created(self.parse(&reply)?)),
+            409 => Ok(Bound::AlreadyExists(
+                self.parse(&reply)
+                    .unwrap_or_else(|_| empty_binding(binding_id)),
+            )),
+            404 => Ok(Bound::NoSuchInstance),
+            400 => Ok(Bound::Mismatch(description_of(&reply))),
+            _ => Err(self.unexpected("bind", &reply)),
+        }
+    }
+
+    /// `GET /echo/{instance_id}/{binding_id}`; `None` if it does not exist.
+    pub fn fetch_binding(
+        &self,
+        instance_id: &str,
+        binding_id: &str,
+    ) -> Result<Option<BindingView>, EchoError> {
+        let reply = self.send("GET", &binding_path(instance_id, binding_id), None)?;
+        match reply.status {
+            200 => Ok(Some(self.parse(&reply)?)),
+            404 | 410 => Ok(None),
+            _ => Err(self.unexpected("fetch binding", &reply)),
+        }
+    }
+
+    /// `DELETE /echo/{instance_id}/{binding_id}?service_id=..&plan_id=..`.
+    pub fn unbind(
+        &self,
+        instance_id: &str,
+        binding_id: &str,
+        service_id: &str,
+        plan_id: &str,
+    ) -> Result<Removed, EchoError> {
+        let path = binding_path(instance_id, binding_id) + &ids_query(service_id, plan_id);
+        let reply = self.send("DELETE", &path, None)?;
+        self.removal("unbind", reply)
+    }
+
+    /// The echo service's base URL, for the URLs the broker hands out.
+    pub fn base_url(&self) -> &str {
+        &self.base_url
+    }
+
+    fn removal(&self, operation: &str, reply: Reply) -> Result<Removed, EchoError> {
+        match reply.status {
+            200 | 204 => Ok(Removed::Removed),
+            404 | 410 => Ok(Removed::NotFound),
+            400 => Ok(Removed::Mismatch(description_of(&reply))),
+            _ => Err(self.unexpected(operation, &reply)),
+        }
+    }
+
+    fn send(&self, method: &str, path: &str, body: Option<Vec<u8>>) -> Result<Reply, EchoError> {
+        let url = format!("{}{}", self.base_url, path);
+        let mut builder = ureq::http::Request::builder().method(method).uri(&url);
+        if let Some(authorization) = &self.authorization {
+            builder = builder.header("Authorization", authorization);
+        }
+        if body.is_some() {
+            builder = builder.header("Content-Type", "application/json");
+        }
+        let request = builder
+            .body(body.unwrap_or_default())
+            .map_err(|error| EchoError {
+                status: 502,
+                description: format!(
+                    "cannot build a request to the echo service at {url}: {error}"
+                ),
+            })?;
+        let mut response = self
+            .agent
+            .run(request)
+            .map_err(|error| self.failed(&url, error))?;
+        let status = response.status().as_u16();
+        let body = response
+            .body_mut()
+            .with_config()
+            .limit(MAX_REPLY_BYTES)
+            .read_to_vec()
+            .map_err(|error| self.failed(&url, error))?;
+        Ok(Reply { status, body })
+    }
+
+    fn failed(&self, url: &str, error: ureq::Error) -> EchoError {
+        let (status, what) = match &error {
+            ureq::Error::Timeout(_) => (
+                504,
+                format!("did not answer within {} s", BACKEND_TIMEOUT.as_secs()),
+            ),
+            ureq::Error::Io(_) | ureq::Error::ConnectionFailed | ureq::Error::HostNotFound => {
+                (503, format!("cannot be reached ({error})"))
+            }
+            _ => (502, format!("failed: {error}")),
+        };
+        EchoError {
+            status,
+            description: format!("the echo service at {url} {what}"),
+        }
+    }
+
+    fn unexpected(&self, operation: &str, reply: &Reply) -> EchoError {
+        EchoError {
+            status: 502,
+            description: format!(
+                "the echo service at {} answered {} to the {operation}: {}",
+                self.base_url,
+                reply.status,
+                description_of(reply)
+            ),
+        }
+    }
+
+    fn parse<T: DeserializeOwned>(&self, reply: &Reply) -> Result<T, EchoError> {
+        serde_json::from_slice(&reply.body).map_err(|error| EchoError {
+            status: 502,
+            description: format!(
+                "the echo service at {} answered {} with a body that is not what it promises: {error}",
+                self.base_url, reply.status
+            ),
+        })
+    }
+
+    /// An instance view; the original echo service's 409 has no body worth reading, so
+    /// an unreadable 409 is an instance with nothing recorded.
+    fn parse_view(&self, reply: &Reply, instance_id: &str) -> Result<InstanceView, EchoError> {
+        match self.parse::<InstanceView>(reply) {
+            Ok(view) => Ok(view),
+            Err(_) if reply.status == 409 => Ok(InstanceView {
+                instance_id: instance_id.to_string(),
+                state: None,
+                attributes: None,
+                dashboard_token: None,
+                bindings: 0,
+                messages: 0,
+            }),
+            Err(error) => Err(error),
+        }
+    }
+}
+
+fn instance_path(instance_id: &str) -> String {
+    format!("/echo/{}", percent_encode(instance_id))
+}
+
+fn binding_path(instance_id: &str, binding_id: &str) -> String {
+    format!(
+        "/echo/{}/{}",
+        percent_encode(instance_id),
+        percent_encode(binding_id)
+    )
+}
+
+fn ids_query(service_id: &str, plan_id: &str) -> String {
+    format!(
+        "?service_id={}&plan_id={}",
+        percent_encode(service_id),
+        percent_encode(plan_id)
+    )
+}
+
+fn to_body<T: serde::Serialize>(value: &T) -> Vec<u8> {
+    serde_json::to_vec(value).unwrap_or_default()
+}
+
+fn empty_binding(binding_id: &str) -> BindingView {
+    BindingView {
+        id: binding_id.to_string(),
+        app: None,
+        state: None,
+        attributes: None,
+        username: None,
+        password: None,
+    }
+}
+
+/// The `description` (or the original's `error`) of an error answer, else a note that it had none.
+fn description_of(reply: &Reply) -> String {
+    let body: serde_json::Value = serde_json::from_slice(&reply.body).unwrap_or_default();
+    body.get("description")
+        .or_else(|| body.get("error"))
+        .and_then(|text| text.as_str())
+        .map_or_else(|| "no description".to_string(), str::to_string)
+}

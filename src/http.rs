@@ -1,0 +1,529 @@
+//! The HTTP plumbing both servers share: a plain request and response type, reading a
+//! request from tiny_http with a bounded body, JSON responses, basic-auth parsing,
+//! percent-encoding, id checks and random tokens.
+//!
+//! Handlers work on [`HttpRequest`] and return [`HttpResponse`], plain data with no socket
+//! behind it, so the request path can be tested (and fuzzed) without a network.
+
+use base64::Engine;
+use serde::Serialize;
+use std::io::Read;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The largest request body either server reads; a larger one is answered 413 unread.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// The longest id (instance, binding, service, plan) accepted anywhere.
+pub const MAX_ID_BYTES: usize = 255;
+
+/// How long an accepted connection may stay silent before the server closes it.
+pub const CLIENT_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A request as the handlers see it: method, decoded path segments, query and body.
+#[derive(Debug, Clone, Default)]
+pub struct HttpRequest {
+    pub method: String,
+    /// The path and query exactly as received, for logs.
+    pub url: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+/// A response as the handlers produce it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HttpResponse {
+    pub status: u16,
+    pub content_type: &'static str,
+    pub headers: Vec<(&'static str, String)>,
+    pub body: Vec<u8>,
+}
+
+pub const JSON: &str = "application/json";
+pub const HTML: &str = "text/html; charset=utf-8";
+
+impl HttpRequest {
+    /// The first header named `name` (case-insensitive), if any.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(key, _)| key.eq_ignore_ascii_case(name))
+            .map(|(_, value)| value.as_str())
+    }
+
+    /// The path without the query string.
+    pub fn path(&self) -> &str {
+        self.url.split('?').next().unwrap_or("")
+    }
+
+    /// The path split on `/` with each segment percent-decoded; `None` if a segment is
+    /// not valid percent-encoded UTF-8. Decoding after splitting keeps `a%2Fb` one segment.
+    pub fn path_segments(&self) -> Option<Vec<String>> {
+        self.path()
+            .split('/')
+            .filter(|segment| !segment.is_empty())
+            .map(percent_decode)
+            .collect()
+    }
+
+    /// The decoded value of query parameter `name`; `Some("")` when present but empty.
+    pub fn query(&self, name: &str) -> Option<String> {
+        let query = self.url.split_once('?')?.1;
+        query.split('&').find_map(|pair| {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            let key = percent_decode(&key.replace('+', " "))?;
+            (key == name).then(|| percent_decode(&value.replace('+', " ")).unwrap_or_default())
+        })
+    }
+}
+
+impl HttpResponse {
+    /// A JSON response from any serialisable value.
+    pub fn json<T: Serialize + ?Sized>(status: u16, value: &T) -> HttpResponse {
+        let body = serde_json::to_vec(value).unwrap_or_else(|_| b"{}".to_vec());
+        HttpResponse::raw_json(status, body)
+    }
+
+    /// A JSON response from bytes serialised earlier (the catalog, constant bodies).
+    pub fn raw_json(status: u16, body: Vec<u8>) -> HttpResponse {
+        HttpResponse {
+            status,
+            content_type: JSON,
+            headers: Vec::new(),
+            body,
+        }
+    }
+
+    /// `{"error": ..., "description": ...}`; `error` is the spec's code where one applies.
+    pub fn error(status: u16, error: &str, description: &str) -> HttpResponse {
+        HttpResponse::json(
+            status,
+            &serde_json::json!({ "error": error, "description": description }),
+        )
+    }
+
+    pub fn html(status: u16, body: String) -> HttpResponse {
+        HttpResponse {
+            status,
+            content_type: HTML,
+            headers: Vec::new(),
+            body: body.into_bytes(),
+        }
+    }
+
+    pub fn with_header(mut self, name: &'static str, value: String) -> HttpResponse {
+        self.headers.push((name, value));
+        self
+    }
+}
+
+/// Reads a tiny_http request into an [`HttpRequest`], refusing bodies over
+/// [`MAX_BODY_BYTES`] with 413 before reading them.
+pub fn read_request(request: &mut tiny_http::Request) -> Result<HttpRequest, HttpResponse> {
+    let too_large = || {
+        HttpResponse::error(
+            413,
+            "PayloadTooLarge",
+            &format!("the request body exceeds the limit of {MAX_BODY_BYTES} bytes"),
+        )
+        .with_header("Connection", "close".into())
+    };
+    if request
+        .body_length()
+        .is_some_and(|length| length > MAX_BODY_BYTES)
+    {
+        return Err(too_large());
+    }
+    let mut body = Vec::new();
+    let limit = MAX_BODY_BYTES as u64 + 1;
+    if let Err(error) = request.as_reader().take(limit).read_to_end(&mut body) {
+        let description = format!("the request body could not be read: {error}");
+        return Err(HttpResponse::error(400, "BadRequest", &description));
+    }
+    if body.len() > MAX_BODY_BYTES {
+        return Err(too_large());
+    }
+    Ok(HttpRequest {
+        method: request.method().as_str().to_ascii_uppercase(),
+        url: request.url().to_string(),
+        headers: request
+            .headers()
+            .iter()
+            .map(|h| (h.field.as_str().as_str().to_string(), h.value.to_string()))
+            .collect(),
+        body,
+    })
+}
+
+/// Sends `response`; a client that has gone away is not an error worth more than a debug line.
+pub fn send(request: tiny_http::Request, response: HttpResponse) {
+    let mut reply = tiny_http::Response::from_data(response.body).with_status_code(response.status);
+    let headers = std::iter::once(("Content-Type", response.content_type.to_string()))
+        .chain(response.headers);
+    for (name, value) in headers {
+        if let Ok(header) = tiny_http::Header::from_bytes(name.as_bytes(), value.as_bytes()) {
+            reply.add_header(header);
+        }
+    }
+    if let Err(error) = request.respond(reply) {
+        log::debug!("could not send the response: {error}");
+    }
+}
+
+/// What a server does with a request; [`serve`] runs it on several threads.
+pub trait Handler: Send + Sync + 'static {
+    fn handle(&self, request: &HttpRequest) -> HttpResponse;
+
+    /// Extra `key=value` words for the request's log line (identities, users).
+    fn log_context(&self, _request: &HttpRequest) -> String {
+        String::new()
+    }
+}
+
+/// Runs `workers` threads, each the same blocking loop: receive a request, answer it, log
+/// one line. A panic in a handler becomes a 500 for that request only. Returns when the
+/// server is unblocked (the threads end with it).
+pub fn serve<H: Handler>(
+    name: &'static str,
+    server: Arc<tiny_http::Server>,
+    handler: Arc<H>,
+    workers: usize,
+) {
+    let threads: Vec<_> = (0..workers)
+        .map(|_| {
+            let server = Arc::clone(&server);
+            let handler = Arc::clone(&handler);
+            std::thread::spawn(move || {
+                while let Ok(request) = server.recv() {
+                    answer(name, request, handler.as_ref());
+                }
+            })
+        })
+        .collect();
+    for thread in threads {
+        let _ = thread.join();
+    }
+}
+
+fn answer<H: Handler>(name: &str, mut request: tiny_http::Request, handler: &H) {
+    let started = std::time::Instant::now();
+    let (response, method, url, context) = match read_request(&mut request) {
+        Ok(incoming) => {
+            let response = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                handler.handle(&incoming)
+            }))
+            .unwrap_or_else(|_| {
+                HttpResponse::error(500, "InternalError", "the request could not be handled")
+            });
+            let context = if log::log_enabled!(log::Level::Info) {
+                handler.log_context(&incoming)
+            } else {
+                String::new()
+            };
+            (response, incoming.method, incoming.url, context)
+        }
+        Err(response) => (
+            response,
+            request.method().to_string(),
+            request.url().to_string(),
+            String::new(),
+        ),
+    };
+    log::info!(
+        "{name}: {method} {url} {} {:.1}ms{context}",
+        response.status,
+        started.elapsed().as_secs_f64() * 1000.0
+    );
+    send(request, response);
+}
+
+/// Binds a tiny_http server on `address` ("host:port").
+pub fn bind(address: &str) -> Result<Arc<tiny_http::Server>, String> {
+    let socket: SocketAddr = address
+        .to_socket_addrs()
+        .ok()
+        .and_then(|mut addresses| addresses.next())
+        .ok_or_else(|| format!("'{address}' is not an address to listen on"))?;
+    tiny_http::Server::http(socket)
+        .map(Arc::new)
+        .map_err(|error| format!("cannot listen on {socket}: {error}"))
+}
+
+/// The number of threads that run a server's blocking receive loop: enough that requests
+/// waiting on the backend do not starve the others on a small machine.
+pub fn worker_count() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get()) * 8
+}
+
+/// The user and password of a `Basic` Authorization header; `None` for anything malformed
+/// (another scheme, bad base64, no colon, not UTF-8).
+pub fn basic_credentials(authorization: Option<&str>) -> Option<(String, String)> {
+    let value = authorization?.trim();
+    let (scheme, encoded) = value.split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .ok()?;
+    let text = String::from_utf8(decoded).ok()?;
+    let (user, password) = text.split_once(':')?;
+    Some((user.to_string(), password.to_string()))
+}
+
+/// The value of a `Basic` Authorization header for `user` and `password`.
+pub fn basic_authorization(user: &str, password: &str) -> String {
+    let encoded = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+    format!("Basic {encoded}")
+}
+
+/// Compares secrets in time that depends only on their lengths, not on where they differ.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Whether `authorization` carries exactly `user` and `password`; both halves are always
+/// compared, so the time taken does not say which one was wrong.
+pub fn credentials_match(authorization: Option<&str>, user: &str, password: &str) -> bool {
+    match basic_credentials(authorization) {
+        Some((given_user, given_password)) => {
+            let user_ok = constant_time_eq(given_user.as_bytes(), user.as_bytes());
+            let password_ok = constant_time_eq(given_password.as_bytes(), password.as_bytes());
+            user_ok & password_ok
+        }
+        None => false,
+    }
+}
+
+/// Percent-encodes everything outside RFC 3986's unreserved characters, so an id is always
+/// exactly one path segment.
+pub fn percent_encode(text: &str) -> String {
+    let mut encoded = String::with_capacity(text.len());
+    for byte in text.bytes() {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
+            encoded.push(byte as char);
+        } else {
+            encoded.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    encoded
+}
+
+/// Decodes `%XX` escapes; `None` for a broken escape or bytes that are not UTF-8.
+pub fn percent_decode(text: &str) -> Option<String> {
+    let bytes = text.as_bytes();
+    let mut decoded = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = text.get(i + 1..i + 3)?;
+            decoded.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            decoded.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(decoded).ok()
+}
+
+/// Escapes text for HTML element content and attribute values.
+pub fn html_escape(text: &str) -> String {
+    let mut escaped = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => escaped.push_str("&amp;"),
+            '<' => escaped.push_str("&lt;"),
+            '>' => escaped.push_str("&gt;"),
+            '"' => escaped.push_str("&quot;"),
+            '\'' => escaped.push_str("&#39;"),
+            _ => escaped.push(c),
+        }
+    }
+    escaped
+}
+
+/// Why an id is unacceptable, or `None` if it is fine: ids must be non-empty, at most
+/// [`MAX_ID_BYTES`] bytes, and free of control characters.
+pub fn id_problem(id: &str) -> Option<String> {
+    if id.is_empty() {
+        Some("must not be empty".into())
+    } else if id.len() > MAX_ID_BYTES {
+        Some(format!("must be at most {MAX_ID_BYTES} bytes"))
+    } else if id.chars().any(char::is_control) {
+        Some("must not contain control characters".into())
+    } else {
+        None
+    }
+}
+
+/// A random token of 32 lowercase hex digits (128 bits) from the operating system.
+pub fn random_token() -> Result<String, String> {
+    let mut bytes = [0u8; 16];
+    getrandom::fill(&mut bytes).map_err(|error| format!("no randomness available: {error}"))?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// The maximum nesting of arrays and objects accepted in a JSON body. serde_json stops at
+/// 128 itself; OSB bodies are shallow, so anything deeper than this is refused early.
+pub const MAX_JSON_DEPTH: usize = 32;
+
+/// Parses a JSON body that must be an object, refusing duplicate keys, invalid UTF-8 and
+/// absurd nesting. The error text is a description for a 400 answer.
+pub fn parse_json_object(
+    body: &[u8],
+) -> Result<serde_json::Map<String, serde_json::Value>, String> {
+    let text = std::str::from_utf8(body).map_err(|_| "the body is not valid UTF-8".to_string())?;
+    if json_depth(text) > MAX_JSON_DEPTH {
+        return Err(format!(
+            "the JSON body is nested deeper than {MAX_JSON_DEPTH} levels"
+        ));
+    }
+    let value: UniqueKeys = serde_json::from_str(text)
+        .map_err(|error| format!("the body is not valid JSON: {error}"))?;
+    match value.0 {
+        serde_json::Value::Object(map) => Ok(map),
+        _ => Err("the body must be a JSON object".into()),
+    }
+}
+
+/// The deepest nesting of `[` and `{` outside strings.
+fn json_depth(text: &str) -> usize {
+    let (mut depth, mut deepest, mut in_string, mut escaped) = (0usize, 0usize, false, false);
+    for byte in text.bytes() {
+        if in_string {
+            match byte {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match byte {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    deepest
+}
+
+/// A JSON value whose objects were checked for duplicate keys while parsing.
+struct UniqueKeys(serde_json::Value);
+
+impl<'de> serde::Deserialize<'de> for UniqueKeys {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer
+            .deserialize_any(UniqueKeysVisitor)
+            .map(UniqueKeys)
+    }
+}
+
+struct UniqueKeysVisitor;
+
+impl<'de> serde::de::Visitor<'de> for UniqueKeysVisitor {
+    type Value = serde_json::Value;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<Self::Value, E> {
+        Ok(v.into())
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Self::Value, E> {
+        Ok(v.into())
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Self::Value, E> {
+        Ok(v.into())
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<Self::Value, E> {
+        Ok(serde_json::Number::from_f64(v).map_or(serde_json::Value::Null, Into::into))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(v.into())
+    }
+    fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
+        Ok(v.into())
+    }
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(serde_json::Value::Null)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut items = Vec::new();
+        while let Some(UniqueKeys(item)) = seq.next_element()? {
+            items.push(item);
+        }
+        Ok(serde_json::Value::Array(items))
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut object = serde_json::Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            let UniqueKeys(value) = map.next_value()?;
+            if object.insert(key.clone(), value).is_some() {
+                return Err(serde::de::Error::custom(format!("duplicate key '{key}'")));
+            }
+        }
+        Ok(serde_json::Value::Object(object))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn basic_credentials_refuse_malformed_headers() {
+        assert_eq!(
+            basic_credentials(Some("Basic dXNlcjpwYXNz")),
+            Some(("user".into(), "pass".into()))
+        );
+        assert_eq!(basic_credentials(Some("Basic !!!")), None);
+        assert_eq!(basic_credentials(Some("Basic dXNlcnBhc3M=")), None); // no colon
+        assert_eq!(basic_credentials(Some("Basic /w==")), None); // not UTF-8
+        assert_eq!(basic_credentials(Some("Bearer dXNlcjpwYXNz")), None);
+        assert_eq!(basic_credentials(None), None);
+    }
+
+    #[test]
+    fn percent_encoding_round_trips_and_keeps_one_segment() {
+        for id in ["../x", "a/b", "%2e%2e", "<script>", "ünï cødé"] {
+            let encoded = percent_encode(id);
+            assert!(!encoded.contains('/'));
+            assert_eq!(percent_decode(&encoded).as_deref(), Some(id));
+        }
+        assert_eq!(percent_decode("%zz"), None);
+        assert_eq!(percent_decode("%ff"), None);
+    }
+
+    #[test]
+    fn json_objects_refuse_duplicates_depth_and_non_objects() {
+        assert!(parse_json_object(br#"{"a":1,"b":{"c":[1,2]}}"#).is_ok());
+        assert!(parse_json_object(br#"{"a":1,"a":2}"#).is_err());
+        assert!(parse_json_object(b"[1]").is_err());
+        assert!(parse_json_object(&[0xff, b'{', b'}']).is_err());
+        let deep = "[".repeat(40) + &"]".repeat(40);
+        assert!(parse_json_object(format!("{{\"a\":{deep}}}").as_bytes()).is_err());
+        assert!(parse_json_object(br#"{"a":"[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[["}"#).is_ok());
+    }
+
+    #[test]
+    fn query_values_are_decoded() {
+        let request = HttpRequest {
+            url: "/v2/x?service_id=a%20b&plan_id=&flag".into(),
+            ..HttpRequest::default()
+        };
+        assert_eq!(request.query("service_id").as_deref(), Some("a b"));
+        assert_eq!(request.query("plan_id").as_deref(), Some(""));
+        assert_eq!(request.query("flag").as_deref(), Some(""));
+        assert_eq!(request.query("missing"), None);
+    }
+}

@@ -1,0 +1,202 @@
+//! The broker's start-up: configuration from the environment, logging, the catalog, the
+//! echo service (embedded unless `SERVICE_BASE` names one), and the broker's server loop.
+
+use echo_broker::broker::{Broker, BrokerConfig};
+use echo_broker::catalog::Catalog;
+use echo_broker::echo_service::{EchoConfig, EchoService};
+use echo_broker::http;
+use echo_broker::settings::{self, Command};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// The seed's credentials, accepted (on loopback only) when none are configured.
+const DEFAULT_CREDENTIALS: (&str, &str) = ("user", "pass");
+
+const HELP: &str = "\
+echo-broker: an Open Service Broker API v2.17 service broker for the echo service
+
+Usage: echo-broker [--help | --version | --check-catalog FILE]
+
+Configuration comes from environment variables:
+  PORT              broker listen port                                  [8080]
+  HOST              listen address                [0.0.0.0 with credentials, else 127.0.0.1]
+  BROKER_USERNAME   basic-auth user the platform must send    [unset: 'user', loopback only]
+  BROKER_PASSWORD   basic-auth password the platform must send [unset: 'pass', loopback only]
+  SERVICE_BASE      echo service base URL, e.g. http://echo.example.com (a bare host means
+                    http://host)                      [unset: start the echo service embedded]
+  ECHO_USERNAME     echo service management user       [unset, embedded: a random pair]
+  ECHO_PASSWORD     echo service management password   [unset, embedded: a random pair]
+  ECHO_PORT         port of the embedded echo service                   [8090]
+  DATA_DIR          where the embedded echo service keeps its journal   [./echo-data]
+  CATALOG_PATH      a catalog TOML file to use instead of the embedded one         [unset]
+  LOG_LEVEL         error, warn, info, debug, trace                     [info]
+
+  --check-catalog FILE  validate a catalog file and exit (0 valid, 1 invalid)
+
+Exit codes: 0 success; 1 invalid catalog (--check-catalog); 2 bad configuration.
+";
+
+/// Where the broker's echo service is.
+enum Backend {
+    /// Started in this process; the broker still talks to it over HTTP.
+    Embedded {
+        port: u16,
+        data_dir: PathBuf,
+    },
+    Remote {
+        service_base: String,
+    },
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match settings::parse_command(&args, true) {
+        Ok(Command::Run) => run(),
+        Ok(Command::Help) => print!("{HELP}"),
+        Ok(Command::Version) => println!("echo-broker {}", env!("CARGO_PKG_VERSION")),
+        Ok(Command::CheckCatalog(path)) => check_catalog(&path),
+        Err(problem) => settings::exit_with(&problem),
+    }
+}
+
+fn check_catalog(path: &std::path::Path) {
+    match Catalog::load(Some(path)) {
+        Ok(loaded) => {
+            for warning in &loaded.warnings {
+                println!("warning: {warning}");
+            }
+            println!(
+                "{}: valid ({} services)",
+                loaded.source,
+                loaded.catalog.services.len()
+            );
+        }
+        Err(error) => {
+            eprintln!("error: {error}");
+            std::process::exit(1);
+        }
+    }
+}
+
+fn run() {
+    let level = settings::log_level().unwrap_or_else(|problem| settings::exit_with(&problem));
+    settings::init_logging(level);
+    let port = settings::port("PORT", 8080).unwrap_or_else(|problem| settings::exit_with(&problem));
+    let configured = settings::credentials("BROKER_USERNAME", "BROKER_PASSWORD")
+        .unwrap_or_else(|problem| settings::exit_with(&problem));
+    let host = settings::listen_host(configured.is_some(), "BROKER_USERNAME and BROKER_PASSWORD")
+        .unwrap_or_else(|problem| settings::exit_with(&problem));
+    let catalog_path = settings::var("CATALOG_PATH").map(PathBuf::from);
+    let loaded = Catalog::load(catalog_path.as_deref())
+        .unwrap_or_else(|error| settings::exit_with(&error.to_string()));
+    let backend = backend().unwrap_or_else(|problem| settings::exit_with(&problem));
+    let echo_credentials =
+        echo_credentials(&backend).unwrap_or_else(|problem| settings::exit_with(&problem));
+
+    let services = loaded.catalog.services.len();
+    let plans: usize = loaded
+        .catalog
+        .services
+        .iter()
+        .map(|service| service.plans.len())
+        .sum();
+    log::info!(
+        "catalog: {} ({services} services, {plans} plans)",
+        loaded.source
+    );
+    for warning in &loaded.warnings {
+        log::warn!("catalog: {warning}");
+    }
+    let service_base = match &backend {
+        Backend::Remote { service_base } => {
+            log::info!("backend: echo service at {service_base}");
+            service_base.clone()
+        }
+        Backend::Embedded { port, data_dir } => {
+            start_embedded_echo_service(&host, *port, data_dir, echo_credentials.clone());
+            log::info!(
+                "backend: embedded echo service on port {port}, state in {}",
+                data_dir.display()
+            );
+            format!("http://{}:{port}", loopback_for(&host))
+        }
+    };
+    let credentials = match configured {
+        Some(credentials) => {
+            log::info!("auth: basic auth with BROKER_USERNAME / BROKER_PASSWORD");
+            credentials
+        }
+        None => {
+            log::warn!(
+                "auth: BROKER_USERNAME and BROKER_PASSWORD are not set: accepting the seed's '{}' / '{}' on {host} only",
+                DEFAULT_CREDENTIALS.0,
+                DEFAULT_CREDENTIALS.1
+            );
+            (
+                DEFAULT_CREDENTIALS.0.to_string(),
+                DEFAULT_CREDENTIALS.1.to_string(),
+            )
+        }
+    };
+    let broker = Broker::new(BrokerConfig {
+        catalog: loaded.catalog,
+        credentials,
+        service_base,
+        echo_credentials,
+    });
+    let server = http::bind(&format!("{host}:{port}"))
+        .unwrap_or_else(|problem| settings::exit_with(&format!("PORT: {problem}")));
+    log::info!("broker: listening on http://{host}:{port}");
+    http::serve("broker", server, Arc::new(broker), http::worker_count());
+}
+
+fn backend() -> Result<Backend, String> {
+    match settings::var("SERVICE_BASE") {
+        Some(value) => Ok(Backend::Remote {
+            service_base: settings::service_base(&value)?,
+        }),
+        None => Ok(Backend::Embedded {
+            port: settings::port("ECHO_PORT", 8090)?,
+            data_dir: settings::var("DATA_DIR")
+                .map_or_else(|| PathBuf::from("echo-data"), PathBuf::from),
+        }),
+    }
+}
+
+/// The echo service's management credentials: the configured pair, or for the embedded
+/// echo service a random pair that only this process knows.
+fn echo_credentials(backend: &Backend) -> Result<Option<(String, String)>, String> {
+    let configured = settings::credentials("ECHO_USERNAME", "ECHO_PASSWORD")?;
+    match (configured, backend) {
+        (Some(credentials), _) => Ok(Some(credentials)),
+        (None, Backend::Embedded { .. }) => Ok(Some(("broker".into(), http::random_token()?))),
+        (None, Backend::Remote { .. }) => Ok(None),
+    }
+}
+
+/// The address the broker uses to reach an echo service listening on `host`.
+fn loopback_for(host: &str) -> &str {
+    if host == "0.0.0.0" || host == "::" {
+        "127.0.0.1"
+    } else {
+        host
+    }
+}
+
+fn start_embedded_echo_service(
+    host: &str,
+    port: u16,
+    data_dir: &std::path::Path,
+    credentials: Option<(String, String)>,
+) {
+    let echo = EchoService::new(EchoConfig {
+        management_credentials: credentials,
+        data_dir: Some(data_dir.to_path_buf()),
+    })
+    .unwrap_or_else(|problem| settings::exit_with(&format!("DATA_DIR: {problem}")));
+    log::info!("echo service: {} instances loaded", echo.instance_count());
+    let server = http::bind(&format!("{host}:{port}"))
+        .unwrap_or_else(|problem| settings::exit_with(&format!("ECHO_PORT: {problem}")));
+    let echo = Arc::new(echo);
+    std::thread::spawn(move || http::serve("echo", server, echo, http::worker_count()));
+}

@@ -1,0 +1,184 @@
+//! Configuration from the environment (the Cloud Foundry way) and the command line, for both
+//! binaries. Every problem is one line that names the variable and what is wrong with it.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+/// Exit code for a bad configuration (a variable, a catalog, a flag).
+pub const EXIT_BAD_CONFIG: i32 = 2;
+
+/// What the command line asks for.
+#[derive(Debug, PartialEq)]
+pub enum Command {
+    Run,
+    Help,
+    Version,
+    /// `--check-catalog FILE` (broker only): validate and exit.
+    CheckCatalog(PathBuf),
+}
+
+/// Reads the arguments after the program name. `--check-catalog` is the broker's only.
+pub fn parse_command(args: &[String], accepts_check_catalog: bool) -> Result<Command, String> {
+    match args {
+        [] => Ok(Command::Run),
+        [flag] if flag == "--help" || flag == "-h" => Ok(Command::Help),
+        [flag] if flag == "--version" || flag == "-V" => Ok(Command::Version),
+        [flag, file] if flag == "--check-catalog" && accepts_check_catalog => {
+            Ok(Command::CheckCatalog(PathBuf::from(file)))
+        }
+        [flag] if flag == "--check-catalog" && accepts_check_catalog => {
+            Err("--check-catalog needs a FILE (try --help)".into())
+        }
+        [other, ..] => Err(format!(
+            "unknown argument '{other}' (try --help; configuration comes from environment variables)"
+        )),
+    }
+}
+
+/// A variable's value, if set and not blank.
+pub fn var(name: &str) -> Option<String> {
+    std::env::var(name)
+        .ok()
+        .filter(|value| !value.trim().is_empty())
+}
+
+/// A TCP port from `name`, or `default`.
+pub fn port(name: &str, default: u16) -> Result<u16, String> {
+    match var(name) {
+        None => Ok(default),
+        Some(value) => value
+            .trim()
+            .parse::<u16>()
+            .map_err(|_| format!("{name}: '{value}' is not a port number (0-65535)")),
+    }
+}
+
+/// A user and password from two variables: both or neither.
+pub fn credentials(
+    user_name: &str,
+    password_name: &str,
+) -> Result<Option<(String, String)>, String> {
+    match (var(user_name), var(password_name)) {
+        (Some(user), Some(password)) => {
+            if user.contains(':') {
+                return Err(format!(
+                    "{user_name}: a basic-auth user name cannot contain ':'"
+                ));
+            }
+            Ok(Some((user, password)))
+        }
+        (None, None) => Ok(None),
+        (Some(_), None) => Err(format!(
+            "{password_name}: must be set when {user_name} is set"
+        )),
+        (None, Some(_)) => Err(format!(
+            "{user_name}: must be set when {password_name} is set"
+        )),
+    }
+}
+
+/// The address to listen on: `HOST` if set, else all interfaces when the server has
+/// credentials and loopback when it has none. Without credentials only loopback is allowed.
+pub fn listen_host(has_credentials: bool, credential_names: &str) -> Result<String, String> {
+    let host = var("HOST").unwrap_or_else(|| {
+        if has_credentials {
+            "0.0.0.0"
+        } else {
+            "127.0.0.1"
+        }
+        .into()
+    });
+    let ip: IpAddr = host
+        .parse()
+        .map_err(|_| format!("HOST: '{host}' is not an IP address"))?;
+    if !has_credentials && !ip.is_loopback() {
+        return Err(format!(
+            "HOST: '{host}' is not loopback, and {credential_names} are not set; refusing to serve without credentials"
+        ));
+    }
+    Ok(host)
+}
+
+/// `LOG_LEVEL`: error, warn, info (default), debug or trace.
+pub fn log_level() -> Result<log::LevelFilter, String> {
+    let value = var("LOG_LEVEL").unwrap_or_else(|| "info".into());
+    value
+        .trim()
+        .parse::<log::LevelFilter>()
+        .map_err(|_| format!("LOG_LEVEL: '{value}' is not one of error, warn, info, debug, trace"))
+}
+
+/// Starts logging to standard error at `level`, UTC timestamps.
+pub fn init_logging(level: log::LevelFilter) {
+    let logger = simple_logger::SimpleLogger::new()
+        .with_level(level)
+        .with_utc_timestamps();
+    // Only fails if a logger is already set, which then goes on logging.
+    let _ = logger.init();
+}
+
+/// `SERVICE_BASE`: the echo service's base URL. A bare host name means `http://host`, as in
+/// the original. Only `http` is spoken (the broker has no TLS stack).
+pub fn service_base(value: &str) -> Result<String, String> {
+    let value = value.trim().trim_end_matches('/');
+    let url = if value.contains("://") {
+        value.to_string()
+    } else {
+        format!("http://{value}")
+    };
+    let Some(rest) = url.strip_prefix("http://").or(Some("").filter(|_| url == "http:")) else {
+        return Err(format!("SERVICE_BASE: '{value}' is not an http:// URL (https is not supported; use the platform's http route)"));
+    };
+    let host = rest.split('/').next().unwrap_or("");
+    let host_is_valid = !host.is_empty()
+        && !host.contains('@')
+        && host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-.:[]_".contains(c));
+    if !host_is_valid {
+        return Err(format!(
+            "SERVICE_BASE: '{value}' is not a URL with a host name"
+        ));
+    }
+    Ok(url)
+}
+
+/// Prints `message` as the one line that explains why start-up stopped, and exits 2.
+pub fn exit_with(message: &str) -> ! {
+    eprintln!("error: {message}");
+    std::process::exit(EXIT_BAD_CONFIG)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn service_base_accepts_bare_hosts_and_refuses_other_schemes() {
+        assert_eq!(
+            service_base("echo.example.com").as_deref(),
+            Ok("http://echo.example.com")
+        );
+        assert_eq!(
+            service_base("http://127.0.0.1:8090/").as_deref(),
+            Ok("http://127.0.0.1:8090")
+        );
+        assert!(service_base("https://echo.example.com").is_err());
+        assert!(service_base("ftp://x").is_err());
+        assert!(service_base("http://").is_err());
+        assert!(service_base("not a url").is_err());
+    }
+
+    #[test]
+    fn commands_are_parsed_and_unknown_flags_refused() {
+        let args = |list: &[&str]| list.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(parse_command(&args(&[]), true), Ok(Command::Run));
+        assert_eq!(parse_command(&args(&["--help"]), false), Ok(Command::Help));
+        assert_eq!(
+            parse_command(&args(&["--check-catalog", "x"]), true),
+            Ok(Command::CheckCatalog("x".into()))
+        );
+        assert!(parse_command(&args(&["--check-catalog", "x"]), false).is_err());
+        assert!(parse_command(&args(&["--frobnicate"]), true).is_err());
+    }
+}
