@@ -120,18 +120,20 @@ pub fn init_logging(level: log::LevelFilter) {
 /// `SERVICE_BASE`: the echo service's base URL. A bare host name means `http://host`, as in
 /// the original. Only `http` is spoken (the broker has no TLS stack).
 pub fn service_base(value: &str) -> Result<String, String> {
-    let value = value.trim().trim_end_matches('/');
+    let value = value.trim();
     let url = if value.contains("://") {
         value.to_string()
     } else {
         format!("http://{value}")
     };
-    let Some(rest) = url.strip_prefix("http://").or(Some("").filter(|_| url == "http:")) else {
-        return Err(format!("SERVICE_BASE: '{value}' is not an http:// URL (https is not supported; use the platform's http route)"));
+    let Some(rest) = url.strip_prefix("http://") else {
+        return Err(format!(
+            "SERVICE_BASE: '{value}' is not an http:// URL (https is not supported; use the platform's http route)"
+        ));
     };
+    let rest = rest.trim_end_matches('/');
     let host = rest.split('/').next().unwrap_or("");
     let host_is_valid = !host.is_empty()
-        && !host.contains('@')
         && host
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || "-.:[]_".contains(c));
@@ -140,7 +142,7 @@ pub fn service_base(value: &str) -> Result<String, String> {
             "SERVICE_BASE: '{value}' is not a URL with a host name"
         ));
     }
-    Ok(url)
+    Ok(format!("http://{rest}"))
 }
 
 /// Prints `message` as the one line that explains why start-up stopped, and exits 2.
