@@ -1,0 +1,326 @@
+//! What every black-box test needs: start the real binaries on free loopback ports, wait
+//! until they answer, talk HTTP to them, and stop them (and remove their data) afterwards.
+#![allow(dead_code)]
+
+use serde_json::Value;
+use std::io::Read;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+pub const BROKER: &str = env!("CARGO_BIN_EXE_echo-broker");
+pub const ECHO_SERVICE: &str = env!("CARGO_BIN_EXE_echo-service");
+
+/// The seed's credentials, which the broker accepts when none are configured.
+pub const USER: &str = "user";
+pub const PASSWORD: &str = "pass";
+
+/// A port that was free a moment ago (the OS picks it; we release it for the child).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map(|address| address.port())
+        .expect("the OS gives a free loopback port")
+}
+
+/// A fresh, empty directory under the system's temp dir, removed when dropped.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(label: &str) -> TempDir {
+        static COUNTER: AtomicU32 = AtomicU32::new(0);
+        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+        let path =
+            std::env::temp_dir().join(format!("echo-broker-{label}-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path).expect("temp dir is created");
+        TempDir(path)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A running binary, killed when dropped. Its stderr (the log) goes to a file.
+pub struct Process {
+    pub child: Child,
+    pub url: String,
+    pub port: u16,
+    pub log_path: PathBuf,
+    _dir: TempDir,
+}
+
+impl Process {
+    /// Starts `binary` with `env` (and nothing inherited that could change its behaviour)
+    /// and waits until `GET /health` answers 200.
+    pub fn start(binary: &str, port: u16, env: &[(&str, &str)]) -> Process {
+        let dir = TempDir::new("process");
+        let log_path = dir.path().join("log.txt");
+        let child = spawn(binary, &[], env, &log_path);
+        let process = Process {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+            port,
+            log_path,
+            _dir: dir,
+        };
+        process.wait_until_healthy();
+        process
+    }
+
+    fn wait_until_healthy(&self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(response) = call("GET", &format!("{}/health", self.url), &[], None) {
+                if response.status == 200 {
+                    return;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!(
+            "{} did not become healthy; its log:\n{}",
+            self.url,
+            self.log()
+        );
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// Kills the process at once (SIGKILL on Unix), as a crash would.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Spawns `binary` with `args` and `env`, its stdout and stderr into `log_path`.
+pub fn spawn(binary: &str, args: &[&str], env: &[(&str, &str)], log_path: &Path) -> Child {
+    let log = std::fs::File::create(log_path).expect("log file is created");
+    let log_err = log.try_clone().expect("log file handle is cloned");
+    let mut command = Command::new(binary);
+    command
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(log)
+        .stderr(log_err);
+    for name in [
+        "PORT",
+        "HOST",
+        "SERVICE_BASE",
+        "ECHO_PORT",
+        "BROKER_USERNAME",
+        "BROKER_PASSWORD",
+        "ECHO_USERNAME",
+        "ECHO_PASSWORD",
+        "CATALOG_PATH",
+        "LOG_LEVEL",
+        "LOG_FORMAT",
+        "DATA_DIR",
+    ] {
+        command.env_remove(name);
+    }
+    command.envs(env.iter().copied());
+    command.spawn().expect("the binary starts")
+}
+
+/// Runs `binary` with `args` and `env` to completion (bounded), returning exit code and output.
+pub fn run_to_end(binary: &str, args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String) {
+    let dir = TempDir::new("run");
+    let log_path = dir.path().join("out.txt");
+    let mut child = spawn(binary, args, env, &log_path);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let code = loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            break status.code();
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("{binary} {args:?} did not exit within 20 s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    (code, std::fs::read_to_string(&log_path).unwrap_or_default())
+}
+
+/// The broker with its embedded echo service, on free ports, state in a temp dir.
+pub struct System {
+    pub broker: Process,
+    pub echo_url: String,
+    pub data: TempDir,
+}
+
+impl System {
+    pub fn start() -> System {
+        System::start_with(&[])
+    }
+
+    /// Starts the embedded default, with `extra` environment variables added.
+    pub fn start_with(extra: &[(&str, &str)]) -> System {
+        let data = TempDir::new("data");
+        let broker_port = free_port().to_string();
+        let echo_port = free_port();
+        let echo_port_text = echo_port.to_string();
+        let data_dir = data.path().display().to_string();
+        let mut env = vec![
+            ("PORT", broker_port.as_str()),
+            ("ECHO_PORT", echo_port_text.as_str()),
+            ("DATA_DIR", data_dir.as_str()),
+        ];
+        env.extend_from_slice(extra);
+        let port = broker_port.parse().expect("port is a number");
+        System {
+            broker: Process::start(BROKER, port, &env),
+            echo_url: format!("http://127.0.0.1:{echo_port}"),
+            data,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.broker.url, path)
+    }
+}
+
+/// A response as the tests look at it.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub text: String,
+}
+
+impl Reply {
+    /// The body as JSON; panics with the body if it is not JSON.
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.text)
+            .unwrap_or_else(|_| panic!("not JSON (status {}): {}", self.status, self.text))
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(key, _)| key.eq_ignore_ascii_case(name))
+            .map(|(_, value)| value.as_str())
+    }
+
+    /// A JSON error body with a non-empty `description`.
+    pub fn assert_error(&self, status: u16) -> Value {
+        assert_eq!(self.status, status, "body: {}", self.text);
+        assert_eq!(
+            self.header("Content-Type"),
+            Some("application/json"),
+            "body: {}",
+            self.text
+        );
+        let body = self.json();
+        let description = body["description"].as_str().unwrap_or("");
+        assert!(!description.is_empty(), "no description in {}", self.text);
+        body
+    }
+}
+
+/// One HTTP exchange with a fresh agent (statuses are not errors; 10 s timeout).
+pub fn call(
+    method: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: Option<&str>,
+) -> Result<Reply, ureq::Error> {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(10)))
+        .build()
+        .into();
+    let mut builder = ureq::http::Request::builder().method(method).uri(url);
+    for (name, value) in headers {
+        builder = builder.header(*name, *value);
+    }
+    let request = builder
+        .body(body.unwrap_or("").as_bytes().to_vec())
+        .expect("the test builds a valid request");
+    let mut response = agent.run(request)?;
+    let status = response.status().as_u16();
+    let headers = response
+        .headers()
+        .iter()
+        .map(|(name, value)| (name.to_string(), value.to_str().unwrap_or("").to_string()))
+        .collect();
+    let mut text = String::new();
+    response
+        .body_mut()
+        .as_reader()
+        .read_to_string(&mut text)
+        .map_err(ureq::Error::Io)?;
+    Ok(Reply {
+        status,
+        headers,
+        text,
+    })
+}
+
+/// The headers a platform sends: basic auth with the seed's credentials and API version 2.17.
+pub fn platform_headers() -> Vec<(&'static str, &'static str)> {
+    vec![
+        ("Authorization", "Basic dXNlcjpwYXNz"),
+        ("X-Broker-API-Version", "2.17"),
+        ("Content-Type", "application/json"),
+    ]
+}
+
+/// A request as the platform sends it; panics if the broker cannot be reached.
+pub fn platform(method: &str, url: &str, body: Option<&str>) -> Reply {
+    call(method, url, &platform_headers(), body)
+        .unwrap_or_else(|error| panic!("{method} {url}: {error}"))
+}
+
+pub const PROVISION_ECHO: &str = r#"{"service_id": "echo_service", "plan_id": "big_0001", "organization_guid": "HP", "space_guid": "IT"}"#;
+pub const PROVISION_INVERT: &str = r#"{"service_id": "invert_service", "plan_id": "small_0001", "organization_guid": "HP", "space_guid": "IT"}"#;
+pub const BIND_ECHO: &str =
+    r#"{"service_id": "echo_service", "plan_id": "big_0001", "app_guid": "otherappid"}"#;
+pub const ECHO_IDS: &str = "service_id=echo_service&plan_id=big_0001";
+
+/// Sends `message` to a binding's `credentials.uri`, as a bound app does.
+pub fn post_message(uri: &str, message: &str) -> Reply {
+    let (without_userinfo, authorization) = split_userinfo(uri);
+    let body = serde_json::json!({ "message": message }).to_string();
+    let mut headers = vec![("Content-Type", "application/json")];
+    if let Some(authorization) = &authorization {
+        headers.push(("Authorization", authorization.as_str()));
+    }
+    call("POST", &without_userinfo, &headers, Some(&body)).expect("the echo service answers")
+}
+
+/// `http://user:pass@host/path` -> (`http://host/path`, `Basic base64(user:pass)`).
+pub fn split_userinfo(uri: &str) -> (String, Option<String>) {
+    use base64::Engine;
+    let Some((scheme, rest)) = uri.split_once("://") else {
+        return (uri.to_string(), None);
+    };
+    match rest.split_once('@') {
+        Some((userinfo, host_and_path)) => {
+            let encoded = base64::engine::general_purpose::STANDARD.encode(userinfo);
+            (
+                format!("{scheme}://{host_and_path}"),
+                Some(format!("Basic {encoded}")),
+            )
+        }
+        None => (uri.to_string(), None),
+    }
+}
