@@ -127,7 +127,6 @@ pub fn read_request(request: &mut tiny_http::Request) -> Result<HttpRequest, Htt
             "PayloadTooLarge",
             &format!("the request body exceeds the limit of {MAX_BODY_BYTES} bytes"),
         )
-        .with_header("Connection", "close".into())
     };
     if request
         .body_length()
@@ -138,8 +137,24 @@ pub fn read_request(request: &mut tiny_http::Request) -> Result<HttpRequest, Htt
     let mut body = Vec::new();
     let limit = MAX_BODY_BYTES as u64 + 1;
     if let Err(error) = request.as_reader().take(limit).read_to_end(&mut body) {
-        let description = format!("the request body could not be read: {error}");
-        return Err(HttpResponse::error(400, "BadRequest", &description));
+        let timed_out = matches!(
+            error.kind(),
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+        );
+        let response = if timed_out {
+            let description = format!(
+                "the request body did not arrive within {} s",
+                CLIENT_IDLE_TIMEOUT.as_secs()
+            );
+            HttpResponse::error(408, "RequestTimeout", &description)
+        } else {
+            HttpResponse::error(
+                400,
+                "BadRequest",
+                &format!("the request body could not be read: {error}"),
+            )
+        };
+        return Err(response);
     }
     if body.len() > MAX_BODY_BYTES {
         return Err(too_large());
@@ -195,8 +210,16 @@ pub fn serve<H: Handler>(
             let server = Arc::clone(&server);
             let handler = Arc::clone(&handler);
             std::thread::spawn(move || {
-                while let Ok(request) = server.recv() {
-                    answer(name, request, handler.as_ref());
+                loop {
+                    match server.recv() {
+                        Ok(request) => answer(name, request, handler.as_ref()),
+                        Err(error) => {
+                            // Only tiny_http's accept loop ending gets here: without it no
+                            // new client is served, so stop and let the platform restart us.
+                            log::error!("{name}: the server stopped accepting connections ({error}); exiting");
+                            std::process::exit(1);
+                        }
+                    }
                 }
             })
         })
@@ -230,30 +253,78 @@ fn answer<H: Handler>(name: &str, mut request: tiny_http::Request, handler: &H) 
             String::new(),
         ),
     };
-    log::info!(
-        "{name}: {method} {url} {} {:.1}ms{context}",
-        response.status,
-        started.elapsed().as_secs_f64() * 1000.0
-    );
+    let elapsed = started.elapsed();
+    crate::logging::request(name, &method, &url, response.status, elapsed, &context);
     send(request, response);
 }
 
 /// Binds a tiny_http server on `address` ("host:port").
+///
+/// tiny_http 0.12 sets no timeouts on the connections it accepts, so a client that sends
+/// nothing, or stalls in the middle of a body, would hold a thread forever. The listening
+/// socket therefore gets read and write timeouts of [`CLIENT_IDLE_TIMEOUT`], which accepted
+/// connections inherit. The same timeout also applies to `accept` itself, and tiny_http's
+/// accept loop stops at its first error; a heartbeat connection every second keeps `accept`
+/// from ever waiting that long (see [`keep_accepting`]).
 pub fn bind(address: &str) -> Result<Arc<tiny_http::Server>, String> {
-    let socket: SocketAddr = address
+    let socket_address: SocketAddr = address
         .to_socket_addrs()
         .ok()
         .and_then(|mut addresses| addresses.next())
         .ok_or_else(|| format!("'{address}' is not an address to listen on"))?;
-    tiny_http::Server::http(socket)
-        .map(Arc::new)
-        .map_err(|error| format!("cannot listen on {socket}: {error}"))
+    let listener = timed_listener(socket_address)
+        .map_err(|error| format!("cannot listen on {socket_address}: {error}"))?;
+    let local_address = listener
+        .local_addr()
+        .map_err(|error| format!("cannot listen on {socket_address}: {error}"))?;
+    let server = tiny_http::Server::from_listener(listener, None)
+        .map_err(|error| format!("cannot serve on {socket_address}: {error}"))?;
+    std::thread::spawn(move || keep_accepting(local_address));
+    Ok(Arc::new(server))
 }
 
-/// The number of threads that run a server's blocking receive loop: enough that requests
-/// waiting on the backend do not starve the others on a small machine.
+/// Opens and closes a loopback connection to the server every second, so its blocking
+/// `accept` returns well within [`CLIENT_IDLE_TIMEOUT`] even when no client calls.
+fn keep_accepting(address: SocketAddr) {
+    let target = match address.ip() {
+        ip if ip.is_unspecified() && ip.is_ipv4() => {
+            SocketAddr::from(([127, 0, 0, 1], address.port()))
+        }
+        ip if ip.is_unspecified() => {
+            SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, address.port()))
+        }
+        _ => address,
+    };
+    loop {
+        std::thread::sleep(Duration::from_secs(1));
+        let _ = std::net::TcpStream::connect_timeout(&target, Duration::from_secs(1));
+    }
+}
+
+fn timed_listener(address: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(
+        Domain::for_address(address),
+        Type::STREAM,
+        Some(Protocol::TCP),
+    )?;
+    // On Unix this lets a restarted server bind while old connections linger in TIME_WAIT;
+    // on Windows the same option would let another process steal the port, so it stays off.
+    #[cfg(unix)]
+    socket.set_reuse_address(true)?;
+    socket.set_read_timeout(Some(CLIENT_IDLE_TIMEOUT))?;
+    socket.set_write_timeout(Some(CLIENT_IDLE_TIMEOUT))?;
+    socket.set_tcp_nodelay(true)?;
+    socket.bind(&address.into())?;
+    socket.listen(1024)?;
+    Ok(socket.into())
+}
+
+/// The number of threads that run a server's blocking receive loop. Requests wait on the
+/// backend and on slow clients' bodies (each for at most [`CLIENT_IDLE_TIMEOUT`]), not on
+/// the CPU, so there are several per core: a few stalled clients leave the rest served.
 pub fn worker_count() -> usize {
-    std::thread::available_parallelism().map_or(2, |n| n.get()) * 8
+    (std::thread::available_parallelism().map_or(2, |n| n.get()) * 16).max(32)
 }
 
 /// The user and password of a `Basic` Authorization header; `None` for anything malformed
