@@ -370,12 +370,13 @@ pub fn credentials_match(authorization: Option<&str>, user: &str, password: &str
     }
 }
 
-/// Percent-encodes everything outside RFC 3986's unreserved characters, so an id is always
-/// exactly one path segment.
+/// Percent-encodes everything but letters, digits, `-`, `_` and `~`, so an id is always
+/// exactly one path segment. Dots are encoded too (RFC 3986 would allow them), so that an id
+/// like `..` can never become a dot-segment that a proxy resolves on the way.
 pub fn percent_encode(text: &str) -> String {
     let mut encoded = String::with_capacity(text.len());
     for byte in text.bytes() {
-        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'~') {
             encoded.push(byte as char);
         } else {
             encoded.push_str(&format!("%{byte:02X}"));
@@ -568,7 +569,7 @@ mod tests {
     fn percent_encoding_round_trips_and_keeps_one_segment() {
         for id in ["../x", "a/b", "%2e%2e", "<script>", "ünï cødé"] {
             let encoded = percent_encode(id);
-            assert!(!encoded.contains('/'));
+            assert!(!encoded.contains('/') && !encoded.contains('.'));
             assert_eq!(percent_decode(&encoded).as_deref(), Some(id));
         }
         assert_eq!(percent_decode("%zz"), None);
