@@ -17,23 +17,31 @@ echo-broker: an Open Service Broker API v2.17 service broker for the echo servic
 
 Usage: echo-broker [--help | --version | --check-catalog FILE]
 
-Configuration comes from environment variables:
+  -h, --help            print this help and exit
+  -V, --version         print the version and exit
+  --check-catalog FILE  validate a catalog file and exit (0 valid, 1 invalid)
+
+Configuration comes from environment variables (a blank value counts as unset):
   PORT              broker listen port                                  [8080]
   HOST              listen address                [0.0.0.0 with credentials, else 127.0.0.1]
   BROKER_USERNAME   basic-auth user the platform must send    [unset: 'user', loopback only]
   BROKER_PASSWORD   basic-auth password the platform must send [unset: 'pass', loopback only]
-  SERVICE_BASE      echo service base URL, e.g. http://echo.example.com (a bare host means
-                    http://host)                      [unset: start the echo service embedded]
+  SERVICE_BASE      echo service base URL, http:// only, e.g. http://echo.example.com (a bare
+                    host means http://host)       [unset: start the echo service embedded]
   ECHO_USERNAME     echo service management user       [unset, embedded: a random pair]
   ECHO_PASSWORD     echo service management password   [unset, embedded: a random pair]
   ECHO_PORT         port of the embedded echo service                   [8090]
   DATA_DIR          where the embedded echo service keeps its journal   [./echo-data]
   CATALOG_PATH      a catalog TOML file to use instead of the embedded one         [unset]
   LOG_LEVEL         error, warn, info, debug, trace                     [info]
+  LOG_FORMAT        text (a readable line per event) or json (an object per line) [text]
 
-  --check-catalog FILE  validate a catalog file and exit (0 valid, 1 invalid)
+Logs go to standard error. Secrets (passwords, Authorization headers, binding
+credentials, dashboard tokens) are never logged, at any level.
 
-Exit codes: 0 success; 1 invalid catalog (--check-catalog); 2 bad configuration.
+Exit codes: 0 success; 1 invalid catalog (--check-catalog only); 2 bad configuration
+(an unknown argument, a bad variable, an unreadable or invalid catalog, a busy port),
+reported in one line that names the variable.
 ";
 
 /// Where the broker's echo service is.
@@ -79,16 +87,18 @@ fn check_catalog(path: &std::path::Path) {
 }
 
 fn run() {
-    let level = settings::log_level().unwrap_or_else(|problem| settings::exit_with(&problem));
-    settings::init_logging(level);
+    settings::init_logging().unwrap_or_else(|problem| settings::exit_with(&problem));
     let port = settings::port("PORT", 8080).unwrap_or_else(|problem| settings::exit_with(&problem));
     let configured = settings::credentials("BROKER_USERNAME", "BROKER_PASSWORD")
         .unwrap_or_else(|problem| settings::exit_with(&problem));
     let host = settings::listen_host(configured.is_some(), "BROKER_USERNAME and BROKER_PASSWORD")
         .unwrap_or_else(|problem| settings::exit_with(&problem));
     let catalog_path = settings::var("CATALOG_PATH").map(PathBuf::from);
-    let loaded = Catalog::load(catalog_path.as_deref())
-        .unwrap_or_else(|error| settings::exit_with(&error.to_string()));
+    let loaded =
+        Catalog::load(catalog_path.as_deref()).unwrap_or_else(|error| match catalog_path {
+            Some(_) => settings::exit_with(&format!("CATALOG_PATH: {error}")),
+            None => settings::exit_with(&error.to_string()),
+        });
     let backend = backend().unwrap_or_else(|problem| settings::exit_with(&problem));
     let echo_credentials =
         echo_credentials(&backend).unwrap_or_else(|problem| settings::exit_with(&problem));

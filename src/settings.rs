@@ -108,13 +108,18 @@ pub fn log_level() -> Result<log::LevelFilter, String> {
         .map_err(|_| format!("LOG_LEVEL: '{value}' is not one of error, warn, info, debug, trace"))
 }
 
-/// Starts logging to standard error at `level`, UTC timestamps.
-pub fn init_logging(level: log::LevelFilter) {
-    let logger = simple_logger::SimpleLogger::new()
-        .with_level(level)
-        .with_utc_timestamps();
-    // Only fails if a logger is already set, which then goes on logging.
-    let _ = logger.init();
+/// `LOG_FORMAT`: text (default, human-readable) or json (one object per line).
+pub fn log_format() -> Result<crate::logging::Format, String> {
+    crate::logging::Format::parse(&var("LOG_FORMAT").unwrap_or_else(|| "text".into()))
+}
+
+/// Starts logging to standard error as `LOG_FORMAT` and `LOG_LEVEL` say. A bad
+/// `LOG_LEVEL` is reported after the logger is installed, so it comes in the chosen format.
+pub fn init_logging() -> Result<(), String> {
+    let format = log_format()?;
+    let level = log_level();
+    crate::logging::init(*level.as_ref().unwrap_or(&log::LevelFilter::Info), format);
+    level.map(|_| ())
 }
 
 /// `SERVICE_BASE`: the echo service's base URL. A bare host name means `http://host`, as in
@@ -145,9 +150,10 @@ pub fn service_base(value: &str) -> Result<String, String> {
     Ok(format!("http://{rest}"))
 }
 
-/// Prints `message` as the one line that explains why start-up stopped, and exits 2.
+/// Prints `message` as the one line that explains why start-up stopped (`error: ...`, or a
+/// JSON object with `LOG_FORMAT=json`) on standard error, and exits 2.
 pub fn exit_with(message: &str) -> ! {
-    eprintln!("error: {message}");
+    crate::logging::fatal(message);
     std::process::exit(EXIT_BAD_CONFIG)
 }
 

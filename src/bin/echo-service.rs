@@ -11,15 +11,23 @@ echo-service: the demo echo service that echo-broker provisions and binds
 
 Usage: echo-service [--help | --version]
 
-Configuration comes from environment variables:
+  -h, --help      print this help and exit
+  -V, --version   print the version and exit
+
+Configuration comes from environment variables (a blank value counts as unset):
   PORT            listen port                                           [8090]
   HOST            listen address          [0.0.0.0 with credentials, else 127.0.0.1]
   ECHO_USERNAME   management API user the broker must send   [unset: no auth, loopback only]
   ECHO_PASSWORD   management API password the broker must send [unset: no auth, loopback only]
   DATA_DIR        where the journal of instances, bindings and messages lives [./echo-data]
   LOG_LEVEL       error, warn, info, debug, trace                       [info]
+  LOG_FORMAT      text (a readable line per event) or json (an object per line) [text]
 
-Exit codes: 0 success; 2 bad configuration or unreadable state.
+Logs go to standard error. Secrets (passwords, Authorization headers, binding
+credentials, dashboard tokens) are never logged, at any level.
+
+Exit codes: 0 success; 2 bad configuration (an unknown argument, a bad variable, a busy
+port) or unreadable state in DATA_DIR, reported in one line that names the variable.
 ";
 
 fn main() {
@@ -34,8 +42,7 @@ fn main() {
 }
 
 fn run() {
-    let level = settings::log_level().unwrap_or_else(|problem| settings::exit_with(&problem));
-    settings::init_logging(level);
+    settings::init_logging().unwrap_or_else(|problem| settings::exit_with(&problem));
     let port = settings::port("PORT", 8090).unwrap_or_else(|problem| settings::exit_with(&problem));
     let credentials = settings::credentials("ECHO_USERNAME", "ECHO_PASSWORD")
         .unwrap_or_else(|problem| settings::exit_with(&problem));

@@ -1,0 +1,360 @@
+//! Logging for both binaries, always on standard error: one human-readable line per event
+//! (the default, `LOG_FORMAT=text`) or one JSON object per line (`LOG_FORMAT=json`) for a
+//! log collector. Request lines carry their parts as JSON fields too.
+//!
+//! ```text
+//! 2026-04-14T09:30:00.123Z INFO  [echo_broker::http] broker: GET /v2/catalog 200 0.4ms request_identity=4f1c
+//! {"time":"2026-04-14T09:30:00.123Z","level":"INFO","target":"echo_broker::http","message":"broker: GET /v2/catalog 200 0.4ms request_identity=4f1c","server":"broker","method":"GET","path":"/v2/catalog","query":null,"status":200,"duration_ms":0.4,"request_identity":"4f1c","user":null}
+//! ```
+//!
+//! Secrets stay out of every line at every level: the servers never log headers or bodies,
+//! dashboard tokens in logged URLs are masked, and the HTTP crates' own debug and trace
+//! output (ureq dumps whole requests, Authorization headers included) is capped at `info`.
+
+use log::{Level, LevelFilter, Log, Metadata, Record};
+use serde_json::Value;
+use std::io::Write;
+use std::sync::OnceLock;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// How log lines look.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// `TIME LEVEL [target] message`, as simple_logger writes it.
+    Text,
+    /// One JSON object per line: `time`, `level`, `target`, `message`, and request fields.
+    Json,
+}
+
+impl Format {
+    /// The value of `LOG_FORMAT`: `text` or `json` (any case).
+    pub fn parse(value: &str) -> Result<Format, String> {
+        match value.trim().to_ascii_lowercase().as_str() {
+            "text" => Ok(Format::Text),
+            "json" => Ok(Format::Json),
+            _ => Err(format!("LOG_FORMAT: '{value}' is not one of text, json")),
+        }
+    }
+}
+
+/// Crates (target prefixes) whose debug and trace output shows raw requests and responses:
+/// they never log below `info`, whatever `LOG_LEVEL` says.
+const CHATTY_CRATES: [&str; 4] = ["ureq", "tiny_http", "rustls", "socket2"];
+
+/// The target of request lines, as when `http` logged them itself.
+const REQUEST_TARGET: &str = "echo_broker::http";
+
+/// Query parameters whose values are secrets (the dashboard's token) and are masked.
+const SECRET_QUERY_PARAMETERS: [&str; 1] = ["token"];
+
+/// The format chosen at start-up; `Text` until [`init`] runs.
+static FORMAT: OnceLock<Format> = OnceLock::new();
+
+/// Installs the logger: `level` for this program's own lines, `format` for all of them.
+/// A second call changes nothing.
+pub fn init(level: LevelFilter, format: Format) {
+    let _ = FORMAT.set(format);
+    if log::set_boxed_logger(Box::new(Logger { level, format })).is_ok() {
+        log::set_max_level(level);
+    }
+}
+
+fn format() -> Format {
+    FORMAT.get().copied().unwrap_or(Format::Text)
+}
+
+struct Logger {
+    level: LevelFilter,
+    format: Format,
+}
+
+impl Log for Logger {
+    fn enabled(&self, metadata: &Metadata) -> bool {
+        let level = metadata.level();
+        level <= self.level && (level <= Level::Info || !is_chatty(metadata.target()))
+    }
+
+    fn log(&self, record: &Record) {
+        if !self.enabled(record.metadata()) {
+            return;
+        }
+        let message = record.args().to_string();
+        let line = match self.format {
+            Format::Text => text_line(record.level(), record.target(), &message),
+            Format::Json => json_line(record.level(), record.target(), &message, Vec::new()),
+        };
+        write_line(&line);
+    }
+
+    fn flush(&self) {
+        let _ = std::io::stderr().flush();
+    }
+}
+
+fn is_chatty(target: &str) -> bool {
+    CHATTY_CRATES.iter().any(|name| target.starts_with(name))
+}
+
+/// Logs one answered request at `info` (a passing health check at `debug`): `server` is the
+/// server's name ("broker", "echo"), `context` its handler's extra ` key=value` words (see
+/// `http::Handler::log_context`).
+pub fn request(
+    server: &str,
+    method: &str,
+    url: &str,
+    status: u16,
+    elapsed: Duration,
+    context: &str,
+) {
+    // The platform's health checks come every few seconds: a passing one is only debug.
+    let level = if url == "/health" && status == 200 {
+        Level::Debug
+    } else {
+        Level::Info
+    };
+    if !log::log_enabled!(target: REQUEST_TARGET, level) {
+        return;
+    }
+    let url = mask_secrets(url);
+    let duration_ms = (elapsed.as_secs_f64() * 10_000.0).round() / 10.0;
+    let message = format!("{server}: {method} {url} {status} {duration_ms:.1}ms{context}");
+    if format() == Format::Text {
+        log::log!(target: REQUEST_TARGET, level, "{message}");
+        return;
+    }
+    let (path, query) = match url.split_once('?') {
+        Some((path, query)) => (path, Some(query)),
+        None => (url.as_str(), None),
+    };
+    let words = context_words(context);
+    let word = |key: &str| {
+        words
+            .iter()
+            .find(|(name, _)| name == key)
+            .map_or(Value::Null, |(_, value)| Value::from(value.as_str()))
+    };
+    let fields = vec![
+        ("server", Value::from(server)),
+        ("method", Value::from(method)),
+        ("path", Value::from(path)),
+        ("query", query.map_or(Value::Null, Value::from)),
+        ("status", Value::from(status)),
+        ("duration_ms", Value::from(duration_ms)),
+        ("request_identity", word("request_identity")),
+        ("user", word("user")),
+    ];
+    write_line(&json_line(level, REQUEST_TARGET, &message, fields));
+}
+
+/// Reports why start-up stopped, as one line in the chosen format (`error: ...` as text).
+pub fn fatal(message: &str) {
+    let line = match format() {
+        Format::Text => format!("error: {}", escape_controls(message)),
+        Format::Json => json_line(Level::Error, "startup", message, Vec::new()),
+    };
+    write_line(&line);
+}
+
+/// `TIME LEVEL [target] message`, control characters escaped so one event is one line.
+fn text_line(level: Level, target: &str, message: &str) -> String {
+    format!(
+        "{} {level:<5} [{target}] {}",
+        rfc3339(SystemTime::now()),
+        escape_controls(message)
+    )
+}
+
+/// `{"time":...,"level":...,"target":...,"message":...,<fields>}` in that order.
+fn json_line(level: Level, target: &str, message: &str, fields: Vec<(&str, Value)>) -> String {
+    let base = [
+        ("time", Value::from(rfc3339(SystemTime::now()))),
+        ("level", Value::from(level.as_str())),
+        ("target", Value::from(target)),
+        ("message", Value::from(message)),
+    ];
+    let members: Vec<String> = base
+        .into_iter()
+        .chain(fields)
+        .map(|(key, value)| format!("{}:{value}", Value::from(key)))
+        .collect();
+    format!("{{{}}}", members.join(","))
+}
+
+/// Writes a line to standard error in one call; a closed stderr is not worth a panic.
+fn write_line(line: &str) {
+    let mut stderr = std::io::stderr().lock();
+    let _ = stderr.write_all(format!("{line}\n").as_bytes());
+}
+
+fn escape_controls(text: &str) -> String {
+    if !text.chars().any(char::is_control) {
+        return text.to_string();
+    }
+    text.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
+
+/// The URL with the values of secret query parameters replaced by `***`.
+fn mask_secrets(url: &str) -> String {
+    let Some((path, query)) = url.split_once('?') else {
+        return url.to_string();
+    };
+    let pairs: Vec<String> = query
+        .split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some((key, _)) if SECRET_QUERY_PARAMETERS.contains(&key) => format!("{key}=***"),
+            _ => pair.to_string(),
+        })
+        .collect();
+    format!("{path}?{}", pairs.join("&"))
+}
+
+/// The ` key=value` words of a handler's log context. A word without `=` belongs to the
+/// value before it (a value with spaces).
+fn context_words(context: &str) -> Vec<(String, String)> {
+    let mut words: Vec<(String, String)> = Vec::new();
+    for word in context.split(' ').filter(|word| !word.is_empty()) {
+        match word.split_once('=') {
+            Some((key, value))
+                if !key.is_empty() && key.chars().all(|c| c.is_ascii_lowercase() || c == '_') =>
+            {
+                words.push((key.to_string(), value.to_string()));
+            }
+            _ => {
+                if let Some((_, value)) = words.last_mut() {
+                    value.push(' ');
+                    value.push_str(word);
+                }
+            }
+        }
+    }
+    words
+}
+
+/// `time` as RFC 3339 in UTC with milliseconds: `2026-04-14T09:30:00.123Z`.
+fn rfc3339(time: SystemTime) -> String {
+    let since_epoch = time.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let seconds = since_epoch.as_secs();
+    let (year, month, day) = civil_from_days(seconds / 86_400);
+    let second_of_day = seconds % 86_400;
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        second_of_day / 3600,
+        second_of_day % 3600 / 60,
+        second_of_day % 60,
+        since_epoch.subsec_millis()
+    )
+}
+
+/// The proleptic Gregorian date `days` days after 1970-01-01 (Howard Hinnant's algorithm).
+fn civil_from_days(days: u64) -> (u64, u64, u64) {
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let day_of_era = z % 146_097;
+    let year_of_era =
+        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let shifted_month = (5 * day_of_year + 2) / 153;
+    let day = day_of_year - (153 * shifted_month + 2) / 5 + 1;
+    let month = if shifted_month < 10 {
+        shifted_month + 3
+    } else {
+        shifted_month - 9
+    };
+    let year = year_of_era + era * 400 + u64::from(month <= 2);
+    (year, month, day)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_are_rfc3339_utc_with_milliseconds() {
+        let at = |seconds: u64, millis: u64| {
+            rfc3339(UNIX_EPOCH + Duration::from_millis(seconds * 1000 + millis))
+        };
+        assert_eq!(at(0, 0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(at(951_782_400, 5), "2000-02-29T00:00:00.005Z");
+        assert_eq!(at(1_700_000_000, 123), "2023-11-14T22:13:20.123Z");
+        assert_eq!(at(4_107_542_399, 999), "2100-02-28T23:59:59.999Z");
+    }
+
+    #[test]
+    fn log_format_is_text_or_json() {
+        assert_eq!(Format::parse("json"), Ok(Format::Json));
+        assert_eq!(Format::parse(" TEXT "), Ok(Format::Text));
+        let problem = Format::parse("xml").expect_err("xml is refused");
+        assert!(problem.starts_with("LOG_FORMAT:"), "{problem}");
+    }
+
+    #[test]
+    fn dashboard_tokens_are_masked_and_other_queries_kept() {
+        assert_eq!(
+            mask_secrets("/echo/dashboard/i?token=abc123"),
+            "/echo/dashboard/i?token=***"
+        );
+        assert_eq!(
+            mask_secrets("/v2/service_instances/i?service_id=a&plan_id=b"),
+            "/v2/service_instances/i?service_id=a&plan_id=b"
+        );
+        assert_eq!(mask_secrets("/health"), "/health");
+    }
+
+    #[test]
+    fn context_words_become_fields() {
+        let words = context_words(" request_identity=abc user=jane doe");
+        assert_eq!(
+            words,
+            vec![
+                ("request_identity".to_string(), "abc".to_string()),
+                ("user".to_string(), "jane doe".to_string())
+            ]
+        );
+        assert!(context_words("").is_empty());
+    }
+
+    #[test]
+    fn json_lines_are_one_object_with_time_first() {
+        let line = json_line(
+            Level::Info,
+            "t",
+            "say \"hi\"\n",
+            vec![("status", Value::from(200))],
+        );
+        assert!(!line.contains('\n'));
+        assert!(line.starts_with("{\"time\":"), "{line}");
+        let value: Value = serde_json::from_str(&line).expect("a JSON object");
+        assert_eq!(value["message"], "say \"hi\"\n");
+        assert_eq!(value["status"], 200);
+        assert_eq!(value["level"], "INFO");
+    }
+
+    #[test]
+    fn text_lines_escape_control_characters() {
+        let line = text_line(Level::Warn, "t", "a\nb");
+        assert!(line.ends_with("WARN  [t] a\\nb"), "{line}");
+    }
+
+    #[test]
+    fn http_crates_stay_at_info_or_above() {
+        let logger = Logger {
+            level: LevelFilter::Trace,
+            format: Format::Text,
+        };
+        let at = |level: Level, target: &str| {
+            logger.enabled(&Metadata::builder().level(level).target(target).build())
+        };
+        assert!(at(Level::Trace, "echo_broker::broker"));
+        assert!(!at(Level::Trace, "ureq_proto::util"));
+        assert!(!at(Level::Debug, "tiny_http"));
+        assert!(at(Level::Info, "ureq"));
+    }
+}

@@ -1,0 +1,621 @@
+//! Operating both binaries: the command line, start-up refusals (one line, exit 2), the
+//! health check, the two log formats, secrets kept out of every log line, and the
+//! dashboard page's markup.
+
+mod common;
+use common::*;
+
+use base64::Engine;
+use serde_json::Value;
+
+const BROKER_VARIABLES: [&str; 12] = [
+    "PORT",
+    "HOST",
+    "BROKER_USERNAME",
+    "BROKER_PASSWORD",
+    "SERVICE_BASE",
+    "ECHO_USERNAME",
+    "ECHO_PASSWORD",
+    "ECHO_PORT",
+    "DATA_DIR",
+    "CATALOG_PATH",
+    "LOG_LEVEL",
+    "LOG_FORMAT",
+];
+
+const ECHO_SERVICE_VARIABLES: [&str; 7] = [
+    "PORT",
+    "HOST",
+    "ECHO_USERNAME",
+    "ECHO_PASSWORD",
+    "DATA_DIR",
+    "LOG_LEVEL",
+    "LOG_FORMAT",
+];
+
+fn base64(text: &str) -> String {
+    base64::engine::general_purpose::STANDARD.encode(text)
+}
+
+/// Runs `binary` with `env` and checks it stops at start-up with exit code 2 and exactly
+/// one line of output that names `variable`; returns that line.
+fn assert_refused(binary: &str, env: &[(&str, &str)], variable: &str) -> String {
+    let (code, output) = run_to_end(binary, &[], env);
+    let lines: Vec<&str> = output
+        .lines()
+        .filter(|line| !line.trim().is_empty())
+        .collect();
+    assert_eq!(code, Some(2), "{env:?}: {output}");
+    assert_eq!(lines.len(), 1, "{env:?}: not one line:\n{output}");
+    assert!(lines[0].contains(variable), "{env:?}: {}", lines[0]);
+    lines[0].to_string()
+}
+
+// ---------------------------------------------------------------------------------------
+// The command line
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn help_lists_every_variable_with_its_default_and_the_exit_codes() {
+    for (binary, variables) in [
+        (BROKER, &BROKER_VARIABLES[..]),
+        (ECHO_SERVICE, &ECHO_SERVICE_VARIABLES[..]),
+    ] {
+        for flag in ["--help", "-h"] {
+            let (code, help) = run_to_end(binary, &[flag], &[]);
+            assert_eq!(code, Some(0), "{binary} {flag}: {help}");
+            let lines: Vec<&str> = help.lines().collect();
+            for variable in variables {
+                let at = lines
+                    .iter()
+                    .position(|line| line.trim_start().starts_with(&format!("{variable} ")))
+                    .unwrap_or_else(|| panic!("{binary} --help does not list {variable}"));
+                // The variable's line, or its continuation, ends with `[default]`.
+                let described = lines[at..]
+                    .iter()
+                    .take(2)
+                    .any(|line| line.trim_end().ends_with(']'));
+                assert!(described, "{binary}: no [default] for {variable}");
+            }
+            assert!(help.contains("Exit codes: 0 success"), "{help}");
+            assert!(help.contains("2 bad configuration"), "{help}");
+            assert!(help.contains("text") && help.contains("json"), "{help}");
+        }
+    }
+    let (_, broker_help) = run_to_end(BROKER, &["--help"], &[]);
+    assert!(broker_help.contains("1 invalid catalog"), "{broker_help}");
+    assert!(
+        broker_help.contains("--check-catalog FILE"),
+        "{broker_help}"
+    );
+}
+
+#[test]
+fn version_prints_the_binary_name_and_package_version() {
+    for (binary, name) in [(BROKER, "echo-broker"), (ECHO_SERVICE, "echo-service")] {
+        for flag in ["--version", "-V"] {
+            let (code, output) = run_to_end(binary, &[flag], &[]);
+            assert_eq!(code, Some(0));
+            assert_eq!(
+                output.trim(),
+                format!("{name} {}", env!("CARGO_PKG_VERSION"))
+            );
+        }
+    }
+}
+
+#[test]
+fn unknown_arguments_exit_2_with_a_hint() {
+    for binary in [BROKER, ECHO_SERVICE] {
+        let (code, output) = run_to_end(binary, &["--frobnicate"], &[]);
+        assert_eq!(code, Some(2), "{output}");
+        assert_eq!(output.trim().lines().count(), 1, "{output}");
+        assert!(
+            output.contains("--frobnicate") && output.contains("--help"),
+            "{output}"
+        );
+    }
+    let (code, output) = run_to_end(ECHO_SERVICE, &["--check-catalog", "catalog.toml"], &[]);
+    assert_eq!(code, Some(2), "{output}");
+    let (code, output) = run_to_end(BROKER, &["--check-catalog"], &[]);
+    assert_eq!(code, Some(2), "{output}");
+    assert!(output.contains("FILE"), "{output}");
+}
+
+// ---------------------------------------------------------------------------------------
+// Start-up refusals: one line naming the variable, exit code 2
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn a_port_that_is_not_a_number_is_refused() {
+    assert_refused(BROKER, &[("PORT", "abc")], "PORT");
+    assert_refused(ECHO_SERVICE, &[("PORT", "abc")], "PORT");
+    assert_refused(BROKER, &[("ECHO_PORT", "70000")], "ECHO_PORT");
+}
+
+#[test]
+fn an_unreadable_catalog_is_refused() {
+    let dir = TempDir::new("catalog");
+    let missing = dir.path().join("missing.toml");
+    let missing = missing.display().to_string();
+    let line = assert_refused(BROKER, &[("CATALOG_PATH", &missing)], "CATALOG_PATH");
+    assert!(line.contains("missing.toml"), "{line}");
+}
+
+#[test]
+fn an_invalid_catalog_is_refused() {
+    let dir = TempDir::new("catalog");
+    let path = dir.path().join("catalog.toml");
+    std::fs::write(&path, "[[services]]\nid = \"x\"\n").expect("catalog written");
+    let path = path.display().to_string();
+    assert_refused(BROKER, &[("CATALOG_PATH", &path)], "CATALOG_PATH");
+}
+
+#[test]
+fn a_service_base_that_is_not_an_http_url_is_refused() {
+    for value in ["ftp://x", "not a url", "https://echo.example.com"] {
+        let line = assert_refused(BROKER, &[("SERVICE_BASE", value)], "SERVICE_BASE");
+        assert!(line.contains(value), "{line}");
+    }
+}
+
+#[test]
+fn an_unknown_log_level_is_refused() {
+    assert_refused(BROKER, &[("LOG_LEVEL", "loud")], "LOG_LEVEL");
+    assert_refused(ECHO_SERVICE, &[("LOG_LEVEL", "loud")], "LOG_LEVEL");
+}
+
+#[test]
+fn an_unknown_log_format_is_refused() {
+    assert_refused(BROKER, &[("LOG_FORMAT", "xml")], "LOG_FORMAT");
+    assert_refused(ECHO_SERVICE, &[("LOG_FORMAT", "xml")], "LOG_FORMAT");
+}
+
+#[test]
+fn half_a_credential_pair_is_refused() {
+    assert_refused(BROKER, &[("BROKER_USERNAME", "admin")], "BROKER_PASSWORD");
+    assert_refused(BROKER, &[("BROKER_PASSWORD", "secret")], "BROKER_USERNAME");
+    assert_refused(ECHO_SERVICE, &[("ECHO_USERNAME", "admin")], "ECHO_PASSWORD");
+}
+
+#[test]
+fn serving_beyond_loopback_without_credentials_is_refused() {
+    assert_refused(BROKER, &[("HOST", "0.0.0.0")], "HOST");
+    assert_refused(ECHO_SERVICE, &[("HOST", "0.0.0.0")], "HOST");
+}
+
+#[test]
+fn start_up_refusals_are_one_json_object_with_log_format_json() {
+    let line = assert_refused(BROKER, &[("LOG_FORMAT", "json"), ("PORT", "abc")], "PORT");
+    let value: Value = serde_json::from_str(&line).expect("the refusal is JSON");
+    assert_eq!(value["level"], "ERROR");
+    assert!(value["message"].as_str().unwrap_or("").starts_with("PORT:"));
+}
+
+// ---------------------------------------------------------------------------------------
+// Health
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn health_answers_without_credentials_when_both_binaries_require_them() {
+    let data = TempDir::new("health");
+    let data_dir = data.path().display().to_string();
+    let echo_port = free_port();
+    let echo = Process::start(
+        ECHO_SERVICE,
+        echo_port,
+        &[
+            ("PORT", &echo_port.to_string()),
+            ("HOST", "127.0.0.1"),
+            ("ECHO_USERNAME", "manager"),
+            ("ECHO_PASSWORD", "health-test-echo-password"),
+            ("DATA_DIR", &data_dir),
+        ],
+    );
+    let broker_port = free_port();
+    let broker = Process::start(
+        BROKER,
+        broker_port,
+        &[
+            ("PORT", &broker_port.to_string()),
+            ("HOST", "127.0.0.1"),
+            ("BROKER_USERNAME", "platform"),
+            ("BROKER_PASSWORD", "health-test-broker-password"),
+            ("SERVICE_BASE", &echo.url),
+            ("ECHO_USERNAME", "manager"),
+            ("ECHO_PASSWORD", "health-test-echo-password"),
+        ],
+    );
+    for (url, protected) in [
+        (&echo.url, "/echo/some-instance"),
+        (&broker.url, "/v2/catalog"),
+    ] {
+        let health = call("GET", &format!("{url}/health"), &[], None).expect("health answers");
+        assert_eq!(health.status, 200);
+        assert_eq!(health.header("Content-Type"), Some("application/json"));
+        assert_eq!(health.json(), serde_json::json!({"status": "ok"}));
+        let refused = call("GET", &format!("{url}{protected}"), &[], None).expect("answers");
+        assert_eq!(refused.status, 401, "{url}{protected}: {}", refused.text);
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Logs
+// ---------------------------------------------------------------------------------------
+
+/// The headers a platform sends, with an originating user and a request identity.
+fn identified_headers(identity: &str, user: &str) -> Vec<(&'static str, String)> {
+    let originating = format!(
+        "cloudfoundry {}",
+        base64(&serde_json::json!({ "user_id": user }).to_string())
+    );
+    vec![
+        ("Authorization", format!("Basic {}", base64("user:pass"))),
+        ("X-Broker-API-Version", "2.17".into()),
+        ("X-Broker-API-Request-Identity", identity.into()),
+        ("X-Broker-API-Originating-Identity", originating),
+    ]
+}
+
+fn call_with(
+    method: &str,
+    url: &str,
+    headers: &[(&'static str, String)],
+    body: Option<&str>,
+) -> Reply {
+    let headers: Vec<(&str, &str)> = headers
+        .iter()
+        .map(|(name, value)| (*name, value.as_str()))
+        .collect();
+    call(method, url, &headers, body).unwrap_or_else(|error| panic!("{method} {url}: {error}"))
+}
+
+#[test]
+fn text_logs_have_one_readable_line_per_request() {
+    let system = System::start();
+    let headers = identified_headers("req-text-1", "jane");
+    assert_eq!(
+        call_with("GET", &system.url("/v2/catalog"), &headers, None).status,
+        200
+    );
+    let log = system.broker.log();
+    let line = log
+        .lines()
+        .find(|line| line.contains("GET /v2/catalog"))
+        .unwrap_or_else(|| panic!("no request line in:\n{log}"));
+    assert!(
+        line.contains(" INFO  [echo_broker::http] broker: GET /v2/catalog 200 "),
+        "{line}"
+    );
+    assert!(
+        line.ends_with("ms request_identity=req-text-1 user=jane"),
+        "{line}"
+    );
+    assert!(line.get(..24).is_some_and(is_rfc3339_utc), "{line}");
+    assert!(
+        !log.contains("GET /health"),
+        "passing health checks are debug lines:\n{log}"
+    );
+}
+
+#[test]
+fn json_logs_are_one_object_per_line_with_request_fields() {
+    let system = System::start_with(&[("LOG_FORMAT", "json")]);
+    let headers = identified_headers("req-json-1", "jane");
+    assert_eq!(
+        call_with("GET", &system.url("/v2/catalog"), &headers, None).status,
+        200
+    );
+    let missing = call_with("GET", &system.url("/v2/nowhere?x=1"), &headers, None);
+    assert_eq!(missing.status, 404);
+
+    let log = system.broker.log();
+    let lines: Vec<Value> = log
+        .lines()
+        .map(|line| {
+            let value: Value =
+                serde_json::from_str(line).unwrap_or_else(|_| panic!("not a JSON line: {line}"));
+            assert!(value.is_object(), "{line}");
+            let time = value["time"].as_str().unwrap_or("");
+            assert!(is_rfc3339_utc(time), "{line}");
+            assert!(
+                ["ERROR", "WARN", "INFO", "DEBUG", "TRACE"]
+                    .contains(&value["level"].as_str().unwrap_or("")),
+                "{line}"
+            );
+            assert!(value["message"].is_string(), "{line}");
+            value
+        })
+        .collect();
+    assert!(lines.iter().any(|line| line["message"]
+        .as_str()
+        .is_some_and(|m| m.starts_with("broker: listening on"))));
+
+    let catalog = lines
+        .iter()
+        .find(|line| line["path"] == "/v2/catalog")
+        .unwrap_or_else(|| panic!("no catalog request line in:\n{log}"));
+    assert_eq!(catalog["method"], "GET");
+    assert_eq!(catalog["status"], 200);
+    assert!(catalog["duration_ms"].as_f64().is_some_and(|ms| ms >= 0.0));
+    assert_eq!(catalog["request_identity"], "req-json-1");
+    assert_eq!(catalog["user"], "jane");
+    assert_eq!(catalog["level"], "INFO");
+
+    let not_found = lines
+        .iter()
+        .find(|line| line["path"] == "/v2/nowhere")
+        .unwrap_or_else(|| panic!("no 404 request line in:\n{log}"));
+    assert_eq!(not_found["status"], 404);
+    assert_eq!(not_found["query"], "x=1");
+}
+
+/// `2026-04-14T09:30:00.123Z`
+fn is_rfc3339_utc(time: &str) -> bool {
+    let bytes = time.as_bytes();
+    bytes.len() == 24
+        && time.ends_with('Z')
+        && bytes.iter().enumerate().all(|(i, byte)| match i {
+            4 | 7 => *byte == b'-',
+            10 => *byte == b'T',
+            13 | 16 => *byte == b':',
+            19 => *byte == b'.',
+            23 => *byte == b'Z',
+            _ => byte.is_ascii_digit(),
+        })
+}
+
+#[test]
+fn secrets_never_appear_in_logs_even_at_trace_level() {
+    const BROKER_USER: &str = "platform-7f3a";
+    const BROKER_PASSWORD: &str = "broker-secret-c41d9e";
+    const ECHO_USER: &str = "manager-2b8c";
+    const ECHO_PASSWORD: &str = "echo-secret-9a0f17";
+    const WRONG_PASSWORD: &str = "wrong-secret-55e2ab";
+
+    for format in ["text", "json"] {
+        let system = System::start_with(&[
+            ("LOG_LEVEL", "trace"),
+            ("LOG_FORMAT", format),
+            ("HOST", "127.0.0.1"),
+            ("BROKER_USERNAME", BROKER_USER),
+            ("BROKER_PASSWORD", BROKER_PASSWORD),
+            ("ECHO_USERNAME", ECHO_USER),
+            ("ECHO_PASSWORD", ECHO_PASSWORD),
+        ]);
+        let broker_authorization = format!(
+            "Basic {}",
+            base64(&format!("{BROKER_USER}:{BROKER_PASSWORD}"))
+        );
+        let headers = [
+            ("Authorization", broker_authorization.clone()),
+            ("X-Broker-API-Version", "2.17".to_string()),
+            ("Content-Type", "application/json".to_string()),
+        ];
+        let wrong = [(
+            "Authorization",
+            format!(
+                "Basic {}",
+                base64(&format!("{BROKER_USER}:{WRONG_PASSWORD}"))
+            ),
+        )];
+        assert_eq!(
+            call_with("GET", &system.url("/v2/catalog"), &wrong, None).status,
+            401
+        );
+
+        let instance = system.url("/v2/service_instances/secret-test");
+        let provisioned = call_with("PUT", &instance, &headers, Some(PROVISION_ECHO));
+        assert_eq!(provisioned.status, 201, "{}", provisioned.text);
+        let dashboard_url = provisioned.json()["dashboard_url"]
+            .as_str()
+            .expect("dashboard_url")
+            .to_string();
+        let dashboard_token = dashboard_url
+            .split("token=")
+            .nth(1)
+            .expect("a token in the dashboard url")
+            .to_string();
+        let binding = format!("{instance}/service_bindings/app-binding");
+        let bound = call_with("PUT", &binding, &headers, Some(BIND_ECHO));
+        assert_eq!(bound.status, 201, "{}", bound.text);
+        let credentials = bound.json()["credentials"].clone();
+        let uri = credentials["uri"].as_str().expect("uri").to_string();
+        let binding_user = credentials["username"]
+            .as_str()
+            .expect("username")
+            .to_string();
+        let binding_password = credentials["password"]
+            .as_str()
+            .expect("password")
+            .to_string();
+        assert_eq!(post_message(&uri, "a message").status, 200);
+        let fetched = call_with("GET", &binding, &headers, None);
+        assert_eq!(fetched.status, 200, "{}", fetched.text);
+        let dashboard = call("GET", &dashboard_url, &[], None).expect("the dashboard answers");
+        assert_eq!(dashboard.status, 200);
+        let query = format!("?{ECHO_IDS}");
+        assert_eq!(
+            call_with("DELETE", &format!("{binding}{query}"), &headers, None).status,
+            200
+        );
+        assert_eq!(
+            call_with("DELETE", &format!("{instance}{query}"), &headers, None).status,
+            200
+        );
+
+        let log = system.broker.log();
+        assert!(
+            log.contains("POST /echo/secret-test/app-binding 200"),
+            "{log}"
+        );
+        assert!(log.contains("PUT /echo/secret-test 200"), "{log}");
+        let secrets = [
+            ("the broker password", BROKER_PASSWORD.to_string()),
+            ("a wrong broker password", WRONG_PASSWORD.to_string()),
+            (
+                "the broker Authorization value",
+                base64(&format!("{BROKER_USER}:{BROKER_PASSWORD}")),
+            ),
+            ("the echo management password", ECHO_PASSWORD.to_string()),
+            (
+                "the echo Authorization value",
+                base64(&format!("{ECHO_USER}:{ECHO_PASSWORD}")),
+            ),
+            ("the binding password", binding_password.clone()),
+            (
+                "the binding Authorization value",
+                base64(&format!("{binding_user}:{binding_password}")),
+            ),
+            ("the dashboard token", dashboard_token.clone()),
+        ];
+        // ureq's trace output is a hex dump of every request and response, headers and
+        // bodies included, where no secret appears whole: none of it may be logged.
+        let http_crate_debug = log.lines().find(|line| {
+            (line.contains("ureq") || line.contains("tiny_http"))
+                && (line.contains("DEBUG") || line.contains("TRACE"))
+        });
+        assert_eq!(http_crate_debug, None, "in the {format} log");
+        for (what, secret) in secrets {
+            assert!(
+                !log.contains(&secret),
+                "{what} ({secret}) is in the {format} log:\n{log}"
+            );
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The dashboard page
+// ---------------------------------------------------------------------------------------
+
+/// Elements that have no end tag in HTML.
+const VOID_ELEMENTS: [&str; 13] = [
+    "area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track",
+    "wbr",
+];
+
+/// Checks that every opened non-void element is closed, in order; returns the problem.
+fn tag_balance_problem(html: &str) -> Option<String> {
+    let mut open: Vec<String> = Vec::new();
+    let mut rest = html;
+    while let Some(start) = rest.find('<') {
+        rest = &rest[start + 1..];
+        if let Some(comment) = rest.strip_prefix("!--") {
+            rest = &comment[comment.find("-->")? + 3..];
+            continue;
+        }
+        let end = rest.find('>')?;
+        let tag = &rest[..end];
+        rest = &rest[end + 1..];
+        if tag.starts_with('!') {
+            continue; // <!DOCTYPE html>
+        }
+        if tag.contains('<') {
+            return Some(format!("'<' inside the tag <{tag}>"));
+        }
+        if let Some(name) = tag.strip_prefix('/') {
+            let name = name.trim().to_ascii_lowercase();
+            match open.pop() {
+                Some(opened) if opened == name => {}
+                other => return Some(format!("</{name}> closes {other:?}")),
+            }
+            continue;
+        }
+        let name = tag
+            .split(|c: char| c.is_whitespace() || c == '/')
+            .next()
+            .unwrap_or("")
+            .to_ascii_lowercase();
+        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric()) {
+            return Some(format!("a bad tag <{tag}>"));
+        }
+        if VOID_ELEMENTS.contains(&name.as_str()) || tag.ends_with('/') {
+            continue;
+        }
+        if name == "style" || name == "script" {
+            // Raw text: everything up to the end tag belongs to the element.
+            let close = format!("</{name}>");
+            rest = &rest[rest.find(&close)? + close.len()..];
+            continue;
+        }
+        open.push(name);
+    }
+    (!open.is_empty()).then(|| format!("never closed: {open:?}"))
+}
+
+#[test]
+fn tag_balance_checker_finds_unclosed_and_misnested_tags() {
+    assert_eq!(tag_balance_problem("<p><b>x</b><br></p>"), None);
+    assert!(tag_balance_problem("<p><b>x</p></b>").is_some());
+    assert!(tag_balance_problem("<ul><li>x</ul>").is_some());
+    assert!(tag_balance_problem("<p>x").is_some());
+    assert!(tag_balance_problem("<p><script>alert(1)</script></p>").is_none());
+}
+
+#[test]
+fn dashboard_is_well_formed_and_escapes_hostile_ids_and_messages() {
+    let system = System::start();
+    let hostile_instance = "<script>alert(1)</script>";
+    let hostile_binding = "\"&'";
+    let instance_url = system.url(&format!(
+        "/v2/service_instances/{}",
+        percent_encode(hostile_instance)
+    ));
+    let provisioned = platform("PUT", &instance_url, Some(PROVISION_ECHO));
+    assert_eq!(provisioned.status, 201, "{}", provisioned.text);
+    let dashboard_url = provisioned.json()["dashboard_url"]
+        .as_str()
+        .expect("dashboard_url")
+        .to_string();
+
+    let empty = call("GET", &dashboard_url, &[], None).expect("the dashboard answers");
+    assert_eq!(empty.status, 200);
+    assert_eq!(tag_balance_problem(&empty.text), None, "{}", empty.text);
+
+    let binding_url = format!(
+        "{instance_url}/service_bindings/{}",
+        percent_encode(hostile_binding)
+    );
+    let bound = platform("PUT", &binding_url, Some(BIND_ECHO));
+    assert_eq!(bound.status, 201, "{}", bound.text);
+    let uri = bound.json()["credentials"]["uri"]
+        .as_str()
+        .expect("uri")
+        .to_string();
+    for message in ["<script>alert(1)</script>", "\"&'", "</li></ul><h1>x"] {
+        assert_eq!(post_message(&uri, message).status, 200);
+    }
+
+    let page = call("GET", &dashboard_url, &[], None).expect("the dashboard answers");
+    assert_eq!(page.status, 200);
+    assert_eq!(
+        page.header("Content-Type"),
+        Some("text/html; charset=utf-8")
+    );
+    let html = &page.text;
+    assert!(html.starts_with("<!DOCTYPE html>"), "{html}");
+    assert!(html.contains("<meta name=\"viewport\""), "{html}");
+    assert_eq!(tag_balance_problem(html), None, "{html}");
+    assert!(!html.contains("<script"), "{html}");
+    assert!(!html.contains("alert(1)</"), "{html}");
+    assert!(
+        html.contains("&lt;script&gt;alert(1)&lt;/script&gt;"),
+        "{html}"
+    );
+    assert!(html.contains("&quot;&amp;&#39;"), "{html}");
+    assert!(html.contains("&lt;/li&gt;&lt;/ul&gt;&lt;h1&gt;x"), "{html}");
+}
+
+/// Every byte outside RFC 3986's unreserved characters as `%XX`.
+fn percent_encode(text: &str) -> String {
+    text.bytes()
+        .map(|byte| {
+            if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
+                (byte as char).to_string()
+            } else {
+                format!("%{byte:02X}")
+            }
+        })
+        .collect()
+}
