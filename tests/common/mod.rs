@@ -60,12 +60,15 @@ pub struct Process {
 }
 
 impl Process {
-    /// Starts `binary` with `env` (and nothing inherited that could change its behaviour)
-    /// and waits until `GET /health` answers 200.
+    /// Starts `binary` on `port` (its `PORT`) with `env` (and nothing inherited that could
+    /// change its behaviour) and waits until `GET /health` answers 200.
     pub fn start(binary: &str, port: u16, env: &[(&str, &str)]) -> Process {
         let dir = TempDir::new("process");
         let log_path = dir.path().join("log.txt");
-        let child = spawn(binary, &[], env, &log_path);
+        let port_text = port.to_string();
+        let mut full_env = vec![("PORT", port_text.as_str())];
+        full_env.extend_from_slice(env);
+        let child = spawn(binary, &[], &full_env, &log_path);
         let process = Process {
             child,
             url: format!("http://127.0.0.1:{port}"),
