@@ -7,6 +7,7 @@
 //!
 //! | call | answer |
 //! | --- | --- |
+//! | `GET /echo` (management) | 200 `{"instances": N, "bindings": M}` |
 //! | `PUT /echo/{instance_id}` (management) | 200 provisioned, 409 exists (with the stored record) |
 //! | `GET /echo/{instance_id}` (management) | 200 the record, 404 |
 //! | `PATCH /echo/{instance_id}` (management) | 200 the updated record, 404 |
@@ -238,12 +239,15 @@ impl EchoService {
             ("POST", ["echo", instance_id, binding_id]) => {
                 self.echo(request, instance_id, binding_id)
             }
-            (_, ["echo", _] | ["echo", _, _]) if !self.may_manage(request) => HttpResponse::error(
-                401,
-                "Unauthorized",
-                "the management API needs the broker's credentials",
-            )
-            .with_header("WWW-Authenticate", "Basic realm=\"echo-service\"".into()),
+            (_, ["echo"] | ["echo", _] | ["echo", _, _]) if !self.may_manage(request) => {
+                HttpResponse::error(
+                    401,
+                    "Unauthorized",
+                    "the management API needs the broker's credentials",
+                )
+                .with_header("WWW-Authenticate", "Basic realm=\"echo-service\"".into())
+            }
+            ("GET", ["echo"]) => self.totals(),
             ("PUT", ["echo", instance_id]) => self.provision(request, instance_id),
             ("GET", ["echo", instance_id]) => self.fetch_instance(instance_id),
             ("PATCH", ["echo", instance_id]) => self.update(request, instance_id),
@@ -257,13 +261,14 @@ impl EchoService {
             ("DELETE", ["echo", instance_id, binding_id]) => {
                 self.unbind(request, instance_id, binding_id)
             }
-            (_, ["health"] | ["echo", "dashboard", _] | ["echo", _] | ["echo", _, _]) => {
-                HttpResponse::error(
-                    405,
-                    "MethodNotAllowed",
-                    &format!("{method} is not allowed here"),
-                )
-            }
+            (
+                _,
+                ["health"] | ["echo"] | ["echo", "dashboard", _] | ["echo", _] | ["echo", _, _],
+            ) => HttpResponse::error(
+                405,
+                "MethodNotAllowed",
+                &format!("{method} is not allowed here"),
+            ),
             _ => not_found("no such resource"),
         }
     }
@@ -275,6 +280,20 @@ impl EchoService {
                 http::credentials_match(request.header("Authorization"), user, password)
             }
         }
+    }
+
+    /// `GET /echo`: how many instances and bindings are held (for operators and load tests).
+    fn totals(&self) -> HttpResponse {
+        let state = self.lock();
+        let bindings: usize = state
+            .instances
+            .values()
+            .map(|instance| instance.bindings.len())
+            .sum();
+        HttpResponse::json(
+            200,
+            &json!({"instances": state.instances.len(), "bindings": bindings}),
+        )
     }
 
     /// `PUT /echo/{instance_id}` with the instance's attributes (or no body, as the
