@@ -246,6 +246,16 @@ pub fn call(
     headers: &[(&str, &str)],
     body: Option<&str>,
 ) -> Result<Reply, ureq::Error> {
+    call_bytes(method, url, headers, body.unwrap_or("").as_bytes())
+}
+
+/// [`call`] with a body of any bytes (invalid UTF-8 included).
+pub fn call_bytes(
+    method: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Result<Reply, ureq::Error> {
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .http_status_as_error(false)
         .timeout_global(Some(Duration::from_secs(10)))
@@ -256,7 +266,7 @@ pub fn call(
         builder = builder.header(*name, *value);
     }
     let request = builder
-        .body(body.unwrap_or("").as_bytes().to_vec())
+        .body(body.to_vec())
         .expect("the test builds a valid request");
     let mut response = agent.run(request)?;
     let status = response.status().as_u16();
