@@ -36,28 +36,41 @@ pub fn render(instance_id: &str, instance: &Instance) -> String {
 <head>
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
+<meta name="color-scheme" content="light dark">
 <title>Echo service: {id}</title>
 <style>
-body {{ font-family: system-ui, sans-serif; margin: 0 auto; max-width: 44rem; padding: 1rem; color: #1d2430; background: #f6f7f9; }}
-h1 {{ font-size: 1.4rem; overflow-wrap: anywhere; }}
-section {{ background: #fff; border-radius: .5rem; padding: .5rem 1rem; margin-bottom: 1rem; box-shadow: 0 1px 2px rgba(0,0,0,.08); }}
+:root {{ --text: #1d2430; --muted: #566070; --faint: #8a93a0; --page: #f6f7f9; --card: #fff; --rule: #e3e6ea; }}
+@media (prefers-color-scheme: dark) {{
+  :root {{ --text: #e4e7ec; --muted: #a3acb9; --faint: #7d8694; --page: #14171c; --card: #1e232a; --rule: #2e343d; }}
+}}
+body {{ font-family: system-ui, sans-serif; line-height: 1.45; margin: 0 auto; max-width: 44rem; padding: 1rem; color: var(--text); background: var(--page); }}
+header {{ margin: .5rem 0 1rem; }}
+h1 {{ font-size: 1.4rem; margin: 0; }}
+.id {{ margin: .25rem 0 0; font-size: 1.05rem; color: var(--muted); overflow-wrap: anywhere; }}
+h2 {{ font-size: 1.1rem; margin: .5rem 0; }}
+code {{ font-size: .9em; }}
+section {{ background: var(--card); border-radius: .5rem; padding: .5rem 1rem; margin-bottom: 1rem; box-shadow: 0 1px 2px rgba(0,0,0,.08); }}
 table {{ border-collapse: collapse; width: 100%; }}
-th, td {{ text-align: left; padding: .35rem .5rem; border-bottom: 1px solid #e3e6ea; overflow-wrap: anywhere; }}
-th {{ width: 35%; color: #566070; font-weight: 600; }}
+th, td {{ text-align: left; vertical-align: top; padding: .35rem .5rem; border-bottom: 1px solid var(--rule); overflow-wrap: anywhere; }}
+tr:last-child th, tr:last-child td {{ border-bottom: 0; }}
+th {{ width: 35%; color: var(--muted); font-weight: 600; }}
 ul {{ padding-left: 1.2rem; }}
-li {{ margin: .2rem 0; overflow-wrap: anywhere; }}
-.none {{ color: #8a93a0; list-style: none; margin-left: -1.2rem; }}
+li {{ margin: .3rem 0; overflow-wrap: anywhere; }}
+.none {{ color: var(--faint); list-style: none; margin-left: -1.2rem; }}
+footer {{ color: var(--faint); font-size: .85rem; }}
 </style>
 </head>
 <body>
-<h1>Echo service instance <code>{id}</code></h1>
+<header>
+<h1>Echo service instance</h1>
+<p class="id"><code>{id}</code></p>
+</header>
 <section>
 <table>
-<tr><th>Instance id</th><td><code>{id}</code></td></tr>
-<tr><th>Service</th><td>{service}</td></tr>
-<tr><th>Plan</th><td>{plan}</td></tr>
-<tr><th>Bindings</th><td>{binding_count}</td></tr>
-<tr><th>Messages</th><td>{message_count}</td></tr>
+<tr><th scope="row">Service</th><td>{service}</td></tr>
+<tr><th scope="row">Plan</th><td>{plan}</td></tr>
+<tr><th scope="row">Bindings</th><td>{binding_count}</td></tr>
+<tr><th scope="row">Messages</th><td>{message_count}</td></tr>
 </table>
 </section>
 <section>
@@ -65,9 +78,10 @@ li {{ margin: .2rem 0; overflow-wrap: anywhere; }}
 <ul>{bindings}</ul>
 </section>
 <section>
-<h2>Recent messages</h2>
+<h2>Recent messages, newest first</h2>
 <ul>{messages}</ul>
 </section>
+<footer>Reload the page to see new messages.</footer>
 </body>
 </html>
 "#,
