@@ -235,7 +235,13 @@ impl EchoService {
         let method = request.method.as_str();
         match (method, segments.as_slice()) {
             ("GET", ["health"]) => HttpResponse::json(200, &json!({"status": "ok"})),
-            ("GET", ["echo", "dashboard", instance_id]) => self.dashboard(request, instance_id),
+            // `/echo/dashboard/X` is also binding X of an instance named "dashboard": a
+            // management caller without a token fetches that binding.
+            ("GET", ["echo", "dashboard", instance_id])
+                if request.query("token").is_some() || !self.may_manage(request) =>
+            {
+                self.dashboard(request, instance_id)
+            }
             ("POST", ["echo", instance_id, binding_id]) => {
                 self.echo(request, instance_id, binding_id)
             }
