@@ -83,8 +83,8 @@ pub enum BrokerError {
     Unauthorized,
     /// 404: no such resource (fetch, bind to a missing instance, unknown path).
     NotFound(String),
-    /// 405: a known path with a method it does not answer.
-    MethodNotAllowed(String),
+    /// 405: a known path with a method it does not answer, and the methods it does (`Allow`).
+    MethodNotAllowed(String, &'static str),
     /// 409: the resource exists with other attributes.
     Conflict(String),
     /// 410: the resource to delete does not exist. The spec's body is `{}`.
@@ -119,8 +119,9 @@ impl BrokerError {
             )
             .with_header("WWW-Authenticate", "Basic realm=\"echo-broker\"".into()),
             BrokerError::NotFound(text) => HttpResponse::error(404, "NotFound", text),
-            BrokerError::MethodNotAllowed(text) => {
+            BrokerError::MethodNotAllowed(text, allow) => {
                 HttpResponse::error(405, "MethodNotAllowed", text)
+                    .with_header("Allow", allow.to_string())
             }
             BrokerError::Conflict(text) => HttpResponse::error(409, "Conflict", text),
             BrokerError::Gone => HttpResponse::raw_json(410, b"{}".to_vec()),
@@ -284,10 +285,12 @@ impl Broker {
                 "GET",
                 ["v2", "service_instances", instance_id, "service_bindings", binding_id, "last_operation"],
             ) => self.binding_last_operation(instance_id, binding_id),
-            (method, path) if is_known_path(path) => Err(BrokerError::MethodNotAllowed(format!(
-                "{method} is not part of the API at {}",
-                request.path()
-            ))),
+            (method, path) if allowed_methods(path).is_some() => {
+                Err(BrokerError::MethodNotAllowed(
+                    format!("{method} is not part of the API at {}", request.path()),
+                    allowed_methods(path).unwrap_or_default(),
+                ))
+            }
             _ => Err(BrokerError::NotFound(format!(
                 "{} is not part of the API",
                 request.path()
@@ -296,22 +299,16 @@ impl Broker {
     }
 }
 
-fn is_known_path(segments: &[&str]) -> bool {
-    matches!(
-        segments,
-        ["v2", "catalog"]
-            | ["v2", "service_instances", _]
-            | ["v2", "service_instances", _, "last_operation"]
-            | ["v2", "service_instances", _, "service_bindings", _]
-            | [
-                "v2",
-                "service_instances",
-                _,
-                "service_bindings",
-                _,
-                "last_operation"
-            ]
-    )
+/// The methods a known path answers (a 405's `Allow` header); `None` for unknown paths.
+fn allowed_methods(segments: &[&str]) -> Option<&'static str> {
+    match segments {
+        ["health"] | ["v2", "catalog"] => Some("GET"),
+        ["v2", "service_instances", _] => Some("GET, PUT, PATCH, DELETE"),
+        ["v2", "service_instances", _, "service_bindings", _] => Some("GET, PUT, DELETE"),
+        ["v2", "service_instances", _, "last_operation"]
+        | ["v2", "service_instances", _, "service_bindings", _, "last_operation"] => Some("GET"),
+        _ => None,
+    }
 }
 
 // ---------------------------------------------------------------------------------------
