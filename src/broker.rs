@@ -464,6 +464,9 @@ struct UpdateRequest {
     context: Option<Map<String, Value>>,
     #[serde(default)]
     maintenance_info: Option<MaintenanceInfoRequest>,
+    /// Not needed, but like every field of the spec's it must have the spec's type.
+    #[serde(default, rename = "previous_values")]
+    _previous_values: Option<Map<String, Value>>,
 }
 
 impl Broker {
@@ -563,6 +566,9 @@ struct BindRequest {
     bind_resource: Option<Map<String, Value>>,
     #[serde(default)]
     parameters: Option<Map<String, Value>>,
+    /// Not stored, but like every field of the spec's it must have the spec's type.
+    #[serde(default, rename = "context")]
+    _context: Option<Map<String, Value>>,
 }
 
 impl Broker {
