@@ -170,6 +170,7 @@ fn malformed_bind_bodies_return_400() {
         r#"{"service_id": "echo_service", "plan_id": "big_0001", "parameters": "x"}"#,
         r#"{"service_id": "echo_service", "plan_id": "big_0001", "bind_resource": []}"#,
         r#"{"service_id": "echo_service", "plan_id": "big_0001", "app_guid": 7}"#,
+        r#"{"service_id": "echo_service", "plan_id": "big_0001", "context": "x"}"#,
         r#"{"service_id": "echo_service", "plan_id": "big_0001", "plan_id": "big_0001"}"#,
     ] {
         refused(&system, "bind-8", "b", body, 400);
@@ -235,4 +236,22 @@ fn bind_ignores_accepts_incomplete_and_answers_synchronously() {
     );
     let body = expect(&osb(&system, "PUT", &path, Some(BIND_ECHO)), 201);
     assert!(body["credentials"].is_object() && body.get("operation").is_none());
+}
+
+#[test]
+fn a_rotation_request_is_refused_with_400_as_no_plan_is_binding_rotatable() {
+    // "Request (Rotating a Service Binding)": the body is only predecessor_binding_id.
+    // No plan declares binding_rotatable, so a platform must not send one; if it does, the
+    // request misses the mandatory service_id and plan_id.
+    let system = start();
+    provision_echo(&system, "bind-rotate");
+    let old = bind_echo(&system, "bind-rotate", "old");
+    refused(
+        &system,
+        "bind-rotate",
+        "new",
+        r#"{"predecessor_binding_id": "old"}"#,
+        400,
+    );
+    assert!(credentials_work(&uri_of(&old)));
 }

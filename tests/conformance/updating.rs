@@ -242,6 +242,8 @@ fn malformed_or_incomplete_updates_return_400_with_the_update_flags() {
         json!({"service_id": "echo_service", "parameters": "x"}),
         json!({"service_id": "echo_service", "plan_id": ""}),
         json!({"service_id": "echo_service", "context": []}),
+        json!({"service_id": "echo_service", "previous_values": "x"}),
+        json!({"service_id": "echo_service", "maintenance_info": "1.0.0"}),
         json!([]),
     ] {
         refused(&system, "upd-7", &body, 400);
