@@ -1,23 +1,1262 @@
-//! Placeholder: the echo service's durable journal (being written).
-use crate::echo_service::{Change, EchoState};
-use std::path::Path;
+//! The echo service's durable state: a snapshot plus an append-only log of changes, with
+//! group commit.
+//!
+//! # On disk (all in `DATA_DIR`)
+//!
+//! | file | what |
+//! | --- | --- |
+//! | `state.snapshot` | one line: the whole [`EchoState`] up to a sequence number, and the generation of the log that follows it |
+//! | `changes.<G>.log` | one line per [`Change`] made after the snapshot of generation `G` |
+//! | `state.snapshot.tmp` | a snapshot being written (removed at start: an interrupted compaction) |
+//! | `journal.lock` | held (an OS file lock) while a process uses the directory |
+//!
+//! Every line is `<crc> <payload>\n`: `crc` is the CRC-32 (IEEE) of the payload's bytes as 8
+//! lowercase hex digits. A snapshot's payload is
+//! `{"format":1,"generation":G,"sequence":S,"state":{...}}`; a log line's payload is
+//! `<sequence> <change as JSON>`, the sequences counting up by one from `S + 1`.
+//!
+//! # Loading
+//!
+//! The snapshot (if any) is read, then its generation's log is replayed. The log's last line
+//! may be incomplete or fail its checksum: a write a crash interrupted, which was never
+//! acknowledged. It is cut off. Anything else that does not read (a bad snapshot, a line in
+//! the middle of the log that fails its checksum, a sequence out of order, a log newer than
+//! the snapshot) stops start-up with a message naming the file and line, and nothing in the
+//! directory is changed.
+//!
+//! # Writing
+//!
+//! [`Journal::append`] only frames the change into a buffer (under the caller's state lock,
+//! so the log's order is the order the changes were applied). [`Journal::wait_until_durable`]
+//! is group commit: the first waiter that finds no flush running becomes the leader, writes
+//! every buffered line and fsyncs once, and wakes everyone its flush covered; changes
+//! appended meanwhile go out together in the next flush. If a write or fsync fails, what is
+//! on disk is unknown: the journal then refuses every further change until a restart, which
+//! reloads what is really there.
+//!
+//! # Compaction
+//!
+//! Once the log holds [`COMPACT_AFTER_ENTRIES`] changes and is at least as big as the
+//! snapshot, [`Journal::compact`] (under the state lock) creates the empty log of the next
+//! generation, writes the snapshot to `state.snapshot.tmp`, fsyncs it, renames it over
+//! `state.snapshot` and fsyncs the directory; only then do new changes go to the new log, and
+//! the old one is deleted. A crash at any point leaves either the old snapshot with its
+//! complete log or the new snapshot with its (empty or growing) log.
 
+use crate::echo_service::{Change, EchoState};
+use serde::{Deserialize, Serialize};
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Condvar, Mutex, MutexGuard};
+
+/// The log is compacted into a new snapshot once it holds this many changes (and is at least
+/// as big as the snapshot, so the cost of a snapshot is spread over as many bytes of log).
+pub const COMPACT_AFTER_ENTRIES: u64 = 10_000;
+
+const SNAPSHOT: &str = "state.snapshot";
+const SNAPSHOT_TMP: &str = "state.snapshot.tmp";
+const LOCK: &str = "journal.lock";
+const FORMAT: u32 = 1;
+
+fn log_name(generation: u64) -> String {
+    format!("changes.{generation}.log")
+}
+
+/// The generation of a log file's name, `None` for any other name.
+fn log_generation(name: &str) -> Option<u64> {
+    let digits = name.strip_prefix("changes.")?.strip_suffix(".log")?;
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+/// Identifies one appended change: its sequence number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[must_use = "wait until the change is durable before answering"]
 pub struct Ticket(u64);
-pub struct Journal;
+
+/// When to compact (tests use small numbers).
+#[derive(Debug, Clone, Copy)]
+struct Limits {
+    compact_after_entries: u64,
+}
+
+/// The durable journal of the echo service's state.
+pub struct Journal {
+    dir: PathBuf,
+    shared: Mutex<Shared>,
+    /// Signalled whenever a flush ends (and when compaction switches logs).
+    flushed: Condvar,
+    limits: Limits,
+    /// Holds the OS lock on `journal.lock` for as long as the journal is open.
+    _lock: File,
+}
+
+struct Shared {
+    /// Framed lines appended but not yet handed to a flush.
+    pending: Vec<u8>,
+    /// An empty buffer kept for reuse, so `pending` does not grow from nothing each flush.
+    spare: Vec<u8>,
+    /// The sequence number of the last appended change.
+    appended: u64,
+    /// Every change up to this sequence number is on disk.
+    durable: u64,
+    /// The current log; `None` while a leader writes to it.
+    file: Option<File>,
+    generation: u64,
+    /// Set when a write or fsync failed: what is on disk is unknown, so no change is accepted
+    /// (and no waiter told its change is safe) any more.
+    failed: Option<String>,
+    log_entries: u64,
+    log_bytes: u64,
+    snapshot_bytes: u64,
+    /// The log size (in entries) at which compaction is next tried.
+    compact_at: u64,
+    /// How many flushes (write + fsync) ran, in total.
+    flushes: u64,
+    /// How many changes those flushes wrote, in total (changes a snapshot made durable
+    /// before they were flushed are not counted).
+    flushed_entries: u64,
+    /// Changes appended but not yet in a flush (for the statistics).
+    pending_entries: u64,
+}
+
+#[derive(Serialize)]
+struct SnapshotOut<'a> {
+    format: u32,
+    generation: u64,
+    sequence: u64,
+    state: &'a EchoState,
+}
+
+#[derive(Deserialize)]
+struct SnapshotIn {
+    format: u32,
+    generation: u64,
+    sequence: u64,
+    state: EchoState,
+}
+
+/// What was read from the directory at start.
+struct Loaded {
+    state: EchoState,
+    generation: u64,
+    sequence: u64,
+    snapshot_bytes: u64,
+    log_entries: u64,
+    /// The length of the log's complete lines (a torn tail beyond it is cut off).
+    log_valid_len: u64,
+    log_torn_bytes: u64,
+    log_exists: bool,
+    /// Files that a finished or interrupted compaction left behind.
+    leftovers: Vec<PathBuf>,
+}
 
 impl Journal {
-    pub fn open(_dir: &Path) -> Result<(Journal, EchoState), String> {
-        Ok((Journal, EchoState::default()))
+    /// Opens (creating if missing) the journal in `dir`, replays snapshot + log into an
+    /// [`EchoState`]. A journal that does not read is refused with a message naming the file
+    /// and line, and left untouched.
+    pub fn open(dir: &Path) -> Result<(Journal, EchoState), String> {
+        Journal::open_with(
+            dir,
+            Limits {
+                compact_after_entries: COMPACT_AFTER_ENTRIES,
+            },
+        )
     }
-    pub fn append(&self, _change: &Change) -> Result<Ticket, String> {
-        Ok(Ticket(0))
+
+    fn open_with(dir: &Path, limits: Limits) -> Result<(Journal, EchoState), String> {
+        if !dir.is_dir() {
+            std::fs::create_dir_all(dir)
+                .and_then(|()| match dir.parent() {
+                    Some(parent) if !parent.as_os_str().is_empty() => sync_dir(parent),
+                    _ => Ok(()),
+                })
+                .map_err(|error| {
+                    format!("{}: cannot create the directory: {error}", dir.display())
+                })?;
+        }
+        let lock = lock_directory(dir)?;
+        let loaded = load(dir)?;
+
+        // Everything read: only now is anything changed on disk.
+        for leftover in &loaded.leftovers {
+            match std::fs::remove_file(leftover) {
+                Ok(()) => log::debug!("journal: removed {}", leftover.display()),
+                Err(error) => {
+                    log::warn!("journal: could not remove {}: {error}", leftover.display())
+                }
+            }
+        }
+        let log_path = dir.join(log_name(loaded.generation));
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&log_path)
+            .map_err(|error| format!("{}: cannot open: {error}", log_path.display()))?;
+        if loaded.log_torn_bytes > 0 {
+            log::warn!(
+                "journal: {}: cut off an incomplete last line ({} bytes) that an interrupted write left",
+                log_path.display(),
+                loaded.log_torn_bytes
+            );
+            file.set_len(loaded.log_valid_len)
+                .and_then(|()| file.sync_all())
+                .map_err(|error| {
+                    format!(
+                        "{}: cannot cut off the incomplete last line: {error}",
+                        log_path.display()
+                    )
+                })?;
+        }
+        file.seek(SeekFrom::Start(loaded.log_valid_len))
+            .map_err(|error| format!("{}: cannot seek: {error}", log_path.display()))?;
+        if !loaded.log_exists {
+            file.sync_all()
+                .and_then(|()| sync_dir(dir))
+                .map_err(|error| format!("{}: cannot create: {error}", log_path.display()))?;
+        }
+        log::debug!(
+            "journal: generation {}: snapshot up to change {}, then {} changes in the log",
+            loaded.generation,
+            loaded.sequence,
+            loaded.log_entries
+        );
+
+        let appended = loaded.sequence + loaded.log_entries;
+        let journal = Journal {
+            dir: dir.to_path_buf(),
+            shared: Mutex::new(Shared {
+                pending: Vec::new(),
+                spare: Vec::new(),
+                appended,
+                durable: appended,
+                file: Some(file),
+                generation: loaded.generation,
+                failed: None,
+                log_entries: loaded.log_entries,
+                log_bytes: loaded.log_valid_len,
+                snapshot_bytes: loaded.snapshot_bytes,
+                compact_at: limits.compact_after_entries,
+                flushes: 0,
+                flushed_entries: 0,
+                pending_entries: 0,
+            }),
+            flushed: Condvar::new(),
+            limits,
+            _lock: lock,
+        };
+        Ok((journal, loaded.state))
     }
+
+    /// Frames `change` into the write buffer and returns its ticket. Called while the caller
+    /// holds the state lock, so the journal's order is the order changes are applied. Writes
+    /// nothing: [`Journal::wait_until_durable`] does.
+    pub fn append(&self, change: &Change) -> Result<Ticket, String> {
+        let json = serde_json::to_string(change)
+            .map_err(|error| format!("cannot serialise a change: {error}"))?;
+        let mut shared = self.lock();
+        if let Some(failure) = &shared.failed {
+            return Err(failure.clone());
+        }
+        let sequence = shared.appended + 1;
+        let before = shared.pending.len();
+        frame(&mut shared.pending, &format!("{sequence} {json}"));
+        let written = (shared.pending.len() - before) as u64;
+        shared.appended = sequence;
+        shared.log_entries += 1;
+        shared.log_bytes += written;
+        shared.pending_entries += 1;
+        Ok(Ticket(sequence))
+    }
+
+    /// Whether the log has grown enough to be folded into a new snapshot.
     pub fn wants_compaction(&self) -> bool {
-        false
+        let shared = self.lock();
+        shared.failed.is_none()
+            && shared.log_entries >= shared.compact_at
+            && shared.log_bytes >= shared.snapshot_bytes
     }
-    pub fn compact(&self, _state: &EchoState) {}
+
+    /// Writes `state` (which holds every appended change) as the new snapshot and starts a
+    /// fresh log. Called under the state lock, so no change is appended meanwhile. If the
+    /// snapshot cannot be written the old snapshot and log stay in use (and compaction is
+    /// tried again later); if the switch cannot be made durable, the journal stops accepting
+    /// changes.
+    pub fn compact(&self, state: &EchoState) {
+        let (generation, sequence, entries) = {
+            let shared = self.lock();
+            if shared.failed.is_some() {
+                return;
+            }
+            (shared.generation, shared.appended, shared.log_entries)
+        };
+        let next = generation + 1;
+        let new_log = match self.write_snapshot(state, next, sequence) {
+            Ok(written) => written,
+            Err(Failure::Retry(problem)) => {
+                log::error!("journal: compaction failed, keeping the current log: {problem}");
+                let mut shared = self.lock();
+                shared.compact_at = entries + self.limits.compact_after_entries;
+                return;
+            }
+            Err(Failure::Fatal(problem)) => {
+                let failure = format!(
+                    "compaction could not be made durable ({problem}); no further changes are accepted until a restart"
+                );
+                log::error!("journal: {failure}");
+                let mut shared = self.lock();
+                shared.failed = Some(failure);
+                self.flushed.notify_all();
+                return;
+            }
+        };
+        let (file, snapshot_bytes) = new_log;
+
+        // The new snapshot holds every appended change: they are all durable now. Wait for a
+        // running flush (of lines the snapshot already holds) to end, then switch logs.
+        let mut shared = self.lock();
+        while shared.file.is_none() {
+            shared = self
+                .flushed
+                .wait(shared)
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+        }
+        let old = shared.file.replace(file);
+        shared.pending.clear();
+        shared.pending_entries = 0;
+        shared.durable = shared.appended;
+        shared.generation = next;
+        shared.log_entries = 0;
+        shared.log_bytes = 0;
+        shared.snapshot_bytes = snapshot_bytes;
+        shared.compact_at = self.limits.compact_after_entries;
+        let (flushes, flushed_entries) = (shared.flushes, shared.flushed_entries);
+        drop(shared);
+        self.flushed.notify_all();
+        drop(old);
+        let old_path = self.dir.join(log_name(generation));
+        if let Err(error) = std::fs::remove_file(&old_path) {
+            log::warn!(
+                "journal: could not remove {} (it is removed at the next start): {error}",
+                old_path.display()
+            );
+        }
+        log::debug!(
+            "journal: compacted {entries} changes into a snapshot of {snapshot_bytes} bytes (generation {next}); {flushed_entries} changes written in {flushes} flushes so far"
+        );
+    }
+
+    /// Creates the next generation's empty log, then writes and installs the snapshot.
+    /// Returns the new log and the snapshot's size.
+    fn write_snapshot(
+        &self,
+        state: &EchoState,
+        generation: u64,
+        sequence: u64,
+    ) -> Result<(File, u64), Failure> {
+        let log_path = self.dir.join(log_name(generation));
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&log_path)
+            .and_then(|file| file.sync_all().map(|()| file))
+            .and_then(|file| sync_dir(&self.dir).map(|()| file))
+            .map_err(|error| Failure::Retry(format!("{}: {error}", log_path.display())))?;
+        let forget_log = |problem: String| {
+            drop(std::fs::remove_file(&log_path));
+            Failure::Retry(problem)
+        };
+
+        let payload = serde_json::to_string(&SnapshotOut {
+            format: FORMAT,
+            generation,
+            sequence,
+            state,
+        })
+        .map_err(|error| forget_log(format!("cannot serialise the state: {error}")))?;
+        let mut bytes = Vec::with_capacity(payload.len() + 10);
+        frame(&mut bytes, &payload);
+        let tmp_path = self.dir.join(SNAPSHOT_TMP);
+        let written = File::create(&tmp_path)
+            .and_then(|mut tmp| tmp.write_all(&bytes).and_then(|()| tmp.sync_all()));
+        if let Err(error) = written {
+            drop(std::fs::remove_file(&tmp_path));
+            return Err(forget_log(format!("{}: {error}", tmp_path.display())));
+        }
+        let snapshot_path = self.dir.join(SNAPSHOT);
+        if let Err(error) = std::fs::rename(&tmp_path, &snapshot_path) {
+            drop(std::fs::remove_file(&tmp_path));
+            return Err(forget_log(format!(
+                "renaming {} to {}: {error}",
+                tmp_path.display(),
+                snapshot_path.display()
+            )));
+        }
+        // From here the new snapshot may be the one on disk: the new log must be used.
+        sync_dir(&self.dir)
+            .map_err(|error| Failure::Fatal(format!("{}: {error}", self.dir.display())))?;
+        Ok((file, bytes.len() as u64))
+    }
+
+    /// Blocks until the change of `ticket` (and every change appended before it) is written
+    /// and fsynced. Concurrent waiters share one flush: whoever finds no flush running writes
+    /// everything buffered and fsyncs, the others wait for it.
     pub fn wait_until_durable(&self, ticket: Ticket) -> Result<(), String> {
-        let _ = ticket.0;
-        Ok(())
+        let mut shared = self.lock();
+        loop {
+            if shared.durable >= ticket.0 {
+                return Ok(());
+            }
+            if let Some(failure) = &shared.failed {
+                return Err(failure.clone());
+            }
+            let Some(mut file) = shared.file.take() else {
+                shared = self
+                    .flushed
+                    .wait(shared)
+                    .unwrap_or_else(|poisoned| poisoned.into_inner());
+                continue;
+            };
+            // Lead a flush of everything buffered so far.
+            let spare = std::mem::take(&mut shared.spare);
+            let mut bytes = std::mem::replace(&mut shared.pending, spare);
+            let upto = shared.appended;
+            let entries = std::mem::take(&mut shared.pending_entries);
+            let generation = shared.generation;
+            drop(shared);
+
+            let result = file.write_all(&bytes).and_then(|()| file.sync_data());
+
+            shared = self.lock();
+            shared.file = Some(file);
+            match result {
+                Ok(()) => {
+                    shared.durable = shared.durable.max(upto);
+                    shared.flushes += 1;
+                    shared.flushed_entries += entries;
+                }
+                Err(error) => {
+                    let path = self.dir.join(log_name(generation));
+                    shared.failed = Some(format!(
+                        "writing {} failed ({error}); no further changes are accepted until a restart",
+                        path.display()
+                    ));
+                }
+            }
+            bytes.clear();
+            shared.spare = bytes;
+            self.flushed.notify_all();
+        }
+    }
+
+    /// How many flushes (write + fsync) ran and how many changes they wrote, since opening.
+    pub fn flush_statistics(&self) -> (u64, u64) {
+        let shared = self.lock();
+        (shared.flushes, shared.flushed_entries)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Shared> {
+        // Nothing panics while holding this lock in a way that leaves it inconsistent.
+        self.shared
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// Why a compaction did not finish.
+enum Failure {
+    /// Nothing changed for good: the old snapshot and log stay in use.
+    Retry(String),
+    /// The new snapshot may or may not be the one on disk.
+    Fatal(String),
+}
+
+/// Takes the OS lock on `journal.lock`, so two processes never write the same journal.
+fn lock_directory(dir: &Path) -> Result<File, String> {
+    let path = dir.join(LOCK);
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(|error| format!("{}: cannot open: {error}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(format!(
+            "{}: another process is using this journal",
+            path.display()
+        )),
+        Err(std::fs::TryLockError::Error(error)) => {
+            log::warn!(
+                "journal: {}: cannot lock ({error}); make sure no other process uses {}",
+                path.display(),
+                dir.display()
+            );
+            Ok(file)
+        }
+    }
+}
+
+/// Reads snapshot and log, changing nothing on disk.
+fn load(dir: &Path) -> Result<Loaded, String> {
+    let snapshot_path = dir.join(SNAPSHOT);
+    let mut leftovers = Vec::new();
+    let tmp_path = dir.join(SNAPSHOT_TMP);
+    if tmp_path.exists() {
+        leftovers.push(tmp_path);
+    }
+
+    let (mut state, generation, sequence, snapshot_bytes) = match read_file(&snapshot_path)? {
+        None => (EchoState::default(), 0, 0, 0),
+        Some(bytes) => {
+            let snapshot =
+                parse_snapshot(&bytes).map_err(|problem| corrupt(&snapshot_path, 1, &problem))?;
+            (
+                snapshot.state,
+                snapshot.generation,
+                snapshot.sequence,
+                bytes.len() as u64,
+            )
+        }
+    };
+
+    let mut saw_newer = false;
+    let entries = std::fs::read_dir(dir)
+        .map_err(|error| format!("{}: cannot list: {error}", dir.display()))?;
+    for entry in entries {
+        let entry = entry.map_err(|error| format!("{}: cannot list: {error}", dir.display()))?;
+        let name = entry.file_name();
+        let Some(found) = name.to_str().and_then(log_generation) else {
+            continue;
+        };
+        let path = entry.path();
+        if found < generation {
+            leftovers.push(path);
+        } else if found > generation {
+            let size = entry
+                .metadata()
+                .map_err(|error| format!("{}: cannot read: {error}", path.display()))?
+                .len();
+            if size > 0 {
+                let snapshot = if generation == 0 && !snapshot_path.exists() {
+                    format!("{} is missing", snapshot_path.display())
+                } else {
+                    format!("{} is of generation {generation}", snapshot_path.display())
+                };
+                return Err(format!(
+                    "{}: a log of generation {found} but {snapshot}; the journal is inconsistent and was left untouched: restore it from a backup or move it away",
+                    path.display()
+                ));
+            }
+            saw_newer = true;
+            leftovers.push(path);
+        }
+    }
+
+    let log_path = dir.join(log_name(generation));
+    let log = read_file(&log_path)?;
+    if log.is_none() && (generation > 0 || saw_newer) {
+        let reason = if generation > 0 {
+            format!("{} needs it", snapshot_path.display())
+        } else {
+            "newer logs exist".to_string()
+        };
+        return Err(format!(
+            "{}: missing, but {reason}; the journal is inconsistent and was left untouched: restore it from a backup or move it away",
+            log_path.display(),
+        ));
+    }
+    let log_exists = log.is_some();
+    let log = log.unwrap_or_default();
+    let replayed = replay(&log, sequence, &mut state)
+        .map_err(|(line, problem)| corrupt(&log_path, line, &problem))?;
+    Ok(Loaded {
+        state,
+        generation,
+        sequence,
+        snapshot_bytes,
+        log_entries: replayed.entries,
+        log_valid_len: replayed.valid_len,
+        log_torn_bytes: log.len() as u64 - replayed.valid_len,
+        log_exists,
+        leftovers,
+    })
+}
+
+fn corrupt(path: &Path, line: usize, problem: &str) -> String {
+    format!(
+        "{} line {line}: {problem}; the journal is corrupt and was left untouched: restore it from a backup or move it away",
+        path.display()
+    )
+}
+
+/// A file's bytes, `None` if it does not exist.
+fn read_file(path: &Path) -> Result<Option<Vec<u8>>, String> {
+    let mut file = match File::open(path) {
+        Ok(file) => file,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(error) => return Err(format!("{}: cannot open: {error}", path.display())),
+    };
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes)
+        .map_err(|error| format!("{}: cannot read: {error}", path.display()))?;
+    Ok(Some(bytes))
+}
+
+fn parse_snapshot(bytes: &[u8]) -> Result<SnapshotIn, String> {
+    let Some(line) = bytes.strip_suffix(b"\n") else {
+        return Err("the snapshot does not end with a line end".into());
+    };
+    if line.contains(&b'\n') {
+        return Err("the snapshot has more than one line".into());
+    }
+    let payload = unframe(line)?;
+    let snapshot: SnapshotIn = serde_json::from_slice(payload)
+        .map_err(|error| format!("the snapshot does not read: {error}"))?;
+    if snapshot.format != FORMAT {
+        return Err(format!(
+            "format {} is not the one this program reads ({FORMAT})",
+            snapshot.format
+        ));
+    }
+    Ok(snapshot)
+}
+
+struct Replayed {
+    entries: u64,
+    valid_len: u64,
+}
+
+/// Applies the log's lines to `state`. A last line that is incomplete or fails its checksum
+/// is left out (a torn write); any other bad line is an error `(line number, problem)`.
+fn replay(log: &[u8], sequence: u64, state: &mut EchoState) -> Result<Replayed, (usize, String)> {
+    let mut offset = 0;
+    let mut entries = 0;
+    let mut line_number = 0;
+    while offset < log.len() {
+        line_number += 1;
+        let rest = &log[offset..];
+        let Some(end) = rest.iter().position(|&b| b == b'\n') else {
+            break; // incomplete: never acknowledged
+        };
+        let line = &rest[..end];
+        let is_last = offset + end + 1 == log.len();
+        let payload = match unframe(line) {
+            Ok(payload) => payload,
+            Err(_) if is_last => break, // torn
+            Err(problem) => return Err((line_number, problem)),
+        };
+        let expected = sequence + entries + 1;
+        let change = parse_entry(payload, expected).map_err(|problem| (line_number, problem))?;
+        state.apply(change);
+        entries += 1;
+        offset += end + 1;
+    }
+    Ok(Replayed {
+        entries,
+        valid_len: offset as u64,
+    })
+}
+
+fn parse_entry(payload: &[u8], expected: u64) -> Result<Change, String> {
+    let space = payload
+        .iter()
+        .position(|&b| b == b' ')
+        .ok_or("no sequence number")?;
+    let number = std::str::from_utf8(&payload[..space])
+        .ok()
+        .and_then(|digits| digits.parse::<u64>().ok())
+        .ok_or("the sequence number does not read")?;
+    if number != expected {
+        return Err(format!("change {number} where change {expected} belongs"));
+    }
+    serde_json::from_slice(&payload[space + 1..])
+        .map_err(|error| format!("change {number} does not read: {error}"))
+}
+
+/// Appends `<crc> <payload>\n` to `out`.
+fn frame(out: &mut Vec<u8>, payload: &str) {
+    let crc = crc32(payload.as_bytes());
+    out.reserve(payload.len() + 10);
+    for shift in (0..8).rev() {
+        out.push(b"0123456789abcdef"[((crc >> (shift * 4)) & 0xf) as usize]);
+    }
+    out.push(b' ');
+    out.extend_from_slice(payload.as_bytes());
+    out.push(b'\n');
+}
+
+/// The payload of a framed line (without its line end), if its checksum matches.
+fn unframe(line: &[u8]) -> Result<&[u8], String> {
+    if line.len() < 9 || line[8] != b' ' {
+        return Err("not a journal line (no checksum)".into());
+    }
+    let mut crc = 0u32;
+    for &digit in &line[..8] {
+        let value = match digit {
+            b'0'..=b'9' => digit - b'0',
+            b'a'..=b'f' => digit - b'a' + 10,
+            _ => return Err("not a journal line (no checksum)".into()),
+        };
+        crc = crc << 4 | u32::from(value);
+    }
+    let payload = &line[9..];
+    if crc32(payload) != crc {
+        return Err("checksum mismatch".into());
+    }
+    Ok(payload)
+}
+
+const CRC_TABLE: [u32; 256] = {
+    let mut table = [0u32; 256];
+    let mut i = 0;
+    while i < 256 {
+        let mut crc = i as u32;
+        let mut bit = 0;
+        while bit < 8 {
+            crc = if crc & 1 == 1 {
+                0xEDB8_8320 ^ (crc >> 1)
+            } else {
+                crc >> 1
+            };
+            bit += 1;
+        }
+        table[i] = crc;
+        i += 1;
+    }
+    table
+};
+
+/// CRC-32 (IEEE 802.3, as zlib and PNG use it).
+fn crc32(bytes: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &byte in bytes {
+        crc = CRC_TABLE[((crc ^ u32::from(byte)) & 0xff) as usize] ^ (crc >> 8);
+    }
+    !crc
+}
+
+/// Makes the directory's entries (created, renamed files) durable.
+#[cfg(unix)]
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+/// Windows has no directory fsync; NTFS makes renames durable with its own journal.
+#[cfg(not(unix))]
+fn sync_dir(_dir: &Path) -> std::io::Result<()> {
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::echo_api::InstanceAttributes;
+    use std::collections::BTreeMap;
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::sync::Arc;
+
+    /// A fresh directory, removed when dropped.
+    struct TestDir(PathBuf);
+
+    impl TestDir {
+        fn new(label: &str) -> TestDir {
+            static COUNTER: AtomicU32 = AtomicU32::new(0);
+            let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+            let path = std::env::temp_dir()
+                .join(format!("echo-journal-{label}-{}-{n}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&path);
+            std::fs::create_dir_all(&path).expect("test dir is created");
+            TestDir(path)
+        }
+
+        fn file(&self, name: &str) -> PathBuf {
+            self.0.join(name)
+        }
+
+        /// Every file's name and bytes.
+        fn files(&self) -> BTreeMap<String, Vec<u8>> {
+            std::fs::read_dir(&self.0)
+                .expect("test dir lists")
+                .map(|entry| {
+                    let entry = entry.expect("entry");
+                    let name = entry.file_name().to_string_lossy().into_owned();
+                    (name, std::fs::read(entry.path()).expect("file reads"))
+                })
+                .collect()
+        }
+
+        fn replace_files(&self, files: &BTreeMap<String, Vec<u8>>) {
+            for entry in std::fs::read_dir(&self.0).expect("test dir lists") {
+                std::fs::remove_file(entry.expect("entry").path()).expect("file is removed");
+            }
+            for (name, bytes) in files {
+                std::fs::write(self.file(name), bytes).expect("file is written");
+            }
+        }
+    }
+
+    impl Drop for TestDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn limits(compact_after_entries: u64) -> Limits {
+        Limits {
+            compact_after_entries,
+        }
+    }
+
+    fn open(dir: &TestDir, compact_after_entries: u64) -> (Journal, EchoState) {
+        Journal::open_with(&dir.0, limits(compact_after_entries)).expect("journal opens")
+    }
+
+    fn provision(id: &str) -> Change {
+        Change::Provision {
+            instance_id: id.into(),
+            attributes: Some(InstanceAttributes {
+                service_id: "echo_service".into(),
+                plan_id: "big_0001".into(),
+                organization_guid: "o".into(),
+                space_guid: "s".into(),
+                context: None,
+                parameters: None,
+            }),
+            dashboard_token: format!("token-{id}"),
+        }
+    }
+
+    fn bind(id: &str, binding: &str) -> Change {
+        Change::Bind {
+            instance_id: id.into(),
+            binding_id: binding.into(),
+            attributes: None,
+            username: format!("user-{binding}"),
+            password: "secret \n \"quoted\" ü".into(),
+        }
+    }
+
+    fn message(id: &str, text: &str) -> Change {
+        Change::Message {
+            instance_id: id.into(),
+            message: text.into(),
+        }
+    }
+
+    /// What `EchoService::commit` does with a change.
+    fn commit(journal: &Journal, state: &Mutex<EchoState>, change: Change) {
+        let mut guard = state.lock().expect("state lock");
+        let ticket = journal.append(&change).expect("change is appended");
+        guard.apply(change);
+        if journal.wants_compaction() {
+            journal.compact(&guard);
+        }
+        drop(guard);
+        journal
+            .wait_until_durable(ticket)
+            .expect("change becomes durable");
+    }
+
+    fn as_json(state: &EchoState) -> serde_json::Value {
+        serde_json::to_value(state).expect("state serialises")
+    }
+
+    /// A mix of every kind of change, some of which cancel others out.
+    fn changes(prefix: &str, count: usize) -> Vec<Change> {
+        let mut all = Vec::new();
+        for i in 0..count {
+            let id = format!("{prefix}-{i}");
+            all.push(provision(&id));
+            all.push(bind(&id, "b1"));
+            all.push(bind(&id, "b2"));
+            all.push(message(&id, &format!("hello {i}")));
+            all.push(message(&id, "again"));
+            all.push(Change::Unbind {
+                instance_id: id.clone(),
+                binding_id: "b2".into(),
+            });
+            all.push(Change::Update {
+                instance_id: id.clone(),
+                update: crate::echo_api::InstanceUpdate {
+                    plan_id: Some("small_0001".into()),
+                    ..Default::default()
+                },
+            });
+            if i % 3 == 0 {
+                all.push(Change::Deprovision { instance_id: id });
+            }
+        }
+        all
+    }
+
+    /// Runs `changes` through a fresh journal in `dir` and returns the live state.
+    fn run(dir: &TestDir, compact_after_entries: u64, changes: Vec<Change>) -> EchoState {
+        let (journal, state) = open(dir, compact_after_entries);
+        let state = Mutex::new(state);
+        for change in changes {
+            commit(&journal, &state, change);
+        }
+        state.into_inner().expect("state")
+    }
+
+    fn log_lines(dir: &TestDir, generation: u64) -> Vec<Vec<u8>> {
+        let bytes = std::fs::read(dir.file(&log_name(generation))).expect("log reads");
+        bytes
+            .split_inclusive(|&b| b == b'\n')
+            .map(<[u8]>::to_vec)
+            .collect()
+    }
+
+    #[test]
+    fn crc32_is_the_ieee_one() {
+        assert_eq!(crc32(b"123456789"), 0xCBF4_3926);
+        assert_eq!(crc32(b""), 0);
+        let mut line = Vec::new();
+        frame(&mut line, "7 {}");
+        assert_eq!(unframe(&line[..line.len() - 1]), Ok(&b"7 {}"[..]));
+    }
+
+    #[test]
+    fn a_reopened_journal_replays_every_change() {
+        let dir = TestDir::new("replay");
+        let live = run(&dir, 1_000_000, changes("i", 20));
+        let (journal, replayed) = open(&dir, 1_000_000);
+        assert_eq!(as_json(&replayed), as_json(&live));
+        assert_eq!(replayed.instances["i-1"].message_count, 2);
+        assert!(!replayed.instances.contains_key("i-3"));
+
+        // It carries on where it stopped, and the second run is replayed after the first.
+        let state = Mutex::new(replayed);
+        for change in changes("j", 5) {
+            commit(&journal, &state, change);
+        }
+        drop(journal);
+        let (_, again) = open(&dir, 1_000_000);
+        assert_eq!(
+            as_json(&again),
+            as_json(&state.into_inner().expect("state"))
+        );
+        assert_eq!(log_lines(&dir, 0).len(), changes("i", 25).len());
+    }
+
+    #[test]
+    fn a_torn_last_line_is_cut_off() {
+        let full = changes("i", 4);
+        let dir = TestDir::new("torn");
+        run(&dir, 1_000_000, full.clone());
+        let lines = log_lines(&dir, 0);
+        let complete: Vec<u8> = lines[..lines.len() - 1].concat();
+        let last = &lines[lines.len() - 1];
+        let mut expected = EchoState::default();
+        for change in full.iter().take(lines.len() - 1).cloned() {
+            expected.apply(change);
+        }
+
+        let mut wrong_checksum = last.clone();
+        wrong_checksum[0] = if wrong_checksum[0] == b'0' {
+            b'1'
+        } else {
+            b'0'
+        };
+        let tails: [Vec<u8>; 4] = [
+            last[..last.len() / 2].to_vec(),
+            last[..last.len() - 1].to_vec(), // all but the line end
+            wrong_checksum,
+            vec![0; 300],
+        ];
+        for tail in tails {
+            let mut bytes = complete.clone();
+            bytes.extend_from_slice(&tail);
+            std::fs::write(dir.file(&log_name(0)), &bytes).expect("log is written");
+
+            let (journal, state) = open(&dir, 1_000_000);
+            assert_eq!(as_json(&state), as_json(&expected));
+            assert_eq!(
+                std::fs::read(dir.file(&log_name(0))).expect("log reads"),
+                complete,
+                "the torn tail is cut off"
+            );
+            // What is appended next follows the last complete line.
+            let state = Mutex::new(state);
+            commit(&journal, &state, provision("after"));
+            drop(journal);
+            let (_, reopened) = open(&dir, 1_000_000);
+            assert_eq!(
+                as_json(&reopened),
+                as_json(&state.into_inner().expect("state"))
+            );
+        }
+    }
+
+    fn assert_refused(dir: &TestDir, file: &str, line: usize) -> String {
+        let before = dir.files();
+        let Err(problem) = Journal::open_with(&dir.0, limits(1_000_000)) else {
+            panic!("a corrupt journal was opened");
+        };
+        let path = dir.file(file).display().to_string();
+        assert!(
+            problem.contains(&format!("{path} line {line}: ")),
+            "{problem}"
+        );
+        assert!(!problem.contains('\n'), "{problem}");
+        let mut after = dir.files();
+        after.remove(LOCK);
+        let mut before = before;
+        before.remove(LOCK);
+        assert_eq!(before, after, "the journal is left byte for byte as it was");
+        problem
+    }
+
+    #[test]
+    fn a_corrupt_line_in_the_middle_is_refused_and_left_untouched() {
+        let dir = TestDir::new("corrupt");
+        run(&dir, 1_000_000, changes("i", 2));
+        let lines = log_lines(&dir, 0);
+        let original = lines.concat();
+
+        // A changed byte (the checksum no longer matches).
+        let mut flipped = lines.clone();
+        let at = flipped[1].len() - 5;
+        flipped[1][at] ^= 0x01;
+        std::fs::write(dir.file(&log_name(0)), flipped.concat()).expect("written");
+        let problem = assert_refused(&dir, &log_name(0), 2);
+        assert!(problem.contains("checksum mismatch"), "{problem}");
+
+        // A garbage line.
+        let mut garbage = lines.clone();
+        garbage.insert(3, b"hello world\n".to_vec());
+        std::fs::write(dir.file(&log_name(0)), garbage.concat()).expect("written");
+        assert_refused(&dir, &log_name(0), 4);
+
+        // A line lost in the middle (the sequence numbers show it).
+        let mut missing = lines.clone();
+        missing.remove(2);
+        std::fs::write(dir.file(&log_name(0)), missing.concat()).expect("written");
+        let problem = assert_refused(&dir, &log_name(0), 3);
+        assert!(
+            problem.contains("change 4 where change 3 belongs"),
+            "{problem}"
+        );
+
+        // A complete last line with a good checksum is not a torn write: out of order, it is
+        // refused too.
+        let mut repeated = lines.clone();
+        repeated.push(lines[0].clone());
+        std::fs::write(dir.file(&log_name(0)), repeated.concat()).expect("written");
+        assert_refused(&dir, &log_name(0), lines.len() + 1);
+
+        // A change that passes its checksum but does not read.
+        let mut unreadable = lines.clone();
+        let mut bad = Vec::new();
+        frame(&mut bad, "2 {\"change\":\"explode\"}");
+        unreadable[1] = bad;
+        std::fs::write(dir.file(&log_name(0)), unreadable.concat()).expect("written");
+        assert_refused(&dir, &log_name(0), 2);
+
+        // Restored, it opens again.
+        std::fs::write(dir.file(&log_name(0)), original).expect("written");
+        open(&dir, 1_000_000);
+    }
+
+    #[test]
+    fn a_corrupt_snapshot_is_refused_and_left_untouched() {
+        let dir = TestDir::new("snapshot");
+        let live = run(&dir, 5, changes("i", 3));
+        let snapshot = std::fs::read(dir.file(SNAPSHOT)).expect("a snapshot was written");
+
+        let mut flipped = snapshot.clone();
+        flipped[20] ^= 0x02;
+        std::fs::write(dir.file(SNAPSHOT), &flipped).expect("written");
+        assert_refused(&dir, SNAPSHOT, 1);
+
+        std::fs::write(dir.file(SNAPSHOT), &snapshot[..snapshot.len() / 2]).expect("written");
+        assert_refused(&dir, SNAPSHOT, 1);
+
+        std::fs::write(dir.file(SNAPSHOT), b"").expect("written");
+        assert_refused(&dir, SNAPSHOT, 1);
+
+        std::fs::write(dir.file(SNAPSHOT), &snapshot).expect("written");
+        let (_, state) = open(&dir, 5);
+        assert_eq!(as_json(&state), as_json(&live));
+    }
+
+    #[test]
+    fn a_log_without_its_snapshot_is_refused() {
+        let dir = TestDir::new("lost-snapshot");
+        run(&dir, 5, changes("i", 3));
+        let generation = dir
+            .files()
+            .keys()
+            .find_map(|name| log_generation(name))
+            .expect("a log");
+        assert!(generation > 0);
+        // Make the log non-empty, then lose the snapshot.
+        let (journal, state) = open(&dir, 1_000_000);
+        commit(&journal, &Mutex::new(state), provision("late"));
+        drop(journal);
+        std::fs::remove_file(dir.file(SNAPSHOT)).expect("snapshot is removed");
+        let before = dir.files();
+        let problem = Journal::open_with(&dir.0, limits(5))
+            .err()
+            .expect("refused");
+        assert!(problem.contains(&log_name(generation)), "{problem}");
+        assert!(problem.contains("is missing"), "{problem}");
+        assert_eq!(dir.files(), before);
+
+        // A snapshot whose log is gone is refused too.
+        let dir = TestDir::new("lost-log");
+        run(&dir, 5, changes("i", 3));
+        let log = dir
+            .files()
+            .keys()
+            .find(|name| log_generation(name).is_some())
+            .cloned()
+            .expect("a log");
+        std::fs::remove_file(dir.file(&log)).expect("log is removed");
+        let problem = Journal::open_with(&dir.0, limits(5))
+            .err()
+            .expect("refused");
+        assert!(problem.contains(&log), "{problem}");
+    }
+
+    #[test]
+    fn compaction_keeps_everything() {
+        let dir = TestDir::new("compaction");
+        let all = changes("i", 40);
+        let count = all.len() as u64;
+        let live = run(&dir, 7, all);
+        let files = dir.files();
+        let generations: Vec<u64> = files.keys().filter_map(|n| log_generation(n)).collect();
+        assert_eq!(generations.len(), 1, "old logs are removed: {files:?}");
+        assert!(
+            generations[0] >= 5,
+            "compacted now and then: {generations:?}"
+        );
+        assert!(!files.contains_key(SNAPSHOT_TMP));
+
+        let (journal, replayed) = open(&dir, 7);
+        assert_eq!(as_json(&replayed), as_json(&live));
+        // Messages count up: a change replayed twice would show.
+        assert_eq!(replayed.instances["i-1"].message_count, 2);
+        assert!(journal.lock().appended == count);
+    }
+
+    #[test]
+    fn a_crash_at_any_point_of_a_compaction_leaves_a_loadable_journal() {
+        let dir = TestDir::new("crash");
+        // Generation 1 with a snapshot and some log, so the old snapshot exists too.
+        run(&dir, 1_000_000, changes("a", 3));
+        let (journal, state) = open(&dir, 1_000_000);
+        journal.compact(&state);
+        let state = Mutex::new(state);
+        for change in changes("b", 3) {
+            commit(&journal, &state, change);
+        }
+        let before = dir.files();
+        let expected = as_json(&state.lock().expect("state"));
+        journal.compact(&state.lock().expect("state"));
+        let after = dir.files();
+        drop(journal);
+        assert!(before.contains_key(&log_name(1)) && after.contains_key(&log_name(2)));
+
+        let mut crashes = Vec::new();
+        // The new log is created, the snapshot not yet begun.
+        let mut files = before.clone();
+        files.insert(log_name(2), Vec::new());
+        crashes.push(files.clone());
+        // The temporary snapshot is half written.
+        let new_snapshot = after[SNAPSHOT].clone();
+        files.insert(
+            SNAPSHOT_TMP.into(),
+            new_snapshot[..new_snapshot.len() / 2].to_vec(),
+        );
+        crashes.push(files.clone());
+        // It is complete, not yet renamed.
+        files.insert(SNAPSHOT_TMP.into(), new_snapshot.clone());
+        crashes.push(files.clone());
+        // Renamed; the old log is still there.
+        files.remove(SNAPSHOT_TMP);
+        files.insert(SNAPSHOT.into(), new_snapshot);
+        crashes.push(files.clone());
+        // And the end.
+        crashes.push(after);
+
+        for files in crashes {
+            let names: Vec<&String> = files.keys().collect();
+            dir.replace_files(&files);
+            let (journal, state) = Journal::open_with(&dir.0, limits(1_000_000))
+                .unwrap_or_else(|problem| panic!("{names:?}: {problem}"));
+            assert_eq!(as_json(&state), expected, "{names:?}");
+            let left: Vec<String> = dir.files().into_keys().collect();
+            assert_eq!(left.len(), 3, "leftovers are removed: {left:?}");
+            // And it goes on working.
+            let state = Mutex::new(state);
+            commit(&journal, &state, provision("later"));
+            journal.compact(&state.lock().expect("state"));
+            commit(&journal, &state, message("later", "hi"));
+            drop(journal);
+            let (_, reopened) = open(&dir, 1_000_000);
+            assert_eq!(
+                as_json(&reopened),
+                as_json(&state.into_inner().expect("state"))
+            );
+        }
+    }
+
+    #[test]
+    fn concurrent_changes_share_flushes_and_all_survive() {
+        let dir = TestDir::new("group");
+        let (journal, state) = open(&dir, 500);
+        let journal = Arc::new(journal);
+        let state = Arc::new(Mutex::new(state));
+        let threads = 16;
+        let per_thread = 60;
+        let workers: Vec<_> = (0..threads)
+            .map(|t| {
+                let journal = Arc::clone(&journal);
+                let state = Arc::clone(&state);
+                std::thread::spawn(move || {
+                    for change in changes(&format!("t{t}"), per_thread / 8) {
+                        commit(&journal, &state, change);
+                    }
+                })
+            })
+            .collect();
+        for worker in workers {
+            worker.join().expect("worker finishes");
+        }
+        let total = changes("x", per_thread / 8).len() as u64 * threads;
+        let (flushes, written) = journal.flush_statistics();
+        assert!(written <= total);
+        assert!(
+            flushes < total,
+            "{flushes} flushes for {total} changes: none was shared"
+        );
+        drop(journal);
+        let live = as_json(&state.lock().expect("state"));
+        let (journal, replayed) = open(&dir, 500);
+        assert_eq!(as_json(&replayed), live);
+        assert_eq!(journal.lock().appended, total);
+    }
+
+    #[test]
+    fn a_journal_in_use_is_not_opened_twice() {
+        let dir = TestDir::new("locked");
+        let (journal, _) = open(&dir, 1_000_000);
+        let problem = Journal::open_with(&dir.0, limits(1_000_000))
+            .err()
+            .expect("refused");
+        assert!(problem.contains("another process"), "{problem}");
+        drop(journal);
+        open(&dir, 1_000_000);
     }
 }
