@@ -20,7 +20,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 /// How log lines look.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
-    /// `TIME LEVEL [target] message`, as simple_logger writes it.
+    /// `TIME LEVEL [target] message`, written by simple_logger.
     Text,
     /// One JSON object per line: `time`, `level`, `target`, `message`, and request fields.
     Json,
@@ -51,11 +51,26 @@ const SECRET_QUERY_PARAMETERS: [&str; 1] = ["token"];
 static FORMAT: OnceLock<Format> = OnceLock::new();
 
 /// Installs the logger: `level` for this program's own lines, `format` for all of them.
-/// A second call changes nothing.
+/// Text lines are simple_logger's; JSON lines are written by [`JsonLogger`]. Either way the
+/// HTTP crates never log below `info`. A second call changes nothing.
 pub fn init(level: LevelFilter, format: Format) {
     let _ = FORMAT.set(format);
-    if log::set_boxed_logger(Box::new(Logger { level, format })).is_ok() {
-        log::set_max_level(level);
+    match format {
+        Format::Text => {
+            let logger = CHATTY_CRATES.iter().fold(
+                simple_logger::SimpleLogger::new()
+                    .with_level(level)
+                    .with_utc_timestamps(),
+                |logger, name| logger.with_module_level(name, level.min(LevelFilter::Info)),
+            );
+            // Fails only if a logger is already installed, which then goes on logging.
+            let _ = logger.init();
+        }
+        Format::Json => {
+            if log::set_boxed_logger(Box::new(JsonLogger { level })).is_ok() {
+                log::set_max_level(level);
+            }
+        }
     }
 }
 
@@ -63,27 +78,27 @@ fn format() -> Format {
     FORMAT.get().copied().unwrap_or(Format::Text)
 }
 
-struct Logger {
+/// Writes every record as one JSON object per line.
+struct JsonLogger {
     level: LevelFilter,
-    format: Format,
 }
 
-impl Log for Logger {
+impl Log for JsonLogger {
     fn enabled(&self, metadata: &Metadata) -> bool {
         let level = metadata.level();
         level <= self.level && (level <= Level::Info || !is_chatty(metadata.target()))
     }
 
     fn log(&self, record: &Record) {
-        if !self.enabled(record.metadata()) {
-            return;
+        if self.enabled(record.metadata()) {
+            let message = record.args().to_string();
+            write_line(&json_line(
+                record.level(),
+                record.target(),
+                &message,
+                Vec::new(),
+            ));
         }
-        let message = record.args().to_string();
-        let line = match self.format {
-            Format::Text => text_line(record.level(), record.target(), &message),
-            Format::Json => json_line(record.level(), record.target(), &message, Vec::new()),
-        };
-        write_line(&line);
     }
 
     fn flush(&self) {
@@ -153,15 +168,6 @@ pub fn fatal(message: &str) {
         Format::Json => json_line(Level::Error, "startup", message, Vec::new()),
     };
     write_line(&line);
-}
-
-/// `TIME LEVEL [target] message`, control characters escaped so one event is one line.
-fn text_line(level: Level, target: &str, message: &str) -> String {
-    format!(
-        "{} {level:<5} [{target}] {}",
-        rfc3339(SystemTime::now()),
-        escape_controls(message)
-    )
 }
 
 /// `{"time":...,"level":...,"target":...,"message":...,<fields>}` in that order.
@@ -338,16 +344,9 @@ mod tests {
     }
 
     #[test]
-    fn text_lines_escape_control_characters() {
-        let line = text_line(Level::Warn, "t", "a\nb");
-        assert!(line.ends_with("WARN  [t] a\\nb"), "{line}");
-    }
-
-    #[test]
     fn http_crates_stay_at_info_or_above() {
-        let logger = Logger {
+        let logger = JsonLogger {
             level: LevelFilter::Trace,
-            format: Format::Text,
         };
         let at = |level: Level, target: &str| {
             logger.enabled(&Metadata::builder().level(level).target(target).build())
