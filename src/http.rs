@@ -323,8 +323,9 @@ fn timed_listener(address: SocketAddr) -> std::io::Result<std::net::TcpListener>
 /// The number of threads that run a server's blocking receive loop. Requests wait on the
 /// backend and on slow clients' bodies (each for at most [`CLIENT_IDLE_TIMEOUT`]), not on
 /// the CPU, so there are several per core: a few stalled clients leave the rest served.
+/// Capped, because a platform's host may show far more cores than the app may use.
 pub fn worker_count() -> usize {
-    (std::thread::available_parallelism().map_or(2, |n| n.get()) * 16).max(32)
+    (std::thread::available_parallelism().map_or(2, |n| n.get()) * 16).clamp(32, 64)
 }
 
 /// The user and password of a `Basic` Authorization header; `None` for anything malformed
