@@ -316,7 +316,8 @@ impl EchoService {
         if let Some(instance) = state.instances.get(instance_id) {
             let view = instance_view(instance_id, instance, "exists");
             let mut body = serde_json::to_value(&view).unwrap_or_default();
-            body["error"] = json!(format!("instance '{instance_id}' already exists"));
+            body["error"] = json!("Conflict");
+            body["description"] = json!(format!("instance '{instance_id}' already exists"));
             body["dashboard_url"] = json!(dashboard_url(request, instance_id, instance));
             return HttpResponse::json(409, &body);
         }
@@ -410,7 +411,8 @@ impl EchoService {
         if let Some(binding) = instance.bindings.get(binding_id) {
             let mut body = serde_json::to_value(binding_view(binding_id, binding, "exists"))
                 .unwrap_or_default();
-            body["error"] = json!(format!("binding '{binding_id}' already exists"));
+            body["error"] = json!("Conflict");
+            body["description"] = json!(format!("binding '{binding_id}' already exists"));
             return HttpResponse::json(409, &body);
         }
         let change = Change::Bind {
