@@ -285,16 +285,16 @@ impl Broker {
                 "GET",
                 ["v2", "service_instances", instance_id, "service_bindings", binding_id, "last_operation"],
             ) => self.binding_last_operation(instance_id, binding_id),
-            (method, path) if allowed_methods(path).is_some() => {
-                Err(BrokerError::MethodNotAllowed(
+            (method, path) => match allowed_methods(path) {
+                Some(allow) => Err(BrokerError::MethodNotAllowed(
                     format!("{method} is not part of the API at {}", request.path()),
-                    allowed_methods(path).unwrap_or_default(),
-                ))
-            }
-            _ => Err(BrokerError::NotFound(format!(
-                "{} is not part of the API",
-                request.path()
-            ))),
+                    allow,
+                )),
+                None => Err(BrokerError::NotFound(format!(
+                    "{} is not part of the API",
+                    request.path()
+                ))),
+            },
         }
     }
 }
