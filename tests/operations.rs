@@ -560,7 +560,7 @@ fn dashboard_is_well_formed_and_escapes_hostile_ids_and_messages() {
     let hostile_binding = "\"&'";
     let instance_url = system.url(&format!(
         "/v2/service_instances/{}",
-        percent_encode(hostile_instance)
+        echo_broker::http::percent_encode(hostile_instance)
     ));
     let provisioned = platform("PUT", &instance_url, Some(PROVISION_ECHO));
     assert_eq!(provisioned.status, 201, "{}", provisioned.text);
@@ -575,7 +575,7 @@ fn dashboard_is_well_formed_and_escapes_hostile_ids_and_messages() {
 
     let binding_url = format!(
         "{instance_url}/service_bindings/{}",
-        percent_encode(hostile_binding)
+        echo_broker::http::percent_encode(hostile_binding)
     );
     let bound = platform("PUT", &binding_url, Some(BIND_ECHO));
     assert_eq!(bound.status, 201, "{}", bound.text);
@@ -605,17 +605,4 @@ fn dashboard_is_well_formed_and_escapes_hostile_ids_and_messages() {
     );
     assert!(html.contains("&quot;&amp;&#39;"), "{html}");
     assert!(html.contains("&lt;/li&gt;&lt;/ul&gt;&lt;h1&gt;x"), "{html}");
-}
-
-/// Every byte outside RFC 3986's unreserved characters as `%XX`.
-fn percent_encode(text: &str) -> String {
-    text.bytes()
-        .map(|byte| {
-            if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
-                (byte as char).to_string()
-            } else {
-                format!("%{byte:02X}")
-            }
-        })
-        .collect()
 }

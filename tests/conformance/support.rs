@@ -155,17 +155,9 @@ pub fn expect_plain_error(reply: &Reply, status: u16) -> Value {
     body
 }
 
-/// Percent-encodes an id for a path segment (everything outside RFC 3986's unreserved set).
+/// Percent-encodes an id for a path segment, as the broker does in the URLs it builds.
 pub fn encode(id: &str) -> String {
-    id.bytes()
-        .map(|byte| {
-            if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
-                (byte as char).to_string()
-            } else {
-                format!("%{byte:02X}")
-            }
-        })
-        .collect()
+    echo_broker::http::percent_encode(id)
 }
 
 pub fn instance_path(instance_id: &str) -> String {
