@@ -93,71 +93,81 @@ fn run() {
         .unwrap_or_else(|problem| settings::exit_with(&problem));
     let host = settings::listen_host(configured.is_some(), "BROKER_USERNAME and BROKER_PASSWORD")
         .unwrap_or_else(|problem| settings::exit_with(&problem));
+    let catalog = load_catalog();
+    let backend = backend().unwrap_or_else(|problem| settings::exit_with(&problem));
+    let echo_credentials =
+        echo_credentials(&backend).unwrap_or_else(|problem| settings::exit_with(&problem));
+    let service_base = start_backend(&backend, &host, echo_credentials.clone());
+    let broker = Broker::new(BrokerConfig {
+        catalog,
+        credentials: broker_credentials(configured, &host),
+        service_base,
+        echo_credentials,
+    });
+    let server = http::bind(&format!("{}:{port}", settings::url_host(&host)))
+        .unwrap_or_else(|problem| settings::exit_with(&format!("PORT: {problem}")));
+    log::info!(
+        "broker: listening on http://{}:{port}",
+        settings::url_host(&host)
+    );
+    http::serve("broker", server, Arc::new(broker), http::worker_count());
+}
+
+/// The catalog from `CATALOG_PATH` or the embedded one, validated; its warnings logged.
+fn load_catalog() -> Catalog {
     let catalog_path = settings::var("CATALOG_PATH").map(PathBuf::from);
     let loaded =
         Catalog::load(catalog_path.as_deref()).unwrap_or_else(|error| match catalog_path {
             Some(_) => settings::exit_with(&format!("CATALOG_PATH: {error}")),
             None => settings::exit_with(&error.to_string()),
         });
-    let backend = backend().unwrap_or_else(|problem| settings::exit_with(&problem));
-    let echo_credentials =
-        echo_credentials(&backend).unwrap_or_else(|problem| settings::exit_with(&problem));
-
-    let services = loaded.catalog.services.len();
-    let plans: usize = loaded
-        .catalog
-        .services
-        .iter()
-        .map(|service| service.plans.len())
-        .sum();
+    let services = &loaded.catalog.services;
+    let plans: usize = services.iter().map(|service| service.plans.len()).sum();
     log::info!(
-        "catalog: {} ({services} services, {plans} plans)",
-        loaded.source
+        "catalog: {} ({} services, {plans} plans)",
+        loaded.source,
+        services.len()
     );
     for warning in &loaded.warnings {
         log::warn!("catalog: {warning}");
     }
-    let service_base = match &backend {
-        Backend::Remote { service_base } => {
-            log::info!("backend: echo service at {service_base}");
-            service_base.clone()
-        }
-        Backend::Embedded { port, data_dir } => {
-            start_embedded_echo_service(&host, *port, data_dir, echo_credentials.clone());
-            log::info!(
-                "backend: embedded echo service on port {port}, state in {}",
-                data_dir.display()
-            );
-            format!("http://{}:{port}", loopback_for(&host))
-        }
-    };
-    let credentials = match configured {
+    loaded.catalog
+}
+
+/// The configured credentials, or the seed's pair (only ever on loopback: see
+/// `settings::listen_host`).
+fn broker_credentials(configured: Option<(String, String)>, host: &str) -> (String, String) {
+    match configured {
         Some(credentials) => {
             log::info!("auth: basic auth with BROKER_USERNAME / BROKER_PASSWORD");
             credentials
         }
         None => {
+            let (user, password) = DEFAULT_CREDENTIALS;
             log::warn!(
-                "auth: BROKER_USERNAME and BROKER_PASSWORD are not set: accepting the seed's '{}' / '{}' on {host} only",
-                DEFAULT_CREDENTIALS.0,
-                DEFAULT_CREDENTIALS.1
+                "auth: BROKER_USERNAME and BROKER_PASSWORD are not set: accepting the seed's '{user}' / '{password}' on {host} only"
             );
-            (
-                DEFAULT_CREDENTIALS.0.to_string(),
-                DEFAULT_CREDENTIALS.1.to_string(),
-            )
+            (user.to_string(), password.to_string())
         }
-    };
-    let broker = Broker::new(BrokerConfig {
-        catalog: loaded.catalog,
-        credentials,
-        service_base,
-        echo_credentials,
-    });
-    let server = http::bind(&format!("{host}:{port}"))
-        .unwrap_or_else(|problem| settings::exit_with(&format!("PORT: {problem}")));
-    log::info!("broker: listening on http://{host}:{port}");
-    http::serve("broker", server, Arc::new(broker), http::worker_count());
+    }
+}
+
+/// Starts the embedded echo service if there is one; returns the echo service's base URL.
+fn start_backend(backend: &Backend, host: &str, credentials: Option<(String, String)>) -> String {
+    match backend {
+        Backend::Remote { service_base } => {
+            log::info!("backend: echo service at {service_base}");
+            service_base.clone()
+        }
+        Backend::Embedded { port, data_dir } => {
+            start_embedded_echo_service(host, *port, data_dir, credentials);
+            log::info!(
+                "backend: embedded echo service on port {port}, state in {}",
+                data_dir.display()
+            );
+            format!("http://{}:{port}", settings::url_host(reachable_host(host)))
+        }
+    }
 }
 
 fn backend() -> Result<Backend, String> {
@@ -185,11 +195,11 @@ fn echo_credentials(backend: &Backend) -> Result<Option<(String, String)>, Strin
 }
 
 /// The address the broker uses to reach an echo service listening on `host`.
-fn loopback_for(host: &str) -> &str {
-    if host == "0.0.0.0" || host == "::" {
-        "127.0.0.1"
-    } else {
-        host
+fn reachable_host(host: &str) -> &str {
+    match host {
+        "0.0.0.0" => "127.0.0.1",
+        "::" => "::1",
+        _ => host,
     }
 }
 
@@ -205,7 +215,7 @@ fn start_embedded_echo_service(
     })
     .unwrap_or_else(|problem| settings::exit_with(&format!("DATA_DIR: {problem}")));
     log::info!("echo service: {} instances loaded", echo.instance_count());
-    let server = http::bind(&format!("{host}:{port}"))
+    let server = http::bind(&format!("{}:{port}", settings::url_host(host)))
         .unwrap_or_else(|problem| settings::exit_with(&format!("ECHO_PORT: {problem}")));
     let echo = Arc::new(echo);
     std::thread::spawn(move || http::serve("echo", server, echo, http::worker_count()));

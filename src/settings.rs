@@ -99,6 +99,15 @@ pub fn listen_host(has_credentials: bool, credential_names: &str) -> Result<Stri
     Ok(host)
 }
 
+/// `host` as it stands in a URL or a socket address: IPv6 addresses in brackets.
+pub fn url_host(host: &str) -> String {
+    if host.contains(':') {
+        format!("[{host}]")
+    } else {
+        host.to_string()
+    }
+}
+
 /// `LOG_LEVEL`: error, warn, info (default), debug or trace.
 pub fn log_level() -> Result<log::LevelFilter, String> {
     let value = var("LOG_LEVEL").unwrap_or_else(|| "info".into());

@@ -63,7 +63,7 @@ fn run() {
         echo.instance_count(),
         data_dir.display()
     );
-    let server = http::bind(&format!("{host}:{port}"))
+    let server = http::bind(&format!("{}:{port}", settings::url_host(&host)))
         .unwrap_or_else(|problem| settings::exit_with(&format!("PORT: {problem}")));
     log::info!("echo service: listening on http://{host}:{port}");
     http::serve("echo", server, Arc::new(echo), http::worker_count());
