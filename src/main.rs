@@ -93,10 +93,10 @@ fn run() {
         .unwrap_or_else(|problem| settings::exit_with(&problem));
     let host = settings::listen_host(configured.is_some(), "BROKER_USERNAME and BROKER_PASSWORD")
         .unwrap_or_else(|problem| settings::exit_with(&problem));
-    let catalog = load_catalog();
     let backend = backend().unwrap_or_else(|problem| settings::exit_with(&problem));
     let echo_credentials =
         echo_credentials(&backend).unwrap_or_else(|problem| settings::exit_with(&problem));
+    let catalog = load_catalog();
     let service_base = start_backend(&backend, &host, echo_credentials.clone());
     let broker = Broker::new(BrokerConfig {
         catalog,
