@@ -1,0 +1,2177 @@
+//! The benchmark: throughput, latency, memory, start-up time and size of `echo-broker` and
+//! `echo-service`, each figure next to a ceiling measured in the same run: a bare tiny_http
+//! server answering the same bytes (no routing, no auth, no logging; same worker-thread count
+//! as the broker), and nginx serving the same bytes when nginx is installed.
+//!
+//! ```text
+//! cargo run --release --example bench              # the full run: a few minutes
+//! cargo run --release --example bench -- --quick   # about 30 s, for a smoke check
+//! cargo run --release --example bench -- --help    # every option
+//! ```
+//!
+//! It builds the release binaries first (`cargo build --release --bins`; `--no-build` skips
+//! that), copies them into a fresh temporary directory, starts everything it measures on free
+//! loopback ports (127.0.0.1 only), and stops and removes all of it at the end. Every load
+//! loop is bounded in time and in count. The load generator is in this file: one thread per
+//! keep-alive HTTP/1.1 connection, each with one request in flight (a closed loop), with a
+//! hand-written client so that its own cost stays small and is the same for every server.
+//!
+//! What runs (all on 127.0.0.1):
+//! - `broker`: `echo-broker` with `SERVICE_BASE` pointing at its own `echo-service` process
+//!   (the two-app deployment), `LOG_LEVEL=warn`, so their memory is measured apart;
+//! - `broker-info`: a second `echo-broker` on the same echo service at the default
+//!   `LOG_LEVEL=info` (its log goes to a file), to show what per-request logging costs;
+//! - `broker-10k`: a third pair whose echo service holds 10,000 live instances;
+//! - `bare`: this program re-run as a bare tiny_http server (`--serve-bare`), answering
+//!   `/v2/catalog` with the catalog's bytes and anything else with `{}`;
+//! - `nginx`: the same, from a minimal nginx.conf in the temporary directory;
+//! - and, for start-up time and one memory figure, `echo-broker` in its default embedded
+//!   form (the echo service inside the broker's process).
+//!
+//! Phases run interleaved, round by round, so that noise from other work on the machine hits
+//! the server and its ceilings alike; figures are medians over rounds, and ratios are the
+//! medians of each round's ratio. A run's connections are opened one after another and each
+//! answered once before its clock starts; rates count what finished inside the window.
+//! Separately (not with `--quick`), a burst phase opens 16 connections at once after 6 s of
+//! idleness and times each one's first answer: tiny_http 0.12 can leave some of them
+//! unserved for seconds. Output: a table, the targets with pass/miss, and one
+//! `BENCH key=value ...` line per figure for scripts.
+//!
+//! The lifecycle phase counts every non-2xx answer and every failed request as an error;
+//! `BENCH_DEBUG=1` prints each one as it happens.
+//!
+//! Profiling: `--drive ADDR --work catalog|lifecycle` runs only the load generator against a
+//! broker started by hand (say under `valgrind --tool=callgrind`).
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant};
+
+const USAGE: &str = "\
+bench: throughput, latency, memory, start-up time and size of echo-broker and echo-service,
+next to a bare tiny_http server and nginx serving the same bytes.
+
+Usage: cargo run --release --example bench -- [OPTIONS]
+
+  --quick            a ~30 s run (3 short rounds, fewer starts, no burst phase)
+  --rounds N         rounds per phase                                  [5; quick: 3]
+  --secs S           seconds per round and server                      [2; quick: 0.5]
+  --starts N         start-ups to time, per program                    [7; quick: 3]
+  --instances N      live instances for the 'broker-10k' phase         [10000]
+  --no-build         use the binaries in target/release as they are
+  --no-nginx         leave nginx out even when it is installed
+  --drive ADDR       only run the load generator against a broker at ADDR (127.0.0.1:PORT),
+                     e.g. one started under valgrind; with --work, --conns and --secs
+  --work KIND        catalog, lifecycle or burst (with --drive)        [catalog]
+  --conns N          connections (with --drive)                        [16]
+  -h, --help         print this help
+
+BENCH_DEBUG=1 prints every failed request (status or I/O error) as it happens.
+Everything listens on 127.0.0.1 only. DATA_DIR and the copies of the binaries live in a
+fresh directory under the system's temporary directory (TMPDIR), removed at the end.
+";
+
+/// The broker's basic-auth pair (user:pass), as the task's requests send it.
+const AUTHORIZATION: &str = "Basic dXNlcjpwYXNz";
+const BROKER_USER: &str = "user";
+const BROKER_PASSWORD: &str = "pass";
+/// The echo service's management pair in the two-process deployment.
+const ECHO_USER: &str = "broker";
+const ECHO_PASSWORD: &str = "bench-secret";
+
+const PROVISION_BODY: &str = r#"{"service_id":"echo_service","plan_id":"big_0001","organization_guid":"o","space_guid":"s"}"#;
+const BIND_BODY: &str = r#"{"service_id":"echo_service","plan_id":"big_0001","app_guid":"a"}"#;
+const IDS_QUERY: &str = "service_id=echo_service&plan_id=big_0001";
+
+/// The connection counts of the catalog phase.
+const CATALOG_CONNS: [usize; 3] = [1, 16, 64];
+const LIFECYCLE_CONNS: usize = 16;
+/// How many connections the burst phase opens at once.
+const BURST_CONNS: usize = 16;
+
+/// Hard caps on any one load run, whatever the clock says.
+const MAX_REQUESTS_PER_RUN: u64 = 5_000_000;
+/// How long a client waits for one answer before counting an error.
+const CLIENT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a server may take to come up.
+const READY_TIMEOUT: Duration = Duration::from_secs(15);
+/// The largest response the load generator accepts.
+const MAX_RESPONSE_BYTES: usize = 1 << 20;
+/// A bare server started by this program stops by itself after this long, in case the
+/// benchmark is killed before it can stop it.
+const BARE_SERVER_LIFETIME: Duration = Duration::from_secs(30 * 60);
+
+// ---------------------------------------------------------------------------------------
+// Options
+// ---------------------------------------------------------------------------------------
+
+#[derive(Debug, Clone)]
+struct Options {
+    quick: bool,
+    rounds: usize,
+    secs: f64,
+    starts: usize,
+    instances: u64,
+    build: bool,
+    nginx: bool,
+    drive: Option<SocketAddr>,
+    work: Work,
+    conns: usize,
+}
+
+impl Options {
+    fn parse(args: &[String]) -> Result<Options, String> {
+        let quick = args.iter().any(|arg| arg == "--quick");
+        let mut options = Options {
+            quick,
+            rounds: if quick { 3 } else { 5 },
+            secs: if quick { 0.5 } else { 2.0 },
+            starts: if quick { 3 } else { 7 },
+            instances: 10_000,
+            build: true,
+            nginx: true,
+            drive: None,
+            work: Work::Catalog,
+            conns: LIFECYCLE_CONNS,
+        };
+        let mut args = args.iter();
+        while let Some(arg) = args.next() {
+            let mut value = |name: &str| {
+                args.next()
+                    .cloned()
+                    .ok_or_else(|| format!("{name} needs a value"))
+            };
+            match arg.as_str() {
+                "--quick" => {}
+                "--no-build" => options.build = false,
+                "--no-nginx" => options.nginx = false,
+                "--rounds" => {
+                    options.rounds = parse_number(&value(arg)?, arg, 1.0, 100.0)? as usize
+                }
+                "--secs" => options.secs = parse_number(&value(arg)?, arg, 0.1, 600.0)?,
+                "--starts" => {
+                    options.starts = parse_number(&value(arg)?, arg, 1.0, 100.0)? as usize
+                }
+                "--instances" => {
+                    options.instances = parse_number(&value(arg)?, arg, 0.0, 1_000_000.0)? as u64
+                }
+                "--conns" => options.conns = parse_number(&value(arg)?, arg, 1.0, 1024.0)? as usize,
+                "--work" => {
+                    options.work = match value(arg)?.as_str() {
+                        "catalog" => Work::Catalog,
+                        "lifecycle" => Work::Lifecycle,
+                        "burst" => Work::Burst,
+                        other => {
+                            return Err(format!("--work: '{other}' is not catalog or lifecycle"))
+                        }
+                    }
+                }
+                "--drive" => {
+                    let text = value(arg)?;
+                    let address: SocketAddr = text
+                        .parse()
+                        .map_err(|_| format!("--drive: '{text}' is not IP:PORT"))?;
+                    if !address.ip().is_loopback() {
+                        return Err(format!("--drive: {address} is not a loopback address"));
+                    }
+                    options.drive = Some(address);
+                }
+                other => return Err(format!("unknown option '{other}' (try --help)")),
+            }
+        }
+        Ok(options)
+    }
+}
+
+fn parse_number(text: &str, name: &str, low: f64, high: f64) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(number) if (low..=high).contains(&number) => Ok(number),
+        _ => Err(format!(
+            "{name}: '{text}' is not a number from {low} to {high}"
+        )),
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The load generator: a keep-alive HTTP/1.1 client and closed-loop runs
+// ---------------------------------------------------------------------------------------
+
+/// What each connection does in a loop.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Work {
+    /// `GET /v2/catalog`.
+    Catalog,
+    /// Provision, bind, unbind, deprovision, with fresh ids every cycle.
+    Lifecycle,
+    /// Provision only, numbered from a shared counter (to fill an echo service).
+    Provision,
+    /// `--drive` only: open the connections at once, one catalog request each.
+    Burst,
+}
+
+/// One keep-alive connection and the bytes read past the last response.
+struct Client {
+    address: SocketAddr,
+    stream: Option<TcpStream>,
+    buffer: Vec<u8>,
+    filled: usize,
+    body: Vec<u8>,
+}
+
+impl Client {
+    fn new(address: SocketAddr) -> Client {
+        Client {
+            address,
+            stream: None,
+            buffer: vec![0; 16 * 1024],
+            filled: 0,
+            body: Vec::new(),
+        }
+    }
+
+    /// Sends one request and reads its response; returns the status. The response body is
+    /// in `self.body` afterwards. On an I/O error the connection is dropped, and the next
+    /// call opens a new one.
+    fn send(&mut self, request: &[u8]) -> io::Result<u16> {
+        if self.stream.is_none() {
+            let stream = TcpStream::connect_timeout(&self.address, Duration::from_secs(2))?;
+            stream.set_nodelay(true)?;
+            stream.set_read_timeout(Some(CLIENT_TIMEOUT))?;
+            stream.set_write_timeout(Some(CLIENT_TIMEOUT))?;
+            self.stream = Some(stream);
+            self.filled = 0;
+        }
+        let result = match self.stream.as_mut() {
+            Some(stream) => exchange(
+                stream,
+                &mut self.buffer,
+                &mut self.filled,
+                &mut self.body,
+                request,
+            ),
+            None => Err(io::Error::other("no connection")),
+        };
+        match result {
+            Ok((status, keep_alive)) => {
+                if !keep_alive {
+                    self.stream = None;
+                }
+                Ok(status)
+            }
+            Err(error) => {
+                self.stream = None;
+                Err(error)
+            }
+        }
+    }
+}
+
+/// Writes `request`, reads one response (Content-Length or chunked), and returns its status
+/// and whether the connection stays open.
+fn exchange(
+    stream: &mut TcpStream,
+    buffer: &mut Vec<u8>,
+    filled: &mut usize,
+    body: &mut Vec<u8>,
+    request: &[u8],
+) -> io::Result<(u16, bool)> {
+    stream.write_all(request)?;
+    let head_end = loop {
+        if let Some(at) = find(&buffer[..*filled], b"\r\n\r\n") {
+            break at + 4;
+        }
+        read_more(stream, buffer, filled)?;
+    };
+    let (status, length, chunked, close) = parse_head(&buffer[..head_end])?;
+    body.clear();
+    let consumed = if chunked {
+        read_chunked(stream, buffer, filled, body, head_end)?
+    } else {
+        let length = match length {
+            Some(length) => length,
+            None if status == 204 || status == 304 || status < 200 => 0,
+            None => return Err(io::Error::other("a response with no length")),
+        };
+        if head_end + length > MAX_RESPONSE_BYTES {
+            return Err(io::Error::other("a response over the size limit"));
+        }
+        while *filled < head_end + length {
+            read_more(stream, buffer, filled)?;
+        }
+        body.extend_from_slice(&buffer[head_end..head_end + length]);
+        head_end + length
+    };
+    buffer.copy_within(consumed..*filled, 0);
+    *filled -= consumed;
+    Ok((status, !close))
+}
+
+fn read_more(stream: &mut TcpStream, buffer: &mut Vec<u8>, filled: &mut usize) -> io::Result<()> {
+    if *filled == buffer.len() {
+        if buffer.len() >= MAX_RESPONSE_BYTES {
+            return Err(io::Error::other("a response over the size limit"));
+        }
+        buffer.resize(buffer.len() * 2, 0);
+    }
+    let read = stream.read(&mut buffer[*filled..])?;
+    if read == 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "the server closed the connection",
+        ));
+    }
+    *filled += read;
+    Ok(())
+}
+
+/// Status, Content-Length, chunked, Connection: close.
+fn parse_head(head: &[u8]) -> io::Result<(u16, Option<usize>, bool, bool)> {
+    let bad = || io::Error::new(io::ErrorKind::InvalidData, "not an HTTP/1.x response");
+    if head.len() < 12 || !head.starts_with(b"HTTP/1.") {
+        return Err(bad());
+    }
+    let status = std::str::from_utf8(&head[9..12])
+        .ok()
+        .and_then(|text| text.parse::<u16>().ok())
+        .ok_or_else(bad)?;
+    let (mut length, mut chunked, mut close) = (None, false, head.starts_with(b"HTTP/1.0"));
+    for line in head.split(|&byte| byte == b'\n').skip(1) {
+        let Some(colon) = line.iter().position(|&byte| byte == b':') else {
+            continue;
+        };
+        let (name, value) = (&line[..colon], &line[colon + 1..]);
+        let value = String::from_utf8_lossy(value).trim().to_ascii_lowercase();
+        if name.eq_ignore_ascii_case(b"content-length") {
+            length = Some(value.parse::<usize>().map_err(|_| bad())?);
+        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+            chunked = value.contains("chunked");
+        } else if name.eq_ignore_ascii_case(b"connection") {
+            close = value.contains("close");
+        }
+    }
+    Ok((status, length, chunked, close))
+}
+
+/// Reads a chunked body that starts at `start`; returns where the response ends.
+fn read_chunked(
+    stream: &mut TcpStream,
+    buffer: &mut Vec<u8>,
+    filled: &mut usize,
+    body: &mut Vec<u8>,
+    start: usize,
+) -> io::Result<usize> {
+    let mut at = start;
+    loop {
+        let line_end = loop {
+            if let Some(offset) = find(&buffer[at..*filled], b"\r\n") {
+                break at + offset;
+            }
+            read_more(stream, buffer, filled)?;
+        };
+        let size_text = String::from_utf8_lossy(&buffer[at..line_end]).to_string();
+        let size_text = size_text.split(';').next().unwrap_or("").trim();
+        let size = usize::from_str_radix(size_text, 16)
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "a bad chunk size"))?;
+        at = line_end + 2;
+        if body.len() + size > MAX_RESPONSE_BYTES {
+            return Err(io::Error::other("a response over the size limit"));
+        }
+        while *filled < at + size + 2 {
+            read_more(stream, buffer, filled)?;
+        }
+        if size == 0 {
+            return Ok(at + 2);
+        }
+        body.extend_from_slice(&buffer[at..at + size]);
+        at += size + 2;
+    }
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack
+        .windows(needle.len())
+        .position(|window| window == needle)
+}
+
+/// The request a connection sends, built into a reused buffer.
+fn request_bytes(buffer: &mut Vec<u8>, method: &str, path: &str, host: &str, body: Option<&str>) {
+    buffer.clear();
+    let result = match body {
+        Some(body) => write!(
+            buffer,
+            "{method} {path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: {AUTHORIZATION}\r\n\
+             X-Broker-API-Version: 2.17\r\nContent-Type: application/json\r\n\
+             Content-Length: {}\r\n\r\n{body}",
+            body.len()
+        ),
+        None => write!(
+            buffer,
+            "{method} {path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: {AUTHORIZATION}\r\n\
+             X-Broker-API-Version: 2.17\r\n\r\n"
+        ),
+    };
+    result.expect("a Vec<u8> takes every write");
+}
+
+/// What one load run measured.
+#[derive(Debug, Default)]
+struct Outcome {
+    /// From the common start to the last connection's stop.
+    elapsed: f64,
+    /// From the first connect to the common start (every connection made and answered once).
+    setup: f64,
+    /// Catalog answers or provisions that were 2xx, or lifecycles whose four answers were.
+    operations: u64,
+    /// Those of `operations` that ended before the deadline: what the rate counts.
+    in_window: u64,
+    /// The run's planned length in seconds (the rate's denominator).
+    window: f64,
+    /// Every request answered or failed.
+    requests: u64,
+    /// Non-2xx answers plus requests that failed (refused, reset, timed out, garbage).
+    errors: u64,
+    /// Microseconds per request, by lifecycle step (catalog and provision use index 0).
+    latencies: [Vec<u32>; 4],
+    /// Errors by kind: `status 404`, or the I/O error's kind (`TimedOut`, `UnexpectedEof`...).
+    error_kinds: BTreeMap<String, u64>,
+}
+
+impl Outcome {
+    /// Counts an operation that has just ended.
+    fn count(&mut self, ok: bool, deadline: Instant) {
+        if ok {
+            self.operations += 1;
+            if Instant::now() <= deadline {
+                self.in_window += 1;
+            }
+        }
+    }
+
+    /// Operations per second within the planned window. A request still running at the
+    /// deadline (say one stuck for seconds) makes the run overrun, but neither it nor the
+    /// time it overran counts: its connection simply did less in the window.
+    fn rate(&self) -> f64 {
+        if self.window > 0.0 {
+            self.in_window as f64 / self.window
+        } else {
+            0.0
+        }
+    }
+}
+
+/// One run: `conns` connections, each looping `work` until `secs` have passed (or the run
+/// has made its share of [`MAX_REQUESTS_PER_RUN`], or a `Provision` counter reaches `limit`).
+///
+/// The connections are opened one after another before the clock starts, each answered once
+/// (tiny_http 0.12 can leave a connection of a simultaneous burst unserved for seconds; the
+/// `burst` phase measures that on its own, see [`first_answers`]).
+fn run_load(
+    address: SocketAddr,
+    work: Work,
+    conns: usize,
+    secs: f64,
+    limit: u64,
+    tag: &str,
+) -> Outcome {
+    let begun = Instant::now();
+    let catalog = catalog_request(&address.to_string());
+    let clients: Vec<Client> = (0..conns)
+        .map(|_| {
+            let mut client = Client::new(address);
+            // A failure here shows up again, as errors, in the loop.
+            let _ = client.send(&catalog);
+            client
+        })
+        .collect();
+    let barrier = Arc::new(Barrier::new(conns + 1));
+    let counter = Arc::new(AtomicU64::new(0));
+    let per_connection = (MAX_REQUESTS_PER_RUN / conns as u64).max(1);
+    let duration = Duration::from_secs_f64(secs);
+    let (start, results) = std::thread::scope(|scope| {
+        let handles: Vec<_> = clients
+            .into_iter()
+            .enumerate()
+            .map(|(index, client)| {
+                let barrier = Arc::clone(&barrier);
+                let counter = Arc::clone(&counter);
+                let tag = format!("{tag}-{index}");
+                scope.spawn(move || {
+                    barrier.wait();
+                    let plan = Plan {
+                        work,
+                        tag: &tag,
+                        deadline: Instant::now() + duration,
+                        max_requests: per_connection,
+                        counter: &counter,
+                        limit,
+                    };
+                    connection_loop(client, &plan)
+                })
+            })
+            .collect();
+        barrier.wait();
+        let start = Instant::now();
+        let results: Vec<_> = handles
+            .into_iter()
+            .map(|handle| handle.join().expect("a load thread panicked"))
+            .collect();
+        (start, results)
+    });
+    let mut outcome = Outcome::default();
+    let mut last = start;
+    for (finished, part) in results {
+        last = last.max(finished);
+        outcome.operations += part.operations;
+        outcome.in_window += part.in_window;
+        outcome.requests += part.requests;
+        outcome.errors += part.errors;
+        for (kind, count) in part.error_kinds {
+            *outcome.error_kinds.entry(kind).or_default() += count;
+        }
+        for (all, some) in outcome.latencies.iter_mut().zip(part.latencies) {
+            all.extend(some);
+        }
+    }
+    outcome.elapsed = last.duration_since(start).as_secs_f64();
+    outcome.setup = start.duration_since(begun).as_secs_f64();
+    outcome.window = secs;
+    outcome
+}
+
+/// What one connection does in a run.
+struct Plan<'a> {
+    work: Work,
+    /// Makes the ids of this connection's instances unique in the whole benchmark.
+    tag: &'a str,
+    deadline: Instant,
+    max_requests: u64,
+    /// Numbers `Provision`s across connections, up to `limit`.
+    counter: &'a AtomicU64,
+    limit: u64,
+}
+
+fn connection_loop(mut client: Client, plan: &Plan) -> (Instant, Outcome) {
+    let host = client.address.to_string();
+    let tag = plan.tag;
+    let mut outcome = Outcome::default();
+    let capacity = (plan.max_requests as usize).min(256 * 1024);
+    outcome.latencies[0].reserve(capacity);
+    let mut request = Vec::with_capacity(512);
+    let catalog = catalog_request(&host);
+    let mut cycle: u64 = 0;
+    while Instant::now() < plan.deadline && outcome.requests < plan.max_requests {
+        match plan.work {
+            Work::Catalog => {
+                let ok = timed(&mut client, &catalog, &mut outcome, 0);
+                outcome.count(ok, plan.deadline);
+            }
+            Work::Burst => break,
+            Work::Provision => {
+                let number = plan.counter.fetch_add(1, Ordering::Relaxed);
+                if number >= plan.limit {
+                    break;
+                }
+                let path = format!("/v2/service_instances/{tag}-{number:08}");
+                request_bytes(&mut request, "PUT", &path, &host, Some(PROVISION_BODY));
+                let ok = timed(&mut client, &request, &mut outcome, 0);
+                outcome.count(ok, plan.deadline);
+            }
+            Work::Lifecycle => {
+                let instance = format!("/v2/service_instances/{tag}-{cycle:08}");
+                let binding = format!("{instance}/service_bindings/{tag}-{cycle:08}-b");
+                let steps: [(&str, String, Option<&str>); 4] = [
+                    ("PUT", instance.clone(), Some(PROVISION_BODY)),
+                    ("PUT", binding.clone(), Some(BIND_BODY)),
+                    ("DELETE", format!("{binding}?{IDS_QUERY}"), None),
+                    ("DELETE", format!("{instance}?{IDS_QUERY}"), None),
+                ];
+                let mut all_ok = true;
+                for (step, (method, path, body)) in steps.iter().enumerate() {
+                    request_bytes(&mut request, method, path, &host, *body);
+                    all_ok &= timed(&mut client, &request, &mut outcome, step);
+                }
+                outcome.count(all_ok, plan.deadline);
+                cycle += 1;
+            }
+        }
+    }
+    (Instant::now(), outcome)
+}
+
+/// `slowest_ms=.. median_ms=.. unanswered=..` of [`first_answers`].
+fn burst_summary(times: &[Option<f64>]) -> String {
+    let answered: Vec<f64> = times.iter().flatten().copied().collect();
+    let slowest = answered.last().copied().unwrap_or(f64::NAN);
+    format!(
+        "slowest_ms={} median_ms={} unanswered={}",
+        fmt(slowest, 1),
+        fmt(median(answered.clone()), 2),
+        times.len() - answered.len()
+    )
+}
+
+/// Opens `conns` connections at once (one thread each, released together) and sends one
+/// catalog request on each: the milliseconds each took to be answered, sorted, with
+/// `None` for one that failed or was not answered within [`CLIENT_TIMEOUT`].
+fn first_answers(address: SocketAddr, conns: usize) -> Vec<Option<f64>> {
+    let barrier = Arc::new(Barrier::new(conns));
+    let request = catalog_request(&address.to_string());
+    let mut times: Vec<Option<f64>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..conns)
+            .map(|_| {
+                let barrier = Arc::clone(&barrier);
+                let request = &request;
+                scope.spawn(move || {
+                    barrier.wait();
+                    let started = Instant::now();
+                    let mut client = Client::new(address);
+                    let time = match client.send(request) {
+                        Ok(200) => Some(started.elapsed().as_secs_f64() * 1000.0),
+                        _ => None,
+                    };
+                    // Kept open until every connection is answered, as a platform's
+                    // keep-alive connections would be: a closing one frees its thread.
+                    (time, client)
+                })
+            })
+            .collect();
+        let results: Vec<(Option<f64>, Client)> = handles
+            .into_iter()
+            .map(|handle| handle.join().expect("a burst thread panicked"))
+            .collect();
+        results.into_iter().map(|(time, _client)| time).collect()
+    });
+    times.sort_by(|a, b| match (a, b) {
+        (Some(a), Some(b)) => a.total_cmp(b),
+        (Some(_), None) => std::cmp::Ordering::Less,
+        (None, Some(_)) => std::cmp::Ordering::Greater,
+        (None, None) => std::cmp::Ordering::Equal,
+    });
+    times
+}
+
+fn catalog_request(host: &str) -> Vec<u8> {
+    let mut request = Vec::new();
+    request_bytes(&mut request, "GET", "/v2/catalog", host, None);
+    request
+}
+
+/// Sends one request, records its latency, and tells whether it was answered 2xx.
+fn timed(client: &mut Client, request: &[u8], outcome: &mut Outcome, step: usize) -> bool {
+    let started = Instant::now();
+    let result = client.send(request);
+    let micros = started.elapsed().as_micros().min(u128::from(u32::MAX)) as u32;
+    outcome.requests += 1;
+    outcome.latencies[step].push(micros);
+    let ok = matches!(result, Ok(status) if (200..300).contains(&status));
+    if !ok {
+        outcome.errors += 1;
+        let kind = match &result {
+            Ok(status) => format!("status {status}"),
+            Err(error) => format!("{:?}", error.kind()),
+        };
+        if std::env::var_os("BENCH_DEBUG").is_some() {
+            eprintln!(
+                "DEBUG error {kind} at request {} after {micros} us",
+                outcome.requests
+            );
+        }
+        *outcome.error_kinds.entry(kind).or_default() += 1;
+        if result.is_err() {
+            // A refused or broken connection fails fast; do not spin on it.
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+    ok
+}
+
+/// The value at quantile `q` of `values` (sorted in place), in milliseconds.
+fn quantile_ms(values: &mut [u32], q: f64) -> f64 {
+    if values.is_empty() {
+        return f64::NAN;
+    }
+    values.sort_unstable();
+    let rank = ((q * values.len() as f64).ceil() as usize).clamp(1, values.len());
+    f64::from(values[rank - 1]) / 1000.0
+}
+
+// ---------------------------------------------------------------------------------------
+// Processes: the binaries, the bare server, nginx
+// ---------------------------------------------------------------------------------------
+
+/// A child process that is killed when dropped.
+struct Process {
+    name: String,
+    child: Child,
+    address: SocketAddr,
+    log: PathBuf,
+}
+
+impl Process {
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// nginx, stopped with `nginx -s stop` (its workers would outlive a killed master).
+struct Nginx {
+    process: Process,
+    binary: PathBuf,
+    prefix: PathBuf,
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = Command::new(&self.binary)
+            .args(nginx_args(&self.prefix))
+            .args(["-s", "stop"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.process.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+fn nginx_args(prefix: &Path) -> Vec<String> {
+    let text = |path: PathBuf| path.display().to_string();
+    vec![
+        "-p".into(),
+        text(prefix.to_path_buf()),
+        "-e".into(),
+        text(prefix.join("error.log")),
+        "-c".into(),
+        text(prefix.join("nginx.conf")),
+    ]
+}
+
+/// Free loopback ports, all picked before any is released so they differ.
+fn free_ports(count: usize) -> Vec<u16> {
+    let listeners: Vec<TcpListener> = (0..count)
+        .map(|_| TcpListener::bind("127.0.0.1:0").expect("cannot bind a loopback port"))
+        .collect();
+    listeners
+        .iter()
+        .map(|listener| {
+            listener
+                .local_addr()
+                .expect("a bound listener has an address")
+                .port()
+        })
+        .collect()
+}
+
+fn loopback(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+/// The environment variables the programs read: cleared, so the caller's shell cannot
+/// change what is measured, then set as each run needs.
+const PROGRAM_VARIABLES: [&str; 12] = [
+    "PORT",
+    "HOST",
+    "BROKER_USERNAME",
+    "BROKER_PASSWORD",
+    "SERVICE_BASE",
+    "ECHO_USERNAME",
+    "ECHO_PASSWORD",
+    "ECHO_PORT",
+    "DATA_DIR",
+    "CATALOG_PATH",
+    "LOG_LEVEL",
+    "LOG_FORMAT",
+];
+
+fn spawn(name: &str, binary: &Path, env: &[(&str, String)], log: PathBuf, port: u16) -> Process {
+    let mut command = Command::new(binary);
+    for variable in PROGRAM_VARIABLES {
+        command.env_remove(variable);
+    }
+    command.envs(env.iter().map(|(key, value)| (*key, value.as_str())));
+    let log_file = fs::File::create(&log).expect("cannot create a log file in the temp dir");
+    let child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log_file)
+        .spawn()
+        .unwrap_or_else(|error| panic!("cannot start {}: {error}", binary.display()));
+    Process {
+        name: name.to_string(),
+        child,
+        address: loopback(port),
+        log,
+    }
+}
+
+/// Waits until `GET path` on the process answers 200; panics with its log if it does not.
+fn wait_ready(process: &mut Process, path: &str) -> Duration {
+    let started = Instant::now();
+    let mut request = Vec::new();
+    request_bytes(
+        &mut request,
+        "GET",
+        path,
+        &process.address.to_string(),
+        None,
+    );
+    while started.elapsed() < READY_TIMEOUT {
+        if let Ok(Some(status)) = process.child.try_wait() {
+            fail_with_log(process, &format!("exited ({status}) while starting"));
+        }
+        let mut client = Client::new(process.address);
+        if let Ok(200) = client.send(&request) {
+            return started.elapsed();
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    fail_with_log(process, "did not answer 200 in time")
+}
+
+fn fail_with_log(process: &Process, what: &str) -> ! {
+    let log = fs::read_to_string(&process.log).unwrap_or_default();
+    let tail: Vec<&str> = log.lines().rev().take(20).collect();
+    let tail: Vec<&str> = tail.into_iter().rev().collect();
+    panic!(
+        "{} {what}; its log ({}):\n{}",
+        process.name,
+        process.log.display(),
+        tail.join("\n")
+    )
+}
+
+struct Binaries {
+    broker: PathBuf,
+    echo: PathBuf,
+    /// The originals in target/release, for their sizes.
+    broker_original: PathBuf,
+    echo_original: PathBuf,
+}
+
+/// An echo service (own process) and a broker in front of it.
+struct Pair {
+    echo: Process,
+    broker: Process,
+}
+
+fn start_echo(binaries: &Binaries, dir: &Path, name: &str, port: u16) -> Process {
+    let data = dir.join(format!("{name}-data"));
+    fs::create_dir_all(&data).expect("cannot create a DATA_DIR in the temp dir");
+    let mut echo = spawn(
+        name,
+        &binaries.echo,
+        &[
+            ("PORT", port.to_string()),
+            ("HOST", "127.0.0.1".into()),
+            ("ECHO_USERNAME", ECHO_USER.into()),
+            ("ECHO_PASSWORD", ECHO_PASSWORD.into()),
+            ("DATA_DIR", data.display().to_string()),
+            ("LOG_LEVEL", "warn".into()),
+        ],
+        dir.join(format!("{name}.log")),
+        port,
+    );
+    wait_ready(&mut echo, "/health");
+    echo
+}
+
+fn start_broker(
+    binaries: &Binaries,
+    dir: &Path,
+    name: &str,
+    port: u16,
+    echo_port: u16,
+    log_level: &str,
+) -> Process {
+    let mut broker = spawn(
+        name,
+        &binaries.broker,
+        &[
+            ("PORT", port.to_string()),
+            ("HOST", "127.0.0.1".into()),
+            ("BROKER_USERNAME", BROKER_USER.into()),
+            ("BROKER_PASSWORD", BROKER_PASSWORD.into()),
+            ("SERVICE_BASE", format!("http://127.0.0.1:{echo_port}")),
+            ("ECHO_USERNAME", ECHO_USER.into()),
+            ("ECHO_PASSWORD", ECHO_PASSWORD.into()),
+            ("LOG_LEVEL", log_level.into()),
+        ],
+        dir.join(format!("{name}.log")),
+        port,
+    );
+    wait_ready(&mut broker, "/health");
+    broker
+}
+
+fn start_pair(binaries: &Binaries, dir: &Path, name: &str) -> Pair {
+    let ports = free_ports(2);
+    let echo = start_echo(binaries, dir, &format!("{name}-echo"), ports[1]);
+    let broker = start_broker(binaries, dir, name, ports[0], ports[1], "warn");
+    Pair { echo, broker }
+}
+
+/// The broker in its default form, the echo service inside it.
+fn spawn_embedded(binaries: &Binaries, dir: &Path, name: &str, log_level: &str) -> Process {
+    let ports = free_ports(2);
+    let data = dir.join(format!("{name}-data"));
+    fs::create_dir_all(&data).expect("cannot create a DATA_DIR in the temp dir");
+    spawn(
+        name,
+        &binaries.broker,
+        &[
+            ("PORT", ports[0].to_string()),
+            ("HOST", "127.0.0.1".into()),
+            ("BROKER_USERNAME", BROKER_USER.into()),
+            ("BROKER_PASSWORD", BROKER_PASSWORD.into()),
+            ("ECHO_PORT", ports[1].to_string()),
+            ("DATA_DIR", data.display().to_string()),
+            ("LOG_LEVEL", log_level.into()),
+        ],
+        dir.join(format!("{name}.log")),
+        ports[0],
+    )
+}
+
+/// This program again, as a bare tiny_http server of the catalog bytes.
+fn start_bare(dir: &Path, catalog_file: &Path) -> Process {
+    let exe = std::env::current_exe().expect("cannot find this program's own path");
+    let port = free_ports(1)[0];
+    let log = dir.join("bare.log");
+    let log_file = fs::File::create(&log).expect("cannot create a log file in the temp dir");
+    let child = Command::new(exe)
+        .arg("--serve-bare")
+        .arg(port.to_string())
+        .arg(catalog_file)
+        // The bare server stops when this pipe closes, that is when the benchmark ends.
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(log_file)
+        .spawn()
+        .expect("cannot start the bare server");
+    let mut process = Process {
+        name: "bare".into(),
+        child,
+        address: loopback(port),
+        log,
+    };
+    wait_ready(&mut process, "/v2/catalog");
+    process
+}
+
+/// `--serve-bare PORT FILE`: answers `/v2/catalog` with FILE's bytes and anything else
+/// with `{}`, with no routing, auth or logging, on as many worker threads as the broker.
+fn serve_bare(args: &[String]) {
+    let (Some(port), Some(file)) = (args.first(), args.get(1)) else {
+        eprintln!("usage: bench --serve-bare PORT CATALOG_FILE");
+        std::process::exit(2);
+    };
+    let catalog = fs::read(file).expect("cannot read the catalog file");
+    // The same listener set-up as the broker's (timeouts, TCP_NODELAY, backlog).
+    let server = echo_broker::http::bind(&format!("127.0.0.1:{port}"))
+        .expect("cannot listen for the bare server");
+    std::thread::spawn(|| {
+        // Stop with the benchmark: its end closes our standard input.
+        let _ = io::copy(&mut io::stdin(), &mut io::sink());
+        std::process::exit(0);
+    });
+    std::thread::spawn(|| {
+        std::thread::sleep(BARE_SERVER_LIFETIME);
+        std::process::exit(0);
+    });
+    let content_type =
+        tiny_http::Header::from_bytes("Content-Type", "application/json").expect("a valid header");
+    let workers: Vec<_> = (0..echo_broker::http::worker_count())
+        .map(|_| {
+            let server = Arc::clone(&server);
+            let catalog = catalog.clone();
+            let content_type = content_type.clone();
+            std::thread::spawn(move || loop {
+                let Ok(mut request) = server.recv() else {
+                    std::process::exit(1);
+                };
+                let body = if request.url() == "/v2/catalog" {
+                    catalog.clone()
+                } else {
+                    let _ = io::copy(request.as_reader(), &mut io::sink());
+                    b"{}".to_vec()
+                };
+                let response =
+                    tiny_http::Response::from_data(body).with_header(content_type.clone());
+                let _ = request.respond(response);
+            })
+        })
+        .collect();
+    for worker in workers {
+        let _ = worker.join();
+    }
+}
+
+fn find_nginx() -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/sbin", "/usr/local/sbin", "/usr/local/nginx/sbin"].map(PathBuf::from))
+        .map(|dir| dir.join("nginx"))
+        .find(|candidate| candidate.is_file())
+}
+
+/// nginx serving the catalog file at `/v2/catalog` and `{}` for everything else, with
+/// `worker_processes auto` (one per core) and no access log.
+fn start_nginx(binary: &Path, dir: &Path, catalog_file: &Path) -> Result<Nginx, String> {
+    let prefix = dir.join("nginx");
+    fs::create_dir_all(prefix.join("temp")).map_err(|error| error.to_string())?;
+    let port = free_ports(1)[0];
+    let p = prefix.display();
+    let config = format!(
+        "worker_processes auto;
+pid {p}/nginx.pid;
+error_log {p}/error.log warn;
+events {{ worker_connections 1024; }}
+http {{
+    access_log off;
+    sendfile on;
+    tcp_nodelay on;
+    keepalive_timeout 65;
+    keepalive_requests 1000000;
+    open_file_cache max=16;
+    client_body_temp_path {p}/temp/body;
+    proxy_temp_path {p}/temp/proxy;
+    fastcgi_temp_path {p}/temp/fastcgi;
+    uwsgi_temp_path {p}/temp/uwsgi;
+    scgi_temp_path {p}/temp/scgi;
+    server {{
+        listen 127.0.0.1:{port};
+        location = /v2/catalog {{
+            default_type application/json;
+            alias {catalog};
+        }}
+        location / {{
+            default_type application/json;
+            return 200 '{{}}';
+        }}
+    }}
+}}
+",
+        catalog = catalog_file.display()
+    );
+    fs::write(prefix.join("nginx.conf"), config).map_err(|error| error.to_string())?;
+    let log = prefix.join("stderr.log");
+    let log_file = fs::File::create(&log).map_err(|error| error.to_string())?;
+    let child = Command::new(binary)
+        .args(nginx_args(&prefix))
+        .args(["-g", "daemon off;"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log_file)
+        .spawn()
+        .map_err(|error| format!("cannot start {}: {error}", binary.display()))?;
+    let mut nginx = Nginx {
+        process: Process {
+            name: "nginx".into(),
+            child,
+            address: loopback(port),
+            log,
+        },
+        binary: binary.to_path_buf(),
+        prefix,
+    };
+    let mut request = Vec::new();
+    request_bytes(&mut request, "GET", "/v2/catalog", "127.0.0.1", None);
+    let started = Instant::now();
+    while started.elapsed() < READY_TIMEOUT {
+        if let Ok(Some(status)) = nginx.process.child.try_wait() {
+            let log = fs::read_to_string(&nginx.process.log).unwrap_or_default();
+            return Err(format!("nginx exited ({status}): {}", log.trim()));
+        }
+        if let Ok(200) = Client::new(nginx.process.address).send(&request) {
+            return Ok(nginx);
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    Err("nginx did not answer in time".into())
+}
+
+// ---------------------------------------------------------------------------------------
+// Measurements from /proc (Linux); elsewhere they are "n/a"
+// ---------------------------------------------------------------------------------------
+
+/// A `/proc/PID/status` field in kB (VmHWM: peak resident set; VmRSS: resident now).
+fn status_kb(pid: u32, field: &str) -> Option<u64> {
+    let text = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    text.lines().find_map(|line| {
+        line.strip_prefix(field)?
+            .strip_prefix(':')?
+            .trim()
+            .strip_suffix("kB")?
+            .trim()
+            .parse()
+            .ok()
+    })
+}
+
+/// User plus system CPU time of a process, in seconds (assumes USER_HZ = 100, as on Linux).
+fn cpu_seconds(pid: u32) -> Option<f64> {
+    let text = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after_name = &text[text.rfind(')')? + 2..];
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    let user: u64 = fields.get(11)?.parse().ok()?;
+    let system: u64 = fields.get(12)?.parse().ok()?;
+    Some((user + system) as f64 / 100.0)
+}
+
+fn total_cpu(pids: &[u32]) -> Option<f64> {
+    if pids.is_empty() {
+        return None;
+    }
+    pids.iter().map(|&pid| cpu_seconds(pid)).sum()
+}
+
+fn mib(kb: Option<u64>) -> String {
+    kb.map_or_else(|| "n/a".into(), |kb| format!("{:.1}", kb as f64 / 1024.0))
+}
+
+fn machine() -> String {
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let cpuinfo = fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpuinfo
+        .lines()
+        .find_map(|line| line.strip_prefix("model name")?.split_once(':'))
+        .map_or_else(
+            || "unknown CPU".to_string(),
+            |(_, name)| name.trim().to_string(),
+        );
+    let meminfo = fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let memory = meminfo
+        .lines()
+        .find_map(|line| line.strip_prefix("MemTotal:"))
+        .and_then(|value| value.trim().strip_suffix("kB")?.trim().parse::<u64>().ok())
+        .map_or_else(
+            || "unknown memory".to_string(),
+            |kb| format!("{:.1} GiB", kb as f64 / 1024.0 / 1024.0),
+        );
+    let kernel = fs::read_to_string("/proc/sys/kernel/osrelease").map_or_else(
+        |_| std::env::consts::OS.to_string(),
+        |text| format!("{} {}", std::env::consts::OS, text.trim()),
+    );
+    format!("{cores} cores, {model}, {memory}, {kernel}")
+}
+
+fn load_average() -> String {
+    fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|text| {
+            let parts: Vec<&str> = text.split_whitespace().take(3).collect();
+            (parts.len() == 3).then(|| parts.join(" "))
+        })
+        .unwrap_or_else(|| "n/a".into())
+}
+
+// ---------------------------------------------------------------------------------------
+// Rounds and results
+// ---------------------------------------------------------------------------------------
+
+/// One round's figures for one server.
+#[derive(Debug, Clone)]
+struct Sample {
+    rate: f64,
+    p50: f64,
+    p99: f64,
+    /// p99 by lifecycle step: provision, bind, unbind, deprovision.
+    step_p99: [f64; 4],
+    errors: u64,
+    requests: u64,
+    error_kinds: BTreeMap<String, u64>,
+    /// How long the run really took (a stuck request makes it overrun).
+    elapsed: f64,
+    /// How long connecting took.
+    setup: f64,
+    /// Server CPU time (all its processes) per operation, in microseconds.
+    cpu_us: Option<f64>,
+    /// This program's own CPU time per operation, in microseconds.
+    client_cpu_us: Option<f64>,
+}
+
+/// A server under test: where it listens and which processes do its work.
+#[derive(Clone)]
+struct Target {
+    label: &'static str,
+    address: SocketAddr,
+    pids: Vec<u32>,
+}
+
+/// Rows keyed by (phase, conns, server).
+type Results = BTreeMap<(&'static str, usize, &'static str), Vec<Sample>>;
+
+fn measure(target: &Target, work: Work, conns: usize, secs: f64, tag: &str) -> Sample {
+    let own = std::process::id();
+    let cpu_before = total_cpu(&target.pids);
+    let own_before = cpu_seconds(own);
+    let mut outcome = run_load(target.address, work, conns, secs, u64::MAX, tag);
+    let cpu_after = total_cpu(&target.pids);
+    let own_after = cpu_seconds(own);
+    let operations = outcome.operations.max(1) as f64;
+    let per_operation = |before: Option<f64>, after: Option<f64>| {
+        Some((after? - before?) * 1e6 / operations).filter(|_| outcome.operations > 0)
+    };
+    let cpu_us = per_operation(cpu_before, cpu_after);
+    let client_cpu_us = per_operation(own_before, own_after);
+    let mut step_p99 = [f64::NAN; 4];
+    for (step, values) in outcome.latencies.iter_mut().enumerate() {
+        step_p99[step] = quantile_ms(values, 0.99);
+    }
+    let mut all: Vec<u32> = outcome.latencies.iter().flatten().copied().collect();
+    Sample {
+        rate: outcome.rate(),
+        p50: quantile_ms(&mut all, 0.50),
+        p99: quantile_ms(&mut all, 0.99),
+        step_p99,
+        errors: outcome.errors,
+        requests: outcome.requests,
+        error_kinds: std::mem::take(&mut outcome.error_kinds),
+        elapsed: outcome.elapsed,
+        setup: outcome.setup,
+        cpu_us,
+        client_cpu_us,
+    }
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.retain(|value| value.is_finite());
+    if values.is_empty() {
+        return f64::NAN;
+    }
+    values.sort_by(f64::total_cmp);
+    let middle = values.len() / 2;
+    if values.len() % 2 == 1 {
+        values[middle]
+    } else {
+        (values[middle - 1] + values[middle]) / 2.0
+    }
+}
+
+fn median_of(samples: &[Sample], field: impl Fn(&Sample) -> f64) -> f64 {
+    median(samples.iter().map(field).collect())
+}
+
+/// The median over rounds of `server`'s rate divided by `ceiling`'s rate in the same round.
+fn ratio(results: &Results, phase: &'static str, conns: usize, server: &str, ceiling: &str) -> f64 {
+    let (Some(ours), Some(theirs)) = (
+        results.get(&(phase, conns, server)),
+        results.get(&(phase, conns, ceiling)),
+    ) else {
+        return f64::NAN;
+    };
+    median(
+        ours.iter()
+            .zip(theirs)
+            .map(|(ours, theirs)| ours.rate / theirs.rate)
+            .collect(),
+    )
+}
+
+fn run_rounds(
+    results: &mut Results,
+    phase: &'static str,
+    work: Work,
+    conns: usize,
+    targets: &[Target],
+    options: &Options,
+    round: usize,
+) {
+    // Rotate the order each round, so no server always runs first or last.
+    for offset in 0..targets.len() {
+        let target = &targets[(offset + round) % targets.len()];
+        let tag = format!("{phase}-{conns}-{}-r{round}", target.label);
+        let sample = measure(target, work, conns, options.secs, &tag);
+        if sample.errors > 0 || sample.elapsed > options.secs + 1.0 || sample.setup > 1.0 {
+            eprintln!(
+                "  note: {} {phase} at {conns} conns, round {}: {} errors in {} requests {:?}, {:.1} s (+{:.1} s to connect)",
+                target.label,
+                round + 1,
+                sample.errors,
+                sample.requests,
+                sample.error_kinds,
+                sample.elapsed,
+                sample.setup
+            );
+        }
+        results
+            .entry((phase, conns, target.label))
+            .or_default()
+            .push(sample);
+    }
+}
+
+fn fmt(value: f64, decimals: usize) -> String {
+    if value.is_finite() {
+        format!("{value:.decimals$}")
+    } else {
+        "n/a".into()
+    }
+}
+
+/// A goal and what was measured: pass or miss, and by how much.
+struct Goal {
+    id: &'static str,
+    what: &'static str,
+    goal: String,
+    measured: String,
+    /// Positive: better than the goal by this fraction; negative: worse.
+    margin: f64,
+}
+
+fn at_least(id: &'static str, what: &'static str, measured: f64, goal: f64, unit: &str) -> Goal {
+    Goal {
+        id,
+        what,
+        goal: format!(">= {}{unit}", trim(goal)),
+        measured: format!("{}{unit}", trim(measured)),
+        margin: measured / goal - 1.0,
+    }
+}
+
+fn at_most(id: &'static str, what: &'static str, measured: f64, goal: f64, unit: &str) -> Goal {
+    Goal {
+        id,
+        what,
+        goal: format!("<= {}{unit}", trim(goal)),
+        measured: format!("{}{unit}", trim(measured)),
+        margin: 1.0 - measured / goal,
+    }
+}
+
+fn trim(value: f64) -> String {
+    if !value.is_finite() {
+        "n/a".into()
+    } else if value >= 100.0 {
+        format!("{value:.0}")
+    } else if value >= 10.0 {
+        format!("{value:.1}")
+    } else {
+        format!("{value:.2}")
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Start-up time
+// ---------------------------------------------------------------------------------------
+
+/// Milliseconds from `spawn` to the first 200 on `path`, polling every 100 µs.
+fn time_to_first_200(mut process_for: impl FnMut() -> Process, path: &str) -> Option<f64> {
+    let started = Instant::now();
+    let mut process = process_for();
+    let mut request = Vec::new();
+    request_bytes(
+        &mut request,
+        "GET",
+        path,
+        &process.address.to_string(),
+        None,
+    );
+    while started.elapsed() < READY_TIMEOUT {
+        let mut client = Client::new(process.address);
+        if let Ok(200) = client.send(&request) {
+            return Some(started.elapsed().as_secs_f64() * 1000.0);
+        }
+        if let Ok(Some(_)) = process.child.try_wait() {
+            return None;
+        }
+        std::thread::sleep(Duration::from_micros(100));
+    }
+    None
+}
+
+// ---------------------------------------------------------------------------------------
+// The run
+// ---------------------------------------------------------------------------------------
+
+/// Stops nginx and removes the temporary directory. (The other processes are locals of
+/// [`run`], killed when it returns or unwinds, before this is dropped.)
+struct Fleet {
+    dir: PathBuf,
+    nginx: Option<Nginx>,
+}
+
+impl Drop for Fleet {
+    fn drop(&mut self) {
+        self.nginx.take();
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("--serve-bare") {
+        serve_bare(&args[1..]);
+        return;
+    }
+    if args.iter().any(|arg| arg == "--help" || arg == "-h") {
+        print!("{USAGE}");
+        return;
+    }
+    let options = Options::parse(&args).unwrap_or_else(|problem| {
+        eprintln!("bench: {problem}");
+        std::process::exit(2);
+    });
+    if let Some(address) = options.drive {
+        drive(address, &options);
+        return;
+    }
+    if cfg!(debug_assertions) {
+        eprintln!("bench: run it with --release (cargo run --release --example bench)");
+        std::process::exit(2);
+    }
+    if options.build {
+        build();
+    }
+    let binaries_dir = std::env::current_exe()
+        .ok()
+        .and_then(|exe| Some(exe.parent()?.parent()?.to_path_buf()))
+        .expect("cannot find target/release from this program's path");
+    let dir = std::env::temp_dir().join(format!(
+        "echo-broker-bench-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |time| time.as_millis())
+    ));
+    fs::create_dir_all(&dir).expect("cannot create the temp dir");
+    let mut fleet = Fleet {
+        dir: dir.clone(),
+        nginx: None,
+    };
+    let binaries = copy_binaries(&binaries_dir, &dir);
+    run(&options, &binaries, &mut fleet);
+}
+
+fn build() {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let manifest = concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml");
+    eprintln!("bench: cargo build --release --bins");
+    let status: io::Result<ExitStatus> = Command::new(cargo)
+        .args(["build", "--release", "--bins", "--manifest-path", manifest])
+        .status();
+    match status {
+        Ok(status) if status.success() => {}
+        Ok(status) => {
+            eprintln!(
+                "bench: the build failed ({status}); --no-build uses the binaries as they are"
+            );
+            std::process::exit(1);
+        }
+        Err(error) => {
+            eprintln!("bench: cannot run cargo ({error}); build first and pass --no-build");
+            std::process::exit(1);
+        }
+    }
+}
+
+/// Copies the binaries into the run's directory, so a rebuild during the run changes nothing.
+fn copy_binaries(binaries_dir: &Path, dir: &Path) -> Binaries {
+    let name = |base: &str| format!("{base}{}", std::env::consts::EXE_SUFFIX);
+    let copy = |base: &str| {
+        let original = binaries_dir.join(name(base));
+        let copy = dir.join(name(base));
+        fs::copy(&original, &copy).unwrap_or_else(|error| {
+            panic!(
+                "cannot copy {} ({error}); run `cargo build --release` first, or drop --no-build",
+                original.display()
+            )
+        });
+        (copy, original)
+    };
+    let (broker, broker_original) = copy("echo-broker");
+    let (echo, echo_original) = copy("echo-service");
+    Binaries {
+        broker,
+        echo,
+        broker_original,
+        echo_original,
+    }
+}
+
+/// `--drive`: only the load generator, against a server started by hand.
+fn drive(address: SocketAddr, options: &Options) {
+    if options.work == Work::Burst {
+        let times = first_answers(address, options.conns);
+        println!(
+            "BENCH name=drive work=Burst conns={} {}",
+            options.conns,
+            burst_summary(&times)
+        );
+        return;
+    }
+    let target = Target {
+        label: "broker",
+        address,
+        pids: Vec::new(),
+    };
+    let tag = format!(
+        "drive{}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |time| time.as_secs())
+    );
+    let sample = measure(&target, options.work, options.conns, options.secs, &tag);
+    println!(
+        "BENCH name=drive work={:?} conns={} rate={:.0} p50_ms={:.3} p99_ms={:.3} errors={} requests={} elapsed_s={:.2} setup_s={:.3} {:?}",
+        options.work,
+        options.conns,
+        sample.rate,
+        sample.p50,
+        sample.p99,
+        sample.errors,
+        sample.requests,
+        sample.elapsed,
+        sample.setup,
+        sample.error_kinds
+    );
+}
+
+fn run(options: &Options, binaries: &Binaries, fleet: &mut Fleet) {
+    let dir = fleet.dir.clone();
+    let started = Instant::now();
+    println!("# echo-broker benchmark");
+    println!("machine: {}", machine());
+    println!("load average at start: {}", load_average());
+    println!(
+        "settings: {} rounds x {} s per server and phase, {} start-ups, {} live instances{}",
+        options.rounds,
+        options.secs,
+        options.starts,
+        options.instances,
+        if options.quick { " (--quick)" } else { "" }
+    );
+
+    // Start-up first, while nothing else of ours runs.
+    progress(started, "timing start-ups");
+    let mut startup = Vec::new();
+    let mut count = 0;
+    let mut time_it = |label: &'static str, make: &mut dyn FnMut(usize) -> Process, path: &str| {
+        let times: Vec<f64> = (0..options.starts)
+            .filter_map(|_| {
+                count += 1;
+                let number = count;
+                time_to_first_200(|| make(number), path)
+            })
+            .collect();
+        startup.push((label, times));
+    };
+    time_it(
+        "echo-broker (embedded echo service)",
+        &mut |number| spawn_embedded(binaries, &dir, &format!("start{number}"), "info"),
+        "/v2/catalog",
+    );
+    time_it(
+        "echo-service",
+        &mut |number| {
+            let port = free_ports(1)[0];
+            let data = dir.join(format!("start{number}-data"));
+            let _ = fs::create_dir_all(&data);
+            spawn(
+                "echo-service",
+                &binaries.echo,
+                &[
+                    ("PORT", port.to_string()),
+                    ("HOST", "127.0.0.1".into()),
+                    ("DATA_DIR", data.display().to_string()),
+                ],
+                dir.join(format!("start{number}.log")),
+                port,
+            )
+        },
+        "/health",
+    );
+
+    // The servers under test.
+    progress(started, "starting the servers");
+    let Pair {
+        echo: echo_a,
+        broker: broker_a,
+    } = start_pair(binaries, &dir, "broker");
+    let info_port = free_ports(1)[0];
+    let broker_info = start_broker(
+        binaries,
+        &dir,
+        "broker-info",
+        info_port,
+        echo_a.address.port(),
+        "info",
+    );
+    let Pair {
+        echo: echo_b,
+        broker: broker_b,
+    } = start_pair(binaries, &dir, "broker-10k");
+
+    // The catalog's bytes, as the broker answers them, for the ceilings.
+    let mut client = Client::new(broker_a.address);
+    let status = client
+        .send(&catalog_request(&broker_a.address.to_string()))
+        .expect("cannot fetch the catalog from the broker");
+    assert_eq!(status, 200, "the broker answered the catalog with {status}");
+    let catalog_file = dir.join("catalog.json");
+    fs::write(&catalog_file, &client.body).expect("cannot write the catalog to the temp dir");
+    let catalog_bytes = client.body.len();
+    let bare = start_bare(&dir, &catalog_file);
+    let mut ceilings = vec![Target {
+        label: "bare",
+        address: bare.address,
+        pids: vec![bare.pid()],
+    }];
+    if options.nginx {
+        match find_nginx() {
+            Some(binary) => match start_nginx(&binary, &dir, &catalog_file) {
+                Ok(nginx) => {
+                    ceilings.push(Target {
+                        label: "nginx",
+                        address: nginx.process.address,
+                        pids: Vec::new(),
+                    });
+                    fleet.nginx = Some(nginx);
+                }
+                Err(problem) => eprintln!("bench: nginx left out: {problem}"),
+            },
+            None => eprintln!("bench: nginx is not installed; its column is left out"),
+        }
+    }
+    let has_nginx = fleet.nginx.is_some();
+    let broker = Target {
+        label: "broker",
+        address: broker_a.address,
+        pids: vec![broker_a.pid(), echo_a.pid()],
+    };
+    let broker_logging = Target {
+        label: "broker-info",
+        address: broker_info.address,
+        pids: vec![broker_info.pid(), echo_a.pid()],
+    };
+    let broker_full = Target {
+        label: "broker-10k",
+        address: broker_b.address,
+        pids: vec![broker_b.pid(), echo_b.pid()],
+    };
+
+    // 10,000 live instances in the second echo service, provisioned through its broker.
+    progress(
+        started,
+        &format!("provisioning {} instances", options.instances),
+    );
+    let fill = run_load(
+        broker_full.address,
+        Work::Provision,
+        LIFECYCLE_CONNS,
+        120.0,
+        options.instances,
+        "fill",
+    );
+    let live = live_instances(echo_b.address);
+    let echo_full_rss = status_kb(echo_b.pid(), "VmRSS");
+    let echo_full_hwm = status_kb(echo_b.pid(), "VmHWM");
+    println!(
+        "prefill: {} instances provisioned in {:.1} s ({:.0}/s, {} errors); the echo service reports {} live",
+        fill.operations,
+        fill.elapsed,
+        fill.operations as f64 / fill.elapsed.max(1e-9),
+        fill.errors,
+        live.map_or_else(|| "n/a".to_string(), |n| n.to_string())
+    );
+
+    // Warm-up: every server, both kinds of work, briefly.
+    progress(started, "warming up");
+    let warm = (options.secs / 2.0).clamp(0.2, 1.0);
+    for target in ceilings.iter().chain([&broker, &broker_logging]) {
+        run_load(target.address, Work::Catalog, 16, warm, u64::MAX, "warm");
+    }
+    for target in ceilings.iter().chain([&broker, &broker_full]) {
+        run_load(target.address, Work::Lifecycle, 16, warm, u64::MAX, "warm");
+    }
+
+    let mut results = Results::new();
+    for round in 0..options.rounds {
+        progress(
+            started,
+            &format!("round {} of {}", round + 1, options.rounds),
+        );
+        for conns in CATALOG_CONNS {
+            let mut targets = ceilings.clone();
+            targets.push(broker.clone());
+            if conns == 16 {
+                targets.push(broker_logging.clone());
+            }
+            run_rounds(
+                &mut results,
+                "catalog",
+                Work::Catalog,
+                conns,
+                &targets,
+                options,
+                round,
+            );
+        }
+        let mut targets = ceilings.clone();
+        targets.push(broker.clone());
+        targets.push(broker_full.clone());
+        run_rounds(
+            &mut results,
+            "lifecycle",
+            Work::Lifecycle,
+            LIFECYCLE_CONNS,
+            &targets,
+            options,
+            round,
+        );
+    }
+    let leaked = live_instances(echo_a.address);
+
+    // New connections in a burst, after the servers have been idle long enough for
+    // tiny_http's connection threads to have ended (5 s). Not in --quick: it waits, and a
+    // tiny_http server can take seconds to answer the burst.
+    let mut bursts = Vec::new();
+    if !options.quick {
+        progress(started, "bursts of new connections");
+        std::thread::sleep(Duration::from_secs(6));
+        for target in ceilings.iter().chain([&broker]) {
+            bursts.push((target.label, first_answers(target.address, BURST_CONNS)));
+        }
+    }
+
+    // Memory after all of it.
+    let memory = vec![
+        (
+            "echo-broker (SERVICE_BASE set), peak",
+            status_kb(broker_a.pid(), "VmHWM"),
+        ),
+        ("echo-service, peak", status_kb(echo_a.pid(), "VmHWM")),
+        (
+            "echo-service holding the live instances, resident",
+            echo_full_rss,
+        ),
+        (
+            "echo-service holding the live instances, peak during prefill",
+            echo_full_hwm,
+        ),
+        (
+            "echo-service holding the live instances, peak after its lifecycles",
+            status_kb(echo_b.pid(), "VmHWM"),
+        ),
+        (
+            "echo-broker (LOG_LEVEL=info), peak",
+            status_kb(broker_info.pid(), "VmHWM"),
+        ),
+    ];
+    let log_bytes = fs::metadata(&broker_info.log).map_or(0, |meta| meta.len());
+
+    // The default form, one process: peak memory after a short load of each kind.
+    progress(started, "the embedded form");
+    let mut embedded = spawn_embedded(binaries, &dir, "embedded", "warn");
+    wait_ready(&mut embedded, "/v2/catalog");
+    let embedded_target = Target {
+        label: "broker",
+        address: embedded.address,
+        pids: vec![embedded.pid()],
+    };
+    let embedded_catalog = measure(&embedded_target, Work::Catalog, 16, options.secs, "emb-c");
+    let embedded_lifecycle = measure(&embedded_target, Work::Lifecycle, 16, options.secs, "emb-l");
+    let embedded_hwm = status_kb(embedded.pid(), "VmHWM");
+    let load_at_end = load_average();
+    let elapsed = started.elapsed().as_secs_f64();
+
+    // ---- Report ----
+    let sizes = [
+        (
+            "echo-broker",
+            fs::metadata(&binaries.broker_original)
+                .map(|m| m.len())
+                .ok(),
+        ),
+        (
+            "echo-service",
+            fs::metadata(&binaries.echo_original).map(|m| m.len()).ok(),
+        ),
+    ];
+    report(Report {
+        options,
+        results: &results,
+        has_nginx,
+        catalog_bytes,
+        memory: &memory,
+        embedded_hwm,
+        embedded_catalog: &embedded_catalog,
+        embedded_lifecycle: &embedded_lifecycle,
+        startup: &startup,
+        bursts: &bursts,
+        sizes: &sizes,
+        live,
+        leaked,
+        log_bytes,
+        load_at_end,
+        elapsed,
+    });
+}
+
+fn progress(started: Instant, what: &str) {
+    eprintln!("bench: [{:5.1} s] {what}", started.elapsed().as_secs_f64());
+}
+
+/// `GET /echo` on an echo service: how many instances it holds (`None` if it cannot say).
+fn live_instances(address: SocketAddr) -> Option<u64> {
+    let mut client = Client::new(address);
+    let authorization = echo_broker::http::basic_authorization(ECHO_USER, ECHO_PASSWORD);
+    let request =
+        format!("GET /echo HTTP/1.1\r\nHost: {address}\r\nAuthorization: {authorization}\r\n\r\n");
+    match client.send(request.as_bytes()) {
+        Ok(200) => {
+            let body: serde_json::Value = serde_json::from_slice(&client.body).ok()?;
+            body.get("instances")?.as_u64()
+        }
+        _ => None,
+    }
+}
+
+struct Report<'a> {
+    options: &'a Options,
+    results: &'a Results,
+    has_nginx: bool,
+    catalog_bytes: usize,
+    memory: &'a [(&'static str, Option<u64>)],
+    embedded_hwm: Option<u64>,
+    embedded_catalog: &'a Sample,
+    embedded_lifecycle: &'a Sample,
+    startup: &'a [(&'static str, Vec<f64>)],
+    bursts: &'a [(&'static str, Vec<Option<f64>>)],
+    sizes: &'a [(&'static str, Option<u64>)],
+    live: Option<u64>,
+    leaked: Option<u64>,
+    log_bytes: u64,
+    load_at_end: String,
+    elapsed: f64,
+}
+
+fn report(report: Report) {
+    let Report {
+        options,
+        results,
+        has_nginx,
+        ..
+    } = report;
+    println!();
+    println!(
+        "## Throughput and latency (medians of {} rounds of {} s; catalog body {} bytes)",
+        options.rounds, options.secs, report.catalog_bytes
+    );
+    println!();
+    println!(
+        "| phase | conns | server | rate/s | p50 ms | p99 ms | errors | server CPU us/op | vs bare | vs nginx |"
+    );
+    println!("| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+    let mut lines = Vec::new();
+    for ((phase, conns, server), samples) in results {
+        let rate = median_of(samples, |s| s.rate);
+        let p50 = median_of(samples, |s| s.p50);
+        let p99 = median_of(samples, |s| s.p99);
+        let errors: u64 = samples.iter().map(|s| s.errors).sum();
+        let cpu = median_of(samples, |s| s.cpu_us.unwrap_or(f64::NAN));
+        let client_cpu = median_of(samples, |s| s.client_cpu_us.unwrap_or(f64::NAN));
+        let vs_bare = ratio(results, phase, *conns, server, "bare");
+        let vs_nginx = ratio(results, phase, *conns, server, "nginx");
+        let unit = if *phase == "lifecycle" {
+            "cycles"
+        } else {
+            "req"
+        };
+        println!(
+            "| {phase} | {conns} | {server} | {} {unit} | {} | {} | {errors} | {} | {} | {} |",
+            fmt(rate, 0),
+            fmt(p50, 2),
+            fmt(p99, 2),
+            fmt(cpu, 0),
+            fmt(vs_bare, 2),
+            if has_nginx {
+                fmt(vs_nginx, 2)
+            } else {
+                "n/a".into()
+            },
+        );
+        let mut line = format!(
+            "BENCH name={phase} server={server} conns={conns} rps={} p50_ms={} p99_ms={} errors={errors} server_cpu_us_per_op={} client_cpu_us_per_op={} ratio_vs_bare={} ratio_vs_nginx={} rounds={}",
+            fmt(rate, 1),
+            fmt(p50, 3),
+            fmt(p99, 3),
+            fmt(cpu, 1),
+            fmt(client_cpu, 1),
+            fmt(vs_bare, 3),
+            fmt(vs_nginx, 3),
+            samples.len()
+        );
+        if *phase == "lifecycle" {
+            let step = |i: usize| fmt(median_of(samples, |s| s.step_p99[i]), 3);
+            line.push_str(&format!(
+                " p99_provision_ms={} p99_bind_ms={} p99_unbind_ms={} p99_deprovision_ms={}",
+                step(0),
+                step(1),
+                step(2),
+                step(3)
+            ));
+        }
+        lines.push(line);
+    }
+    println!();
+    println!("Lifecycle rows: one cycle is provision, bind, unbind, deprovision (4 requests; p50/p99 are per request).");
+    println!("The ceilings answer every lifecycle request with a canned {{}}, so their cycle rate is a quarter of their request rate.");
+    if let (Some(live), Some(leaked)) = (report.live, report.leaked) {
+        println!("Live instances: {live} in broker-10k's echo service; {leaked} left in broker's after its lifecycles.");
+    }
+    println!(
+        "broker-info wrote {:.1} MB of log lines.",
+        report.log_bytes as f64 / 1e6
+    );
+
+    println!();
+    if report.bursts.is_empty() {
+        println!("(The new-connection burst phase runs without --quick only.)");
+    } else {
+        println!(
+            "## New connections: {BURST_CONNS} opened at once after 6 s idle, one catalog request each"
+        );
+        println!();
+        println!(
+            "| server | slowest first answer ms | median ms | unanswered in {} s |",
+            CLIENT_TIMEOUT.as_secs()
+        );
+        println!("| --- | ---: | ---: | ---: |");
+    }
+    for (server, times) in report.bursts {
+        let answered: Vec<f64> = times.iter().flatten().copied().collect();
+        println!(
+            "| {server} | {} | {} | {} |",
+            fmt(answered.last().copied().unwrap_or(f64::NAN), 1),
+            fmt(median(answered.clone()), 2),
+            times.len() - answered.len()
+        );
+        lines.push(format!(
+            "BENCH name=burst server={server} conns={BURST_CONNS} {}",
+            burst_summary(times)
+        ));
+    }
+
+    println!();
+    println!("## Memory (MiB; VmHWM = peak resident, VmRSS = resident now)");
+    println!();
+    println!("| process | MiB |");
+    println!("| --- | ---: |");
+    for (what, kb) in report.memory {
+        println!("| {what} | {} |", mib(*kb));
+        lines.push(format!(
+            "BENCH name=memory process=\"{what}\" kb={}",
+            kb.map_or_else(|| "n/a".to_string(), |kb| kb.to_string())
+        ));
+    }
+    println!(
+        "| echo-broker, embedded echo service (default), peak after {} catalog/s and {} cycles/s | {} |",
+        fmt(report.embedded_catalog.rate, 0),
+        fmt(report.embedded_lifecycle.rate, 0),
+        mib(report.embedded_hwm)
+    );
+    lines.push(format!(
+        "BENCH name=memory process=\"echo-broker embedded, peak\" kb={} catalog_rps={} lifecycle_cps={}",
+        report.embedded_hwm.map_or_else(|| "n/a".to_string(), |kb| kb.to_string()),
+        fmt(report.embedded_catalog.rate, 1),
+        fmt(report.embedded_lifecycle.rate, 1)
+    ));
+
+    println!();
+    println!("## Start-up: spawn to the first 200 (ms)");
+    println!();
+    println!("| program | median | min | max | starts |");
+    println!("| --- | ---: | ---: | ---: | ---: |");
+    let mut startup_median = BTreeMap::new();
+    for (label, times) in report.startup {
+        let low = times.iter().copied().fold(f64::INFINITY, f64::min);
+        let high = times.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        let mid = median(times.clone());
+        startup_median.insert(*label, mid);
+        println!(
+            "| {label} | {} | {} | {} | {} |",
+            fmt(mid, 1),
+            fmt(low, 1),
+            fmt(high, 1),
+            times.len()
+        );
+        lines.push(format!(
+            "BENCH name=startup program=\"{label}\" median_ms={} min_ms={} max_ms={} starts={}",
+            fmt(mid, 2),
+            fmt(low, 2),
+            fmt(high, 2),
+            times.len()
+        ));
+    }
+
+    println!();
+    println!("## Release binaries");
+    println!();
+    for (name, bytes) in report.sizes {
+        let text = bytes.map_or_else(
+            || "n/a".to_string(),
+            |b| format!("{:.2} MiB ({b} bytes)", b as f64 / 1048576.0),
+        );
+        println!("- {name}: {text}");
+        lines.push(format!(
+            "BENCH name=size file={name} bytes={}",
+            bytes.map_or_else(|| "n/a".to_string(), |b| b.to_string())
+        ));
+    }
+
+    // ---- Targets ----
+    let rate = |phase: &'static str, conns: usize, server: &'static str| {
+        results
+            .get(&(phase, conns, server))
+            .map_or(f64::NAN, |samples| median_of(samples, |s| s.rate))
+    };
+    let p99 = |phase: &'static str, conns: usize, server: &'static str| {
+        results
+            .get(&(phase, conns, server))
+            .map_or(f64::NAN, |samples| median_of(samples, |s| s.p99))
+    };
+    let lifecycle_errors: u64 = results
+        .get(&("lifecycle", 16, "broker"))
+        .map_or(0, |samples| samples.iter().map(|s| s.errors).sum());
+    let kb_mib = |kb: Option<u64>| kb.map_or(f64::NAN, |kb| kb as f64 / 1024.0);
+    let mut goals = vec![at_least(
+        "catalog16_vs_bare",
+        "catalog at 16 conns vs bare tiny_http",
+        ratio(results, "catalog", 16, "broker", "bare"),
+        0.9,
+        "x",
+    )];
+    if has_nginx {
+        goals.push(at_least(
+            "catalog16_vs_nginx",
+            "catalog at 16 conns vs nginx",
+            ratio(results, "catalog", 16, "broker", "nginx"),
+            0.5,
+            "x",
+        ));
+    }
+    goals.extend([
+        at_most(
+            "catalog16_p99",
+            "catalog p99 at 16 conns",
+            p99("catalog", 16, "broker"),
+            2.0,
+            " ms",
+        ),
+        at_least(
+            "lifecycle16_rate",
+            "lifecycles/s at 16 conns",
+            rate("lifecycle", 16, "broker"),
+            2000.0,
+            "/s",
+        ),
+        at_most(
+            "lifecycle16_p99",
+            "lifecycle p99 per request at 16 conns",
+            p99("lifecycle", 16, "broker"),
+            10.0,
+            " ms",
+        ),
+        at_most(
+            "lifecycle16_errors",
+            "lifecycle errors (non-2xx or failed)",
+            lifecycle_errors as f64,
+            0.0,
+            "",
+        ),
+        at_least(
+            "lifecycle10k_vs_empty",
+            "lifecycles/s with 10k live vs empty",
+            ratio(results, "lifecycle", 16, "broker-10k", "broker"),
+            0.8,
+            "x",
+        ),
+        at_most(
+            "broker_rss",
+            "broker peak RSS (own process)",
+            kb_mib(report.memory[0].1),
+            6.0,
+            " MiB",
+        ),
+        at_most(
+            "echo10k_rss",
+            "echo service RSS holding 10k instances",
+            kb_mib(report.memory[2].1),
+            16.0,
+            " MiB",
+        ),
+        at_most(
+            "startup",
+            "start-up to first 200 (embedded broker)",
+            startup_median
+                .get("echo-broker (embedded echo service)")
+                .copied()
+                .unwrap_or(f64::NAN),
+            10.0,
+            " ms",
+        ),
+    ]);
+    println!();
+    println!("## Targets");
+    println!();
+    println!("| target | goal | measured | result |");
+    println!("| --- | --- | --- | --- |");
+    for goal in &mut goals {
+        let result = if goal.id == "lifecycle16_errors" {
+            goal.margin = if lifecycle_errors == 0 { 0.0 } else { -1.0 };
+            if lifecycle_errors == 0 {
+                "pass".to_string()
+            } else {
+                "MISS".to_string()
+            }
+        } else if !goal.margin.is_finite() {
+            "n/a".to_string()
+        } else if goal.margin >= 0.0 {
+            format!("pass (by {:.0} %)", goal.margin * 100.0)
+        } else {
+            format!("MISS (by {:.0} %)", -goal.margin * 100.0)
+        };
+        println!(
+            "| {} | {} | {} | {result} |",
+            goal.what, goal.goal, goal.measured
+        );
+        lines.push(format!(
+            "BENCH name=target id={} goal=\"{}\" measured=\"{}\" result={}",
+            goal.id,
+            goal.goal,
+            goal.measured,
+            result
+                .split_whitespace()
+                .next()
+                .unwrap_or("n/a")
+                .to_lowercase()
+        ));
+    }
+    println!();
+    for line in &lines {
+        println!("{line}");
+    }
+    println!();
+    println!(
+        "load average at end: {}; the run took {:.0} s. Other work on the machine moves these figures: take them on a quiet machine.",
+        report.load_at_end, report.elapsed
+    );
+}
