@@ -374,22 +374,20 @@ impl Journal {
             Failure::Retry(problem)
         };
 
-        let payload = serde_json::to_string(&SnapshotOut {
+        let snapshot = SnapshotOut {
             format: FORMAT,
             generation,
             sequence,
             state,
-        })
-        .map_err(|error| forget_log(format!("cannot serialise the state: {error}")))?;
-        let mut bytes = Vec::with_capacity(payload.len() + 10);
-        frame(&mut bytes, &payload);
+        };
         let tmp_path = self.dir.join(SNAPSHOT_TMP);
-        let written = File::create(&tmp_path)
-            .and_then(|mut tmp| tmp.write_all(&bytes).and_then(|()| tmp.sync_all()));
-        if let Err(error) = written {
-            drop(std::fs::remove_file(&tmp_path));
-            return Err(forget_log(format!("{}: {error}", tmp_path.display())));
-        }
+        let snapshot_bytes = match write_framed_snapshot(&tmp_path, &snapshot) {
+            Ok(bytes) => bytes,
+            Err(error) => {
+                drop(std::fs::remove_file(&tmp_path));
+                return Err(forget_log(format!("{}: {error}", tmp_path.display())));
+            }
+        };
         let snapshot_path = self.dir.join(SNAPSHOT);
         if let Err(error) = std::fs::rename(&tmp_path, &snapshot_path) {
             drop(std::fs::remove_file(&tmp_path));
@@ -402,7 +400,7 @@ impl Journal {
         // From here the new snapshot may be the one on disk: the new log must be used.
         sync_dir(&self.dir)
             .map_err(|error| Failure::Fatal(format!("{}: {error}", self.dir.display())))?;
-        Ok((file, bytes.len() as u64))
+        Ok((file, snapshot_bytes))
     }
 
     /// Blocks until the change of `ticket` (and every change appended before it) is written
@@ -682,6 +680,49 @@ fn parse_entry(payload: &[u8], expected: u64) -> Result<Change, String> {
         .map_err(|error| format!("change {number} does not read: {error}"))
 }
 
+/// Writes `snapshot` to `path` as one framed line (`<crc> <json>\n`) and fsyncs it. The JSON
+/// is streamed through a checksumming writer, never held in memory whole: with many
+/// instances the state's text would otherwise double the peak memory. Returns the size.
+fn write_framed_snapshot(path: &Path, snapshot: &SnapshotOut) -> std::io::Result<u64> {
+    let mut file = File::create(path)?;
+    file.write_all(b"00000000 ")?;
+    let (crc, written) = {
+        let mut writer = ChecksummingWriter {
+            inner: std::io::BufWriter::new(&mut file),
+            crc: !0,
+            written: 0,
+        };
+        serde_json::to_writer(&mut writer, snapshot)?;
+        writer.inner.write_all(b"\n")?;
+        writer.inner.flush()?;
+        (!writer.crc, writer.written)
+    };
+    file.seek(SeekFrom::Start(0))?;
+    file.write_all(format!("{crc:08x}").as_bytes())?;
+    file.sync_all()?;
+    Ok(written + 10)
+}
+
+/// Passes bytes on to `inner`, keeping the CRC-32 state of everything that went through.
+struct ChecksummingWriter<W: Write> {
+    inner: W,
+    crc: u32,
+    written: u64,
+}
+
+impl<W: Write> Write for ChecksummingWriter<W> {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        let count = self.inner.write(bytes)?;
+        self.crc = crc32_update(self.crc, &bytes[..count]);
+        self.written += count as u64;
+        Ok(count)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
 /// Appends `<crc> <payload>\n` to `out`.
 fn frame(out: &mut Vec<u8>, payload: &str) {
     let crc = crc32(payload.as_bytes());
@@ -737,11 +778,15 @@ const CRC_TABLE: [u32; 256] = {
 
 /// CRC-32 (IEEE 802.3, as zlib and PNG use it).
 fn crc32(bytes: &[u8]) -> u32 {
-    let mut crc = !0u32;
+    !crc32_update(!0, bytes)
+}
+
+/// Feeds `bytes` into a running CRC-32 state (start with `!0`, finish with `!`).
+fn crc32_update(mut crc: u32, bytes: &[u8]) -> u32 {
     for &byte in bytes {
         crc = CRC_TABLE[((crc ^ u32::from(byte)) & 0xff) as usize] ^ (crc >> 8);
     }
-    !crc
+    crc
 }
 
 /// Makes the directory's entries (created, renamed files) durable.
