@@ -12,8 +12,11 @@ use crate::http::percent_encode;
 use serde::de::DeserializeOwned;
 use std::time::Duration;
 
-/// How long the broker waits for the echo service before answering with an error.
+/// How long the broker waits for the echo service's answer before answering with an error.
 pub const BACKEND_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long connecting, sending the request, and reading an answer's body may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The largest answer the broker reads from the echo service.
 const MAX_REPLY_BYTES: u64 = 1024 * 1024;
@@ -66,7 +69,16 @@ struct Reply {
 impl EchoClient {
     pub fn new(base_url: &str, credentials: Option<(String, String)>) -> EchoClient {
         let agent: ureq::Agent = ureq::Agent::config_builder()
-            .timeout_global(Some(BACKEND_TIMEOUT))
+            // Per phase, not `timeout_global`: with a global timeout ureq resolves the host
+            // name on a new thread for every call, pooled connection or not.
+            .timeout_connect(Some(CONNECT_TIMEOUT))
+            .timeout_send_request(Some(CONNECT_TIMEOUT))
+            .timeout_recv_response(Some(BACKEND_TIMEOUT))
+            .timeout_recv_body(Some(CONNECT_TIMEOUT))
+            // Requests and answers here are a few hundred bytes; ureq's default 128 KiB
+            // buffers per pooled connection would be most of the broker's memory.
+            .input_buffer_size(16 * 1024)
+            .output_buffer_size(16 * 1024)
             .http_status_as_error(false)
             .max_idle_connections(256)
             .max_idle_connections_per_host(256)
