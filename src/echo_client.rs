@@ -77,8 +77,8 @@ impl EchoClient {
             .timeout_recv_body(Some(CONNECT_TIMEOUT))
             // Requests and answers here are a few hundred bytes; ureq's default 128 KiB
             // buffers per pooled connection would be most of the broker's memory.
-            .input_buffer_size(16 * 1024)
-            .output_buffer_size(16 * 1024)
+            .input_buffer_size(4 * 1024)
+            .output_buffer_size(4 * 1024)
             .http_status_as_error(false)
             .max_idle_connections(256)
             .max_idle_connections_per_host(256)

@@ -333,7 +333,7 @@ fn timed_listener(address: SocketAddr) -> std::io::Result<std::net::TcpListener>
 /// the CPU, so there are several per core: a few stalled clients leave the rest served.
 /// Capped, because a platform's host may show far more cores than the app may use.
 pub fn worker_count() -> usize {
-    (std::thread::available_parallelism().map_or(2, |n| n.get()) * 16).clamp(32, 64)
+    (std::thread::available_parallelism().map_or(2, |n| n.get()) * 12).clamp(24, 64)
 }
 
 /// The user and password of a `Basic` Authorization header; `None` for anything malformed
