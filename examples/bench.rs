@@ -783,26 +783,9 @@ fn loopback(port: u16) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], port))
 }
 
-/// The environment variables the programs read: cleared, so the caller's shell cannot
-/// change what is measured, then set as each run needs.
-const PROGRAM_VARIABLES: [&str; 12] = [
-    "PORT",
-    "HOST",
-    "BROKER_USERNAME",
-    "BROKER_PASSWORD",
-    "SERVICE_BASE",
-    "ECHO_USERNAME",
-    "ECHO_PASSWORD",
-    "ECHO_PORT",
-    "DATA_DIR",
-    "CATALOG_PATH",
-    "LOG_LEVEL",
-    "LOG_FORMAT",
-];
-
 fn spawn(name: &str, binary: &Path, env: &[(&str, String)], log: PathBuf, port: u16) -> Process {
     let mut command = Command::new(binary);
-    for variable in PROGRAM_VARIABLES {
+    for variable in echo_broker::settings::ENVIRONMENT_VARIABLES {
         command.env_remove(variable);
     }
     command.envs(env.iter().map(|(key, value)| (*key, value.as_str())));

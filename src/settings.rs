@@ -4,6 +4,23 @@
 use std::net::IpAddr;
 use std::path::PathBuf;
 
+/// Every environment variable either binary reads (for `--help` and for tools that start
+/// them with a clean environment).
+pub const ENVIRONMENT_VARIABLES: [&str; 12] = [
+    "PORT",
+    "HOST",
+    "BROKER_USERNAME",
+    "BROKER_PASSWORD",
+    "SERVICE_BASE",
+    "ECHO_USERNAME",
+    "ECHO_PASSWORD",
+    "ECHO_PORT",
+    "DATA_DIR",
+    "CATALOG_PATH",
+    "LOG_LEVEL",
+    "LOG_FORMAT",
+];
+
 /// Exit code for a bad configuration (a variable, a catalog, a flag).
 pub const EXIT_BAD_CONFIG: i32 = 2;
 

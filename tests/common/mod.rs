@@ -124,20 +124,7 @@ pub fn spawn(binary: &str, args: &[&str], env: &[(&str, &str)], log_path: &Path)
         .stdin(Stdio::null())
         .stdout(log)
         .stderr(log_err);
-    for name in [
-        "PORT",
-        "HOST",
-        "SERVICE_BASE",
-        "ECHO_PORT",
-        "BROKER_USERNAME",
-        "BROKER_PASSWORD",
-        "ECHO_USERNAME",
-        "ECHO_PASSWORD",
-        "CATALOG_PATH",
-        "LOG_LEVEL",
-        "LOG_FORMAT",
-        "DATA_DIR",
-    ] {
+    for name in echo_broker::settings::ENVIRONMENT_VARIABLES {
         command.env_remove(name);
     }
     command.envs(env.iter().copied());
