@@ -23,12 +23,19 @@ use crate::echo_api::{
     non_empty, BindingAttributes, BindingView, InstanceAttributes, InstanceUpdate, InstanceView,
 };
 use crate::http::{self, HttpRequest, HttpResponse};
-use crate::journal::Journal;
+use crate::journal::{Journal, Ticket};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
+use std::cell::Cell;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::{Mutex, MutexGuard};
+
+thread_local! {
+    /// The last journal change the current request's handler could have seen (0: none).
+    /// Per thread, because each worker thread handles one request at a time.
+    static OBSERVED_CHANGE: Cell<u64> = const { Cell::new(0) };
+}
 
 /// How many of an instance's latest messages the dashboard shows (older ones are counted only).
 const RECENT_MESSAGES: usize = 10;
@@ -219,7 +226,28 @@ impl EchoService {
     }
 
     /// Answers one request.
+    /// Answers one request, but never with state that is not on disk yet: the answer waits
+    /// until every change the handler could have seen is durable. (A change's own request
+    /// already waits for it; this covers answers that only read, such as a 409 for an
+    /// instance whose provision is still being flushed, which a crash could otherwise undo
+    /// after the broker had answered 200.)
     pub fn handle(&self, request: &HttpRequest) -> HttpResponse {
+        OBSERVED_CHANGE.with(|observed| observed.set(0));
+        let response = self.route(request);
+        let observed = OBSERVED_CHANGE.with(Cell::get);
+        match &self.journal {
+            Some(journal) if observed > 0 => match journal.wait_until_durable(Ticket(observed)) {
+                Ok(()) => response,
+                Err(error) => {
+                    log::error!("journal: {error}");
+                    unavailable("the state could not be confirmed on disk")
+                }
+            },
+            _ => response,
+        }
+    }
+
+    fn route(&self, request: &HttpRequest) -> HttpResponse {
         let Some(segments) = request.path_segments() else {
             return bad_request("the path is not valid percent-encoded UTF-8");
         };
@@ -547,12 +575,20 @@ impl EchoService {
         }
     }
 
+    /// The state, locked. Also notes (for [`EchoService::handle`]) the last change appended
+    /// so far: whatever the caller reads was made by it or by changes before it.
     fn lock(&self) -> MutexGuard<'_, EchoState> {
         // A panic while holding the lock leaves a state that is still consistent: every
         // change is applied by one call to `apply`, after it was written.
-        self.state
+        let state = self
+            .state
             .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(journal) = &self.journal {
+            let Ticket(appended) = journal.last_appended();
+            OBSERVED_CHANGE.with(|observed| observed.set(observed.get().max(appended)));
+        }
+        state
     }
 
     /// Writes `change` to the journal, applies it, builds the answer from the new state, and

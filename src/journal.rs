@@ -75,7 +75,7 @@ fn log_generation(name: &str) -> Option<u64> {
 /// Identifies one appended change: its sequence number.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[must_use = "wait until the change is durable before answering"]
-pub struct Ticket(u64);
+pub struct Ticket(pub u64);
 
 /// When to compact (tests use small numbers).
 #[derive(Debug, Clone, Copy)]
@@ -272,6 +272,12 @@ impl Journal {
         shared.log_bytes += written;
         shared.pending_entries += 1;
         Ok(Ticket(sequence))
+    }
+
+    /// The ticket of the last change appended so far (0 if none): once it is durable, so is
+    /// everything a reader of the state could have seen.
+    pub fn last_appended(&self) -> Ticket {
+        Ticket(self.lock().appended)
     }
 
     /// Whether the log has grown enough to be folded into a new snapshot.
