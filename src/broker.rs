@@ -485,30 +485,10 @@ impl Broker {
         check_id("instance_id", instance_id)?;
         let body: UpdateRequest = parse_body(request, "update")?;
         let service = self.find_service(&body.service_id)?;
-        let current = self.existing_instance(instance_id)?;
-        let current_plan_id = match &current.attributes {
-            Some(attributes) if attributes.service_id != body.service_id => {
-                return Err(BrokerError::BadRequest(format!(
-                    "instance '{instance_id}' belongs to service '{}', not '{}'",
-                    attributes.service_id, body.service_id
-                )))
-            }
-            Some(attributes) => attributes.plan_id.clone(),
-            None => service.plans[0].id.clone(),
-        };
-        let target_plan_id = body
-            .plan_id
-            .clone()
-            .unwrap_or_else(|| current_plan_id.clone());
-        let (_, target_plan) = self.find_plan(&body.service_id, &target_plan_id)?;
-        if target_plan_id != current_plan_id {
-            let current_plan = service.plan(&current_plan_id).unwrap_or(target_plan);
-            if !service.plan_is_updateable(current_plan) {
-                return Err(BrokerError::UnsupportedChange(format!(
-                    "plan '{current_plan_id}' does not allow plan changes (plan_updateable is false)"
-                )));
-            }
-        }
+        let current_plan_id = self.current_plan_id(instance_id, service)?;
+        let target_plan_id = body.plan_id.as_deref().unwrap_or(&current_plan_id);
+        let (_, target_plan) = self.find_plan(&body.service_id, target_plan_id)?;
+        check_plan_change(service, &current_plan_id, target_plan)?;
         check_maintenance_info(target_plan, body.maintenance_info.as_ref())?;
         let update = InstanceUpdate {
             plan_id: body.plan_id,
@@ -519,6 +499,45 @@ impl Broker {
             BrokerError::NotFound(format!("instance '{instance_id}' does not exist"))
         })?;
         Ok(HttpResponse::json(200, &json!({})))
+    }
+
+    /// The plan the instance is on now; 400 if the instance belongs to another service.
+    fn current_plan_id(&self, instance_id: &str, service: &Service) -> Result<String, BrokerError> {
+        match self.existing_instance(instance_id)?.attributes {
+            Some(attributes) if attributes.service_id != service.id => {
+                Err(BrokerError::BadRequest(format!(
+                    "instance '{instance_id}' belongs to service '{}', not '{}'",
+                    attributes.service_id, service.id
+                )))
+            }
+            Some(attributes) => Ok(attributes.plan_id),
+            // A backend that records nothing (the original echo service): the service's plan.
+            None => Ok(service
+                .plans
+                .first()
+                .map(|plan| plan.id.clone())
+                .unwrap_or_default()),
+        }
+    }
+}
+
+/// A plan change is allowed only where the instance's plan is `plan_updateable` (the
+/// plan's flag wins over the service's); anything else is a 422.
+fn check_plan_change(
+    service: &Service,
+    current_plan_id: &str,
+    target: &Plan,
+) -> Result<(), BrokerError> {
+    if target.id == current_plan_id {
+        return Ok(());
+    }
+    let current = service.plan(current_plan_id).unwrap_or(target);
+    if service.plan_is_updateable(current) {
+        Ok(())
+    } else {
+        Err(BrokerError::UnsupportedChange(format!(
+            "plan '{current_plan_id}' does not allow plan changes (plan_updateable is false)"
+        )))
     }
 }
 

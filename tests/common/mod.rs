@@ -8,6 +8,7 @@ use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 pub const BROKER: &str = env!("CARGO_BIN_EXE_echo-broker");
@@ -17,12 +18,24 @@ pub const ECHO_SERVICE: &str = env!("CARGO_BIN_EXE_echo-service");
 pub const USER: &str = "user";
 pub const PASSWORD: &str = "pass";
 
-/// A port that was free a moment ago (the OS picks it; we release it for the child).
+/// A port that was free a moment ago (the OS picks it; we release it for the child), and
+/// never one this test process handed out before: two picks in a row may otherwise get the
+/// same number back from the OS.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .map(|address| address.port())
-        .expect("the OS gives a free loopback port")
+    static HANDED_OUT: Mutex<Vec<u16>> = Mutex::new(Vec::new());
+    let mut handed_out = HANDED_OUT
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
+            .map(|address| address.port())
+            .expect("the OS gives a free loopback port");
+        if !handed_out.contains(&port) {
+            handed_out.push(port);
+            return port;
+        }
+    }
 }
 
 /// A fresh, empty directory under the system's temp dir, removed when dropped.
@@ -69,7 +82,7 @@ impl Process {
         let mut full_env = vec![("PORT", port_text.as_str())];
         full_env.extend_from_slice(env);
         let child = spawn(binary, &[], &full_env, &log_path);
-        let process = Process {
+        let mut process = Process {
             child,
             url: format!("http://127.0.0.1:{port}"),
             port,
@@ -80,9 +93,16 @@ impl Process {
         process
     }
 
-    fn wait_until_healthy(&self) {
+    fn wait_until_healthy(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!(
+                    "{} exited ({status}) before it was healthy; its log:\n{}",
+                    self.url,
+                    self.log()
+                );
+            }
             if let Ok(response) = call("GET", &format!("{}/health", self.url), &[], None) {
                 if response.status == 200 {
                     return;
