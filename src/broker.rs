@@ -17,6 +17,7 @@ use crate::echo_api::{
 };
 use crate::echo_client::{Bound, EchoClient, EchoError, Provisioned, Removed};
 use crate::http::{self, HttpRequest, HttpResponse};
+use crate::logging::RequestContext;
 use base64::Engine;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
@@ -848,14 +849,10 @@ impl http::Handler for Broker {
     }
 
     /// The platform's request identity and the originating user, for the log line.
-    fn log_context(&self, request: &HttpRequest) -> String {
-        let mut context = String::new();
-        if let Some(identity) = request.header(REQUEST_IDENTITY_HEADER) {
-            context.push_str(&format!(" request_identity={identity}"));
+    fn log_context(&self, request: &HttpRequest) -> RequestContext {
+        RequestContext {
+            request_identity: request.header(REQUEST_IDENTITY_HEADER).map(str::to_string),
+            user: originating_user(request).ok().flatten(),
         }
-        if let Ok(Some(user)) = originating_user(request) {
-            context.push_str(&format!(" user={user}"));
-        }
-        context
     }
 }

@@ -5,6 +5,7 @@
 //! Handlers work on [`HttpRequest`] and return [`HttpResponse`], plain data with no socket
 //! behind it, so the request path can be tested (and fuzzed) without a network.
 
+use crate::logging::RequestContext;
 use base64::Engine;
 use serde::Serialize;
 use std::io::Read;
@@ -190,9 +191,9 @@ pub fn send(request: tiny_http::Request, response: HttpResponse) {
 pub trait Handler: Send + Sync + 'static {
     fn handle(&self, request: &HttpRequest) -> HttpResponse;
 
-    /// Extra `key=value` words for the request's log line (identities, users).
-    fn log_context(&self, _request: &HttpRequest) -> String {
-        String::new()
+    /// Who asked, for the request's log line.
+    fn log_context(&self, _request: &HttpRequest) -> RequestContext {
+        RequestContext::default()
     }
 }
 
@@ -242,7 +243,7 @@ fn answer<H: Handler>(name: &str, mut request: tiny_http::Request, handler: &H) 
             let context = if log::log_enabled!(log::Level::Info) {
                 handler.log_context(&incoming)
             } else {
-                String::new()
+                RequestContext::default()
             };
             (response, incoming.method, incoming.url, context)
         }
@@ -250,7 +251,7 @@ fn answer<H: Handler>(name: &str, mut request: tiny_http::Request, handler: &H) 
             response,
             request.method().to_string(),
             request.url().to_string(),
-            String::new(),
+            RequestContext::default(),
         ),
     };
     let elapsed = started.elapsed();
