@@ -46,7 +46,6 @@ pub fn render(instance_id: &str, instance: &Instance) -> String {
 body {{ font-family: system-ui, sans-serif; line-height: 1.45; margin: 0 auto; max-width: 44rem; padding: 1rem; color: var(--text); background: var(--page); }}
 header {{ margin: .5rem 0 1rem; }}
 h1 {{ font-size: 1.4rem; margin: 0; }}
-.id {{ margin: .25rem 0 0; font-size: 1.05rem; color: var(--muted); overflow-wrap: anywhere; }}
 h2 {{ font-size: 1.1rem; margin: .5rem 0; }}
 code {{ font-size: .9em; }}
 section {{ background: var(--card); border-radius: .5rem; padding: .5rem 1rem; margin-bottom: 1rem; box-shadow: 0 1px 2px rgba(0,0,0,.08); }}
@@ -63,10 +62,10 @@ footer {{ color: var(--faint); font-size: .85rem; }}
 <body>
 <header>
 <h1>Echo service instance</h1>
-<p class="id"><code>{id}</code></p>
 </header>
 <section>
 <table>
+<tr><th scope="row">Instance id</th><td><code>{id}</code></td></tr>
 <tr><th scope="row">Service</th><td>{service}</td></tr>
 <tr><th scope="row">Plan</th><td>{plan}</td></tr>
 <tr><th scope="row">Bindings</th><td>{binding_count}</td></tr>
