@@ -400,6 +400,13 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
 }
 
 /// The request a connection sends, built into a reused buffer.
+/// The bytes of a `GET path` request to `address`.
+fn get_request(path: &str, address: SocketAddr) -> Vec<u8> {
+    let mut request = Vec::new();
+    request_bytes(&mut request, "GET", path, &address.to_string(), None);
+    request
+}
+
 fn request_bytes(buffer: &mut Vec<u8>, method: &str, path: &str, host: &str, body: Option<&str>) {
     buffer.clear();
     let result = match body {
@@ -807,14 +814,7 @@ fn spawn(name: &str, binary: &Path, env: &[(&str, String)], log: PathBuf, port: 
 /// Waits until `GET path` on the process answers 200; panics with its log if it does not.
 fn wait_ready(process: &mut Process, path: &str) -> Duration {
     let started = Instant::now();
-    let mut request = Vec::new();
-    request_bytes(
-        &mut request,
-        "GET",
-        path,
-        &process.address.to_string(),
-        None,
-    );
+    let request = get_request(path, process.address);
     while started.elapsed() < READY_TIMEOUT {
         if let Ok(Some(status)) = process.child.try_wait() {
             fail_with_log(process, &format!("exited ({status}) while starting"));
@@ -1359,14 +1359,7 @@ fn trim(value: f64) -> String {
 fn time_to_first_200(mut process_for: impl FnMut() -> Process, path: &str) -> Option<f64> {
     let started = Instant::now();
     let mut process = process_for();
-    let mut request = Vec::new();
-    request_bytes(
-        &mut request,
-        "GET",
-        path,
-        &process.address.to_string(),
-        None,
-    );
+    let request = get_request(path, process.address);
     while started.elapsed() < READY_TIMEOUT {
         let mut client = Client::new(process.address);
         if let Ok(200) = client.send(&request) {
