@@ -103,6 +103,10 @@ const CLIENT_TIMEOUT: Duration = Duration::from_secs(10);
 const READY_TIMEOUT: Duration = Duration::from_secs(15);
 /// The largest response the load generator accepts.
 const MAX_RESPONSE_BYTES: usize = 1 << 20;
+/// The worker threads of the bare tiny_http server: the broker's count when it ran on
+/// tiny_http (12 per core, at least 24).
+const BARE_TINY_HTTP_WORKERS: usize = 24;
+
 /// A bare server started by this program stops by itself after this long, in case the
 /// benchmark is killed before it can stop it.
 const BARE_SERVER_LIFETIME: Duration = Duration::from_secs(30 * 60);
@@ -966,9 +970,10 @@ fn serve_bare(args: &[String]) {
         std::process::exit(2);
     };
     let catalog = fs::read(file).expect("cannot read the catalog file");
-    // The same listener set-up as the broker's (timeouts, TCP_NODELAY, backlog).
-    let server = echo_broker::http::bind(&format!("127.0.0.1:{port}"))
-        .expect("cannot listen for the bare server");
+    let server = Arc::new(
+        tiny_http::Server::http(format!("127.0.0.1:{port}"))
+            .expect("cannot listen for the bare server"),
+    );
     std::thread::spawn(|| {
         // Stop with the benchmark: its end closes our standard input.
         let _ = io::copy(&mut io::stdin(), &mut io::sink());
@@ -980,7 +985,7 @@ fn serve_bare(args: &[String]) {
     });
     let content_type =
         tiny_http::Header::from_bytes("Content-Type", "application/json").expect("a valid header");
-    let workers: Vec<_> = (0..echo_broker::http::worker_count())
+    let workers: Vec<_> = (0..BARE_TINY_HTTP_WORKERS)
         .map(|_| {
             let server = Arc::clone(&server);
             let catalog = catalog.clone();

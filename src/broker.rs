@@ -18,6 +18,7 @@ use crate::echo_api::{
 use crate::echo_client::{Bound, EchoClient, EchoError, Provisioned, Removed};
 use crate::http::{self, HttpRequest, HttpResponse};
 use crate::logging::RequestContext;
+use crate::server::Handler;
 use base64::Engine;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
@@ -234,25 +235,28 @@ pub fn originating_user(request: &HttpRequest) -> Result<Option<String>, BrokerE
 impl Broker {
     /// Answers one request: the checks, then the route. Every answer echoes the platform's
     /// `X-Broker-API-Request-Identity`, so one request can be followed through the logs.
+    /// (On the wire, `server.rs` runs the checks on the headers alone, before the body has
+    /// been read, through `admit` at the end of this file.)
     pub fn handle(&self, request: &HttpRequest) -> HttpResponse {
-        let mut response = self
-            .checked_route(request)
-            .unwrap_or_else(|error| error.to_response());
-        if let Some(identity) = request.header(REQUEST_IDENTITY_HEADER) {
-            response
-                .headers
-                .push((REQUEST_IDENTITY_HEADER, identity.to_string()));
-        }
-        response
+        let answer = self.checks(request).and_then(|()| self.route(request));
+        respond(request, answer)
     }
 
-    fn checked_route(&self, request: &HttpRequest) -> Answer {
-        if request.method == "GET" && request.path() == "/health" {
-            return Ok(HttpResponse::json(200, &json!({"status": "ok"})));
+    /// The checks of the section above, in order. The platform's health check needs none.
+    fn checks(&self, request: &HttpRequest) -> Result<(), BrokerError> {
+        if is_health_check(request) {
+            return Ok(());
         }
         self.check_credentials(request)?;
         check_api_version(request)?;
         originating_user(request)?;
+        Ok(())
+    }
+
+    fn route(&self, request: &HttpRequest) -> Answer {
+        if is_health_check(request) {
+            return Ok(HttpResponse::json(200, &json!({"status": "ok"})));
+        }
         let segments = request.path_segments().ok_or_else(|| {
             BrokerError::BadRequest("the path is not valid percent-encoded UTF-8".into())
         })?;
@@ -311,6 +315,32 @@ fn allowed_methods(segments: &[&str]) -> Option<&'static str> {
         _ => None,
     }
 }
+
+fn is_health_check(request: &HttpRequest) -> bool {
+    request.method == "GET" && request.path() == "/health"
+}
+
+/// The answer as HTTP, with the request identity echoed.
+fn respond(request: &HttpRequest, answer: Answer) -> HttpResponse {
+    let mut response = answer.unwrap_or_else(|error| error.to_response());
+    if let Some(identity) = echoable_request_identity(request) {
+        response
+            .headers
+            .push((REQUEST_IDENTITY_HEADER, identity.to_string()));
+    }
+    response
+}
+
+/// The request identity, if it is safe to send back: a value with control characters or
+/// over [`MAX_REQUEST_IDENTITY_BYTES`] is never reflected (it could forge headers).
+fn echoable_request_identity(request: &HttpRequest) -> Option<&str> {
+    request.header(REQUEST_IDENTITY_HEADER).filter(|identity| {
+        identity.len() <= MAX_REQUEST_IDENTITY_BYTES && !identity.chars().any(char::is_control)
+    })
+}
+
+/// Platforms send a UUID; anything much longer is not a request identity.
+const MAX_REQUEST_IDENTITY_BYTES: usize = 256;
 
 // ---------------------------------------------------------------------------------------
 // Catalog
@@ -843,9 +873,16 @@ fn parse_body<T: serde::de::DeserializeOwned>(
     })
 }
 
-impl http::Handler for Broker {
+/// How `server.rs` serves the broker: the checks on the headers alone, so that no body is
+/// read for a client without credentials; then the route.
+impl Handler for Broker {
+    fn admit(&self, head: &HttpRequest) -> Result<(), HttpResponse> {
+        self.checks(head)
+            .map_err(|refusal| respond(head, Err(refusal)))
+    }
+
     fn handle(&self, request: &HttpRequest) -> HttpResponse {
-        Broker::handle(self, request)
+        respond(request, self.route(request))
     }
 
     /// The platform's request identity and the originating user, for the log line.

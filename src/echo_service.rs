@@ -24,6 +24,7 @@ use crate::echo_api::{
 };
 use crate::http::{self, HttpRequest, HttpResponse};
 use crate::journal::{Journal, Ticket};
+use crate::server::Handler;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use std::cell::Cell;
@@ -274,12 +275,7 @@ impl EchoService {
                 self.echo(request, instance_id, binding_id)
             }
             (_, ["echo"] | ["echo", _] | ["echo", _, _]) if !self.may_manage(request) => {
-                HttpResponse::error(
-                    401,
-                    "Unauthorized",
-                    "the management API needs the broker's credentials",
-                )
-                .with_header("WWW-Authenticate", "Basic realm=\"echo-service\"".into())
+                management_unauthorized()
             }
             ("GET", ["echo"]) => self.totals(),
             ("PUT", ["echo", instance_id]) => self.provision(request, instance_id),
@@ -515,20 +511,8 @@ impl EchoService {
             Err(problem) => return bad_request(&problem),
         };
         let state = self.lock();
-        let binding = state
-            .instances
-            .get(instance_id)
-            .and_then(|i| i.bindings.get(binding_id));
-        let Some(binding) = binding else {
-            return not_found("no such instance or binding");
-        };
-        if !http::credentials_match(
-            request.header("Authorization"),
-            &binding.username,
-            &binding.password,
-        ) {
-            return HttpResponse::error(401, "Unauthorized", "use the binding's credentials")
-                .with_header("WWW-Authenticate", "Basic realm=\"echo\"".into());
+        if let Err(refusal) = check_binding_caller(&state, request, instance_id, binding_id) {
+            return refusal;
         }
         let inverts = state.instances[instance_id]
             .attributes
@@ -727,7 +711,59 @@ fn unavailable(description: &str) -> HttpResponse {
     HttpResponse::error(503, "Unavailable", description)
 }
 
-impl http::Handler for EchoService {
+/// A bound app's call must carry its binding's credentials: 404 for a binding that does not
+/// exist, 401 for the wrong credentials.
+fn check_binding_caller(
+    state: &EchoState,
+    request: &HttpRequest,
+    instance_id: &str,
+    binding_id: &str,
+) -> Result<(), HttpResponse> {
+    let binding = state
+        .instances
+        .get(instance_id)
+        .and_then(|instance| instance.bindings.get(binding_id))
+        .ok_or_else(|| not_found("no such instance or binding"))?;
+    if http::credentials_match(
+        request.header("Authorization"),
+        &binding.username,
+        &binding.password,
+    ) {
+        Ok(())
+    } else {
+        Err(
+            HttpResponse::error(401, "Unauthorized", "use the binding's credentials")
+                .with_header("WWW-Authenticate", "Basic realm=\"echo\"".into()),
+        )
+    }
+}
+
+fn management_unauthorized() -> HttpResponse {
+    HttpResponse::error(
+        401,
+        "Unauthorized",
+        "the management API needs the broker's credentials",
+    )
+    .with_header("WWW-Authenticate", "Basic realm=\"echo-service\"".into())
+}
+
+/// How `server.rs` serves the echo service: a request that may carry a body is read only
+/// from a caller with credentials (a bound app's message with its binding's, anything else
+/// with the management API's); the route then checks again against the state it locks.
+impl Handler for EchoService {
+    fn admit(&self, head: &HttpRequest) -> Result<(), HttpResponse> {
+        let segments = head.path_segments().unwrap_or_default();
+        let segments: Vec<&str> = segments.iter().map(String::as_str).collect();
+        match (head.method.as_str(), segments.as_slice()) {
+            ("GET", _) => Ok(()),
+            ("POST", ["echo", instance_id, binding_id]) => {
+                check_binding_caller(&self.lock(), head, instance_id, binding_id)
+            }
+            _ if self.may_manage(head) => Ok(()),
+            _ => Err(management_unauthorized()),
+        }
+    }
+
     fn handle(&self, request: &HttpRequest) -> HttpResponse {
         EchoService::handle(self, request)
     }

@@ -1,16 +1,12 @@
-//! The HTTP plumbing both servers share: a plain request and response type, reading a
-//! request from tiny_http with a bounded body, JSON responses, basic-auth parsing,
-//! percent-encoding, id checks and random tokens.
+//! The HTTP vocabulary both servers share: a plain request and response type, JSON
+//! responses and bodies, basic-auth parsing, percent-encoding, id checks and random tokens.
 //!
 //! Handlers work on [`HttpRequest`] and return [`HttpResponse`], plain data with no socket
-//! behind it, so the request path can be tested (and fuzzed) without a network.
+//! behind it, so the request path can be tested (and fuzzed) without a network;
+//! [`crate::server`] puts them on the wire.
 
-use crate::logging::RequestContext;
 use base64::Engine;
 use serde::Serialize;
-use std::io::Read;
-use std::net::{SocketAddr, ToSocketAddrs};
-use std::sync::Arc;
 use std::time::Duration;
 
 /// The largest request body either server reads; a larger one is answered 413 unread.
@@ -19,7 +15,8 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 /// The longest id (instance, binding, service, plan) accepted anywhere.
 pub const MAX_ID_BYTES: usize = 255;
 
-/// How long an accepted connection may stay silent before the server closes it.
+/// How long a connection may stay silent before the server closes it, and how long a
+/// request's body may take to arrive.
 pub const CLIENT_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A request as the handlers see it: method, decoded path segments, query and body.
@@ -117,224 +114,6 @@ impl HttpResponse {
         self.headers.push((name, value));
         self
     }
-}
-
-/// Reads a tiny_http request into an [`HttpRequest`], refusing bodies over
-/// [`MAX_BODY_BYTES`] with 413 before reading them.
-pub fn read_request(request: &mut tiny_http::Request) -> Result<HttpRequest, HttpResponse> {
-    let too_large = || {
-        HttpResponse::error(
-            413,
-            "PayloadTooLarge",
-            &format!("the request body exceeds the limit of {MAX_BODY_BYTES} bytes"),
-        )
-    };
-    if request
-        .body_length()
-        .is_some_and(|length| length > MAX_BODY_BYTES)
-    {
-        return Err(too_large());
-    }
-    let mut body = Vec::new();
-    let limit = MAX_BODY_BYTES as u64 + 1;
-    if let Err(error) = request.as_reader().take(limit).read_to_end(&mut body) {
-        let timed_out = matches!(
-            error.kind(),
-            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-        );
-        let response = if timed_out {
-            let description = format!(
-                "the request body did not arrive within {} s",
-                CLIENT_IDLE_TIMEOUT.as_secs()
-            );
-            HttpResponse::error(408, "RequestTimeout", &description)
-        } else {
-            HttpResponse::error(
-                400,
-                "BadRequest",
-                &format!("the request body could not be read: {error}"),
-            )
-        };
-        return Err(response);
-    }
-    if body.len() > MAX_BODY_BYTES {
-        return Err(too_large());
-    }
-    Ok(HttpRequest {
-        method: request.method().as_str().to_ascii_uppercase(),
-        url: request.url().to_string(),
-        headers: request
-            .headers()
-            .iter()
-            .map(|h| (h.field.as_str().as_str().to_string(), h.value.to_string()))
-            .collect(),
-        body,
-    })
-}
-
-/// Sends `response`; a client that has gone away is not an error worth more than a debug line.
-pub fn send(request: tiny_http::Request, response: HttpResponse) {
-    let mut reply = tiny_http::Response::from_data(response.body).with_status_code(response.status);
-    let headers = std::iter::once(("Content-Type", response.content_type.to_string()))
-        .chain(response.headers);
-    for (name, value) in headers {
-        if let Ok(header) = tiny_http::Header::from_bytes(name.as_bytes(), value.as_bytes()) {
-            reply.add_header(header);
-        }
-    }
-    if let Err(error) = request.respond(reply) {
-        log::debug!("could not send the response: {error}");
-    }
-}
-
-/// What a server does with a request; [`serve`] runs it on several threads.
-pub trait Handler: Send + Sync + 'static {
-    fn handle(&self, request: &HttpRequest) -> HttpResponse;
-
-    /// Who asked, for the request's log line.
-    fn log_context(&self, _request: &HttpRequest) -> RequestContext {
-        RequestContext::default()
-    }
-}
-
-/// Runs `workers` threads, each the same blocking loop: receive a request, answer it, log
-/// one line. A panic in a handler becomes a 500 for that request only. Returns when the
-/// server is unblocked (the threads end with it).
-pub fn serve<H: Handler>(
-    name: &'static str,
-    server: Arc<tiny_http::Server>,
-    handler: Arc<H>,
-    workers: usize,
-) {
-    let threads: Vec<_> = (0..workers)
-        .map(|_| {
-            let server = Arc::clone(&server);
-            let handler = Arc::clone(&handler);
-            std::thread::spawn(move || {
-                loop {
-                    match server.recv() {
-                        Ok(request) => answer(name, request, handler.as_ref()),
-                        Err(error) => {
-                            // Only tiny_http's accept loop ending gets here: without it no
-                            // new client is served, so stop and let the platform restart us.
-                            log::error!("{name}: the server stopped accepting connections ({error}); exiting");
-                            std::process::exit(1);
-                        }
-                    }
-                }
-            })
-        })
-        .collect();
-    for thread in threads {
-        let _ = thread.join();
-    }
-}
-
-fn answer<H: Handler>(name: &str, mut request: tiny_http::Request, handler: &H) {
-    let started = std::time::Instant::now();
-    let (response, method, url, context) = match read_request(&mut request) {
-        Ok(incoming) => {
-            let response = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                handler.handle(&incoming)
-            }))
-            .unwrap_or_else(|_| {
-                HttpResponse::error(500, "InternalError", "the request could not be handled")
-            });
-            let context = if log::log_enabled!(log::Level::Info) {
-                handler.log_context(&incoming)
-            } else {
-                RequestContext::default()
-            };
-            (response, incoming.method, incoming.url, context)
-        }
-        Err(response) => (
-            response,
-            request.method().to_string(),
-            request.url().to_string(),
-            RequestContext::default(),
-        ),
-    };
-    let elapsed = started.elapsed();
-    crate::logging::request(name, &method, &url, response.status, elapsed, &context);
-    send(request, response);
-}
-
-/// Binds a tiny_http server on `address` ("host:port").
-///
-/// tiny_http 0.12 sets no timeouts on the connections it accepts, so a client that sends
-/// nothing, or stalls in the middle of a body, would hold a thread forever. The listening
-/// socket therefore gets read and write timeouts of [`CLIENT_IDLE_TIMEOUT`], which accepted
-/// connections inherit. The same timeout also applies to `accept` itself, and tiny_http's
-/// accept loop stops at its first error; a frequent heartbeat connection keeps `accept`
-/// from ever waiting that long (see [`keep_accepting`]).
-pub fn bind(address: &str) -> Result<Arc<tiny_http::Server>, String> {
-    let socket_address: SocketAddr = address
-        .to_socket_addrs()
-        .ok()
-        .and_then(|mut addresses| addresses.next())
-        .ok_or_else(|| format!("'{address}' is not an address to listen on"))?;
-    let listener = timed_listener(socket_address)
-        .map_err(|error| format!("cannot listen on {socket_address}: {error}"))?;
-    let local_address = listener
-        .local_addr()
-        .map_err(|error| format!("cannot listen on {socket_address}: {error}"))?;
-    let server = tiny_http::Server::from_listener(listener, None)
-        .map_err(|error| format!("cannot serve on {socket_address}: {error}"))?;
-    std::thread::spawn(move || keep_accepting(local_address));
-    Ok(Arc::new(server))
-}
-
-/// How often [`keep_accepting`] knocks.
-const HEARTBEAT: Duration = Duration::from_millis(25);
-
-/// Opens and closes a loopback connection to the server every [`HEARTBEAT`], for two
-/// reasons. Its blocking `accept` returns well within [`CLIENT_IDLE_TIMEOUT`] even when no
-/// client calls. And tiny_http 0.12's connection thread pool can leave a new connection
-/// queued while every thread serves a long keep-alive connection (it counts a thread as
-/// idle until that thread wakes up, so a burst of connections can all go to one thread):
-/// each heartbeat gets a free or fresh thread going, which then takes the queued one. The
-/// cost is forty loopback connects a second: about 0.5 % of one core for an idle server.
-fn keep_accepting(address: SocketAddr) {
-    let target = match address.ip() {
-        ip if ip.is_unspecified() && ip.is_ipv4() => {
-            SocketAddr::from(([127, 0, 0, 1], address.port()))
-        }
-        ip if ip.is_unspecified() => {
-            SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, address.port()))
-        }
-        _ => address,
-    };
-    loop {
-        std::thread::sleep(HEARTBEAT);
-        let _ = std::net::TcpStream::connect_timeout(&target, Duration::from_secs(1));
-    }
-}
-
-fn timed_listener(address: SocketAddr) -> std::io::Result<std::net::TcpListener> {
-    use socket2::{Domain, Protocol, Socket, Type};
-    let socket = Socket::new(
-        Domain::for_address(address),
-        Type::STREAM,
-        Some(Protocol::TCP),
-    )?;
-    // On Unix this lets a restarted server bind while old connections linger in TIME_WAIT;
-    // on Windows the same option would let another process steal the port, so it stays off.
-    #[cfg(unix)]
-    socket.set_reuse_address(true)?;
-    socket.set_read_timeout(Some(CLIENT_IDLE_TIMEOUT))?;
-    socket.set_write_timeout(Some(CLIENT_IDLE_TIMEOUT))?;
-    socket.set_tcp_nodelay(true)?;
-    socket.bind(&address.into())?;
-    socket.listen(1024)?;
-    Ok(socket.into())
-}
-
-/// The number of threads that run a server's blocking receive loop. Requests wait on the
-/// backend and on slow clients' bodies (each for at most [`CLIENT_IDLE_TIMEOUT`]), not on
-/// the CPU, so there are several per core: a few stalled clients leave the rest served.
-/// Capped, because a platform's host may show far more cores than the app may use.
-pub fn worker_count() -> usize {
-    (std::thread::available_parallelism().map_or(2, |n| n.get()) * 12).clamp(24, 64)
 }
 
 /// The user and password of a `Basic` Authorization header; `None` for anything malformed

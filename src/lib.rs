@@ -5,7 +5,8 @@
 //! - [`catalog`]: the catalog model, loading and validation.
 //! - [`echo_service`]: the backend: instances, bindings, messages; [`journal`] keeps them on disk.
 //! - [`echo_client`] and [`echo_api`]: how the broker calls the echo service.
-//! - [`http`]: the plumbing both servers share; [`settings`]: configuration from the environment;
+//! - [`http`]: the HTTP vocabulary both servers share; [`server`]: the serving loop on oxhttp;
+//!   [`settings`]: configuration from the environment;
 //!   [`logging`]: log lines as text or JSON, with no secrets in them.
 
 pub mod broker;
@@ -17,4 +18,5 @@ pub mod echo_service;
 pub mod http;
 pub mod journal;
 pub mod logging;
+pub mod server;
 pub mod settings;

@@ -1,15 +1,18 @@
-//! Logging for both binaries, always on standard error: one human-readable line per event
-//! (the default, `LOG_FORMAT=text`) or one JSON object per line (`LOG_FORMAT=json`) for a
-//! log collector. Request lines carry their parts as JSON fields too.
+//! Logging for both binaries, always on standard output (standard error is left to oxhttp's
+//! own few connection errors): one human-readable line per event (the default,
+//! `LOG_FORMAT=text`) or one JSON object per line (`LOG_FORMAT=json`) for a log collector.
+//! Request lines carry their parts as JSON fields too, and the server's name as target.
 //!
 //! ```text
-//! 2026-04-14T09:30:00.123Z INFO  [echo_broker::http] broker: GET /v2/catalog 200 0.4ms request_identity=4f1c
-//! {"time":"2026-04-14T09:30:00.123Z","level":"INFO","target":"echo_broker::http","message":"broker: GET /v2/catalog 200 0.4ms request_identity=4f1c","server":"broker","method":"GET","path":"/v2/catalog","query":null,"status":200,"duration_ms":0.4,"request_identity":"4f1c","user":null}
+//! 2026-04-14T09:30:00.123Z INFO  [broker] GET /v2/catalog 200 0.4ms request_identity=4f1c
+//! {"time":"2026-04-14T09:30:00.123Z","level":"INFO","target":"broker","message":"GET /v2/catalog 200 0.4ms request_identity=4f1c","server":"broker","method":"GET","path":"/v2/catalog","query":null,"status":200,"duration_ms":0.4,"request_identity":"4f1c","user":null}
 //! ```
 //!
 //! Secrets stay out of every line at every level: the servers never log headers or bodies,
-//! dashboard tokens in logged URLs are masked, and the HTTP crates' own debug and trace
+//! dashboard tokens in logged URLs are masked, and the HTTP client's own debug and trace
 //! output (ureq dumps whole requests, Authorization headers included) is capped at `info`.
+//! No client can forge a line: control characters are escaped in text lines (`\n`), and
+//! JSON escapes them anyway.
 
 use log::{Level, LevelFilter, Log, Metadata, Record};
 use serde_json::Value;
@@ -39,10 +42,7 @@ impl Format {
 
 /// Crates (target prefixes) whose debug and trace output shows raw requests and responses:
 /// they never log below `info`, whatever `LOG_LEVEL` says.
-const CHATTY_CRATES: [&str; 4] = ["ureq", "tiny_http", "rustls", "socket2"];
-
-/// The target of request lines, as when `http` logged them itself.
-const REQUEST_TARGET: &str = "echo_broker::http";
+const CHATTY_CRATES: [&str; 2] = ["ureq", "rustls"];
 
 /// Query parameters whose values are secrets (the dashboard's token) and are masked.
 const SECRET_QUERY_PARAMETERS: [&str; 1] = ["token"];
@@ -51,7 +51,8 @@ const SECRET_QUERY_PARAMETERS: [&str; 1] = ["token"];
 static FORMAT: OnceLock<Format> = OnceLock::new();
 
 /// Installs the logger: `level` for this program's own lines, `format` for all of them.
-/// Text lines are simple_logger's; JSON lines are written by [`JsonLogger`]. Either way the
+/// Text lines are simple_logger's (through [`EscapingLogger`]); JSON lines are written by
+/// [`JsonLogger`]. Either way the
 /// HTTP crates never log below `info`. A second call changes nothing.
 pub fn init(level: LevelFilter, format: Format) {
     let _ = FORMAT.set(format);
@@ -63,14 +64,48 @@ pub fn init(level: LevelFilter, format: Format) {
                     .with_utc_timestamps(),
                 |logger, name| logger.with_module_level(name, level.min(LevelFilter::Info)),
             );
+            let max_level = logger.max_level();
             // Fails only if a logger is already installed, which then goes on logging.
-            let _ = logger.init();
+            if log::set_boxed_logger(Box::new(EscapingLogger(logger))).is_ok() {
+                log::set_max_level(max_level);
+            }
         }
         Format::Json => {
             if log::set_boxed_logger(Box::new(JsonLogger { level })).is_ok() {
                 log::set_max_level(level);
             }
         }
+    }
+}
+
+/// simple_logger, with control characters in messages escaped: a header value that a
+/// client sent cannot start a forged line.
+struct EscapingLogger(simple_logger::SimpleLogger);
+
+impl Log for EscapingLogger {
+    fn enabled(&self, metadata: &Metadata) -> bool {
+        self.0.enabled(metadata)
+    }
+
+    fn log(&self, record: &Record) {
+        let message = record.args().to_string();
+        if !message.chars().any(char::is_control) {
+            return self.0.log(record);
+        }
+        let escaped = escape_controls(&message);
+        self.0.log(
+            &Record::builder()
+                .args(format_args!("{escaped}"))
+                .metadata(record.metadata().clone())
+                .module_path(record.module_path())
+                .file(record.file())
+                .line(record.line())
+                .build(),
+        );
+    }
+
+    fn flush(&self) {
+        self.0.flush();
     }
 }
 
@@ -102,7 +137,7 @@ impl Log for JsonLogger {
     }
 
     fn flush(&self) {
-        let _ = std::io::stderr().flush();
+        let _ = std::io::stdout().flush();
     }
 }
 
@@ -136,12 +171,12 @@ pub fn request(
     } else {
         Level::Info
     };
-    if !log::log_enabled!(target: REQUEST_TARGET, level) {
+    if !log::log_enabled!(target: server, level) {
         return;
     }
     let url = mask_secrets(url);
     let duration_ms = (elapsed.as_secs_f64() * 10_000.0).round() / 10.0;
-    let mut message = format!("{server}: {method} {url} {status} {duration_ms:.1}ms");
+    let mut message = format!("{method} {url} {status} {duration_ms:.1}ms");
     if let Some(identity) = &context.request_identity {
         message.push_str(&format!(" request_identity={identity}"));
     }
@@ -149,7 +184,7 @@ pub fn request(
         message.push_str(&format!(" user={user}"));
     }
     if format() == Format::Text {
-        log::log!(target: REQUEST_TARGET, level, "{message}");
+        log::log!(target: server, level, "{message}");
         return;
     }
     let (path, query) = match url.split_once('?') {
@@ -167,7 +202,7 @@ pub fn request(
         ("request_identity", optional(&context.request_identity)),
         ("user", optional(&context.user)),
     ];
-    write_line(&json_line(level, REQUEST_TARGET, &message, fields));
+    write_line(&json_line(level, server, &message, fields));
 }
 
 /// Reports why start-up stopped, as one line in the chosen format (`error: ...` as text).
@@ -195,10 +230,10 @@ fn json_line(level: Level, target: &str, message: &str, fields: Vec<(&str, Value
     format!("{{{}}}", members.join(","))
 }
 
-/// Writes a line to standard error in one call; a closed stderr is not worth a panic.
+/// Writes a line to standard output in one call; a closed stdout is not worth a panic.
 fn write_line(line: &str) {
-    let mut stderr = std::io::stderr().lock();
-    let _ = stderr.write_all(format!("{line}\n").as_bytes());
+    let mut stdout = std::io::stdout().lock();
+    let _ = stdout.write_all(format!("{line}\n").as_bytes());
 }
 
 fn escape_controls(text: &str) -> String {
@@ -327,7 +362,7 @@ mod tests {
         };
         assert!(at(Level::Trace, "echo_broker::broker"));
         assert!(!at(Level::Trace, "ureq_proto::util"));
-        assert!(!at(Level::Debug, "tiny_http"));
+        assert!(!at(Level::Debug, "rustls::client"));
         assert!(at(Level::Info, "ureq"));
     }
 }

@@ -5,6 +5,7 @@ use echo_broker::broker::{Broker, BrokerConfig};
 use echo_broker::catalog::Catalog;
 use echo_broker::echo_service::{EchoConfig, EchoService};
 use echo_broker::http;
+use echo_broker::server;
 use echo_broker::settings::{self, Command};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -35,9 +36,12 @@ Configuration comes from environment variables (a blank value counts as unset):
   CATALOG_PATH      a catalog TOML file to use instead of the embedded one         [unset]
   LOG_LEVEL         error, warn, info, debug, trace                     [info]
   LOG_FORMAT        text (a readable line per event) or json (an object per line) [text]
+  MAX_CONNECTIONS   connections each server serves at once; more wait to be accepted [256]
 
-Logs go to standard error. Secrets (passwords, Authorization headers, binding
-credentials, dashboard tokens) are never logged, at any level.
+Logs go to standard output (the HTTP server's own connection errors, if any, to
+standard error). Secrets (passwords, Authorization headers, binding credentials,
+dashboard tokens) are never logged, at any level. SIGTERM or Ctrl-C: finish the
+requests in progress, then exit 0.
 
 Exit codes: 0 success; 1 invalid catalog (--check-catalog only); 2 bad configuration
 (an unknown argument, a bad variable, an unreadable or invalid catalog, a busy port),
@@ -93,24 +97,24 @@ fn run() {
         .unwrap_or_else(|problem| settings::exit_with(&problem));
     let host = settings::listen_host(configured.is_some(), "BROKER_USERNAME and BROKER_PASSWORD")
         .unwrap_or_else(|problem| settings::exit_with(&problem));
+    let max_connections =
+        settings::max_connections().unwrap_or_else(|problem| settings::exit_with(&problem));
     let backend = backend().unwrap_or_else(|problem| settings::exit_with(&problem));
     let echo_credentials =
         echo_credentials(&backend).unwrap_or_else(|problem| settings::exit_with(&problem));
     let catalog = load_catalog();
-    let service_base = start_backend(&backend, &host, echo_credentials.clone());
+    let service_base = start_backend(&backend, &host, echo_credentials.clone(), max_connections);
     let broker = Broker::new(BrokerConfig {
         catalog,
         credentials: broker_credentials(configured, &host),
         service_base,
         echo_credentials,
     });
-    let server = http::bind(&format!("{}:{port}", settings::url_host(&host)))
+    let address = format!("{}:{port}", settings::url_host(&host));
+    server::serve("broker", &address, Arc::new(broker), max_connections)
         .unwrap_or_else(|problem| settings::exit_with(&format!("PORT: {problem}")));
-    log::info!(
-        "broker: listening on http://{}:{port}",
-        settings::url_host(&host)
-    );
-    http::serve("broker", server, Arc::new(broker), http::worker_count());
+    log::info!("broker: listening on http://{address} (at most {max_connections} connections)");
+    server::run_until_stopped();
 }
 
 /// The catalog from `CATALOG_PATH` or the embedded one, validated; its warnings logged.
@@ -153,14 +157,19 @@ fn broker_credentials(configured: Option<(String, String)>, host: &str) -> (Stri
 }
 
 /// Starts the embedded echo service if there is one; returns the echo service's base URL.
-fn start_backend(backend: &Backend, host: &str, credentials: Option<(String, String)>) -> String {
+fn start_backend(
+    backend: &Backend,
+    host: &str,
+    credentials: Option<(String, String)>,
+    max_connections: usize,
+) -> String {
     match backend {
         Backend::Remote { service_base } => {
             log::info!("backend: echo service at {service_base}");
             service_base.clone()
         }
         Backend::Embedded { port, data_dir } => {
-            start_embedded_echo_service(host, *port, data_dir, credentials);
+            start_embedded_echo_service(host, *port, data_dir, credentials, max_connections);
             log::info!(
                 "backend: embedded echo service on port {port}, state in {}",
                 data_dir.display()
@@ -208,6 +217,7 @@ fn start_embedded_echo_service(
     port: u16,
     data_dir: &std::path::Path,
     credentials: Option<(String, String)>,
+    max_connections: usize,
 ) {
     let echo = EchoService::new(EchoConfig {
         management_credentials: credentials,
@@ -215,8 +225,7 @@ fn start_embedded_echo_service(
     })
     .unwrap_or_else(|problem| settings::exit_with(&format!("DATA_DIR: {problem}")));
     log::info!("echo service: {} instances loaded", echo.instance_count());
-    let server = http::bind(&format!("{}:{port}", settings::url_host(host)))
+    let address = format!("{}:{port}", settings::url_host(host));
+    server::serve("echo", &address, Arc::new(echo), max_connections)
         .unwrap_or_else(|problem| settings::exit_with(&format!("ECHO_PORT: {problem}")));
-    let echo = Arc::new(echo);
-    std::thread::spawn(move || http::serve("echo", server, echo, http::worker_count()));
 }

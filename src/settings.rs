@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 /// Every environment variable either binary reads (for `--help` and for tools that start
 /// them with a clean environment).
-pub const ENVIRONMENT_VARIABLES: [&str; 12] = [
+pub const ENVIRONMENT_VARIABLES: [&str; 13] = [
     "PORT",
     "HOST",
     "BROKER_USERNAME",
@@ -19,6 +19,7 @@ pub const ENVIRONMENT_VARIABLES: [&str; 12] = [
     "CATALOG_PATH",
     "LOG_LEVEL",
     "LOG_FORMAT",
+    "MAX_CONNECTIONS",
 ];
 
 /// Exit code for a bad configuration (a variable, a catalog, a flag).
@@ -67,6 +68,39 @@ pub fn port(name: &str, default: u16) -> Result<u16, String> {
             .trim()
             .parse::<u16>()
             .map_err(|_| format!("{name}: '{value}' is not a port number (0-65535)")),
+    }
+}
+
+/// `MAX_CONNECTIONS`: how many connections each server serves at once, 1 to 10,000.
+pub fn max_connections() -> Result<usize, String> {
+    let Some(value) = var("MAX_CONNECTIONS") else {
+        return Ok(crate::server::DEFAULT_MAX_CONNECTIONS);
+    };
+    let connections = value
+        .trim()
+        .parse::<usize>()
+        .ok()
+        .filter(|connections| (1..=10_000).contains(connections))
+        .ok_or_else(|| format!("MAX_CONNECTIONS: '{value}' is not a number from 1 to 10000"))?;
+    warn_if_descriptors_run_short(connections);
+    Ok(connections)
+}
+
+/// Each connection is a file descriptor, and the broker also holds one per call to the echo
+/// service: a cap the process's descriptor limit cannot hold would make accepting fail.
+/// Linux says the limit in /proc; elsewhere there is nothing cheap to read.
+fn warn_if_descriptors_run_short(connections: usize) {
+    let Ok(limits) = std::fs::read_to_string("/proc/self/limits") else {
+        return;
+    };
+    let soft_limit = limits
+        .lines()
+        .find(|line| line.starts_with("Max open files"))
+        .and_then(|line| line.split_whitespace().nth(3))
+        .and_then(|limit| limit.parse::<usize>().ok());
+    let needed = 2 * connections + 64;
+    if let Some(limit) = soft_limit.filter(|limit| *limit < needed) {
+        log::warn!("MAX_CONNECTIONS={connections} needs about {needed} file descriptors, but the limit is {limit} (ulimit -n)");
     }
 }
 

@@ -284,7 +284,7 @@ fn text_logs_have_one_readable_line_per_request() {
         .find(|line| line.contains("GET /v2/catalog"))
         .unwrap_or_else(|| panic!("no request line in:\n{log}"));
     assert!(
-        line.contains(" INFO  [echo_broker::http] broker: GET /v2/catalog 200 "),
+        line.contains(" INFO  [broker] GET /v2/catalog 200 "),
         "{line}"
     );
     assert!(

@@ -9,6 +9,7 @@ use echo_broker::broker::{Broker, BrokerConfig};
 use echo_broker::catalog::Catalog;
 use echo_broker::echo_service::{EchoConfig, EchoService};
 use echo_broker::http::{self, HttpRequest, HttpResponse};
+use echo_broker::server;
 use proptest::prelude::*;
 use std::sync::{Arc, OnceLock};
 
@@ -31,14 +32,12 @@ fn echo_service() -> Arc<EchoService> {
 fn broker() -> &'static Broker {
     static BROKER: OnceLock<Broker> = OnceLock::new();
     BROKER.get_or_init(|| {
-        let server = http::bind("127.0.0.1:0").expect("a loopback port is free");
-        let port = server
-            .server_addr()
-            .to_ip()
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
             .map(|address| address.port())
-            .expect("an IP listener");
-        let echo = echo_service();
-        std::thread::spawn(move || http::serve("echo", server, echo, 4));
+            .expect("a loopback port is free");
+        server::serve("echo", &format!("127.0.0.1:{port}"), echo_service(), 4)
+            .expect("the echo service listens");
         let catalog = Catalog::load(None)
             .expect("the embedded catalog loads")
             .catalog;

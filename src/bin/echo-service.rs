@@ -1,7 +1,7 @@
 //! The echo service on its own, for a separate deployment (`cf push` of a second app).
 
 use echo_broker::echo_service::{EchoConfig, EchoService};
-use echo_broker::http;
+use echo_broker::server;
 use echo_broker::settings::{self, Command};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -22,9 +22,12 @@ Configuration comes from environment variables (a blank value counts as unset):
   DATA_DIR        where the journal of instances, bindings and messages lives [./echo-data]
   LOG_LEVEL       error, warn, info, debug, trace                       [info]
   LOG_FORMAT      text (a readable line per event) or json (an object per line) [text]
+  MAX_CONNECTIONS connections served at once; more wait to be accepted    [256]
 
-Logs go to standard error. Secrets (passwords, Authorization headers, binding
-credentials, dashboard tokens) are never logged, at any level.
+Logs go to standard output (the HTTP server's own connection errors, if any, to
+standard error). Secrets (passwords, Authorization headers, binding credentials,
+dashboard tokens) are never logged, at any level. SIGTERM or Ctrl-C: finish the
+requests in progress, then exit 0.
 
 Exit codes: 0 success; 2 bad configuration (an unknown argument, a bad variable, a busy
 port) or unreadable state in DATA_DIR, reported in one line that names the variable.
@@ -51,6 +54,8 @@ fn run() {
     if credentials.is_none() {
         log::warn!("auth: ECHO_USERNAME and ECHO_PASSWORD are not set: the management API is open, on {host} only");
     }
+    let max_connections =
+        settings::max_connections().unwrap_or_else(|problem| settings::exit_with(&problem));
     let data_dir =
         settings::var("DATA_DIR").map_or_else(|| PathBuf::from("echo-data"), PathBuf::from);
     let echo = EchoService::new(EchoConfig {
@@ -63,8 +68,11 @@ fn run() {
         echo.instance_count(),
         data_dir.display()
     );
-    let server = http::bind(&format!("{}:{port}", settings::url_host(&host)))
+    let address = format!("{}:{port}", settings::url_host(&host));
+    server::serve("echo", &address, Arc::new(echo), max_connections)
         .unwrap_or_else(|problem| settings::exit_with(&format!("PORT: {problem}")));
-    log::info!("echo service: listening on http://{host}:{port}");
-    http::serve("echo", server, Arc::new(echo), http::worker_count());
+    log::info!(
+        "echo service: listening on http://{address} (at most {max_connections} connections)"
+    );
+    server::run_until_stopped();
 }
