@@ -308,6 +308,17 @@ fn json_logs_are_one_object_per_line_with_request_fields() {
     );
     let missing = call_with("GET", &system.url("/v2/nowhere?x=1"), &headers, None);
     assert_eq!(missing.status, 404);
+    // Hostile clients make oxhttp write to stderr: none of that reaches the log stream.
+    for hostile in [
+        "GET /v2/catalog HTTP/1.1\r\nHost: x\r\nX-Broker-API-Request-Identity: a\tb\r\n\r\n",
+        "GET / HTTP/1.1\r\nbroken header\r\n\r\n",
+        "PUT /v2/catalog HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\n",
+    ] {
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", system.broker.port))
+            .expect("the broker accepts");
+        let _ = std::io::Write::write_all(&mut stream, hostile.as_bytes());
+    }
+    std::thread::sleep(std::time::Duration::from_millis(300));
 
     let log = system.broker.log();
     let lines: Vec<Value> = log

@@ -134,10 +134,12 @@ impl Drop for Process {
     }
 }
 
-/// Spawns `binary` with `args` and `env`, its stdout and stderr into `log_path`.
+/// Spawns `binary` with `args` and `env`, its stdout (the log) into `log_path` and its
+/// stderr (oxhttp's own connection errors) beside it, with `.stderr` added to the name.
 pub fn spawn(binary: &str, args: &[&str], env: &[(&str, &str)], log_path: &Path) -> Child {
     let log = std::fs::File::create(log_path).expect("log file is created");
-    let log_err = log.try_clone().expect("log file handle is cloned");
+    let log_err =
+        std::fs::File::create(log_path.with_extension("stderr")).expect("stderr file is created");
     let mut command = Command::new(binary);
     command
         .args(args)
