@@ -8,7 +8,7 @@ use common::*;
 use base64::Engine;
 use serde_json::Value;
 
-const BROKER_VARIABLES: [&str; 12] = [
+const BROKER_VARIABLES: [&str; 13] = [
     "PORT",
     "HOST",
     "BROKER_USERNAME",
@@ -21,9 +21,10 @@ const BROKER_VARIABLES: [&str; 12] = [
     "CATALOG_PATH",
     "LOG_LEVEL",
     "LOG_FORMAT",
+    "MAX_CONNECTIONS",
 ];
 
-const ECHO_SERVICE_VARIABLES: [&str; 7] = [
+const ECHO_SERVICE_VARIABLES: [&str; 8] = [
     "PORT",
     "HOST",
     "ECHO_USERNAME",
@@ -31,6 +32,7 @@ const ECHO_SERVICE_VARIABLES: [&str; 7] = [
     "DATA_DIR",
     "LOG_LEVEL",
     "LOG_FORMAT",
+    "MAX_CONNECTIONS",
 ];
 
 fn base64(text: &str) -> String {
@@ -131,6 +133,18 @@ fn a_port_that_is_not_a_number_is_refused() {
     assert_refused(BROKER, &[("PORT", "abc")], "PORT");
     assert_refused(ECHO_SERVICE, &[("PORT", "abc")], "PORT");
     assert_refused(BROKER, &[("ECHO_PORT", "70000")], "ECHO_PORT");
+}
+
+#[test]
+fn a_connection_cap_out_of_range_is_refused() {
+    for value in ["0", "10001", "many"] {
+        assert_refused(BROKER, &[("MAX_CONNECTIONS", value)], "MAX_CONNECTIONS");
+        assert_refused(
+            ECHO_SERVICE,
+            &[("MAX_CONNECTIONS", value)],
+            "MAX_CONNECTIONS",
+        );
+    }
 }
 
 #[test]

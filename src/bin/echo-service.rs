@@ -47,6 +47,8 @@ fn main() {
 fn run() {
     settings::init_logging().unwrap_or_else(|problem| settings::exit_with(&problem));
     let port = settings::port("PORT", 8090).unwrap_or_else(|problem| settings::exit_with(&problem));
+    let max_connections =
+        settings::max_connections().unwrap_or_else(|problem| settings::exit_with(&problem));
     let credentials = settings::credentials("ECHO_USERNAME", "ECHO_PASSWORD")
         .unwrap_or_else(|problem| settings::exit_with(&problem));
     let host = settings::listen_host(credentials.is_some(), "ECHO_USERNAME and ECHO_PASSWORD")
@@ -54,8 +56,6 @@ fn run() {
     if credentials.is_none() {
         log::warn!("auth: ECHO_USERNAME and ECHO_PASSWORD are not set: the management API is open, on {host} only");
     }
-    let max_connections =
-        settings::max_connections().unwrap_or_else(|problem| settings::exit_with(&problem));
     let data_dir =
         settings::var("DATA_DIR").map_or_else(|| PathBuf::from("echo-data"), PathBuf::from);
     let echo = EchoService::new(EchoConfig {
