@@ -12,16 +12,19 @@
 //! the HTTP calls to it.
 
 use crate::catalog::{Catalog, Plan, Service};
+use crate::conversation::{self, Conversation, Exchange};
 use crate::echo_api::{
     non_empty, BindingAttributes, BindingView, InstanceAttributes, InstanceUpdate, InstanceView,
 };
 use crate::echo_client::{Bound, EchoClient, EchoError, Provisioned, Removed};
 use crate::http::{self, HttpRequest, HttpResponse};
 use crate::logging::RequestContext;
-use crate::server::Handler;
+use crate::metrics::{self, RequestMetrics};
+use crate::server::{Answered, Handler};
 use base64::Engine;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 // ---------------------------------------------------------------------------------------
 // The API version this broker speaks
@@ -57,12 +60,16 @@ pub struct Broker {
     catalog_json: Vec<u8>,
     credentials: (String, String),
     echo: EchoClient,
+    /// What this process saw, for the conversation page and `/metrics` (end of this file).
+    seen: Seen,
 }
 
 impl Broker {
     pub fn new(config: BrokerConfig) -> Broker {
+        let catalog_json = config.catalog.to_json();
         Broker {
-            catalog_json: config.catalog.to_json(),
+            seen: Seen::new(&catalog_json),
+            catalog_json,
             catalog: config.catalog,
             credentials: config.credentials,
             echo: EchoClient::new(&config.service_base, config.echo_credentials),
@@ -242,12 +249,16 @@ impl Broker {
         respond(request, answer)
     }
 
-    /// The checks of the section above, in order. The platform's health check needs none.
+    /// The checks of the section above, in order. The platform's health check needs none;
+    /// the pages for people (the conversation, `/metrics`) need only the credentials.
     fn checks(&self, request: &HttpRequest) -> Result<(), BrokerError> {
         if is_health_check(request) {
             return Ok(());
         }
         self.check_credentials(request)?;
+        if !is_osb_call(request) {
+            return Ok(());
+        }
         check_api_version(request)?;
         originating_user(request)?;
         Ok(())
@@ -290,6 +301,9 @@ impl Broker {
                 "GET",
                 ["v2", "service_instances", instance_id, "service_bindings", binding_id, "last_operation"],
             ) => self.binding_last_operation(instance_id, binding_id),
+            // Beyond the OSB API: for people and for monitoring (the end of this file).
+            ("GET", []) => Ok(self.conversation_page(request)),
+            ("GET", ["metrics"]) => Ok(self.metrics()),
             (method, path) => match allowed_methods(path) {
                 Some(allow) => Err(BrokerError::MethodNotAllowed(
                     format!("{method} is not part of the API at {}", request.path()),
@@ -307,7 +321,7 @@ impl Broker {
 /// The methods a known path answers (a 405's `Allow` header); `None` for unknown paths.
 fn allowed_methods(segments: &[&str]) -> Option<&'static str> {
     match segments {
-        ["health"] | ["v2", "catalog"] => Some("GET"),
+        ["health"] | ["v2", "catalog"] | [] | ["metrics"] => Some("GET"),
         ["v2", "service_instances", _] => Some("GET, PUT, PATCH, DELETE"),
         ["v2", "service_instances", _, "service_bindings", _] => Some("GET, PUT, DELETE"),
         ["v2", "service_instances", _, "last_operation"]
@@ -318,6 +332,10 @@ fn allowed_methods(segments: &[&str]) -> Option<&'static str> {
 
 fn is_health_check(request: &HttpRequest) -> bool {
     request.method == "GET" && request.path() == "/health"
+}
+
+fn is_osb_call(request: &HttpRequest) -> bool {
+    request.path() == "/v2" || request.path().starts_with("/v2/")
 }
 
 /// The answer as HTTP, with the request identity echoed.
@@ -873,6 +891,179 @@ fn parse_body<T: serde::de::DeserializeOwned>(
     })
 }
 
+// ---------------------------------------------------------------------------------------
+// Beyond the OSB API: the conversation page and metrics
+// ---------------------------------------------------------------------------------------
+
+/// What this broker process saw: the recent conversation, request counts and latencies,
+/// and the echo service's failures by kind (502 a bad answer, 503 unreachable, 504 too slow).
+struct Seen {
+    conversation: Conversation,
+    requests: RequestMetrics,
+    backend_failures: [AtomicU64; 3],
+    /// The catalog as the page shows it, made once: the catalog is the most frequent call.
+    catalog_shown: String,
+}
+
+const BACKEND_FAILURE_KINDS: [(u16, &str); 3] =
+    [(502, "bad_answer"), (503, "unavailable"), (504, "timeout")];
+
+impl Seen {
+    fn new(catalog_json: &[u8]) -> Seen {
+        Seen {
+            conversation: Conversation::default(),
+            requests: RequestMetrics::default(),
+            backend_failures: Default::default(),
+            catalog_shown: conversation::redacted_body(catalog_json),
+        }
+    }
+}
+
+/// Which handler of this file answers a request, and the section of the spec it
+/// implements: for the conversation page and the `route` label of `/metrics`.
+fn handler_of(method: &str, segments: &[&str]) -> (&'static str, &'static str) {
+    match (method, segments) {
+        ("GET", ["v2", "catalog"]) => ("catalog", "catalog-management"),
+        ("PUT", ["v2", "service_instances", _]) => ("provision", "provisioning"),
+        ("GET", ["v2", "service_instances", _]) => {
+            ("fetch_instance", "fetching-a-service-instance")
+        }
+        ("PATCH", ["v2", "service_instances", _]) => ("update", "updating-a-service-instance"),
+        ("DELETE", ["v2", "service_instances", _]) => ("deprovision", "deprovisioning"),
+        ("PUT", ["v2", "service_instances", _, "service_bindings", _]) => ("bind", "binding"),
+        ("GET", ["v2", "service_instances", _, "service_bindings", _]) => {
+            ("fetch_binding", "fetching-a-service-binding")
+        }
+        ("DELETE", ["v2", "service_instances", _, "service_bindings", _]) => {
+            ("unbind", "unbinding")
+        }
+        ("GET", ["v2", "service_instances", _, "last_operation"]) => (
+            "instance_last_operation",
+            "polling-last-operation-for-service-instances",
+        ),
+        ("GET", ["v2", "service_instances", _, "service_bindings", _, "last_operation"]) => (
+            "binding_last_operation",
+            "polling-last-operation-for-service-bindings",
+        ),
+        ("GET", ["health"]) => ("health", ""),
+        ("GET", []) => ("conversation_page", ""),
+        ("GET", ["metrics"]) => ("metrics", ""),
+        _ => ("router", "service-broker-errors"),
+    }
+}
+
+/// The address of a section of the spec, for the page's links.
+fn spec_link(anchor: &str) -> String {
+    const SPEC_URL: &str =
+        "https://github.com/openservicebrokerapi/servicebroker/blob/v2.17/spec.md";
+    if anchor.is_empty() {
+        String::new()
+    } else {
+        format!("{SPEC_URL}#{anchor}")
+    }
+}
+
+impl Broker {
+    /// `GET /` (`?instance=ID` to filter, `?format=json` for tools): the conversation page.
+    fn conversation_page(&self, request: &HttpRequest) -> HttpResponse {
+        let instance_id = request.query("instance");
+        let exchanges = self.seen.conversation.recent(instance_id.as_deref());
+        if request.query("format").as_deref() == Some("json") {
+            return HttpResponse::json(200, &conversation::render_json(&exchanges));
+        }
+        let now = std::time::SystemTime::now();
+        HttpResponse::page(conversation::render_html(
+            &exchanges,
+            instance_id.as_deref(),
+            now,
+        ))
+    }
+
+    /// `GET /metrics`: the Prometheus text format.
+    fn metrics(&self) -> HttpResponse {
+        let mut out = String::new();
+        self.seen.requests.render("echo_broker", &mut out);
+        let name = "echo_broker_backend_failures_total";
+        metrics::header(
+            &mut out,
+            name,
+            "counter",
+            "Failed calls to the echo service, by kind.",
+        );
+        for ((_, kind), count) in BACKEND_FAILURE_KINDS
+            .iter()
+            .zip(&self.seen.backend_failures)
+        {
+            let count = count.load(Ordering::Relaxed);
+            out.push_str(&format!("{name}{{kind=\"{kind}\"}} {count}\n"));
+        }
+        HttpResponse {
+            status: 200,
+            content_type: metrics::CONTENT_TYPE,
+            headers: Vec::new(),
+            body: out.into_bytes(),
+        }
+    }
+
+    /// Counts an answer, and keeps it for the page when it was an OSB call (with `LOG_LEVEL=debug`
+    /// its bodies are logged too, redacted the same way).
+    fn remember(&self, answered: &Answered) {
+        let (request, response) = (answered.request, answered.response);
+        let segments = request.path_segments().unwrap_or_default();
+        let segments: Vec<&str> = segments.iter().map(String::as_str).collect();
+        let (handler, spec_section) = if answered.admitted {
+            handler_of(&request.method, &segments)
+        } else {
+            ("checks", "headers")
+        };
+        self.seen
+            .requests
+            .record(handler, response.status, answered.elapsed);
+        if let Some(at) = BACKEND_FAILURE_KINDS
+            .iter()
+            .position(|(status, _)| *status == response.status)
+        {
+            self.seen.backend_failures[at].fetch_add(1, Ordering::Relaxed);
+        }
+        let debugging = log::log_enabled!(log::Level::Debug);
+        if segments.first() != Some(&"v2") && !debugging {
+            return;
+        }
+        let request_body = conversation::redacted_body(&request.body);
+        let response_body = if handler == "catalog" && response.status == 200 {
+            self.seen.catalog_shown.clone()
+        } else {
+            conversation::redacted_body(&response.body)
+        };
+        if debugging {
+            log::debug!(
+                "{} {}: request body {request_body} / response body {response_body}",
+                request.method,
+                conversation::redact_text(&request.url)
+            );
+        }
+        let instance_id = match segments.as_slice() {
+            ["v2", "service_instances", instance_id, ..] => Some(instance_id.to_string()),
+            _ => None,
+        };
+        self.seen.conversation.record(Exchange {
+            time: crate::logging::rfc3339(answered.at),
+            method: request.method.clone(),
+            url: conversation::redact_text(&request.url),
+            status: response.status,
+            duration_ms: (answered.elapsed.as_secs_f64() * 10_000.0).round() / 10.0,
+            api_version: request.header(VERSION_HEADER).map(str::to_string),
+            request_identity: request.header(REQUEST_IDENTITY_HEADER).map(str::to_string),
+            user: originating_user(request).ok().flatten(),
+            handler,
+            spec_section: spec_link(spec_section),
+            instance_id,
+            request_body,
+            response_body,
+        });
+    }
+}
+
 /// How `server.rs` serves the broker: the checks on the headers alone, so that no body is
 /// read for a client without credentials; then the route.
 impl Handler for Broker {
@@ -883,6 +1074,10 @@ impl Handler for Broker {
 
     fn handle(&self, request: &HttpRequest) -> HttpResponse {
         respond(request, self.route(request))
+    }
+
+    fn observe(&self, answered: &Answered) {
+        self.remember(answered);
     }
 
     /// The platform's request identity and the originating user, for the log line.

@@ -544,14 +544,7 @@ impl EchoService {
                     instance.dashboard_token.as_bytes(),
                 ) =>
             {
-                // The page needs nothing from elsewhere, and its URL holds the token.
-                HttpResponse::html(200, crate::dashboard::render(instance_id, instance))
-                    .with_header(
-                        "Content-Security-Policy",
-                        "default-src 'none'; style-src 'unsafe-inline'".into(),
-                    )
-                    .with_header("X-Content-Type-Options", "nosniff".into())
-                    .with_header("Referrer-Policy", "no-referrer".into())
+                HttpResponse::page(crate::dashboard::render(instance_id, instance))
             }
             _ => not_found(&format!(
                 "no dashboard for instance '{instance_id}' with this token"

@@ -110,6 +110,18 @@ impl HttpResponse {
         }
     }
 
+    /// A page for people: HTML that needs nothing from elsewhere (a strict Content-Security-
+    /// Policy, no scripts) and does not leak its URL, which may carry a token, to other sites.
+    pub fn page(body: String) -> HttpResponse {
+        HttpResponse::html(200, body)
+            .with_header(
+                "Content-Security-Policy",
+                "default-src 'none'; style-src 'unsafe-inline'".into(),
+            )
+            .with_header("X-Content-Type-Options", "nosniff".into())
+            .with_header("Referrer-Policy", "no-referrer".into())
+    }
+
     pub fn with_header(mut self, name: &'static str, value: String) -> HttpResponse {
         self.headers.push((name, value));
         self

@@ -11,6 +11,7 @@
 
 pub mod broker;
 pub mod catalog;
+pub mod conversation;
 pub mod dashboard;
 pub mod echo_api;
 pub mod echo_client;
@@ -18,5 +19,6 @@ pub mod echo_service;
 pub mod http;
 pub mod journal;
 pub mod logging;
+pub mod metrics;
 pub mod server;
 pub mod settings;

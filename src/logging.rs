@@ -267,7 +267,7 @@ fn mask_secrets(url: &str) -> String {
 }
 
 /// `time` as RFC 3339 in UTC with milliseconds: `2026-04-14T09:30:00.123Z`.
-fn rfc3339(time: SystemTime) -> String {
+pub fn rfc3339(time: SystemTime) -> String {
     let since_epoch = time.duration_since(UNIX_EPOCH).unwrap_or_default();
     let seconds = since_epoch.as_secs();
     let (year, month, day) = civil_from_days(seconds / 86_400);

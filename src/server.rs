@@ -25,7 +25,7 @@ use std::io::Read;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 /// What a server does with a request.
 pub trait Handler: Send + Sync + 'static {
@@ -42,6 +42,22 @@ pub trait Handler: Send + Sync + 'static {
     fn log_context(&self, _request: &HttpRequest) -> RequestContext {
         RequestContext::default()
     }
+
+    /// Sees every answer this handler gave (refusals by [`Handler::admit`] included), for
+    /// pages and metrics of what the server saw. The default does nothing.
+    fn observe(&self, _answered: &Answered) {}
+}
+
+/// A request and the answer it got, as [`Handler::observe`] sees them.
+pub struct Answered<'a> {
+    /// The request, with its body when it was admitted.
+    pub request: &'a HttpRequest,
+    pub response: &'a HttpResponse,
+    /// Whether [`Handler::admit`] let it through (else the response is its refusal).
+    pub admitted: bool,
+    /// When its head had arrived, and how long the answer took from there.
+    pub at: SystemTime,
+    pub elapsed: Duration,
 }
 
 /// The default cap on connections served at once, per server. Each connection is a thread;
@@ -91,6 +107,7 @@ fn answer<H: Handler>(
     request: &mut Request<Body>,
 ) -> Response<Body> {
     let started = Instant::now();
+    let arrived = SystemTime::now();
     let mut incoming = head_of(request);
     // HEAD is GET without the body, wherever GET is answered.
     let head_only = incoming.method == "HEAD";
@@ -99,44 +116,55 @@ fn answer<H: Handler>(
     }
     let outcome = match gate.enter() {
         Some(_in_flight) => checked_answer(handler, &mut incoming, request.body_mut(), started),
-        None => Outcome::closing(HttpResponse::error(
-            503,
-            "Unavailable",
-            "the server is stopping; try again shortly",
-        )),
+        None => Outcome::closing(
+            HttpResponse::error(
+                503,
+                "Unavailable",
+                "the server is stopping; try again shortly",
+            ),
+            None,
+        ),
     };
     let context = if log::log_enabled!(log::Level::Info) {
         handler.log_context(&incoming)
     } else {
         RequestContext::default()
     };
+    let elapsed = started.elapsed();
+    if let Some(admitted) = outcome.from_handler {
+        let answered = Answered {
+            request: &incoming,
+            response: &outcome.response,
+            admitted,
+            at: arrived,
+            elapsed,
+        };
+        // Like the handler's, a panic here costs nothing but the observation.
+        let _ = guarded(|| handler.observe(&answered));
+    }
     let method = if head_only { "HEAD" } else { &incoming.method };
     let status = outcome.response.status;
-    crate::logging::request(
-        name,
-        method,
-        &incoming.url,
-        status,
-        started.elapsed(),
-        &context,
-    );
+    crate::logging::request(name, method, &incoming.url, status, elapsed, &context);
     if outcome.close_connection {
         close_after_answer(request);
     }
     to_oxhttp(outcome.response, head_only)
 }
 
-/// An answer, and whether the connection must close after it (its body was not read).
+/// An answer, whether the connection must close after it (its body was not read), and
+/// whether the handler gave it: `Some(admitted)`, or `None` for the server's own answers.
 struct Outcome {
     response: HttpResponse,
     close_connection: bool,
+    from_handler: Option<bool>,
 }
 
 impl Outcome {
-    fn closing(response: HttpResponse) -> Outcome {
+    fn closing(response: HttpResponse, from_handler: Option<bool>) -> Outcome {
         Outcome {
             response,
             close_connection: true,
+            from_handler,
         }
     }
 }
@@ -148,15 +176,16 @@ fn checked_answer<H: Handler>(
     started: Instant,
 ) -> Outcome {
     if let Err(refusal) = guarded(|| handler.admit(incoming)).and_then(|admitted| admitted) {
-        return Outcome::closing(refusal);
+        return Outcome::closing(refusal, Some(false));
     }
     match read_body(body, started + CLIENT_IDLE_TIMEOUT) {
         Ok(bytes) => incoming.body = bytes,
-        Err(refusal) => return Outcome::closing(refusal),
+        Err(refusal) => return Outcome::closing(refusal, Some(true)),
     }
     Outcome {
         response: guarded(|| handler.handle(incoming)).unwrap_or_else(|refusal| refusal),
         close_connection: false,
+        from_handler: Some(true),
     }
 }
 

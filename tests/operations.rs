@@ -514,61 +514,6 @@ fn secrets_never_appear_in_logs_even_at_trace_level() {
 // The dashboard page
 // ---------------------------------------------------------------------------------------
 
-/// Elements that have no end tag in HTML.
-const VOID_ELEMENTS: [&str; 13] = [
-    "area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track",
-    "wbr",
-];
-
-/// Checks that every opened non-void element is closed, in order; returns the problem.
-fn tag_balance_problem(html: &str) -> Option<String> {
-    let mut open: Vec<String> = Vec::new();
-    let mut rest = html;
-    while let Some(start) = rest.find('<') {
-        rest = &rest[start + 1..];
-        if let Some(comment) = rest.strip_prefix("!--") {
-            rest = &comment[comment.find("-->")? + 3..];
-            continue;
-        }
-        let end = rest.find('>')?;
-        let tag = &rest[..end];
-        rest = &rest[end + 1..];
-        if tag.starts_with('!') {
-            continue; // <!DOCTYPE html>
-        }
-        if tag.contains('<') {
-            return Some(format!("'<' inside the tag <{tag}>"));
-        }
-        if let Some(name) = tag.strip_prefix('/') {
-            let name = name.trim().to_ascii_lowercase();
-            match open.pop() {
-                Some(opened) if opened == name => {}
-                other => return Some(format!("</{name}> closes {other:?}")),
-            }
-            continue;
-        }
-        let name = tag
-            .split(|c: char| c.is_whitespace() || c == '/')
-            .next()
-            .unwrap_or("")
-            .to_ascii_lowercase();
-        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric()) {
-            return Some(format!("a bad tag <{tag}>"));
-        }
-        if VOID_ELEMENTS.contains(&name.as_str()) || tag.ends_with('/') {
-            continue;
-        }
-        if name == "style" || name == "script" {
-            // Raw text: everything up to the end tag belongs to the element.
-            let close = format!("</{name}>");
-            rest = &rest[rest.find(&close)? + close.len()..];
-            continue;
-        }
-        open.push(name);
-    }
-    (!open.is_empty()).then(|| format!("never closed: {open:?}"))
-}
-
 #[test]
 fn tag_balance_checker_finds_unclosed_and_misnested_tags() {
     assert_eq!(tag_balance_problem("<p><b>x</b><br></p>"), None);

@@ -153,7 +153,8 @@ pub fn spawn(binary: &str, args: &[&str], env: &[(&str, &str)], log_path: &Path)
     command.spawn().expect("the binary starts")
 }
 
-/// Runs `binary` with `args` and `env` to completion (bounded), returning exit code and output.
+/// Runs `binary` with `args` and `env` to completion (bounded), returning exit code and
+/// output (standard output and standard error).
 pub fn run_to_end(binary: &str, args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String) {
     let dir = TempDir::new("run");
     let log_path = dir.path().join("out.txt");
@@ -169,7 +170,12 @@ pub fn run_to_end(binary: &str, args: &[&str], env: &[(&str, &str)]) -> (Option<
         }
         std::thread::sleep(Duration::from_millis(20));
     };
-    (code, std::fs::read_to_string(&log_path).unwrap_or_default())
+    // What a person at a terminal sees: standard output, then standard error.
+    let output = [log_path.clone(), log_path.with_extension("stderr")]
+        .iter()
+        .map(|path| std::fs::read_to_string(path).unwrap_or_default())
+        .collect();
+    (code, output)
 }
 
 /// The broker with its embedded echo service, on free ports, state in a temp dir.
@@ -345,4 +351,59 @@ pub fn split_userinfo(uri: &str) -> (String, Option<String>) {
         }
         None => (uri.to_string(), None),
     }
+}
+
+/// Elements that have no end tag in HTML.
+const VOID_ELEMENTS: [&str; 13] = [
+    "area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track",
+    "wbr",
+];
+
+/// Checks that every opened non-void element is closed, in order; returns the problem.
+pub fn tag_balance_problem(html: &str) -> Option<String> {
+    let mut open: Vec<String> = Vec::new();
+    let mut rest = html;
+    while let Some(start) = rest.find('<') {
+        rest = &rest[start + 1..];
+        if let Some(comment) = rest.strip_prefix("!--") {
+            rest = &comment[comment.find("-->")? + 3..];
+            continue;
+        }
+        let end = rest.find('>')?;
+        let tag = &rest[..end];
+        rest = &rest[end + 1..];
+        if tag.starts_with('!') {
+            continue; // <!DOCTYPE html>
+        }
+        if tag.contains('<') {
+            return Some(format!("'<' inside the tag <{tag}>"));
+        }
+        if let Some(name) = tag.strip_prefix('/') {
+            let name = name.trim().to_ascii_lowercase();
+            match open.pop() {
+                Some(opened) if opened == name => {}
+                other => return Some(format!("</{name}> closes {other:?}")),
+            }
+            continue;
+        }
+        let name = tag
+            .split(|c: char| c.is_whitespace() || c == '/')
+            .next()
+            .unwrap_or("")
+            .to_ascii_lowercase();
+        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric()) {
+            return Some(format!("a bad tag <{tag}>"));
+        }
+        if VOID_ELEMENTS.contains(&name.as_str()) || tag.ends_with('/') {
+            continue;
+        }
+        if name == "style" || name == "script" {
+            // Raw text: everything up to the end tag belongs to the element.
+            let close = format!("</{name}>");
+            rest = &rest[rest.find(&close)? + close.len()..];
+            continue;
+        }
+        open.push(name);
+    }
+    (!open.is_empty()).then(|| format!("never closed: {open:?}"))
 }

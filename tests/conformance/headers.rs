@@ -424,7 +424,6 @@ fn every_response_has_content_type_application_json() {
 fn unknown_paths_return_404() {
     let system = start();
     for path in [
-        "/",
         "/v2",
         "/v2/nowhere",
         "/v3/catalog",
