@@ -389,10 +389,11 @@ impl Journal {
     /// returns the sequence number the caller's state must be rolled back to. `None` while
     /// the journal works (nothing to roll back). Called under the caller's state lock.
     pub fn discard_undurable(&self) -> Option<u64> {
+        // The common case, on every change: no failure, nothing to wait for.
+        self.lock().failed.as_ref()?;
         // A flush that began before the failure may still make its changes durable: wait for
         // it, so what is rolled back is exactly what is not on disk. (None begins after.)
         let mut shared = self.wait_for_no_flush();
-        shared.failed.as_ref()?;
         shared.pending.clear();
         shared.pending_entries = 0;
         let undurable = shared.appended - shared.durable;
