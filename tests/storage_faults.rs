@@ -358,6 +358,39 @@ mod linux {
         while filler.write_all(&chunk[..512]).is_ok() {}
     }
 
+    /// Provisions from [`CLIENTS`] threads, each until its first refusal (a 503 naming
+    /// storage); returns the acknowledged ids ("before" included) and the refused ones.
+    fn provision_until_refused(broker: &Process) -> (Vec<String>, Vec<String>) {
+        const CLIENTS: usize = 6;
+        let mut acknowledged = vec!["before".to_string()];
+        let mut refused = Vec::new();
+        std::thread::scope(|scope| {
+            let clients: Vec<_> = (0..CLIENTS)
+                .map(|client| {
+                    scope.spawn(move || {
+                        let mut acknowledged = Vec::new();
+                        for i in 0..200 {
+                            let id = format!("full-{client}-{i}");
+                            let reply = broker_provision(broker, &id);
+                            if reply.status != 201 {
+                                assert_storage_refusal(&reply);
+                                return (acknowledged, id);
+                            }
+                            acknowledged.push(id);
+                        }
+                        panic!("the full disk was never noticed");
+                    })
+                })
+                .collect();
+            for client in clients {
+                let (ids, refusal) = client.join().expect("a client finishes");
+                acknowledged.extend(ids);
+                refused.push(refusal);
+            }
+        });
+        (acknowledged, refused)
+    }
+
     #[test]
     fn a_full_disk_refuses_changes_with_503_keeps_reads_and_recovers_without_a_restart() {
         let disk = match Tmpfs::mount("full-disk", "1m") {
@@ -372,30 +405,20 @@ mod linux {
         let mut echo = start_echo(&data_dir);
         let broker = start_broker_for(&echo);
         assert_eq!(broker_provision(&broker, "before").status, 201);
-
         fill_disk(&filler);
-        // The log's last page may still take a few lines; then the disk is full.
-        let mut acknowledged = vec!["before".to_string()];
-        let refused = loop {
-            let id = format!("full-{}", acknowledged.len());
-            let reply = broker_provision(&broker, &id);
-            if reply.status != 201 {
-                assert_storage_refusal(&reply);
-                break id;
-            }
-            acknowledged.push(id);
-            assert!(acknowledged.len() < 200, "the full disk was never noticed");
-        };
+        // The log's last page may still take a few lines; then the disk is full. Several
+        // clients at once, so the failed flush holds several changes.
+        let (mut acknowledged, refused) = provision_until_refused(&broker);
         assert_eq!(health(&echo), 503);
         assert_storage_refusal(&echo_call(&echo, "PUT", "/echo/meanwhile", Some(INSTANCE)));
         for id in &acknowledged {
             let url = format!("{}/v2/service_instances/{id}", broker.url);
             assert_eq!(platform("GET", &url, None).status, 200, "{id} reads");
         }
-        assert_eq!(
-            echo_call(&echo, "GET", &format!("/echo/{refused}"), None).status,
-            404
-        );
+        for id in &refused {
+            let path = format!("/echo/{id}");
+            assert_eq!(echo_call(&echo, "GET", &path, None).status, 404, "{id}");
+        }
 
         // Space is freed: changes are taken again, without a restart.
         std::fs::remove_file(&filler).expect("the filler is removed");
@@ -422,7 +445,7 @@ mod linux {
                 "{id}"
             );
         }
-        for id in [refused.as_str(), "meanwhile"] {
+        for id in refused.iter().map(String::as_str).chain(["meanwhile"]) {
             assert_eq!(
                 echo_call(&echo, "GET", &format!("/echo/{id}"), None).status,
                 404,
