@@ -408,34 +408,30 @@ impl Journal {
     /// compaction does, and switches to them. `Ok` if changes are accepted (again); at most
     /// one try per [`RECOVERY_INTERVAL`], the others answer with the failure at once.
     pub fn recover(&self, state: &EchoState) -> Result<(), String> {
-        let (generation, sequence) = {
+        let (generation, sequence, failure) = {
             let mut shared = self.lock();
             let Some(failed) = &shared.failed else {
                 return Ok(());
             };
-            if failed.needs_restart || Instant::now() < shared.next_recovery {
-                return Err(failed.reason.clone());
-            }
             let failure = failed.reason.clone();
+            if failed.needs_restart || Instant::now() < shared.next_recovery {
+                return Err(failure);
+            }
             shared.next_recovery = Instant::now() + RECOVERY_INTERVAL;
             if shared.appended != shared.durable {
                 return Err(failure); // the caller has not rolled back yet
             }
             if let Err(problem) = self.check_dir_in_place() {
-                self.fail_for_good(&mut shared, problem);
-                return Err(failure);
+                self.fail_for_good(&mut shared, problem.clone());
+                return Err(problem);
             }
-            (shared.generation, shared.durable)
+            (shared.generation, shared.durable, failure)
         };
         let next = generation + 1;
         let (file, snapshot_bytes) = self.write_snapshot(state, next, sequence).map_err(
             |(Failure::Retry(problem) | Failure::Fatal(problem))| {
                 log::warn!("journal: still cannot write: {problem}");
-                self.lock()
-                    .failed
-                    .as_ref()
-                    .map(|failed| failed.reason.clone())
-                    .unwrap_or(problem)
+                failure
             },
         )?;
         let mut shared = self.wait_for_no_flush();
@@ -452,8 +448,8 @@ impl Journal {
     /// Writes `state` (which holds every appended change) as the new snapshot and starts a
     /// fresh log. Called under the state lock, so no change is appended meanwhile. If the
     /// snapshot cannot be written the old snapshot and log stay in use (and compaction is
-    /// tried again later); if the switch cannot be made durable, the journal stops accepting
-    /// changes.
+    /// tried again later); if the switch cannot be made durable, the journal fails (and
+    /// [`Journal::recover`] tries the switch again).
     pub fn compact(&self, state: &EchoState) {
         let (generation, sequence, entries) = {
             let shared = self.lock();
