@@ -24,7 +24,8 @@ const MAX_REPLY_BYTES: u64 = 1024 * 1024;
 /// Why a call to the echo service failed, with the HTTP status the broker answers.
 #[derive(Debug, Clone, PartialEq)]
 pub struct EchoError {
-    /// 502 for a bad answer, 503 when it cannot be reached, 504 when it is too slow.
+    /// 502 for a bad answer, 503 when it cannot be reached or says it is unavailable, 504
+    /// when it is too slow.
     pub status: u16,
     pub description: String,
 }
@@ -260,8 +261,11 @@ impl EchoClient {
     }
 
     fn unexpected(&self, operation: &str, reply: &Reply) -> EchoError {
+        // A 503 (say, its storage cannot take changes) is temporary: passed on, so the
+        // platform retries, with the echo service's description.
+        let status = if reply.status == 503 { 503 } else { 502 };
         EchoError {
-            status: 502,
+            status,
             description: format!(
                 "the echo service at {} answered {} to the {operation}: {}",
                 self.base_url,

@@ -17,7 +17,11 @@
 //! | `DELETE /echo/{instance_id}/{binding_id}` (management) | 200, 404 |
 //! | `POST /echo/{instance_id}/{binding_id}` (binding credentials) | 200 `{"response": ...}` |
 //! | `GET /echo/dashboard/{instance_id}?token=...` | 200 HTML page, 404 |
-//! | `GET /health` | 200 `{"status": "ok"}` |
+//! | `GET /health` | 200 `{"status": "ok"}`; 503 while the journal cannot take changes |
+//!
+//! A change that cannot be made durable is answered 503 with a description that names
+//! storage, and undone in memory, so reads only ever see what is on disk; the journal
+//! recovers by itself once the disk does (see [`crate::journal`]).
 
 use crate::echo_api::{
     non_empty, BindingAttributes, BindingView, InstanceAttributes, InstanceUpdate, InstanceView,
@@ -29,6 +33,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use std::cell::Cell;
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::ops::Deref;
 use std::path::PathBuf;
 use std::sync::{Mutex, MutexGuard};
 
@@ -40,6 +45,10 @@ thread_local! {
 
 /// How many of an instance's latest messages the dashboard shows (older ones are counted only).
 const RECENT_MESSAGES: usize = 10;
+
+/// The most of a message that is kept (in memory and in the journal), for the dashboard:
+/// a bound app sending large messages must not fill the disk or the memory.
+pub const PREVIEW_BYTES: usize = 200;
 
 /// The service whose instances answer with the message reversed.
 const INVERT_SERVICE_ID: &str = "invert_service";
@@ -105,45 +114,68 @@ pub enum Change {
         instance_id: String,
         binding_id: String,
     },
+    /// A message was echoed: it is counted, and its preview shown on the dashboard.
     Message {
         instance_id: String,
-        message: String,
+        /// At most [`PREVIEW_BYTES`]. (Journals written before held the whole message.)
+        #[serde(alias = "message")]
+        preview: String,
     },
+}
+
+/// What puts the state back as it was before one change: a change that was applied but
+/// could not be made durable is undone, so memory never holds what the disk does not.
+#[derive(Debug)]
+pub enum Undo {
+    Nothing,
+    RemoveInstance(String),
+    RestoreInstance(String, Instance),
+    RestoreAttributes(String, InstanceAttributes),
+    RemoveBinding(String, String),
+    RestoreBinding(String, String, Binding),
+    UncountMessage {
+        instance_id: String,
+        /// The oldest preview, pushed out by the message's.
+        pushed_out: Option<String>,
+    },
+}
+
+/// The first [`PREVIEW_BYTES`] of `message` (cut at a character boundary, marked with `…`).
+pub fn preview_of(message: &str) -> String {
+    if message.len() <= PREVIEW_BYTES {
+        return message.to_string();
+    }
+    let ellipsis = '…';
+    let mut end = PREVIEW_BYTES - ellipsis.len_utf8();
+    while !message.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}{ellipsis}", &message[..end])
 }
 
 impl EchoState {
     /// Applies a change that was checked against this state (live, or replayed from disk).
     /// A change that no longer fits (say, a bind whose instance is gone) is ignored.
     pub fn apply(&mut self, change: Change) {
+        let _ = self.apply_undoable(change);
+    }
+
+    /// [`EchoState::apply`], returning what undoes it.
+    pub fn apply_undoable(&mut self, change: Change) -> Undo {
         match change {
             Change::Provision {
                 instance_id,
                 attributes,
                 dashboard_token,
-            } => {
-                self.instances.entry(instance_id).or_insert(Instance {
-                    attributes,
-                    dashboard_token,
-                    bindings: BTreeMap::new(),
-                    recent_messages: VecDeque::new(),
-                    message_count: 0,
-                });
-            }
+            } => self.provision(instance_id, attributes, dashboard_token),
             Change::Update {
                 instance_id,
                 update,
-            } => {
-                if let Some(attributes) = self
-                    .instances
-                    .get_mut(&instance_id)
-                    .and_then(|instance| instance.attributes.as_mut())
-                {
-                    apply_update(attributes, update);
-                }
-            }
-            Change::Deprovision { instance_id } => {
-                self.instances.remove(&instance_id);
-            }
+            } => self.update(instance_id, update),
+            Change::Deprovision { instance_id } => match self.instances.remove(&instance_id) {
+                Some(instance) => Undo::RestoreInstance(instance_id, instance),
+                None => Undo::Nothing,
+            },
             Change::Bind {
                 instance_id,
                 binding_id,
@@ -151,35 +183,135 @@ impl EchoState {
                 username,
                 password,
             } => {
-                if let Some(instance) = self.instances.get_mut(&instance_id) {
-                    let binding = Binding {
-                        attributes,
-                        username,
-                        password,
-                    };
-                    instance.bindings.entry(binding_id).or_insert(binding);
-                }
+                let binding = Binding {
+                    attributes,
+                    username,
+                    password,
+                };
+                self.bind(instance_id, binding_id, binding)
             }
             Change::Unbind {
                 instance_id,
                 binding_id,
-            } => {
+            } => self.unbind(instance_id, binding_id),
+            Change::Message {
+                instance_id,
+                preview,
+            } => self.count_message(instance_id, preview),
+        }
+    }
+
+    /// Puts back what [`EchoState::apply_undoable`] changed.
+    pub fn undo(&mut self, undo: Undo) {
+        match undo {
+            Undo::Nothing => {}
+            Undo::RemoveInstance(instance_id) => {
+                self.instances.remove(&instance_id);
+            }
+            Undo::RestoreInstance(instance_id, instance) => {
+                self.instances.insert(instance_id, instance);
+            }
+            Undo::RestoreAttributes(instance_id, attributes) => {
+                if let Some(instance) = self.instances.get_mut(&instance_id) {
+                    instance.attributes = Some(attributes);
+                }
+            }
+            Undo::RemoveBinding(instance_id, binding_id) => {
                 if let Some(instance) = self.instances.get_mut(&instance_id) {
                     instance.bindings.remove(&binding_id);
                 }
             }
-            Change::Message {
-                instance_id,
-                message,
-            } => {
+            Undo::RestoreBinding(instance_id, binding_id, binding) => {
                 if let Some(instance) = self.instances.get_mut(&instance_id) {
-                    if instance.recent_messages.len() == RECENT_MESSAGES {
-                        instance.recent_messages.pop_front();
-                    }
-                    instance.recent_messages.push_back(message);
-                    instance.message_count += 1;
+                    instance.bindings.insert(binding_id, binding);
                 }
             }
+            Undo::UncountMessage {
+                instance_id,
+                pushed_out,
+            } => {
+                if let Some(instance) = self.instances.get_mut(&instance_id) {
+                    instance.message_count -= 1;
+                    instance.recent_messages.pop_back();
+                    if let Some(preview) = pushed_out {
+                        instance.recent_messages.push_front(preview);
+                    }
+                }
+            }
+        }
+    }
+
+    fn provision(
+        &mut self,
+        instance_id: String,
+        attributes: Option<InstanceAttributes>,
+        dashboard_token: String,
+    ) -> Undo {
+        if self.instances.contains_key(&instance_id) {
+            return Undo::Nothing;
+        }
+        let instance = Instance {
+            attributes,
+            dashboard_token,
+            bindings: BTreeMap::new(),
+            recent_messages: VecDeque::new(),
+            message_count: 0,
+        };
+        self.instances.insert(instance_id.clone(), instance);
+        Undo::RemoveInstance(instance_id)
+    }
+
+    fn update(&mut self, instance_id: String, update: InstanceUpdate) -> Undo {
+        let Some(attributes) = self
+            .instances
+            .get_mut(&instance_id)
+            .and_then(|instance| instance.attributes.as_mut())
+        else {
+            return Undo::Nothing;
+        };
+        let before = attributes.clone();
+        apply_update(attributes, update);
+        Undo::RestoreAttributes(instance_id, before)
+    }
+
+    fn bind(&mut self, instance_id: String, binding_id: String, binding: Binding) -> Undo {
+        let Some(instance) = self.instances.get_mut(&instance_id) else {
+            return Undo::Nothing;
+        };
+        if instance.bindings.contains_key(&binding_id) {
+            return Undo::Nothing;
+        }
+        instance.bindings.insert(binding_id.clone(), binding);
+        Undo::RemoveBinding(instance_id, binding_id)
+    }
+
+    fn unbind(&mut self, instance_id: String, binding_id: String) -> Undo {
+        let removed = self
+            .instances
+            .get_mut(&instance_id)
+            .and_then(|instance| instance.bindings.remove(&binding_id));
+        match removed {
+            Some(binding) => Undo::RestoreBinding(instance_id, binding_id, binding),
+            None => Undo::Nothing,
+        }
+    }
+
+    /// Counts a message and keeps its preview (bounded again here: older journals held whole
+    /// messages).
+    fn count_message(&mut self, instance_id: String, preview: String) -> Undo {
+        let Some(instance) = self.instances.get_mut(&instance_id) else {
+            return Undo::Nothing;
+        };
+        let pushed_out = if instance.recent_messages.len() >= RECENT_MESSAGES {
+            instance.recent_messages.pop_front()
+        } else {
+            None
+        };
+        instance.recent_messages.push_back(preview_of(&preview));
+        instance.message_count += 1;
+        Undo::UncountMessage {
+            instance_id,
+            pushed_out,
         }
     }
 }
@@ -196,9 +328,51 @@ fn apply_update(attributes: &mut InstanceAttributes, update: InstanceUpdate) {
     }
 }
 
+/// The state in memory, with what undoes the changes that are not durable yet.
+struct Live {
+    state: EchoState,
+    /// `(sequence number, undo)` of changes applied but maybe not on disk, oldest first.
+    undo: VecDeque<(u64, Undo)>,
+}
+
+impl Live {
+    /// Drops the undo of every change up to `durable`: those stay.
+    fn forget_undo_up_to(&mut self, durable: u64) {
+        while self
+            .undo
+            .front()
+            .is_some_and(|(sequence, _)| *sequence <= durable)
+        {
+            self.undo.pop_front();
+        }
+    }
+
+    /// Undoes, newest first, every change after `durable`.
+    fn roll_back_to(&mut self, durable: u64) {
+        while self
+            .undo
+            .back()
+            .is_some_and(|(sequence, _)| *sequence > durable)
+        {
+            if let Some((_, undo)) = self.undo.pop_back() {
+                self.state.undo(undo);
+            }
+        }
+        self.undo.clear();
+    }
+}
+
+impl Deref for Live {
+    type Target = EchoState;
+
+    fn deref(&self) -> &EchoState {
+        &self.state
+    }
+}
+
 /// The echo service: its state, its journal, and who may manage it.
 pub struct EchoService {
-    state: Mutex<EchoState>,
+    state: Mutex<Live>,
     journal: Option<Journal>,
     management_credentials: Option<(String, String)>,
 }
@@ -215,7 +389,10 @@ impl EchoService {
             None => (EchoState::default(), None),
         };
         Ok(EchoService {
-            state: Mutex::new(state),
+            state: Mutex::new(Live {
+                state,
+                undo: VecDeque::new(),
+            }),
             journal,
             management_credentials: config.management_credentials,
         })
@@ -239,9 +416,9 @@ impl EchoService {
         match &self.journal {
             Some(journal) if observed > 0 => match journal.wait_until_durable(Ticket(observed)) {
                 Ok(()) => response,
-                Err(error) => {
-                    log::error!("journal: {error}");
-                    unavailable("the state could not be confirmed on disk")
+                Err(_) => {
+                    self.roll_back_undurable(journal);
+                    storage_unavailable()
                 }
             },
             _ => response,
@@ -263,7 +440,7 @@ impl EchoService {
         }
         let method = request.method.as_str();
         match (method, segments.as_slice()) {
-            ("GET", ["health"]) => HttpResponse::json(200, &json!({"status": "ok"})),
+            ("GET", ["health"]) => self.health(),
             // `/echo/dashboard/X` is also binding X of an instance named "dashboard": a
             // management caller without a token fetches that binding.
             ("GET", ["echo", "dashboard", instance_id])
@@ -310,6 +487,23 @@ impl EchoService {
                 http::credentials_match(request.header("Authorization"), user, password)
             }
         }
+    }
+
+    /// `GET /health`: 200, or 503 while the journal cannot take changes (after trying to
+    /// recover), so that a platform stops routing to it or restarts it.
+    fn health(&self) -> HttpResponse {
+        if let Some(journal) = &self.journal {
+            if journal.health().is_err() {
+                let mut live = self.lock_live();
+                if self.ready_for_changes(&mut live, journal).is_err() {
+                    return HttpResponse::json(
+                        503,
+                        &json!({"status": "unavailable", "description": STORAGE_UNAVAILABLE}),
+                    );
+                }
+            }
+        }
+        HttpResponse::json(200, &json!({"status": "ok"}))
     }
 
     /// `GET /echo`: how many instances and bindings are held (for operators and load tests).
@@ -518,14 +712,14 @@ impl EchoService {
             .attributes
             .as_ref()
             .is_some_and(|attributes| attributes.service_id == INVERT_SERVICE_ID);
+        let change = Change::Message {
+            instance_id: instance_id.to_string(),
+            preview: preview_of(&message),
+        };
         let response = if inverts {
             message.chars().rev().collect()
         } else {
-            message.clone()
-        };
-        let change = Change::Message {
-            instance_id: instance_id.to_string(),
-            message,
+            message
         };
         self.commit(state, change, |_| {
             HttpResponse::json(200, &json!({ "response": response }))
@@ -554,53 +748,87 @@ impl EchoService {
 
     /// The state, locked. Also notes (for [`EchoService::handle`]) the last change appended
     /// so far: whatever the caller reads was made by it or by changes before it.
-    fn lock(&self) -> MutexGuard<'_, EchoState> {
-        // A panic while holding the lock leaves a state that is still consistent: every
-        // change is applied by one call to `apply`, after it was written.
-        let state = self
-            .state
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+    fn lock(&self) -> MutexGuard<'_, Live> {
+        let live = self.lock_live();
         if let Some(journal) = &self.journal {
             let Ticket(appended) = journal.last_appended();
             OBSERVED_CHANGE.with(|observed| observed.set(observed.get().max(appended)));
         }
-        state
+        live
+    }
+
+    /// The state, locked, without noting what was seen (for rolling back and recovering).
+    fn lock_live(&self) -> MutexGuard<'_, Live> {
+        // A panic while holding the lock leaves a state that is still consistent: every
+        // change is applied by one call to `apply_undoable`.
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Writes `change` to the journal, applies it, builds the answer from the new state, and
     /// returns that answer once the change is on disk (other requests' changes share the
-    /// flush). If the change cannot be written, nothing is applied and the answer is a 503.
+    /// flush). A change that cannot be made durable is undone and answered 503.
     fn commit(
         &self,
-        mut state: MutexGuard<'_, EchoState>,
+        mut live: MutexGuard<'_, Live>,
         change: Change,
         answer: impl FnOnce(&EchoState) -> HttpResponse,
     ) -> HttpResponse {
-        let ticket = match self.journal.as_ref().map(|journal| journal.append(&change)) {
-            Some(Err(error)) => {
-                log::error!("journal: {error}");
-                return unavailable("the change could not be written to disk");
-            }
-            Some(Ok(ticket)) => Some(ticket),
-            None => None,
+        let Some(journal) = &self.journal else {
+            live.state.apply(change);
+            return answer(&live.state);
         };
-        state.apply(change);
-        let response = answer(&state);
-        if let Some(journal) = &self.journal {
-            if journal.wants_compaction() {
-                journal.compact(&state);
-            }
+        if self.ready_for_changes(&mut live, journal).is_err() {
+            return storage_unavailable();
         }
-        drop(state);
-        if let (Some(journal), Some(ticket)) = (&self.journal, ticket) {
-            if let Err(error) = journal.wait_until_durable(ticket) {
-                log::error!("journal: {error}");
-                return unavailable("the change could not be flushed to disk");
-            }
+        let Ok(ticket) = journal.append(&change) else {
+            return storage_unavailable();
+        };
+        live.forget_undo_up_to(journal.durable());
+        let undo = live.state.apply_undoable(change);
+        live.undo.push_back((ticket.0, undo));
+        let response = answer(&live.state);
+        if journal.wants_compaction() {
+            journal.compact(&live.state);
+        }
+        drop(live);
+        if journal.wait_until_durable(ticket).is_err() {
+            self.roll_back_undurable(journal);
+            return storage_unavailable();
         }
         response
     }
+
+    /// `Ok` if the journal takes changes. After a failure, first undoes in memory what did
+    /// not reach the disk, then lets the journal try to recover (at most every
+    /// [`crate::journal::RECOVERY_INTERVAL`]).
+    fn ready_for_changes(&self, live: &mut Live, journal: &Journal) -> Result<(), String> {
+        match journal.discard_undurable() {
+            None => Ok(()),
+            Some(durable) => {
+                live.roll_back_to(durable);
+                journal.recover(&live.state)
+            }
+        }
+    }
+
+    /// After a failed flush: undoes in memory what did not reach the disk, at once, so reads
+    /// answer from durable state while the journal is failed.
+    fn roll_back_undurable(&self, journal: &Journal) {
+        let mut live = self.lock_live();
+        if let Some(durable) = journal.discard_undurable() {
+            live.roll_back_to(durable);
+        }
+    }
+}
+
+/// The description of every 503 for a change the journal could not take (the details are
+/// in the log): it names storage, so the platform's user and the operator know where to look.
+const STORAGE_UNAVAILABLE: &str = "storage unavailable: the echo service cannot write its journal (disk full, read-only or DATA_DIR removed); the change was not made, try again later";
+
+fn storage_unavailable() -> HttpResponse {
+    HttpResponse::error(503, "StorageUnavailable", STORAGE_UNAVAILABLE)
 }
 
 /// The `service_id` and `plan_id` query parameters of a delete, if the caller sent them.
@@ -759,5 +987,102 @@ impl Handler for EchoService {
 
     fn handle(&self, request: &HttpRequest) -> HttpResponse {
         EchoService::handle(self, request)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn provision(instance_id: &str) -> Change {
+        Change::Provision {
+            instance_id: instance_id.into(),
+            attributes: Some(InstanceAttributes {
+                service_id: "echo_service".into(),
+                plan_id: "big_0001".into(),
+                organization_guid: "o".into(),
+                space_guid: "s".into(),
+                context: None,
+                parameters: None,
+            }),
+            dashboard_token: format!("token-{instance_id}"),
+        }
+    }
+
+    fn bind(instance_id: &str, binding_id: &str) -> Change {
+        Change::Bind {
+            instance_id: instance_id.into(),
+            binding_id: binding_id.into(),
+            attributes: None,
+            username: "user".into(),
+            password: "secret".into(),
+        }
+    }
+
+    fn message(instance_id: &str, text: &str) -> Change {
+        Change::Message {
+            instance_id: instance_id.into(),
+            preview: preview_of(text),
+        }
+    }
+
+    fn as_json(state: &EchoState) -> serde_json::Value {
+        serde_json::to_value(state).expect("state serialises")
+    }
+
+    #[test]
+    fn undoing_changes_newest_first_restores_the_state() {
+        let mut state = EchoState::default();
+        for change in [provision("kept"), bind("kept", "b1")] {
+            state.apply(change);
+        }
+        for i in 0..RECENT_MESSAGES {
+            state.apply(message("kept", &format!("old {i}")));
+        }
+        let before = as_json(&state);
+        let update = InstanceUpdate {
+            plan_id: Some("small_0001".into()),
+            ..Default::default()
+        };
+        let changes = vec![
+            provision("new"),
+            bind("new", "b"),
+            message("kept", "pushes the oldest preview out"),
+            Change::Update {
+                instance_id: "kept".into(),
+                update,
+            },
+            Change::Unbind {
+                instance_id: "kept".into(),
+                binding_id: "b1".into(),
+            },
+            Change::Deprovision {
+                instance_id: "kept".into(),
+            },
+            provision("new"), // already there: changes nothing
+        ];
+        let undos: Vec<Undo> = changes
+            .into_iter()
+            .map(|change| state.apply_undoable(change))
+            .collect();
+        assert_ne!(as_json(&state), before);
+        for undo in undos.into_iter().rev() {
+            state.undo(undo);
+        }
+        assert_eq!(as_json(&state), before);
+    }
+
+    #[test]
+    fn previews_are_bounded_at_a_character_boundary() {
+        assert_eq!(preview_of("short"), "short");
+        let long = "ü".repeat(PREVIEW_BYTES);
+        let preview = preview_of(&long);
+        assert!(preview.len() <= PREVIEW_BYTES, "{}", preview.len());
+        assert!(preview.ends_with('…'));
+        assert_eq!(
+            preview_of(&preview),
+            preview,
+            "a preview is its own preview"
+        );
     }
 }

@@ -17,12 +17,13 @@
 //!
 //! # Loading
 //!
-//! The snapshot (if any) is read, then its generation's log is replayed. The log's last line
-//! may be incomplete or fail its checksum: a write a crash interrupted, which was never
-//! acknowledged. It is cut off. Anything else that does not read (a bad snapshot, a line in
-//! the middle of the log that fails its checksum, a sequence out of order, a log newer than
-//! the snapshot) stops start-up with a message naming the file and line, and nothing in the
-//! directory is changed.
+//! The snapshot (if any) is read, then its generation's log is replayed. Only a torn tail is
+//! forgiven: bytes after the last line end are a write a crash interrupted, never
+//! acknowledged, and are cut off. A complete line (one that ends with a line end) was written
+//! whole, so if it fails its checksum, even as the last line, the disk changed it: that and
+//! anything else that does not read (a bad snapshot, a sequence out of order, a log newer
+//! than the snapshot) stops start-up with a message naming the file and line, and nothing in
+//! the directory is changed.
 //!
 //! # Writing
 //!
@@ -30,29 +31,59 @@
 //! so the log's order is the order the changes were applied). [`Journal::wait_until_durable`]
 //! is group commit: the first waiter that finds no flush running becomes the leader, writes
 //! every buffered line and fsyncs once, and wakes everyone its flush covered; changes
-//! appended meanwhile go out together in the next flush. If a write or fsync fails, what is
-//! on disk is unknown: the journal then refuses every further change until a restart, which
-//! reloads what is really there.
+//! appended meanwhile go out together in the next flush. Before a flush counts as durable,
+//! the journal checks that `DATA_DIR` and the log are still the ones it opened (same device
+//! and inode on Unix; still there elsewhere): a directory removed, renamed or replaced while
+//! running fails the flush instead of acknowledging changes written into deleted files.
+//!
+//! # Failures
+//!
+//! If a write or fsync fails, the log's pages in the OS cache can no longer be trusted (Linux
+//! drops the dirty pages of a failed fsync and reports the error once), so the log is never
+//! written again. The journal is *failed*: every waiter whose change was not yet durable gets
+//! an error (the caller rolls its state back to [`Journal::durable`] after
+//! [`Journal::discard_undurable`]), and no change is accepted. [`Journal::recover`] (the
+//! caller tries it on the next change or health check, at most once per
+//! [`RECOVERY_INTERVAL`]) writes the durable state as a fresh snapshot with a fresh log, as a
+//! compaction does; once that is on disk, changes are accepted again, without a restart. A
+//! vanished directory is not recovered in place: what `DATA_DIR` now holds is the operator's
+//! doing, so the service waits for a restart, which loads it.
 //!
 //! # Compaction
 //!
-//! Once the log holds [`COMPACT_AFTER_ENTRIES`] changes and is at least as big as the
-//! snapshot, [`Journal::compact`] (under the state lock) creates the empty log of the next
+//! Once the log holds [`COMPACT_AFTER_ENTRIES`] changes, or [`COMPACT_AFTER_BYTES`] bytes, and
+//! is at least as big as the snapshot, [`Journal::compact`] (under the state lock) creates the empty log of the next
 //! generation, writes the snapshot to `state.snapshot.tmp`, fsyncs it, renames it over
 //! `state.snapshot` and fsyncs the directory; only then do new changes go to the new log, and
 //! the old one is deleted. A crash at any point leaves either the old snapshot with its
 //! complete log or the new snapshot with its (empty or growing) log.
+//!
+//! # Secrets at rest
+//!
+//! The journal holds binding passwords and dashboard tokens, so on Unix `DATA_DIR` is
+//! created 0700 and every journal file 0600 (a `DATA_DIR` that already exists with wider
+//! access is reported at start, not changed: it may be shared on purpose).
 
 use crate::echo_service::{Change, EchoState};
 use serde::{Deserialize, Serialize};
-use std::fs::{File, OpenOptions};
+use std::fs::{File, Metadata, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 /// The log is compacted into a new snapshot once it holds this many changes (and is at least
 /// as big as the snapshot, so the cost of a snapshot is spread over as many bytes of log).
 pub const COMPACT_AFTER_ENTRIES: u64 = 10_000;
+
+/// ... or once it is this big: large changes must not fill the disk before the count is
+/// reached. The journal then needs at most about twice the snapshot (or this) plus a snapshot
+/// being written.
+pub const COMPACT_AFTER_BYTES: u64 = 4 * 1024 * 1024;
+
+/// A failed journal tries to recover at most this often: each try writes a whole snapshot,
+/// which a full disk must not be asked for on every request.
+pub const RECOVERY_INTERVAL: Duration = Duration::from_millis(500);
 
 const SNAPSHOT: &str = "state.snapshot";
 const SNAPSHOT_TMP: &str = "state.snapshot.tmp";
@@ -81,11 +112,51 @@ pub struct Ticket(pub u64);
 #[derive(Debug, Clone, Copy)]
 struct Limits {
     compact_after_entries: u64,
+    compact_after_bytes: u64,
+}
+
+impl Limits {
+    const DEFAULT: Limits = Limits {
+        compact_after_entries: COMPACT_AFTER_ENTRIES,
+        compact_after_bytes: COMPACT_AFTER_BYTES,
+    };
+}
+
+/// Why the journal accepts no changes.
+#[derive(Debug, Clone)]
+struct Failed {
+    reason: String,
+    /// `DATA_DIR` vanished: only a restart (which loads what is there now) goes on.
+    needs_restart: bool,
+}
+
+/// What tells a file apart from another one later put at its path: device and inode on
+/// Unix. Elsewhere std offers no stable equivalent, so only the path's existence is checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FileIdentity {
+    device: u64,
+    inode: u64,
+}
+
+#[cfg(unix)]
+fn identity_of(metadata: &Metadata) -> Option<FileIdentity> {
+    use std::os::unix::fs::MetadataExt;
+    Some(FileIdentity {
+        device: metadata.dev(),
+        inode: metadata.ino(),
+    })
+}
+
+#[cfg(not(unix))]
+fn identity_of(_metadata: &Metadata) -> Option<FileIdentity> {
+    None
 }
 
 /// The durable journal of the echo service's state.
 pub struct Journal {
     dir: PathBuf,
+    /// `DATA_DIR` as opened, to notice it being removed, renamed or replaced.
+    dir_identity: Option<FileIdentity>,
     shared: Mutex<Shared>,
     /// Signalled whenever a flush ends (and when compaction switches logs).
     flushed: Condvar,
@@ -105,15 +176,24 @@ struct Shared {
     durable: u64,
     /// The current log; `None` while a leader writes to it.
     file: Option<File>,
+    /// The current log as opened, to notice it being replaced.
+    log_identity: Option<FileIdentity>,
     generation: u64,
-    /// Set when a write or fsync failed: what is on disk is unknown, so no change is accepted
-    /// (and no waiter told its change is safe) any more.
-    failed: Option<String>,
+    /// Set when a write, an fsync or the check that the journal is still in place failed: no
+    /// change is accepted (and no waiter told its change is safe) until [`Journal::recover`].
+    failed: Option<Failed>,
+    /// When [`Journal::recover`] may next try.
+    next_recovery: Instant,
     log_entries: u64,
+    /// The log's size with what is appended but not yet flushed.
     log_bytes: u64,
+    /// The log's size up to the last successful flush (what a failed flush is cut back to).
+    flushed_log_bytes: u64,
     snapshot_bytes: u64,
     /// The log size (in entries) at which compaction is next tried.
     compact_at: u64,
+    /// The log size (in bytes) at which compaction is next tried.
+    compact_at_bytes: u64,
     /// How many flushes (write + fsync) ran, in total.
     flushes: u64,
     /// How many changes those flushes wrote, in total (changes a snapshot made durable
@@ -159,25 +239,14 @@ impl Journal {
     /// [`EchoState`]. A journal that does not read is refused with a message naming the file
     /// and line, and left untouched.
     pub fn open(dir: &Path) -> Result<(Journal, EchoState), String> {
-        Journal::open_with(
-            dir,
-            Limits {
-                compact_after_entries: COMPACT_AFTER_ENTRIES,
-            },
-        )
+        Journal::open_with(dir, Limits::DEFAULT)
     }
 
     fn open_with(dir: &Path, limits: Limits) -> Result<(Journal, EchoState), String> {
-        if !dir.is_dir() {
-            std::fs::create_dir_all(dir)
-                .and_then(|()| match dir.parent() {
-                    Some(parent) if !parent.as_os_str().is_empty() => sync_dir(parent),
-                    _ => Ok(()),
-                })
-                .map_err(|error| {
-                    format!("{}: cannot create the directory: {error}", dir.display())
-                })?;
-        }
+        prepare_directory(dir)?;
+        let dir_identity = std::fs::metadata(dir)
+            .map(|metadata| identity_of(&metadata))
+            .map_err(|error| format!("{}: cannot read: {error}", dir.display()))?;
         let lock = lock_directory(dir)?;
         let loaded = load(dir)?;
 
@@ -191,13 +260,17 @@ impl Journal {
             }
         }
         let log_path = dir.join(log_name(loaded.generation));
-        let mut file = OpenOptions::new()
+        let mut file = private_file()
             .read(true)
             .write(true)
             .create(true)
             .truncate(false)
             .open(&log_path)
             .map_err(|error| format!("{}: cannot open: {error}", log_path.display()))?;
+        let log_identity = file
+            .metadata()
+            .map(|metadata| identity_of(&metadata))
+            .map_err(|error| format!("{}: cannot read: {error}", log_path.display()))?;
         if loaded.log_torn_bytes > 0 {
             log::warn!(
                 "journal: {}: cut off an incomplete last line ({} bytes) that an interrupted write left",
@@ -230,18 +303,23 @@ impl Journal {
         let appended = loaded.sequence + loaded.log_entries;
         let journal = Journal {
             dir: dir.to_path_buf(),
+            dir_identity,
             shared: Mutex::new(Shared {
                 pending: Vec::new(),
                 spare: Vec::new(),
                 appended,
                 durable: appended,
                 file: Some(file),
+                log_identity,
                 generation: loaded.generation,
                 failed: None,
+                next_recovery: Instant::now(),
                 log_entries: loaded.log_entries,
                 log_bytes: loaded.log_valid_len,
+                flushed_log_bytes: loaded.log_valid_len,
                 snapshot_bytes: loaded.snapshot_bytes,
                 compact_at: limits.compact_after_entries,
+                compact_at_bytes: limits.compact_after_bytes,
                 flushes: 0,
                 flushed_entries: 0,
                 pending_entries: 0,
@@ -260,8 +338,8 @@ impl Journal {
         let json = serde_json::to_string(change)
             .map_err(|error| format!("cannot serialise a change: {error}"))?;
         let mut shared = self.lock();
-        if let Some(failure) = &shared.failed {
-            return Err(failure.clone());
+        if let Some(failed) = &shared.failed {
+            return Err(failed.reason.clone());
         }
         let sequence = shared.appended + 1;
         let before = shared.pending.len();
@@ -280,19 +358,98 @@ impl Journal {
         Ticket(self.lock().appended)
     }
 
+    /// The sequence number up to which every change is on disk (0 if none).
+    pub fn durable(&self) -> u64 {
+        self.lock().durable
+    }
+
     /// Whether the log has grown enough to be folded into a new snapshot.
     pub fn wants_compaction(&self) -> bool {
         let shared = self.lock();
         shared.failed.is_none()
-            && shared.log_entries >= shared.compact_at
+            && (shared.log_entries >= shared.compact_at
+                || shared.log_bytes >= shared.compact_at_bytes)
             && shared.log_bytes >= shared.snapshot_bytes
+    }
+
+    /// `Ok` while changes are accepted; otherwise why not. Also checks (two `stat` calls)
+    /// that `DATA_DIR` and the log are still the ones opened, so a health check notices a
+    /// vanished journal even when no change comes.
+    pub fn health(&self) -> Result<(), String> {
+        let mut shared = self.lock();
+        if let Some(failed) = &shared.failed {
+            return Err(failed.reason.clone());
+        }
+        let log_path = self.dir.join(log_name(shared.generation));
+        self.check_in_place(&log_path, shared.log_identity)
+            .inspect_err(|problem| self.fail_for_good(&mut shared, problem.clone()))
+    }
+
+    /// After a failure: forgets the changes that were appended but never made durable, and
+    /// returns the sequence number the caller's state must be rolled back to. `None` while
+    /// the journal works (nothing to roll back). Called under the caller's state lock.
+    pub fn discard_undurable(&self) -> Option<u64> {
+        // The common case, on every change: no failure, nothing to wait for.
+        self.lock().failed.as_ref()?;
+        // A flush that began before the failure may still make its changes durable: wait for
+        // it, so what is rolled back is exactly what is not on disk. (None begins after.)
+        let mut shared = self.wait_for_no_flush();
+        shared.pending.clear();
+        shared.pending_entries = 0;
+        let undurable = shared.appended - shared.durable;
+        shared.appended = shared.durable;
+        shared.log_entries = shared.log_entries.saturating_sub(undurable);
+        shared.log_bytes = shared.flushed_log_bytes;
+        Some(shared.durable)
+    }
+
+    /// Tries to leave the failed state: writes `state` (rolled back to [`Journal::durable`]
+    /// by the caller, under its state lock) as a fresh snapshot with an empty log, as a
+    /// compaction does, and switches to them. `Ok` if changes are accepted (again); at most
+    /// one try per [`RECOVERY_INTERVAL`], the others answer with the failure at once.
+    pub fn recover(&self, state: &EchoState) -> Result<(), String> {
+        let (generation, sequence, failure) = {
+            let mut shared = self.lock();
+            let Some(failed) = &shared.failed else {
+                return Ok(());
+            };
+            let failure = failed.reason.clone();
+            if failed.needs_restart || Instant::now() < shared.next_recovery {
+                return Err(failure);
+            }
+            shared.next_recovery = Instant::now() + RECOVERY_INTERVAL;
+            if shared.appended != shared.durable {
+                return Err(failure); // the caller has not rolled back yet
+            }
+            if let Err(problem) = self.check_dir_in_place() {
+                self.fail_for_good(&mut shared, problem.clone());
+                return Err(problem);
+            }
+            (shared.generation, shared.durable, failure)
+        };
+        let next = generation + 1;
+        let (file, snapshot_bytes) = self.write_snapshot(state, next, sequence).map_err(
+            |(Failure::Retry(problem) | Failure::Fatal(problem))| {
+                log::warn!("journal: still cannot write: {problem}");
+                failure
+            },
+        )?;
+        let mut shared = self.wait_for_no_flush();
+        shared.failed = None;
+        let old = self.switch_log(&mut shared, file, next, snapshot_bytes);
+        drop(shared);
+        self.remove_old_log(old, generation);
+        log::warn!(
+            "journal: recovered: the state up to change {sequence} is in a fresh snapshot (generation {next}); changes are accepted again"
+        );
+        Ok(())
     }
 
     /// Writes `state` (which holds every appended change) as the new snapshot and starts a
     /// fresh log. Called under the state lock, so no change is appended meanwhile. If the
     /// snapshot cannot be written the old snapshot and log stay in use (and compaction is
-    /// tried again later); if the switch cannot be made durable, the journal stops accepting
-    /// changes.
+    /// tried again later); if the switch cannot be made durable, the journal fails (and
+    /// [`Journal::recover`] tries the switch again).
     pub fn compact(&self, state: &EchoState) {
         let (generation, sequence, entries) = {
             let shared = self.lock();
@@ -308,16 +465,15 @@ impl Journal {
                 log::error!("journal: compaction failed, keeping the current log: {problem}");
                 let mut shared = self.lock();
                 shared.compact_at = entries + self.limits.compact_after_entries;
+                shared.compact_at_bytes = shared.log_bytes + self.limits.compact_after_bytes;
                 return;
             }
             Err(Failure::Fatal(problem)) => {
-                let failure = format!(
-                    "compaction could not be made durable ({problem}); no further changes are accepted until a restart"
-                );
-                log::error!("journal: {failure}");
                 let mut shared = self.lock();
-                shared.failed = Some(failure);
-                self.flushed.notify_all();
+                self.fail(
+                    &mut shared,
+                    format!("compaction could not be made durable ({problem})"),
+                );
                 return;
             }
         };
@@ -325,6 +481,18 @@ impl Journal {
 
         // The new snapshot holds every appended change: they are all durable now. Wait for a
         // running flush (of lines the snapshot already holds) to end, then switch logs.
+        let mut shared = self.wait_for_no_flush();
+        let old = self.switch_log(&mut shared, file, next, snapshot_bytes);
+        let (flushes, flushed_entries) = (shared.flushes, shared.flushed_entries);
+        drop(shared);
+        self.remove_old_log(old, generation);
+        log::debug!(
+            "journal: compacted {entries} changes into a snapshot of {snapshot_bytes} bytes (generation {next}); {flushed_entries} changes written in {flushes} flushes so far"
+        );
+    }
+
+    /// The shared state once no flush is running (a flush holds the log file meanwhile).
+    fn wait_for_no_flush(&self) -> MutexGuard<'_, Shared> {
         let mut shared = self.lock();
         while shared.file.is_none() {
             shared = self
@@ -332,18 +500,35 @@ impl Journal {
                 .wait(shared)
                 .unwrap_or_else(|poisoned| poisoned.into_inner());
         }
+        shared
+    }
+
+    /// Makes `file` (the empty log of `generation`, after a snapshot holding every appended
+    /// change) the current log. Returns the old log, for [`Journal::remove_old_log`].
+    fn switch_log(
+        &self,
+        shared: &mut Shared,
+        file: File,
+        generation: u64,
+        snapshot_bytes: u64,
+    ) -> Option<File> {
+        shared.log_identity = file.metadata().ok().and_then(|m| identity_of(&m));
         let old = shared.file.replace(file);
         shared.pending.clear();
         shared.pending_entries = 0;
         shared.durable = shared.appended;
-        shared.generation = next;
+        shared.generation = generation;
         shared.log_entries = 0;
         shared.log_bytes = 0;
+        shared.flushed_log_bytes = 0;
         shared.snapshot_bytes = snapshot_bytes;
         shared.compact_at = self.limits.compact_after_entries;
-        let (flushes, flushed_entries) = (shared.flushes, shared.flushed_entries);
-        drop(shared);
+        shared.compact_at_bytes = self.limits.compact_after_bytes;
         self.flushed.notify_all();
+        old
+    }
+
+    fn remove_old_log(&self, old: Option<File>, generation: u64) {
         drop(old);
         let old_path = self.dir.join(log_name(generation));
         if let Err(error) = std::fs::remove_file(&old_path) {
@@ -352,9 +537,45 @@ impl Journal {
                 old_path.display()
             );
         }
-        log::debug!(
-            "journal: compacted {entries} changes into a snapshot of {snapshot_bytes} bytes (generation {next}); {flushed_entries} changes written in {flushes} flushes so far"
+    }
+
+    /// Marks the journal failed (recoverable) and wakes the waiters, who then get the error.
+    fn fail(&self, shared: &mut Shared, problem: String) {
+        log::error!(
+            "journal: {problem}; changes are refused until the journal can be written again"
         );
+        shared.failed = Some(Failed {
+            reason: problem,
+            needs_restart: false,
+        });
+        self.flushed.notify_all();
+    }
+
+    /// Marks the journal failed until a restart: `DATA_DIR` is not the one opened.
+    fn fail_for_good(&self, shared: &mut Shared, problem: String) {
+        log::error!("journal: {problem}; changes are refused until a restart, which loads what DATA_DIR holds then");
+        shared.failed = Some(Failed {
+            reason: problem,
+            needs_restart: true,
+        });
+        self.flushed.notify_all();
+    }
+
+    /// `Ok` if `DATA_DIR` is still the directory opened.
+    fn check_dir_in_place(&self) -> Result<(), String> {
+        check_same_file(&self.dir, self.dir_identity)
+            .map_err(|problem| format!("DATA_DIR {problem}"))
+    }
+
+    /// `Ok` if `DATA_DIR` and the log at `log_path` are still the ones opened.
+    fn check_in_place(
+        &self,
+        log_path: &Path,
+        log_identity: Option<FileIdentity>,
+    ) -> Result<(), String> {
+        self.check_dir_in_place()?;
+        check_same_file(log_path, log_identity)
+            .map_err(|problem| format!("the journal's log {problem}"))
     }
 
     /// Creates the next generation's empty log, then writes and installs the snapshot.
@@ -366,7 +587,7 @@ impl Journal {
         sequence: u64,
     ) -> Result<(File, u64), Failure> {
         let log_path = self.dir.join(log_name(generation));
-        let file = OpenOptions::new()
+        let file = private_file()
             .read(true)
             .write(true)
             .create(true)
@@ -418,8 +639,8 @@ impl Journal {
             if shared.durable >= ticket.0 {
                 return Ok(());
             }
-            if let Some(failure) = &shared.failed {
-                return Err(failure.clone());
+            if let Some(failed) = &shared.failed {
+                return Err(failed.reason.clone());
             }
             let Some(mut file) = shared.file.take() else {
                 shared = self
@@ -433,26 +654,35 @@ impl Journal {
             let mut bytes = std::mem::replace(&mut shared.pending, spare);
             let upto = shared.appended;
             let entries = std::mem::take(&mut shared.pending_entries);
-            let generation = shared.generation;
+            let log_path = self.dir.join(log_name(shared.generation));
+            let log_identity = shared.log_identity;
+            let flushed_log_bytes = shared.flushed_log_bytes;
             drop(shared);
 
-            let result = file.write_all(&bytes).and_then(|()| file.sync_data());
+            let result = match file.write_all(&bytes).and_then(|()| file.sync_data()) {
+                Ok(()) => self
+                    .check_in_place(&log_path, log_identity)
+                    .map_err(FlushFailure::Vanished),
+                Err(error) => {
+                    cut_back(&file, flushed_log_bytes);
+                    Err(FlushFailure::Write(format!(
+                        "writing {} failed: {error}",
+                        log_path.display()
+                    )))
+                }
+            };
 
             shared = self.lock();
             shared.file = Some(file);
             match result {
                 Ok(()) => {
                     shared.durable = shared.durable.max(upto);
+                    shared.flushed_log_bytes += bytes.len() as u64;
                     shared.flushes += 1;
                     shared.flushed_entries += entries;
                 }
-                Err(error) => {
-                    let path = self.dir.join(log_name(generation));
-                    shared.failed = Some(format!(
-                        "writing {} failed ({error}); no further changes are accepted until a restart",
-                        path.display()
-                    ));
-                }
+                Err(FlushFailure::Write(problem)) => self.fail(&mut shared, problem),
+                Err(FlushFailure::Vanished(problem)) => self.fail_for_good(&mut shared, problem),
             }
             bytes.clear();
             shared.spare = bytes;
@@ -474,6 +704,14 @@ impl Journal {
     }
 }
 
+/// Why a flush did not make its changes durable.
+enum FlushFailure {
+    /// A write or fsync failed: a fresh snapshot may recover.
+    Write(String),
+    /// `DATA_DIR` or the log is not the one opened any more.
+    Vanished(String),
+}
+
 /// Why a compaction did not finish.
 enum Failure {
     /// Nothing changed for good: the old snapshot and log stay in use.
@@ -482,10 +720,99 @@ enum Failure {
     Fatal(String),
 }
 
+/// Creates `dir` if missing (0700 on Unix: the journal holds secrets), or warns if an
+/// existing one is open to others.
+fn prepare_directory(dir: &Path) -> Result<(), String> {
+    if dir.is_dir() {
+        warn_if_shared(dir);
+        return Ok(());
+    }
+    log::info!(
+        "journal: {} does not exist: it is created, with no instances",
+        dir.display()
+    );
+    private_directory_builder()
+        .create(dir)
+        .and_then(|()| match dir.parent() {
+            Some(parent) if !parent.as_os_str().is_empty() => sync_dir(parent),
+            _ => Ok(()),
+        })
+        .map_err(|error| format!("{}: cannot create the directory: {error}", dir.display()))
+}
+
+#[cfg(unix)]
+fn private_directory_builder() -> std::fs::DirBuilder {
+    use std::os::unix::fs::DirBuilderExt;
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true).mode(0o700);
+    builder
+}
+
+#[cfg(not(unix))]
+fn private_directory_builder() -> std::fs::DirBuilder {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    builder
+}
+
+#[cfg(unix)]
+fn warn_if_shared(dir: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    if let Ok(metadata) = std::fs::metadata(dir) {
+        let mode = metadata.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            log::warn!(
+                "journal: {} has mode {mode:o}: others may read binding passwords and dashboard tokens; chmod 700 it",
+                dir.display()
+            );
+        }
+    }
+}
+
+#[cfg(not(unix))]
+fn warn_if_shared(_dir: &Path) {}
+
+/// Options for a journal file: created 0600 on Unix (it holds secrets).
+#[cfg(unix)]
+fn private_file() -> OpenOptions {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut options = OpenOptions::new();
+    options.mode(0o600);
+    options
+}
+
+#[cfg(not(unix))]
+fn private_file() -> OpenOptions {
+    OpenOptions::new()
+}
+
+/// `Ok` if `path` still names the file that had `identity` (or, without identities, exists).
+fn check_same_file(path: &Path, identity: Option<FileIdentity>) -> Result<(), String> {
+    let metadata = std::fs::metadata(path).map_err(|error| {
+        format!(
+            "{} was removed or renamed while in use ({error})",
+            path.display()
+        )
+    })?;
+    if identity.is_some() && identity_of(&metadata) != identity {
+        return Err(format!("{} was replaced while in use", path.display()));
+    }
+    Ok(())
+}
+
+/// After a failed write: cuts the log back to what earlier flushes made durable, so a restart
+/// does not replay changes that were refused. Best effort: a torn or unacknowledged tail is
+/// harmless anyway, and the log is not written again.
+fn cut_back(file: &File, durable_len: u64) {
+    if let Err(error) = file.set_len(durable_len).and_then(|()| file.sync_all()) {
+        log::warn!("journal: could not cut the failed log back to {durable_len} bytes: {error}");
+    }
+}
+
 /// Takes the OS lock on `journal.lock`, so two processes never write the same journal.
 fn lock_directory(dir: &Path) -> Result<File, String> {
     let path = dir.join(LOCK);
-    let file = OpenOptions::new()
+    let file = private_file()
         .read(true)
         .write(true)
         .create(true)
@@ -639,8 +966,8 @@ struct Replayed {
     valid_len: u64,
 }
 
-/// Applies the log's lines to `state`. A last line that is incomplete or fails its checksum
-/// is left out (a torn write); any other bad line is an error `(line number, problem)`.
+/// Applies the log's lines to `state`. Bytes after the last line end are left out (a torn
+/// write); any bad complete line, the last one included, is an error `(line number, problem)`.
 fn replay(log: &[u8], sequence: u64, state: &mut EchoState) -> Result<Replayed, (usize, String)> {
     let mut offset = 0;
     let mut entries = 0;
@@ -651,13 +978,7 @@ fn replay(log: &[u8], sequence: u64, state: &mut EchoState) -> Result<Replayed, 
         let Some(end) = rest.iter().position(|&b| b == b'\n') else {
             break; // incomplete: never acknowledged
         };
-        let line = &rest[..end];
-        let is_last = offset + end + 1 == log.len();
-        let payload = match unframe(line) {
-            Ok(payload) => payload,
-            Err(_) if is_last => break, // torn
-            Err(problem) => return Err((line_number, problem)),
-        };
+        let payload = unframe(&rest[..end]).map_err(|problem| (line_number, problem))?;
         let expected = sequence + entries + 1;
         let change = parse_entry(payload, expected).map_err(|problem| (line_number, problem))?;
         state.apply(change);
@@ -690,7 +1011,11 @@ fn parse_entry(payload: &[u8], expected: u64) -> Result<Change, String> {
 /// is streamed through a checksumming writer, never held in memory whole: with many
 /// instances the state's text would otherwise double the peak memory. Returns the size.
 fn write_framed_snapshot(path: &Path, snapshot: &SnapshotOut) -> std::io::Result<u64> {
-    let mut file = File::create(path)?;
+    let mut file = private_file()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(path)?;
     file.write_all(b"00000000 ")?;
     let (crc, written) = {
         let mut writer = ChecksummingWriter {
@@ -864,6 +1189,7 @@ mod tests {
     fn limits(compact_after_entries: u64) -> Limits {
         Limits {
             compact_after_entries,
+            ..Limits::DEFAULT
         }
     }
 
@@ -899,7 +1225,7 @@ mod tests {
     fn message(id: &str, text: &str) -> Change {
         Change::Message {
             instance_id: id.into(),
-            message: text.into(),
+            preview: text.into(),
         }
     }
 
@@ -1021,7 +1347,7 @@ mod tests {
         let tails: [Vec<u8>; 4] = [
             last[..last.len() / 2].to_vec(),
             last[..last.len() - 1].to_vec(), // all but the line end
-            wrong_checksum,
+            wrong_checksum[..wrong_checksum.len() - 1].to_vec(),
             vec![0; 300],
         ];
         for tail in tails {
@@ -1098,8 +1424,21 @@ mod tests {
             "{problem}"
         );
 
-        // A complete last line with a good checksum is not a torn write: out of order, it is
+        // A complete last line is not a torn write: with a bad checksum, or garbage, it is
         // refused too.
+        let mut last_flipped = lines.clone();
+        let last = last_flipped.len() - 1;
+        let at = last_flipped[last].len() - 5;
+        last_flipped[last][at] ^= 0x01;
+        std::fs::write(dir.file(&log_name(0)), last_flipped.concat()).expect("written");
+        let problem = assert_refused(&dir, &log_name(0), lines.len());
+        assert!(problem.contains("checksum mismatch"), "{problem}");
+        let mut garbage_last = lines.clone();
+        garbage_last.push(b"hello world\n".to_vec());
+        std::fs::write(dir.file(&log_name(0)), garbage_last.concat()).expect("written");
+        assert_refused(&dir, &log_name(0), lines.len() + 1);
+
+        // Nor is one with a good checksum: out of order, it is refused.
         let mut repeated = lines.clone();
         repeated.push(lines[0].clone());
         std::fs::write(dir.file(&log_name(0)), repeated.concat()).expect("written");
@@ -1199,6 +1538,42 @@ mod tests {
         // Messages count up: a change replayed twice would show.
         assert_eq!(replayed.instances["i-1"].message_count, 2);
         assert!(journal.lock().appended == count);
+    }
+
+    #[test]
+    fn a_log_of_large_changes_is_compacted_by_its_size() {
+        let dir = TestDir::new("bytes");
+        let limits = Limits {
+            compact_after_entries: 1_000_000,
+            compact_after_bytes: 64 * 1024,
+        };
+        let (journal, state) = Journal::open_with(&dir.0, limits).expect("journal opens");
+        let state = Mutex::new(state);
+        commit(&journal, &state, provision("big"));
+        let parameters = serde_json::json!({ "blob": "x".repeat(8 * 1024) });
+        for _ in 0..100 {
+            let update = crate::echo_api::InstanceUpdate {
+                parameters: Some(parameters.clone()),
+                ..Default::default()
+            };
+            let change = Change::Update {
+                instance_id: "big".into(),
+                update,
+            };
+            commit(&journal, &state, change);
+        }
+        let total: usize = dir.files().values().map(Vec::len).sum();
+        assert!(
+            total < 2 * 64 * 1024 + 16 * 1024,
+            "{total} bytes on disk for 800 KiB of changes: {:?}",
+            dir.files().keys().collect::<Vec<_>>()
+        );
+        drop(journal);
+        let (_, replayed) = Journal::open_with(&dir.0, limits).expect("journal opens");
+        assert_eq!(
+            as_json(&replayed),
+            as_json(&state.into_inner().expect("state"))
+        );
     }
 
     #[test]
