@@ -344,3 +344,34 @@ pub fn split_userinfo(uri: &str) -> (String, Option<String>) {
         None => (uri.to_string(), None),
     }
 }
+
+/// Reads one whole HTTP/1.1 message (request or response) from `reader`: the head up to the
+/// blank line and then `Content-Length` bytes of body. `None` at end of stream or on error.
+///
+/// A fake server must read the whole request before it answers and closes: on Windows,
+/// closing a socket with unread bytes resets the connection, and the reset discards the
+/// answer before the client reads it.
+pub fn read_http_message(reader: &mut impl std::io::BufRead) -> Option<Vec<u8>> {
+    let mut message = Vec::new();
+    let mut content_length = 0usize;
+    loop {
+        let mut line = Vec::new();
+        if reader.read_until(b'\n', &mut line).ok()? == 0 {
+            return None;
+        }
+        message.extend_from_slice(&line);
+        let text = String::from_utf8_lossy(&line);
+        if text == "\r\n" || text == "\n" {
+            break;
+        }
+        if let Some((name, value)) = text.split_once(':') {
+            if name.trim().eq_ignore_ascii_case("content-length") {
+                content_length = value.trim().parse().ok()?;
+            }
+        }
+    }
+    let mut body = vec![0; content_length];
+    reader.read_exact(&mut body).ok()?;
+    message.extend_from_slice(&body);
+    Some(message)
+}
