@@ -6,7 +6,8 @@
 //! - [`echo_service`]: the backend: instances, bindings, messages; [`journal`] keeps them on disk.
 //! - [`echo_client`] and [`echo_api`]: how the broker calls the echo service.
 //! - [`http`]: the plumbing both servers share; [`settings`]: configuration from the environment;
-//!   [`logging`]: log lines as text or JSON, with no secrets in them.
+//!   [`logging`]: log lines as text or JSON, with no secrets in them; [`platform`]: what
+//!   Cloud Foundry and Stackato offer (a volume for the state) and forbid (published secrets).
 
 pub mod broker;
 pub mod catalog;
@@ -17,4 +18,5 @@ pub mod echo_service;
 pub mod http;
 pub mod journal;
 pub mod logging;
+pub mod platform;
 pub mod settings;

@@ -5,9 +5,13 @@ use echo_broker::broker::{Broker, BrokerConfig};
 use echo_broker::catalog::Catalog;
 use echo_broker::echo_service::{EchoConfig, EchoService};
 use echo_broker::http;
+use echo_broker::platform::{self, DataDir};
 use echo_broker::settings::{self, Command};
 use std::path::PathBuf;
 use std::sync::Arc;
+
+/// `--check-catalog FILE`: the file was read and the catalog in it is invalid.
+const EXIT_INVALID_CATALOG: i32 = 1;
 
 /// The seed's credentials, accepted (on loopback only) when none are configured.
 const DEFAULT_CREDENTIALS: (&str, &str) = ("user", "pass");
@@ -19,7 +23,7 @@ Usage: echo-broker [--help | --version | --check-catalog FILE]
 
   -h, --help            print this help and exit
   -V, --version         print the version and exit
-  --check-catalog FILE  validate a catalog file and exit (0 valid, 1 invalid)
+  --check-catalog FILE  validate a catalog file and exit (0 valid, 1 invalid, 2 unreadable)
 
 Configuration comes from environment variables (a blank value counts as unset):
   PORT              broker listen port                                  [8080]
@@ -49,7 +53,7 @@ enum Backend {
     /// Started in this process; the broker still talks to it over HTTP.
     Embedded {
         port: u16,
-        data_dir: PathBuf,
+        data_dir: DataDir,
     },
     Remote {
         service_base: String,
@@ -79,9 +83,12 @@ fn check_catalog(path: &std::path::Path) {
                 loaded.catalog.services.len()
             );
         }
+        // An unreadable file is bad configuration (2), like any other; 1 means the file
+        // was read and the catalog in it is invalid.
+        Err(error) if error.unreadable => settings::exit_with(&error.to_string()),
         Err(error) => {
             eprintln!("error: {error}");
-            std::process::exit(1);
+            std::process::exit(EXIT_INVALID_CATALOG);
         }
     }
 }
@@ -93,10 +100,14 @@ fn run() {
         .unwrap_or_else(|problem| settings::exit_with(&problem));
     let host = settings::listen_host(configured.is_some(), "BROKER_USERNAME and BROKER_PASSWORD")
         .unwrap_or_else(|problem| settings::exit_with(&problem));
-    let backend = backend().unwrap_or_else(|problem| settings::exit_with(&problem));
+    let backend = backend()
+        .and_then(|backend| ports_differ(port, backend))
+        .unwrap_or_else(|problem| settings::exit_with(&problem));
     let echo_credentials =
         echo_credentials(&backend).unwrap_or_else(|problem| settings::exit_with(&problem));
-    let catalog = load_catalog();
+    refuse_published_secrets(&host, configured.as_ref(), echo_credentials.as_ref())
+        .unwrap_or_else(|problem| settings::exit_with(&problem));
+    let catalog = load_catalog(&host);
     let service_base = start_backend(&backend, &host, echo_credentials.clone());
     let broker = Broker::new(BrokerConfig {
         catalog,
@@ -113,14 +124,48 @@ fn run() {
     http::serve("broker", server, Arc::new(broker), http::worker_count());
 }
 
-/// The catalog from `CATALOG_PATH` or the embedded one, validated; its warnings logged.
-fn load_catalog() -> Catalog {
+/// Beyond loopback, the broker's and the echo service's passwords must be secrets of the
+/// operator's own, not values anyone can read in this repository.
+fn refuse_published_secrets(
+    host: &str,
+    broker: Option<&(String, String)>,
+    echo: Option<&(String, String)>,
+) -> Result<(), String> {
+    let mut secrets = Vec::new();
+    if let Some((_, password)) = broker {
+        secrets.push(("BROKER_PASSWORD", password.as_str()));
+    }
+    if let Some((_, password)) = echo {
+        secrets.push(("ECHO_PASSWORD", password.as_str()));
+    }
+    platform::refuse_published_secrets(host, &secrets)
+}
+
+/// Beyond loopback, a catalog whose dashboard client secret is published (the embedded
+/// catalog's `secret-1`) would make the platform create a UAA client anyone can use.
+fn refuse_published_catalog_secret(host: &str, catalog: &Catalog) -> Result<(), String> {
+    let secrets: Vec<(&str, &str)> = catalog
+        .services
+        .iter()
+        .filter_map(|service| service.dashboard_client.as_ref())
+        .map(|client| ("CATALOG_PATH", client.secret.as_str()))
+        .collect();
+    platform::refuse_published_secrets(host, &secrets).map_err(|problem| {
+        format!("{problem}; the catalog's dashboard_client secret is the one published: deploy catalog-cf.toml (no dashboard_client) or a catalog with a secret of your own")
+    })
+}
+
+/// The catalog from `CATALOG_PATH` or the embedded one, validated, without a published
+/// secret where that matters; its warnings logged.
+fn load_catalog(host: &str) -> Catalog {
     let catalog_path = settings::var("CATALOG_PATH").map(PathBuf::from);
     let loaded =
         Catalog::load(catalog_path.as_deref()).unwrap_or_else(|error| match catalog_path {
             Some(_) => settings::exit_with(&format!("CATALOG_PATH: {error}")),
             None => settings::exit_with(&error.to_string()),
         });
+    refuse_published_catalog_secret(host, &loaded.catalog)
+        .unwrap_or_else(|problem| settings::exit_with(&problem));
     let services = &loaded.catalog.services;
     let plans: usize = services.iter().map(|service| service.plans.len()).sum();
     log::info!(
@@ -162,8 +207,8 @@ fn start_backend(backend: &Backend, host: &str, credentials: Option<(String, Str
         Backend::Embedded { port, data_dir } => {
             start_embedded_echo_service(host, *port, data_dir, credentials);
             log::info!(
-                "backend: embedded echo service on port {port}, state in {}",
-                data_dir.display()
+                "backend: embedded echo service on port {port}, {}",
+                data_dir.describe()
             );
             format!("http://{}:{port}", settings::url_host(reachable_host(host)))
         }
@@ -177,9 +222,18 @@ fn backend() -> Result<Backend, String> {
         }),
         None => Ok(Backend::Embedded {
             port: settings::port("ECHO_PORT", 8090)?,
-            data_dir: settings::var("DATA_DIR")
-                .map_or_else(|| PathBuf::from("echo-data"), PathBuf::from),
+            data_dir: platform::data_dir()?,
         }),
+    }
+}
+
+/// The broker and its embedded echo service listen on the same host, so they need two ports.
+fn ports_differ(port: u16, backend: Backend) -> Result<Backend, String> {
+    match backend {
+        Backend::Embedded { port: echo_port, .. } if echo_port == port => Err(format!(
+            "ECHO_PORT: {echo_port} clashes with PORT {port}; the broker and the embedded echo service need different ports"
+        )),
+        backend => Ok(backend),
     }
 }
 
@@ -206,15 +260,21 @@ fn reachable_host(host: &str) -> &str {
 fn start_embedded_echo_service(
     host: &str,
     port: u16,
-    data_dir: &std::path::Path,
+    data_dir: &DataDir,
     credentials: Option<(String, String)>,
 ) {
+    if let Some(warning) = data_dir.ephemeral_warning(platform::on_a_platform()) {
+        log::warn!("echo service: {warning}");
+    }
     let echo = EchoService::new(EchoConfig {
         management_credentials: credentials,
-        data_dir: Some(data_dir.to_path_buf()),
+        data_dir: Some(data_dir.path.clone()),
     })
     .unwrap_or_else(|problem| settings::exit_with(&format!("DATA_DIR: {problem}")));
-    log::info!("echo service: {} instances loaded", echo.instance_count());
+    log::info!(
+        "echo service: {} loaded",
+        settings::counted(echo.instance_count(), "instance")
+    );
     let server = http::bind(&format!("{}:{port}", settings::url_host(host)))
         .unwrap_or_else(|problem| settings::exit_with(&format!("ECHO_PORT: {problem}")));
     let echo = Arc::new(echo);

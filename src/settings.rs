@@ -36,7 +36,11 @@ pub enum Command {
 
 /// Reads the arguments after the program name. `--check-catalog` is the broker's only.
 pub fn parse_command(args: &[String], accepts_check_catalog: bool) -> Result<Command, String> {
+    let takes_no_argument = ["--help", "-h", "--version", "-V"];
     match args {
+        [flag, extra, ..] if takes_no_argument.contains(&flag.as_str()) => Err(format!(
+            "{flag} takes no argument, and '{extra}' was given (try {flag} alone)"
+        )),
         [] => Ok(Command::Run),
         [flag] if flag == "--help" || flag == "-h" => Ok(Command::Help),
         [flag] if flag == "--version" || flag == "-V" => Ok(Command::Version),
@@ -59,14 +63,20 @@ pub fn var(name: &str) -> Option<String> {
         .filter(|value| !value.trim().is_empty())
 }
 
-/// A TCP port from `name`, or `default`.
+/// A TCP port from `name`, or `default`. Port 0 (any free port) is refused: the broker
+/// builds the echo service's URL from the port it was given, and a platform routes to the
+/// port it set, so a port chosen by the OS would be a port nobody calls.
 pub fn port(name: &str, default: u16) -> Result<u16, String> {
-    match var(name) {
-        None => Ok(default),
-        Some(value) => value
-            .trim()
-            .parse::<u16>()
-            .map_err(|_| format!("{name}: '{value}' is not a port number (0-65535)")),
+    var(name).map_or(Ok(default), |value| parse_port(name, &value))
+}
+
+fn parse_port(name: &str, value: &str) -> Result<u16, String> {
+    match value.trim().parse::<u16>() {
+        Ok(0) => Err(format!(
+            "{name}: 0 is not a fixed port (give a port number from 1 to 65535)"
+        )),
+        Ok(port) => Ok(port),
+        Err(_) => Err(format!("{name}: '{value}' is not a port number (1-65535)")),
     }
 }
 
@@ -176,6 +186,14 @@ pub fn service_base(value: &str) -> Result<String, String> {
     Ok(format!("http://{rest}"))
 }
 
+/// `1 instance`, `2 instances`: a count with its noun, for log lines.
+pub fn counted(count: usize, noun: &str) -> String {
+    match count {
+        1 => format!("1 {noun}"),
+        _ => format!("{count} {noun}s"),
+    }
+}
+
 /// Prints `message` as the one line that explains why start-up stopped (`error: ...`, or a
 /// JSON object with `LOG_FORMAT=json`) on standard error, and exits 2.
 pub fn exit_with(message: &str) -> ! {
@@ -204,6 +222,14 @@ mod tests {
     }
 
     #[test]
+    fn port_zero_is_refused_with_the_usable_range() {
+        let refused = parse_port("ECHO_PORT", "0");
+        assert!(refused.is_err_and(|problem| problem.starts_with("ECHO_PORT: 0 ")));
+        assert_eq!(parse_port("PORT", " 8091 "), Ok(8091));
+        assert!(parse_port("PORT", "65536").is_err());
+    }
+
+    #[test]
     fn commands_are_parsed_and_unknown_flags_refused() {
         let args = |list: &[&str]| list.iter().map(|s| s.to_string()).collect::<Vec<_>>();
         assert_eq!(parse_command(&args(&[]), true), Ok(Command::Run));
@@ -214,5 +240,9 @@ mod tests {
         );
         assert!(parse_command(&args(&["--check-catalog", "x"]), false).is_err());
         assert!(parse_command(&args(&["--frobnicate"]), true).is_err());
+        let extra = parse_command(&args(&["--help", "extra"]), true);
+        assert!(extra
+            .is_err_and(|problem| problem.contains("'extra'")
+                && !problem.contains("unknown argument '--help'")));
     }
 }

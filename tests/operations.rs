@@ -127,6 +127,41 @@ fn unknown_arguments_exit_2_with_a_hint() {
 // ---------------------------------------------------------------------------------------
 
 #[test]
+fn port_zero_is_refused_because_nobody_would_call_the_port_the_os_picks() {
+    assert_refused(BROKER, &[("PORT", "0")], "PORT");
+    assert_refused(ECHO_SERVICE, &[("PORT", "0")], "PORT");
+    let line = assert_refused(BROKER, &[("ECHO_PORT", "0")], "ECHO_PORT");
+    assert!(line.contains("1 to 65535"), "{line}");
+}
+
+#[test]
+fn the_same_port_for_the_broker_and_its_embedded_echo_service_is_said_to_clash() {
+    let port = free_port().to_string();
+    let line = assert_refused(
+        BROKER,
+        &[("PORT", &port), ("ECHO_PORT", &port)],
+        "ECHO_PORT",
+    );
+    assert!(line.contains("clashes with PORT"), "{line}");
+}
+
+#[test]
+fn an_argument_after_help_or_version_is_named_as_the_extra_one() {
+    for binary in [BROKER, ECHO_SERVICE] {
+        for flag in ["--help", "--version"] {
+            let (code, output) = run_to_end(binary, &[flag, "extra"], &[]);
+            assert_eq!(code, Some(2), "{output}");
+            assert_eq!(output.trim().lines().count(), 1, "{output}");
+            assert!(output.contains("'extra'"), "{output}");
+            assert!(
+                !output.contains(&format!("unknown argument '{flag}'")),
+                "{output}"
+            );
+        }
+    }
+}
+
+#[test]
 fn a_port_that_is_not_a_number_is_refused() {
     assert_refused(BROKER, &[("PORT", "abc")], "PORT");
     assert_refused(ECHO_SERVICE, &[("PORT", "abc")], "PORT");

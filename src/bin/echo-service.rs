@@ -2,8 +2,8 @@
 
 use echo_broker::echo_service::{EchoConfig, EchoService};
 use echo_broker::http;
+use echo_broker::platform::{self, DataDir};
 use echo_broker::settings::{self, Command};
-use std::path::PathBuf;
 use std::sync::Arc;
 
 const HELP: &str = "\
@@ -41,6 +41,29 @@ fn main() {
     }
 }
 
+/// Beyond loopback, the management password must be a secret of the operator's own.
+fn refuse_published_secret(
+    host: &str,
+    credentials: Option<&(String, String)>,
+) -> Result<(), String> {
+    match credentials {
+        Some((_, password)) => {
+            platform::refuse_published_secrets(host, &[("ECHO_PASSWORD", password.as_str())])
+        }
+        None => Ok(()),
+    }
+}
+
+/// Where the journal lives (see `platform::data_dir`), with a warning when that is the
+/// container's ephemeral disk.
+fn data_dir() -> Result<DataDir, String> {
+    let data_dir = platform::data_dir()?;
+    if let Some(warning) = data_dir.ephemeral_warning(platform::on_a_platform()) {
+        log::warn!("echo service: {warning}");
+    }
+    Ok(data_dir)
+}
+
 fn run() {
     settings::init_logging().unwrap_or_else(|problem| settings::exit_with(&problem));
     let port = settings::port("PORT", 8090).unwrap_or_else(|problem| settings::exit_with(&problem));
@@ -48,20 +71,21 @@ fn run() {
         .unwrap_or_else(|problem| settings::exit_with(&problem));
     let host = settings::listen_host(credentials.is_some(), "ECHO_USERNAME and ECHO_PASSWORD")
         .unwrap_or_else(|problem| settings::exit_with(&problem));
+    refuse_published_secret(&host, credentials.as_ref())
+        .unwrap_or_else(|problem| settings::exit_with(&problem));
+    let data_dir = data_dir().unwrap_or_else(|problem| settings::exit_with(&problem));
     if credentials.is_none() {
         log::warn!("auth: ECHO_USERNAME and ECHO_PASSWORD are not set: the management API is open, on {host} only");
     }
-    let data_dir =
-        settings::var("DATA_DIR").map_or_else(|| PathBuf::from("echo-data"), PathBuf::from);
     let echo = EchoService::new(EchoConfig {
         management_credentials: credentials,
-        data_dir: Some(data_dir.clone()),
+        data_dir: Some(data_dir.path.clone()),
     })
     .unwrap_or_else(|problem| settings::exit_with(&format!("DATA_DIR: {problem}")));
     log::info!(
-        "echo service: {} instances loaded from {}",
-        echo.instance_count(),
-        data_dir.display()
+        "echo service: {} loaded, {}",
+        settings::counted(echo.instance_count(), "instance"),
+        data_dir.describe()
     );
     let server = http::bind(&format!("{}:{port}", settings::url_host(&host)))
         .unwrap_or_else(|problem| settings::exit_with(&format!("PORT: {problem}")));

@@ -76,12 +76,22 @@ impl Process {
     /// Starts `binary` on `port` (its `PORT`) with `env` (and nothing inherited that could
     /// change its behaviour) and waits until `GET /health` answers 200.
     pub fn start(binary: &str, port: u16, env: &[(&str, &str)]) -> Process {
+        Process::start_in(None, binary, port, env)
+    }
+
+    /// [`Process::start`] with `working_dir` as the current directory (else the test's).
+    pub fn start_in(
+        working_dir: Option<&Path>,
+        binary: &str,
+        port: u16,
+        env: &[(&str, &str)],
+    ) -> Process {
         let dir = TempDir::new("process");
         let log_path = dir.path().join("log.txt");
         let port_text = port.to_string();
         let mut full_env = vec![("PORT", port_text.as_str())];
         full_env.extend_from_slice(env);
-        let child = spawn(binary, &[], &full_env, &log_path);
+        let child = spawn_in(working_dir, binary, &[], &full_env, &log_path);
         let mut process = Process {
             child,
             url: format!("http://127.0.0.1:{port}"),
@@ -136,6 +146,17 @@ impl Drop for Process {
 
 /// Spawns `binary` with `args` and `env`, its stdout and stderr into `log_path`.
 pub fn spawn(binary: &str, args: &[&str], env: &[(&str, &str)], log_path: &Path) -> Child {
+    spawn_in(None, binary, args, env, log_path)
+}
+
+/// [`spawn`] with `working_dir` as the current directory (else the test's).
+pub fn spawn_in(
+    working_dir: Option<&Path>,
+    binary: &str,
+    args: &[&str],
+    env: &[(&str, &str)],
+    log_path: &Path,
+) -> Child {
     let log = std::fs::File::create(log_path).expect("log file is created");
     let log_err = log.try_clone().expect("log file handle is cloned");
     let mut command = Command::new(binary);
@@ -144,10 +165,14 @@ pub fn spawn(binary: &str, args: &[&str], env: &[(&str, &str)], log_path: &Path)
         .stdin(Stdio::null())
         .stdout(log)
         .stderr(log_err);
-    for name in echo_broker::settings::ENVIRONMENT_VARIABLES {
+    let variables = echo_broker::settings::ENVIRONMENT_VARIABLES.into_iter();
+    for name in variables.chain(echo_broker::platform::PLATFORM_VARIABLES) {
         command.env_remove(name);
     }
     command.envs(env.iter().copied());
+    if let Some(dir) = working_dir {
+        command.current_dir(dir);
+    }
     command.spawn().expect("the binary starts")
 }
 
