@@ -15,7 +15,7 @@ use crate::catalog::{Catalog, Plan, Service};
 use crate::echo_api::{
     non_empty, BindingAttributes, BindingView, InstanceAttributes, InstanceUpdate, InstanceView,
 };
-use crate::echo_client::{Bound, EchoClient, EchoError, Provisioned, Removed};
+use crate::echo_client::{Bound, EchoClient, EchoError, Provisioned, Removed, TlsRoots};
 use crate::http::{self, HttpRequest, HttpResponse};
 use crate::logging::RequestContext;
 use base64::Engine;
@@ -48,6 +48,8 @@ pub struct BrokerConfig {
     pub service_base: String,
     /// The echo service's management credentials, if it has any.
     pub echo_credentials: Option<(String, String)>,
+    /// The CAs an `https://` echo service's certificate must chain to.
+    pub tls_roots: TlsRoots,
 }
 
 pub struct Broker {
@@ -64,7 +66,11 @@ impl Broker {
             catalog_json: config.catalog.to_json(),
             catalog: config.catalog,
             credentials: config.credentials,
-            echo: EchoClient::new(&config.service_base, config.echo_credentials),
+            echo: EchoClient::new(
+                &config.service_base,
+                config.echo_credentials,
+                &config.tls_roots,
+            ),
         }
     }
 }

@@ -1,6 +1,9 @@
 //! The broker's side of the echo service's management API: one shared ureq agent (a pool of
 //! keep-alive connections used by every worker) with short timeouts, and one method per call.
 //!
+//! An `https://` echo service is reached over TLS (rustls), its certificate checked against
+//! the operating system's trust store, or the CAs of `SSL_CERT_FILE` when that is set.
+//!
 //! Each method turns the echo service's status codes into a small enum the broker can match
 //! on; anything unexpected (refused, timed out, a 5xx, a body that is not what was promised)
 //! is an [`EchoError`] whose text says what failed, for the broker's error description.
@@ -10,7 +13,10 @@ use crate::echo_api::{
 };
 use crate::http::percent_encode;
 use serde::de::DeserializeOwned;
+use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
+use ureq::tls::{Certificate, PemItem, RootCerts, TlsConfig, TlsProvider};
 
 /// How long the broker waits for the echo service's answer before answering with an error.
 pub const BACKEND_TIMEOUT: Duration = Duration::from_secs(5);
@@ -52,6 +58,63 @@ pub enum Removed {
     Mismatch(String),
 }
 
+/// Which certificate authorities an `https://` echo service's certificate must chain to.
+#[derive(Debug, Clone, Default)]
+pub enum TlsRoots {
+    /// The operating system's trust store, through its own verifier where it has one
+    /// (Windows, macOS) and its CA files elsewhere. Cloud Foundry installs the platform's
+    /// CAs (those of `*.apps.internal` and of its routers) into the container's store.
+    #[default]
+    System,
+    /// Only these CAs: the certificates of the PEM file that `SSL_CERT_FILE` names (its
+    /// meaning in OpenSSL and curl: it replaces the system's list).
+    Only(Vec<Certificate<'static>>),
+}
+
+impl TlsRoots {
+    /// The certificates of a PEM file; an error names the file and what is wrong.
+    pub fn from_pem_file(path: &Path) -> Result<TlsRoots, String> {
+        let pem = std::fs::read(path)
+            .map_err(|error| format!("{} cannot be read: {error}", path.display()))?;
+        let mut certificates = Vec::new();
+        for item in ureq::tls::parse_pem(&pem) {
+            match item {
+                Ok(PemItem::Certificate(certificate)) => certificates.push(certificate),
+                Ok(_) => {}
+                Err(error) => return Err(format!("{} is not PEM: {error}", path.display())),
+            }
+        }
+        if certificates.is_empty() {
+            return Err(format!("{} holds no PEM certificate", path.display()));
+        }
+        Ok(TlsRoots::Only(certificates))
+    }
+
+    /// What certificates are checked against, for the start-up log.
+    pub fn describe(&self) -> String {
+        match self {
+            TlsRoots::System => "the system's trust store".into(),
+            TlsRoots::Only(certificates) => {
+                format!(
+                    "the {} CA certificate(s) of SSL_CERT_FILE",
+                    certificates.len()
+                )
+            }
+        }
+    }
+
+    fn tls_config(&self) -> TlsConfig {
+        let roots = match self {
+            TlsRoots::System => RootCerts::PlatformVerifier,
+            TlsRoots::Only(certificates) => RootCerts::Specific(Arc::new(certificates.clone())),
+        };
+        TlsConfig::builder()
+            .provider(TlsProvider::Rustls)
+            .root_certs(roots)
+            .build()
+    }
+}
+
 /// A client for one echo service.
 pub struct EchoClient {
     agent: ureq::Agent,
@@ -67,8 +130,13 @@ struct Reply {
 }
 
 impl EchoClient {
-    pub fn new(base_url: &str, credentials: Option<(String, String)>) -> EchoClient {
+    pub fn new(
+        base_url: &str,
+        credentials: Option<(String, String)>,
+        tls_roots: &TlsRoots,
+    ) -> EchoClient {
         let agent: ureq::Agent = ureq::Agent::config_builder()
+            .tls_config(tls_roots.tls_config())
             // Per phase, not `timeout_global`: with a global timeout ureq resolves the host
             // name on a new thread for every call, pooled connection or not.
             .timeout_connect(Some(CONNECT_TIMEOUT))
@@ -247,6 +315,16 @@ impl EchoClient {
             ureq::Error::Timeout(_) => (
                 504,
                 format!("did not answer within {} s", BACKEND_TIMEOUT.as_secs()),
+            ),
+            // rustls reports a refused handshake (an untrusted certificate, one for another
+            // host name) as invalid data: the echo service answered, but not as itself.
+            ureq::Error::Io(io) if io.kind() == std::io::ErrorKind::InvalidData => (
+                502,
+                format!("failed the TLS handshake ({io}): its certificate is not trusted (SSL_CERT_FILE or the system's trust store) or not issued for this host name"),
+            ),
+            ureq::Error::Rustls(_) | ureq::Error::Tls(_) => (
+                502,
+                format!("failed the TLS handshake ({error})"),
             ),
             ureq::Error::Io(_) | ureq::Error::ConnectionFailed | ureq::Error::HostNotFound => {
                 (503, format!("cannot be reached ({error})"))

@@ -25,27 +25,12 @@ Usage: echo-broker [--help | --version | --check-catalog FILE]
   -V, --version         print the version and exit
   --check-catalog FILE  validate a catalog file and exit (0 valid, 1 invalid, 2 unreadable)
 
-Configuration comes from environment variables (a blank value counts as unset):
-  PORT              broker listen port                                  [8080]
-  HOST              listen address                [0.0.0.0 with credentials, else 127.0.0.1]
-  BROKER_USERNAME   basic-auth user the platform must send    [unset: 'user', loopback only]
-  BROKER_PASSWORD   basic-auth password the platform must send [unset: 'pass', loopback only]
-  SERVICE_BASE      echo service base URL, http:// only, e.g. http://echo.example.com (a bare
-                    host means http://host)       [unset: start the echo service embedded]
-  ECHO_USERNAME     echo service management user       [unset, embedded: a random pair]
-  ECHO_PASSWORD     echo service management password   [unset, embedded: a random pair]
-  ECHO_PORT         port of the embedded echo service                   [8090]
-  DATA_DIR          where the embedded echo service keeps its journal   [./echo-data]
-  CATALOG_PATH      a catalog TOML file to use instead of the embedded one         [unset]
-  LOG_LEVEL         error, warn, info, debug, trace                     [info]
-  LOG_FORMAT        text (a readable line per event) or json (an object per line) [text]
+";
 
-Logs go to standard error. Secrets (passwords, Authorization headers, binding
-credentials, dashboard tokens) are never logged, at any level.
-
+const EXIT_CODES: &str = "\
 Exit codes: 0 success; 1 invalid catalog (--check-catalog only); 2 bad configuration
-(an unknown argument, a bad variable, an unreadable or invalid catalog, a busy port),
-reported in one line that names the variable.
+(an unknown argument, a bad variable, an unreadable or invalid catalog, a busy port,
+unreadable state in DATA_DIR), reported in one line that names the variable.
 ";
 
 /// Where the broker's echo service is.
@@ -64,7 +49,7 @@ fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match settings::parse_command(&args, true) {
         Ok(Command::Run) => run(),
-        Ok(Command::Help) => print!("{HELP}"),
+        Ok(Command::Help) => print!("{HELP}{}\n{EXIT_CODES}", settings::VARIABLES_HELP),
         Ok(Command::Version) => println!("echo-broker {}", env!("CARGO_PKG_VERSION")),
         Ok(Command::CheckCatalog(path)) => check_catalog(&path),
         Err(problem) => settings::exit_with(&problem),
@@ -107,13 +92,21 @@ fn run() {
         echo_credentials(&backend).unwrap_or_else(|problem| settings::exit_with(&problem));
     refuse_published_secrets(&host, configured.as_ref(), echo_credentials.as_ref())
         .unwrap_or_else(|problem| settings::exit_with(&problem));
+    let tls_roots = settings::tls_roots().unwrap_or_else(|problem| settings::exit_with(&problem));
     let catalog = load_catalog(&host);
     let service_base = start_backend(&backend, &host, echo_credentials.clone());
+    if service_base.starts_with("https://") {
+        log::info!(
+            "backend: TLS certificates checked against {}",
+            tls_roots.describe()
+        );
+    }
     let broker = Broker::new(BrokerConfig {
         catalog,
         credentials: broker_credentials(configured, &host),
         service_base,
         echo_credentials,
+        tls_roots,
     });
     let server = http::bind(&format!("{}:{port}", settings::url_host(&host)))
         .unwrap_or_else(|problem| settings::exit_with(&format!("PORT: {problem}")));

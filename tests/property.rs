@@ -47,6 +47,7 @@ fn broker() -> &'static Broker {
             credentials: ("user".into(), "pass".into()),
             service_base: format!("http://127.0.0.1:{port}"),
             echo_credentials: Some((MANAGEMENT.0.to_string(), MANAGEMENT.1.to_string())),
+            tls_roots: Default::default(),
         })
     })
 }

@@ -14,27 +14,19 @@ Usage: echo-service [--help | --version]
   -h, --help      print this help and exit
   -V, --version   print the version and exit
 
-Configuration comes from environment variables (a blank value counts as unset):
-  PORT            listen port                                           [8090]
-  HOST            listen address          [0.0.0.0 with credentials, else 127.0.0.1]
-  ECHO_USERNAME   management API user the broker must send   [unset: no auth, loopback only]
-  ECHO_PASSWORD   management API password the broker must send [unset: no auth, loopback only]
-  DATA_DIR        where the journal of instances, bindings and messages lives [./echo-data]
-  LOG_LEVEL       error, warn, info, debug, trace                       [info]
-  LOG_FORMAT      text (a readable line per event) or json (an object per line) [text]
+";
 
-Logs go to standard error. Secrets (passwords, Authorization headers, binding
-credentials, dashboard tokens) are never logged, at any level.
-
+const EXIT_CODES: &str = "\
 Exit codes: 0 success; 2 bad configuration (an unknown argument, a bad variable, a busy
-port) or unreadable state in DATA_DIR, reported in one line that names the variable.
+port, a password published in the repository beyond loopback) or unreadable state in
+DATA_DIR, reported in one line that names the variable.
 ";
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match settings::parse_command(&args, false) {
         Ok(Command::Run) => run(),
-        Ok(Command::Help) => print!("{HELP}"),
+        Ok(Command::Help) => print!("{HELP}{}\n{EXIT_CODES}", settings::VARIABLES_HELP),
         Ok(Command::Version) => println!("echo-service {}", env!("CARGO_PKG_VERSION")),
         Ok(Command::CheckCatalog(_)) => settings::exit_with("--check-catalog is the broker's"),
         Err(problem) => settings::exit_with(&problem),
