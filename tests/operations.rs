@@ -96,7 +96,9 @@ fn help_lists_every_variable_with_its_default_and_the_exit_codes() {
 fn both_helps_print_the_same_variable_list() {
     let variables = |binary: &str| {
         let (_, help) = run_to_end(binary, &["--help"], &[]);
-        let start = help.find("Configuration comes from").expect("the variable list");
+        let start = help
+            .find("Configuration comes from")
+            .expect("the variable list");
         let end = help.find("Exit codes:").expect("the exit codes");
         help[start..end].to_string()
     };
