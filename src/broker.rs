@@ -15,7 +15,7 @@ use crate::catalog::{Catalog, Plan, Service};
 use crate::echo_api::{
     non_empty, BindingAttributes, BindingView, InstanceAttributes, InstanceUpdate, InstanceView,
 };
-use crate::echo_client::{Bound, EchoClient, EchoError, Provisioned, Removed, TlsRoots};
+use crate::echo_client::{self, Bound, EchoClient, EchoError, Provisioned, Removed, TlsRoots};
 use crate::http::{self, HttpRequest, HttpResponse};
 use crate::logging::RequestContext;
 use base64::Engine;
@@ -33,7 +33,7 @@ const API_MAJOR: u32 = 2;
 const OLDEST_API_MINOR: u32 = 3;
 const VERSION_HEADER: &str = "X-Broker-API-Version";
 const ORIGINATING_IDENTITY_HEADER: &str = "X-Broker-API-Originating-Identity";
-const REQUEST_IDENTITY_HEADER: &str = "X-Broker-API-Request-Identity";
+const REQUEST_IDENTITY_HEADER: &str = echo_client::REQUEST_IDENTITY_HEADER;
 
 // ---------------------------------------------------------------------------------------
 // The broker: its catalog, its credentials, and where the backend is
@@ -239,8 +239,11 @@ pub fn originating_user(request: &HttpRequest) -> Result<Option<String>, BrokerE
 
 impl Broker {
     /// Answers one request: the checks, then the route. Every answer echoes the platform's
-    /// `X-Broker-API-Request-Identity`, so one request can be followed through the logs.
+    /// `X-Broker-API-Request-Identity`, and every call to the echo service on its behalf
+    /// carries it, so one request can be followed through both servers' logs.
     pub fn handle(&self, request: &HttpRequest) -> HttpResponse {
+        let identity = request.header(REQUEST_IDENTITY_HEADER);
+        let _forwarded = echo_client::forward_request_identity(identity);
         let mut response = self
             .checked_route(request)
             .unwrap_or_else(|error| error.to_response());

@@ -18,6 +18,47 @@ use std::sync::Arc;
 use std::time::Duration;
 use ureq::tls::{Certificate, PemItem, RootCerts, TlsConfig, TlsProvider};
 
+/// The platform's identity for one request (OSB API "Request Identity"), forwarded on
+/// every call the broker makes to the echo service while answering that request.
+pub const REQUEST_IDENTITY_HEADER: &str = "X-Broker-API-Request-Identity";
+
+thread_local! {
+    /// The request identity of the platform request this thread is answering. A request is
+    /// answered on one thread from start to end, so this carries it to [`EchoClient::send`]
+    /// without adding a parameter to every handler and client method.
+    static FORWARDED_IDENTITY: std::cell::RefCell<Option<String>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Forwards `identity` on this thread's calls to the echo service until the returned guard
+/// is dropped (at the end of the platform request).
+pub fn forward_request_identity(identity: Option<&str>) -> ForwardedIdentity {
+    let forwardable = identity.filter(|identity| is_forwardable(identity));
+    FORWARDED_IDENTITY.with(|forwarded| *forwarded.borrow_mut() = forwardable.map(str::to_string));
+    ForwardedIdentity {
+        _not_send: std::marker::PhantomData,
+    }
+}
+
+/// Only a value any HTTP stack accepts is forwarded (printable ASCII, at most 255 bytes: a
+/// UUID in practice), so an odd identity never turns a request into a failed call.
+fn is_forwardable(identity: &str) -> bool {
+    identity.len() <= crate::http::MAX_ID_BYTES
+        && identity.bytes().all(|byte| (0x20..0x7f).contains(&byte))
+}
+
+/// Stops forwarding the request identity when dropped.
+pub struct ForwardedIdentity {
+    /// The identity belongs to this thread: the guard must be dropped where it was made.
+    _not_send: std::marker::PhantomData<*const ()>,
+}
+
+impl Drop for ForwardedIdentity {
+    fn drop(&mut self) {
+        FORWARDED_IDENTITY.with(|forwarded| *forwarded.borrow_mut() = None);
+    }
+}
+
 /// How long the broker waits for the echo service's answer before answering with an error.
 pub const BACKEND_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -287,6 +328,9 @@ impl EchoClient {
         }
         if body.is_some() {
             builder = builder.header("Content-Type", "application/json");
+        }
+        if let Some(identity) = FORWARDED_IDENTITY.with(|forwarded| forwarded.borrow().clone()) {
+            builder = builder.header(REQUEST_IDENTITY_HEADER, identity);
         }
         let request = builder
             .body(body.unwrap_or_default())

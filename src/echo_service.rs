@@ -721,4 +721,15 @@ impl http::Handler for EchoService {
     fn handle(&self, request: &HttpRequest) -> HttpResponse {
         EchoService::handle(self, request)
     }
+
+    /// The platform's request identity, which the broker forwards on its management calls,
+    /// so one platform request can be followed through the broker's log and this one.
+    fn log_context(&self, request: &HttpRequest) -> crate::logging::RequestContext {
+        crate::logging::RequestContext {
+            request_identity: request
+                .header(crate::echo_client::REQUEST_IDENTITY_HEADER)
+                .map(str::to_string),
+            user: None,
+        }
+    }
 }

@@ -282,6 +282,13 @@ mod tests {
     }
 
     #[test]
+    fn counts_take_a_plural_except_for_one() {
+        assert_eq!(counted(0, "instance"), "0 instances");
+        assert_eq!(counted(1, "instance"), "1 instance");
+        assert_eq!(counted(2, "instance"), "2 instances");
+    }
+
+    #[test]
     fn commands_are_parsed_and_unknown_flags_refused() {
         let args = |list: &[&str]| list.iter().map(|s| s.to_string()).collect::<Vec<_>>();
         assert_eq!(parse_command(&args(&[]), true), Ok(Command::Run));

@@ -400,6 +400,32 @@ fn json_logs_are_one_object_per_line_with_request_fields() {
     assert_eq!(not_found["query"], "x=1");
 }
 
+/// The broker forwards the platform's request identity to the echo service, whose request
+/// line carries it too: one platform request is followed through both logs.
+#[test]
+fn the_request_identity_is_forwarded_and_logged_by_the_echo_service() {
+    let data = TempDir::new("identity");
+    let data_dir = data.path().display().to_string();
+    let echo = Process::start(ECHO_SERVICE, free_port(), &[("DATA_DIR", &data_dir)]);
+    let broker = Process::start(BROKER, free_port(), &[("SERVICE_BASE", &echo.url)]);
+    let headers = identified_headers("req-follow-7", "jane");
+    let url = format!("{}/v2/service_instances/followed", broker.url);
+    let provisioned = call_with("PUT", &url, &headers, Some(PROVISION_ECHO));
+    assert_eq!(provisioned.status, 201, "{}", provisioned.text);
+
+    let broker_log = broker.log();
+    assert!(
+        broker_log.contains("request_identity=req-follow-7 user=jane"),
+        "{broker_log}"
+    );
+    let echo_log = echo.log();
+    let line = echo_log
+        .lines()
+        .find(|line| line.contains("PUT /echo/followed"))
+        .unwrap_or_else(|| panic!("no request line in:\n{echo_log}"));
+    assert!(line.ends_with("request_identity=req-follow-7"), "{line}");
+}
+
 /// `2026-04-14T09:30:00.123Z`
 fn is_rfc3339_utc(time: &str) -> bool {
     let bytes = time.as_bytes();
