@@ -232,3 +232,33 @@ fn on_loopback_the_seed_credentials_still_work() {
         200
     );
 }
+
+/// The deployment files keep what the platform needs: no DATA_DIR pinned to the ephemeral
+/// app directory (a bound volume must take effect), the deployed catalog without the
+/// published dashboard client, and management calls never over a public http:// route.
+#[test]
+fn the_deployment_files_leave_state_to_a_volume_and_keep_management_calls_off_public_http() {
+    let manifest = include_str!("../manifest.yml");
+    let settings = |text: &'static str| {
+        text.lines()
+            .map(str::trim)
+            .filter(|line| !line.starts_with('#'))
+            .collect::<Vec<_>>()
+    };
+    let manifest_lines = settings(manifest);
+    assert!(!manifest_lines
+        .iter()
+        .any(|line| line.starts_with("DATA_DIR:")));
+    assert!(manifest_lines.contains(&"CATALOG_PATH: catalog-cf.toml"));
+    let vars = settings(include_str!("../vars.example.yml"));
+    let service_base = vars
+        .iter()
+        .find_map(|line| line.strip_prefix("service-base:"))
+        .map(str::trim)
+        .expect("vars.example.yml sets service-base");
+    let internal = service_base.starts_with("http://") && service_base.contains(".apps.internal");
+    assert!(
+        service_base.starts_with("https://") || internal,
+        "{service_base}"
+    );
+}
