@@ -360,16 +360,13 @@ impl EchoClient {
                 504,
                 format!("did not answer within {} s", BACKEND_TIMEOUT.as_secs()),
             ),
-            // rustls reports a refused handshake (an untrusted certificate, one for another
-            // host name) as invalid data: the echo service answered, but not as itself.
-            ureq::Error::Io(io) if io.kind() == std::io::ErrorKind::InvalidData => (
+            ureq::Error::Io(io) if is_refused_handshake(url, io) => (
                 502,
-                format!("failed the TLS handshake ({io}): its certificate is not trusted (SSL_CERT_FILE or the system's trust store) or not issued for this host name"),
+                format!("failed the TLS handshake ({io}): {HANDSHAKE_HINT}"),
             ),
-            ureq::Error::Rustls(_) | ureq::Error::Tls(_) => (
-                502,
-                format!("failed the TLS handshake ({error})"),
-            ),
+            ureq::Error::Rustls(_) | ureq::Error::Tls(_) => {
+                (502, format!("failed the TLS handshake ({error})"))
+            }
             ureq::Error::Io(_) | ureq::Error::ConnectionFailed | ureq::Error::HostNotFound => {
                 (503, format!("cannot be reached ({error})"))
             }
@@ -419,6 +416,15 @@ impl EchoClient {
             Err(error) => Err(error),
         }
     }
+}
+
+/// What to check when the echo service's certificate is refused.
+const HANDSHAKE_HINT: &str = "its certificate is not trusted (SSL_CERT_FILE or the system's trust store) or not issued for this host name";
+
+/// rustls reports a refused handshake (an untrusted certificate, one for another host name)
+/// as invalid data: the echo service answered, but could not prove it is the echo service.
+fn is_refused_handshake(url: &str, error: &std::io::Error) -> bool {
+    url.starts_with("https://") && error.kind() == std::io::ErrorKind::InvalidData
 }
 
 fn instance_path(instance_id: &str) -> String {
