@@ -102,7 +102,8 @@ fn choose_data_dir(
 
 /// The first read-write `container_dir` among the `volume_mounts` of the services in
 /// `VCAP_SERVICES` (`{"label": [{"name": .., "volume_mounts": [{"container_dir": ..,
-/// "mode": "rw"}]}]}`), with its service's label.
+/// "mode": "rw"}]}]}`), with its service's label. Labels are taken in sorted order, so
+/// the choice does not depend on how the platform ordered the document.
 fn bound_volume(vcap_services: &str) -> Result<Option<(String, String)>, String> {
     let services: Value = serde_json::from_str(vcap_services)
         .map_err(|error| format!("VCAP_SERVICES: not JSON ({error})"))?;
