@@ -41,6 +41,17 @@ pub struct EchoBinding {
     pub password: String,
 }
 
+/// The `VCAP_SERVICES` document, or what to do when it is missing (unset or blank).
+pub fn vcap_services_document(value: Option<String>) -> Result<String, String> {
+    value
+        .filter(|value| !value.trim().is_empty())
+        .ok_or_else(|| {
+            "VCAP_SERVICES is not set: run this as an app bound to an echo service (cf run-task), \
+         or set it yourself, e.g. VCAP_SERVICES=\"$(cat vcap.json)\" (see the README)"
+                .to_string()
+        })
+}
+
 /// Finds the first echo (or invert) binding in a `VCAP_SERVICES` document.
 pub fn find_echo_binding(vcap_services: &str) -> Result<EchoBinding, String> {
     let services: Value = serde_json::from_str(vcap_services)
@@ -155,8 +166,9 @@ fn main() {
     } else {
         message
     };
-    let vcap_services = std::env::var("VCAP_SERVICES").unwrap_or_default();
-    let result = find_echo_binding(&vcap_services).and_then(|binding| {
+    let vcap_services = vcap_services_document(std::env::var("VCAP_SERVICES").ok());
+    let result = vcap_services.and_then(|document| find_echo_binding(&document));
+    let result = result.and_then(|binding| {
         println!("{} '{}': POST {}", binding.label, binding.name, binding.url);
         send_message(&binding, &message)
     });

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds the release binaries and assembles target/cf/, the folder `cf push` uploads:
+# Builds the release binaries (both: `cargo build --release --bins`) and assembles target/cf/, the folder `cf push` uploads:
 #
 #   scripts/package-for-cf.sh
 #   cf push -f target/cf/manifest.yml --vars-file vars.yml
@@ -26,7 +26,7 @@ cargo build --release --bins
 rm -rf "$OUT"
 mkdir -p "$OUT"
 cp target/release/echo-broker target/release/echo-service "$OUT/"
-cp manifest.yml vars.example.yml Procfile .cfignore "$OUT/"
+cp manifest.yml catalog-cf.toml Procfile .cfignore "$OUT/"
 
 # The highest glibc symbol version the binaries need must exist on the stack.
 if command -v objdump >/dev/null; then

@@ -16,7 +16,7 @@ use crate::conversation::{self, Conversation, Exchange};
 use crate::echo_api::{
     non_empty, BindingAttributes, BindingView, InstanceAttributes, InstanceUpdate, InstanceView,
 };
-use crate::echo_client::{Bound, EchoClient, EchoError, Provisioned, Removed};
+use crate::echo_client::{self, Bound, EchoClient, EchoError, Provisioned, Removed, TlsRoots};
 use crate::http::{self, HttpRequest, HttpResponse};
 use crate::logging::RequestContext;
 use crate::metrics::{self, RequestMetrics};
@@ -37,7 +37,7 @@ const API_MAJOR: u32 = 2;
 const OLDEST_API_MINOR: u32 = 3;
 const VERSION_HEADER: &str = "X-Broker-API-Version";
 const ORIGINATING_IDENTITY_HEADER: &str = "X-Broker-API-Originating-Identity";
-const REQUEST_IDENTITY_HEADER: &str = "X-Broker-API-Request-Identity";
+const REQUEST_IDENTITY_HEADER: &str = echo_client::REQUEST_IDENTITY_HEADER;
 
 // ---------------------------------------------------------------------------------------
 // The broker: its catalog, its credentials, and where the backend is
@@ -52,6 +52,8 @@ pub struct BrokerConfig {
     pub service_base: String,
     /// The echo service's management credentials, if it has any.
     pub echo_credentials: Option<(String, String)>,
+    /// The CAs an `https://` echo service's certificate must chain to.
+    pub tls_roots: TlsRoots,
 }
 
 pub struct Broker {
@@ -72,7 +74,11 @@ impl Broker {
             catalog_json,
             catalog: config.catalog,
             credentials: config.credentials,
-            echo: EchoClient::new(&config.service_base, config.echo_credentials),
+            echo: EchoClient::new(
+                &config.service_base,
+                config.echo_credentials,
+                &config.tls_roots,
+            ),
         }
     }
 }
@@ -241,9 +247,10 @@ pub fn originating_user(request: &HttpRequest) -> Result<Option<String>, BrokerE
 
 impl Broker {
     /// Answers one request: the checks, then the route. Every answer echoes the platform's
-    /// `X-Broker-API-Request-Identity`, so one request can be followed through the logs.
-    /// (On the wire, `server.rs` runs the checks on the headers alone, before the body has
-    /// been read, through `admit` at the end of this file.)
+    /// `X-Broker-API-Request-Identity`, and every call to the echo service on its behalf
+    /// carries it, so one request can be followed through both servers' logs. (On the
+    /// wire, `server.rs` runs the checks on the headers alone, before the body has been
+    /// read, through `admit` at the end of this file.)
     pub fn handle(&self, request: &HttpRequest) -> HttpResponse {
         let answer = self.checks(request).and_then(|()| self.route(request));
         respond(request, answer)
@@ -265,6 +272,8 @@ impl Broker {
     }
 
     fn route(&self, request: &HttpRequest) -> Answer {
+        let identity = request.header(REQUEST_IDENTITY_HEADER);
+        let _forwarded = echo_client::forward_request_identity(identity);
         if is_health_check(request) {
             return Ok(HttpResponse::json(200, &json!({"status": "ok"})));
         }

@@ -98,6 +98,8 @@ pub struct CatalogError {
     pub file: String,
     pub field: String,
     pub problem: String,
+    /// The file could not be read at all (a configuration problem, not an invalid catalog).
+    pub unreadable: bool,
 }
 
 impl fmt::Display for CatalogError {
@@ -131,6 +133,7 @@ impl Catalog {
                     file: file.clone(),
                     field: String::new(),
                     problem: format!("cannot be read: {error}"),
+                    unreadable: true,
                 })?;
                 Catalog::parse(&text, &file)
             }
@@ -142,7 +145,8 @@ impl Catalog {
         let catalog: Catalog = toml::from_str(text).map_err(|error| CatalogError {
             file: file.to_string(),
             field: String::new(),
-            problem: error.message().to_string() + &toml_location(text, &error),
+            problem: one_line(error.message()) + &toml_location(text, &error),
+            unreadable: false,
         })?;
         let warnings = catalog
             .validate()
@@ -150,6 +154,7 @@ impl Catalog {
                 file: file.to_string(),
                 field,
                 problem,
+                unreadable: false,
             })?;
         Ok(LoadedCatalog {
             catalog,
@@ -305,6 +310,16 @@ fn collect_parameter_schemas<'a>(value: &'a Value, path: &str, out: &mut Vec<(St
 }
 
 /// " (line L, column C)" for a TOML error, so the operator can find the problem.
+/// toml's messages can span lines ("invalid string\nexpected ..."); a refusal is one line.
+fn one_line(message: &str) -> String {
+    message
+        .lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty())
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
 fn toml_location(text: &str, error: &toml::de::Error) -> String {
     match error.span() {
         Some(span) => {

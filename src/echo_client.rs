@@ -1,6 +1,9 @@
 //! The broker's side of the echo service's management API: one shared ureq agent (a pool of
 //! keep-alive connections used by every worker) with short timeouts, and one method per call.
 //!
+//! An `https://` echo service is reached over TLS (rustls), its certificate checked against
+//! the operating system's trust store, or the CAs of `SSL_CERT_FILE` when that is set.
+//!
 //! Each method turns the echo service's status codes into a small enum the broker can match
 //! on; anything unexpected (refused, timed out, a 5xx, a body that is not what was promised)
 //! is an [`EchoError`] whose text says what failed, for the broker's error description.
@@ -10,7 +13,51 @@ use crate::echo_api::{
 };
 use crate::http::percent_encode;
 use serde::de::DeserializeOwned;
+use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
+use ureq::tls::{Certificate, PemItem, RootCerts, TlsConfig, TlsProvider};
+
+/// The platform's identity for one request (OSB API "Request Identity"), forwarded on
+/// every call the broker makes to the echo service while answering that request.
+pub const REQUEST_IDENTITY_HEADER: &str = "X-Broker-API-Request-Identity";
+
+thread_local! {
+    /// The request identity of the platform request this thread is answering. A request is
+    /// answered on one thread from start to end, so this carries it to [`EchoClient::send`]
+    /// without adding a parameter to every handler and client method.
+    static FORWARDED_IDENTITY: std::cell::RefCell<Option<String>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Forwards `identity` on this thread's calls to the echo service until the returned guard
+/// is dropped (at the end of the platform request).
+pub fn forward_request_identity(identity: Option<&str>) -> ForwardedIdentity {
+    let forwardable = identity.filter(|identity| is_forwardable(identity));
+    FORWARDED_IDENTITY.with(|forwarded| *forwarded.borrow_mut() = forwardable.map(str::to_string));
+    ForwardedIdentity {
+        _not_send: std::marker::PhantomData,
+    }
+}
+
+/// Only a value any HTTP stack accepts is forwarded (printable ASCII, at most 255 bytes: a
+/// UUID in practice), so an odd identity never turns a request into a failed call.
+fn is_forwardable(identity: &str) -> bool {
+    identity.len() <= crate::http::MAX_ID_BYTES
+        && identity.bytes().all(|byte| (0x20..0x7f).contains(&byte))
+}
+
+/// Stops forwarding the request identity when dropped.
+pub struct ForwardedIdentity {
+    /// The identity belongs to this thread: the guard must be dropped where it was made.
+    _not_send: std::marker::PhantomData<*const ()>,
+}
+
+impl Drop for ForwardedIdentity {
+    fn drop(&mut self) {
+        FORWARDED_IDENTITY.with(|forwarded| *forwarded.borrow_mut() = None);
+    }
+}
 
 /// How long the broker waits for the echo service's answer before answering with an error.
 pub const BACKEND_TIMEOUT: Duration = Duration::from_secs(5);
@@ -53,6 +100,63 @@ pub enum Removed {
     Mismatch(String),
 }
 
+/// Which certificate authorities an `https://` echo service's certificate must chain to.
+#[derive(Debug, Clone, Default)]
+pub enum TlsRoots {
+    /// The operating system's trust store, through its own verifier where it has one
+    /// (Windows, macOS) and its CA files elsewhere. Cloud Foundry installs the platform's
+    /// CAs (those of `*.apps.internal` and of its routers) into the container's store.
+    #[default]
+    System,
+    /// Only these CAs: the certificates of the PEM file that `SSL_CERT_FILE` names (its
+    /// meaning in OpenSSL and curl: it replaces the system's list).
+    Only(Vec<Certificate<'static>>),
+}
+
+impl TlsRoots {
+    /// The certificates of a PEM file; an error names the file and what is wrong.
+    pub fn from_pem_file(path: &Path) -> Result<TlsRoots, String> {
+        let pem = std::fs::read(path)
+            .map_err(|error| format!("{} cannot be read: {error}", path.display()))?;
+        let mut certificates = Vec::new();
+        for item in ureq::tls::parse_pem(&pem) {
+            match item {
+                Ok(PemItem::Certificate(certificate)) => certificates.push(certificate),
+                Ok(_) => {}
+                Err(error) => return Err(format!("{} is not PEM: {error}", path.display())),
+            }
+        }
+        if certificates.is_empty() {
+            return Err(format!("{} holds no PEM certificate", path.display()));
+        }
+        Ok(TlsRoots::Only(certificates))
+    }
+
+    /// What certificates are checked against, for the start-up log.
+    pub fn describe(&self) -> String {
+        match self {
+            TlsRoots::System => "the system's trust store".into(),
+            TlsRoots::Only(certificates) => {
+                format!(
+                    "the {} CA certificate(s) of SSL_CERT_FILE",
+                    certificates.len()
+                )
+            }
+        }
+    }
+
+    fn tls_config(&self) -> TlsConfig {
+        let roots = match self {
+            TlsRoots::System => RootCerts::PlatformVerifier,
+            TlsRoots::Only(certificates) => RootCerts::Specific(Arc::new(certificates.clone())),
+        };
+        TlsConfig::builder()
+            .provider(TlsProvider::Rustls)
+            .root_certs(roots)
+            .build()
+    }
+}
+
 /// A client for one echo service.
 pub struct EchoClient {
     agent: ureq::Agent,
@@ -68,8 +172,13 @@ struct Reply {
 }
 
 impl EchoClient {
-    pub fn new(base_url: &str, credentials: Option<(String, String)>) -> EchoClient {
+    pub fn new(
+        base_url: &str,
+        credentials: Option<(String, String)>,
+        tls_roots: &TlsRoots,
+    ) -> EchoClient {
         let agent: ureq::Agent = ureq::Agent::config_builder()
+            .tls_config(tls_roots.tls_config())
             // Per phase, not `timeout_global`: with a global timeout ureq resolves the host
             // name on a new thread for every call, pooled connection or not.
             .timeout_connect(Some(CONNECT_TIMEOUT))
@@ -221,6 +330,9 @@ impl EchoClient {
         if body.is_some() {
             builder = builder.header("Content-Type", "application/json");
         }
+        if let Some(identity) = FORWARDED_IDENTITY.with(|forwarded| forwarded.borrow().clone()) {
+            builder = builder.header(REQUEST_IDENTITY_HEADER, identity);
+        }
         let request = builder
             .body(body.unwrap_or_default())
             .map_err(|error| EchoError {
@@ -249,6 +361,13 @@ impl EchoClient {
                 504,
                 format!("did not answer within {} s", BACKEND_TIMEOUT.as_secs()),
             ),
+            ureq::Error::Io(io) if is_refused_handshake(url, io) => (
+                502,
+                format!("failed the TLS handshake ({io}): {HANDSHAKE_HINT}"),
+            ),
+            ureq::Error::Rustls(_) | ureq::Error::Tls(_) => {
+                (502, format!("failed the TLS handshake ({error})"))
+            }
             ureq::Error::Io(_) | ureq::Error::ConnectionFailed | ureq::Error::HostNotFound => {
                 (503, format!("cannot be reached ({error})"))
             }
@@ -301,6 +420,15 @@ impl EchoClient {
             Err(error) => Err(error),
         }
     }
+}
+
+/// What to check when the echo service's certificate is refused.
+const HANDSHAKE_HINT: &str = "its certificate is not trusted (SSL_CERT_FILE or the system's trust store) or not issued for this host name";
+
+/// rustls reports a refused handshake (an untrusted certificate, one for another host name)
+/// as invalid data: the echo service answered, but could not prove it is the echo service.
+fn is_refused_handshake(url: &str, error: &std::io::Error) -> bool {
+    url.starts_with("https://") && error.kind() == std::io::ErrorKind::InvalidData
 }
 
 fn instance_path(instance_id: &str) -> String {

@@ -684,19 +684,9 @@ impl EchoService {
     /// `POST /echo/{instance_id}/{binding_id}` with `{"message": "..."}`: what a bound app
     /// calls, with its binding's credentials. Instances of the invert service answer the
     /// message reversed.
+    /// The body is parsed as JSON whatever its `Content-Type`, as the broker does (the
+    /// original answered 415 without `application/json`; curl's `-d` sends a form type).
     fn echo(&self, request: &HttpRequest, instance_id: &str, binding_id: &str) -> HttpResponse {
-        let content_type = request.header("Content-Type").unwrap_or("");
-        if !content_type
-            .trim_start()
-            .to_ascii_lowercase()
-            .starts_with("application/json")
-        {
-            return HttpResponse::error(
-                415,
-                "UnsupportedMediaType",
-                "send the message as application/json",
-            );
-        }
         let message = match http::parse_json_object(&request.body) {
             Ok(body) => match body.get("message") {
                 Some(serde_json::Value::String(message)) => message.clone(),
@@ -987,6 +977,17 @@ impl Handler for EchoService {
 
     fn handle(&self, request: &HttpRequest) -> HttpResponse {
         EchoService::handle(self, request)
+    }
+
+    /// The platform's request identity, which the broker forwards on its management calls,
+    /// so one platform request can be followed through the broker's log and this one.
+    fn log_context(&self, request: &HttpRequest) -> crate::logging::RequestContext {
+        crate::logging::RequestContext {
+            request_identity: request
+                .header(crate::echo_client::REQUEST_IDENTITY_HEADER)
+                .map(str::to_string),
+            user: None,
+        }
     }
 }
 

@@ -7,7 +7,9 @@
 //! - [`echo_client`] and [`echo_api`]: how the broker calls the echo service.
 //! - [`http`]: the HTTP vocabulary both servers share; [`server`]: the serving loop on oxhttp;
 //!   [`settings`]: configuration from the environment;
-//!   [`logging`]: log lines as text or JSON, with no secrets in them.
+//!   [`logging`]: log lines as text or JSON, with no secrets in them; [`platform`]: what
+//!   Cloud Foundry and Stackato offer (a volume for the state) and forbid (published secrets).
+//! - [`conversation`] and [`metrics`]: what the broker saw, for people and for monitoring.
 
 pub mod broker;
 pub mod catalog;
@@ -20,5 +22,6 @@ pub mod http;
 pub mod journal;
 pub mod logging;
 pub mod metrics;
+pub mod platform;
 pub mod server;
 pub mod settings;

@@ -5,10 +5,14 @@ use echo_broker::broker::{Broker, BrokerConfig};
 use echo_broker::catalog::Catalog;
 use echo_broker::echo_service::{EchoConfig, EchoService};
 use echo_broker::http;
+use echo_broker::platform::{self, DataDir};
 use echo_broker::server;
 use echo_broker::settings::{self, Command};
 use std::path::PathBuf;
 use std::sync::Arc;
+
+/// `--check-catalog FILE`: the file was read and the catalog in it is invalid.
+const EXIT_INVALID_CATALOG: i32 = 1;
 
 /// The seed's credentials, accepted (on loopback only) when none are configured.
 const DEFAULT_CREDENTIALS: (&str, &str) = ("user", "pass");
@@ -20,32 +24,14 @@ Usage: echo-broker [--help | --version | --check-catalog FILE]
 
   -h, --help            print this help and exit
   -V, --version         print the version and exit
-  --check-catalog FILE  validate a catalog file and exit (0 valid, 1 invalid)
+  --check-catalog FILE  validate a catalog file and exit (0 valid, 1 invalid, 2 unreadable)
 
-Configuration comes from environment variables (a blank value counts as unset):
-  PORT              broker listen port                                  [8080]
-  HOST              listen address                [0.0.0.0 with credentials, else 127.0.0.1]
-  BROKER_USERNAME   basic-auth user the platform must send    [unset: 'user', loopback only]
-  BROKER_PASSWORD   basic-auth password the platform must send [unset: 'pass', loopback only]
-  SERVICE_BASE      echo service base URL, http:// only, e.g. http://echo.example.com (a bare
-                    host means http://host)       [unset: start the echo service embedded]
-  ECHO_USERNAME     echo service management user       [unset, embedded: a random pair]
-  ECHO_PASSWORD     echo service management password   [unset, embedded: a random pair]
-  ECHO_PORT         port of the embedded echo service                   [8090]
-  DATA_DIR          where the embedded echo service keeps its journal   [./echo-data]
-  CATALOG_PATH      a catalog TOML file to use instead of the embedded one         [unset]
-  LOG_LEVEL         error, warn, info, debug, trace                     [info]
-  LOG_FORMAT        text (a readable line per event) or json (an object per line) [text]
-  MAX_CONNECTIONS   connections each server serves at once; more wait to be accepted [256]
+";
 
-Logs go to standard output (the HTTP server's own connection errors, if any, to
-standard error). Secrets (passwords, Authorization headers, binding credentials,
-dashboard tokens) are never logged, at any level. SIGTERM or Ctrl-C: finish the
-requests in progress, then exit 0.
-
+const EXIT_CODES: &str = "\
 Exit codes: 0 success; 1 invalid catalog (--check-catalog only); 2 bad configuration
-(an unknown argument, a bad variable, an unreadable or invalid catalog, a busy port),
-reported in one line that names the variable.
+(an unknown argument, a bad variable, an unreadable or invalid catalog, a busy port,
+unreadable state in DATA_DIR), reported in one line that names the variable.
 ";
 
 /// Where the broker's echo service is.
@@ -53,7 +39,7 @@ enum Backend {
     /// Started in this process; the broker still talks to it over HTTP.
     Embedded {
         port: u16,
-        data_dir: PathBuf,
+        data_dir: DataDir,
     },
     Remote {
         service_base: String,
@@ -64,7 +50,7 @@ fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match settings::parse_command(&args, true) {
         Ok(Command::Run) => run(),
-        Ok(Command::Help) => print!("{HELP}"),
+        Ok(Command::Help) => print!("{HELP}{}\n{EXIT_CODES}", settings::VARIABLES_HELP),
         Ok(Command::Version) => println!("echo-broker {}", env!("CARGO_PKG_VERSION")),
         Ok(Command::CheckCatalog(path)) => check_catalog(&path),
         Err(problem) => settings::exit_with(&problem),
@@ -83,9 +69,12 @@ fn check_catalog(path: &std::path::Path) {
                 loaded.catalog.services.len()
             );
         }
+        // An unreadable file is bad configuration (2), like any other; 1 means the file
+        // was read and the catalog in it is invalid.
+        Err(error) if error.unreadable => settings::exit_with(&error.to_string()),
         Err(error) => {
             eprintln!("error: {error}");
-            std::process::exit(1);
+            std::process::exit(EXIT_INVALID_CATALOG);
         }
     }
 }
@@ -99,16 +88,28 @@ fn run() {
         .unwrap_or_else(|problem| settings::exit_with(&problem));
     let max_connections =
         settings::max_connections().unwrap_or_else(|problem| settings::exit_with(&problem));
-    let backend = backend().unwrap_or_else(|problem| settings::exit_with(&problem));
+    let backend = backend()
+        .and_then(|backend| ports_differ(port, backend))
+        .unwrap_or_else(|problem| settings::exit_with(&problem));
     let echo_credentials =
         echo_credentials(&backend).unwrap_or_else(|problem| settings::exit_with(&problem));
-    let catalog = load_catalog();
+    refuse_published_secrets(&host, configured.as_ref(), echo_credentials.as_ref())
+        .unwrap_or_else(|problem| settings::exit_with(&problem));
+    let tls_roots = settings::tls_roots().unwrap_or_else(|problem| settings::exit_with(&problem));
+    let catalog = load_catalog(&host);
     let service_base = start_backend(&backend, &host, echo_credentials.clone(), max_connections);
+    if service_base.starts_with("https://") {
+        log::info!(
+            "backend: TLS certificates checked against {}",
+            tls_roots.describe()
+        );
+    }
     let broker = Broker::new(BrokerConfig {
         catalog,
         credentials: broker_credentials(configured, &host),
         service_base,
         echo_credentials,
+        tls_roots,
     });
     let address = format!("{}:{port}", settings::url_host(&host));
     server::serve("broker", &address, Arc::new(broker), max_connections)
@@ -117,14 +118,48 @@ fn run() {
     server::run_until_stopped();
 }
 
-/// The catalog from `CATALOG_PATH` or the embedded one, validated; its warnings logged.
-fn load_catalog() -> Catalog {
+/// Beyond loopback, the broker's and the echo service's passwords must be secrets of the
+/// operator's own, not values anyone can read in this repository.
+fn refuse_published_secrets(
+    host: &str,
+    broker: Option<&(String, String)>,
+    echo: Option<&(String, String)>,
+) -> Result<(), String> {
+    let mut secrets = Vec::new();
+    if let Some((_, password)) = broker {
+        secrets.push(("BROKER_PASSWORD", password.as_str()));
+    }
+    if let Some((_, password)) = echo {
+        secrets.push(("ECHO_PASSWORD", password.as_str()));
+    }
+    platform::refuse_published_secrets(host, &secrets)
+}
+
+/// Beyond loopback, a catalog whose dashboard client secret is published (the embedded
+/// catalog's `secret-1`) would make the platform create a UAA client anyone can use.
+fn refuse_published_catalog_secret(host: &str, catalog: &Catalog) -> Result<(), String> {
+    let secrets: Vec<(&str, &str)> = catalog
+        .services
+        .iter()
+        .filter_map(|service| service.dashboard_client.as_ref())
+        .map(|client| ("CATALOG_PATH", client.secret.as_str()))
+        .collect();
+    platform::refuse_published_secrets(host, &secrets).map_err(|problem| {
+        format!("{problem}; the catalog's dashboard_client secret is the one published: deploy catalog-cf.toml (no dashboard_client) or a catalog with a secret of your own")
+    })
+}
+
+/// The catalog from `CATALOG_PATH` or the embedded one, validated, without a published
+/// secret where that matters; its warnings logged.
+fn load_catalog(host: &str) -> Catalog {
     let catalog_path = settings::var("CATALOG_PATH").map(PathBuf::from);
     let loaded =
         Catalog::load(catalog_path.as_deref()).unwrap_or_else(|error| match catalog_path {
             Some(_) => settings::exit_with(&format!("CATALOG_PATH: {error}")),
             None => settings::exit_with(&error.to_string()),
         });
+    refuse_published_catalog_secret(host, &loaded.catalog)
+        .unwrap_or_else(|problem| settings::exit_with(&problem));
     let services = &loaded.catalog.services;
     let plans: usize = services.iter().map(|service| service.plans.len()).sum();
     log::info!(
@@ -171,8 +206,8 @@ fn start_backend(
         Backend::Embedded { port, data_dir } => {
             start_embedded_echo_service(host, *port, data_dir, credentials, max_connections);
             log::info!(
-                "backend: embedded echo service on port {port}, state in {}",
-                data_dir.display()
+                "backend: embedded echo service on port {port}, {}",
+                data_dir.describe()
             );
             format!("http://{}:{port}", settings::url_host(reachable_host(host)))
         }
@@ -186,9 +221,18 @@ fn backend() -> Result<Backend, String> {
         }),
         None => Ok(Backend::Embedded {
             port: settings::port("ECHO_PORT", 8090)?,
-            data_dir: settings::var("DATA_DIR")
-                .map_or_else(|| PathBuf::from("echo-data"), PathBuf::from),
+            data_dir: platform::data_dir()?,
         }),
+    }
+}
+
+/// The broker and its embedded echo service listen on the same host, so they need two ports.
+fn ports_differ(port: u16, backend: Backend) -> Result<Backend, String> {
+    match backend {
+        Backend::Embedded { port: echo_port, .. } if echo_port == port => Err(format!(
+            "ECHO_PORT: {echo_port} clashes with PORT {port}; the broker and the embedded echo service need different ports"
+        )),
+        backend => Ok(backend),
     }
 }
 
@@ -215,16 +259,22 @@ fn reachable_host(host: &str) -> &str {
 fn start_embedded_echo_service(
     host: &str,
     port: u16,
-    data_dir: &std::path::Path,
+    data_dir: &DataDir,
     credentials: Option<(String, String)>,
     max_connections: usize,
 ) {
+    if let Some(warning) = data_dir.ephemeral_warning(platform::on_a_platform()) {
+        log::warn!("echo service: {warning}");
+    }
     let echo = EchoService::new(EchoConfig {
         management_credentials: credentials,
-        data_dir: Some(data_dir.to_path_buf()),
+        data_dir: Some(data_dir.path.clone()),
     })
     .unwrap_or_else(|problem| settings::exit_with(&format!("DATA_DIR: {problem}")));
-    log::info!("echo service: {} instances loaded", echo.instance_count());
+    log::info!(
+        "echo service: {} loaded",
+        settings::counted(echo.instance_count(), "instance")
+    );
     let address = format!("{}:{port}", settings::url_host(host));
     server::serve("echo", &address, Arc::new(echo), max_connections)
         .unwrap_or_else(|problem| settings::exit_with(&format!("ECHO_PORT: {problem}")));

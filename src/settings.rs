@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 /// Every environment variable either binary reads (for `--help` and for tools that start
 /// them with a clean environment).
-pub const ENVIRONMENT_VARIABLES: [&str; 13] = [
+pub const ENVIRONMENT_VARIABLES: [&str; 14] = [
     "PORT",
     "HOST",
     "BROKER_USERNAME",
@@ -17,10 +17,51 @@ pub const ENVIRONMENT_VARIABLES: [&str; 13] = [
     "ECHO_PORT",
     "DATA_DIR",
     "CATALOG_PATH",
+    "SSL_CERT_FILE",
     "LOG_LEVEL",
     "LOG_FORMAT",
     "MAX_CONNECTIONS",
 ];
+
+/// The variables of both binaries, printed by both `--help`s (the README's table says the
+/// same). Each variable's line or the next ends with its default in brackets.
+pub const VARIABLES_HELP: &str = "\
+Configuration comes from environment variables (a blank value counts as unset); the
+second column says which binary reads one (the broker's embedded echo service reads the
+echo service's):
+  PORT             both    listen port                    [broker 8080, echo service 8090]
+  HOST             both    listen address      [0.0.0.0 with credentials, else 127.0.0.1]
+  BROKER_USERNAME  broker  basic-auth user the platform must send
+                                                          [unset: 'user', loopback only]
+  BROKER_PASSWORD  broker  basic-auth password the platform must send
+                                                          [unset: 'pass', loopback only]
+  SERVICE_BASE     broker  the echo service's URL, http:// or https:// (bare host: http://)
+                                                    [unset: start the echo service embedded]
+  ECHO_PORT        broker  port of the embedded echo service                        [8090]
+  ECHO_USERNAME    both    the echo service's management user
+                            [unset: broker, a random pair; echo service, no auth, loopback]
+  ECHO_PASSWORD    both    the echo service's management password     [as ECHO_USERNAME]
+  DATA_DIR         both    the echo service's journal directory (created if missing)
+                                   [unset: a bound volume (see below), else ./echo-data]
+  CATALOG_PATH     broker  a catalog TOML file instead of the embedded one         [unset]
+  SSL_CERT_FILE    broker  PEM file of the CAs an https SERVICE_BASE must chain to
+                                                         [unset: the system's trust store]
+  LOG_LEVEL        both    error, warn, info, debug, trace                          [info]
+  LOG_FORMAT       both    text (a readable line per event) or json (an object per line)
+                                                                                    [text]
+  MAX_CONNECTIONS  both    connections each server serves at once; more wait to be
+                           accepted                                                 [256]
+Without DATA_DIR the echo service keeps its state on the first read-write volume mount
+bound on Cloud Foundry (VCAP_SERVICES), else on Stackato's filesystem service
+(STACKATO_FILESYSTEM), and warns on a platform (VCAP_APPLICATION) that ./echo-data is lost
+at every restart. Beyond loopback, a password published in the echo-broker repository (the
+seed's, vars.example.yml's) is refused.
+
+Logs go to standard output (the HTTP server's own connection errors, if any, to
+standard error). Secrets (passwords, Authorization headers, binding credentials,
+dashboard tokens) are never logged, at any level. SIGTERM or Ctrl-C: finish the requests
+in progress, then exit 0.
+";
 
 /// Exit code for a bad configuration (a variable, a catalog, a flag).
 pub const EXIT_BAD_CONFIG: i32 = 2;
@@ -37,7 +78,11 @@ pub enum Command {
 
 /// Reads the arguments after the program name. `--check-catalog` is the broker's only.
 pub fn parse_command(args: &[String], accepts_check_catalog: bool) -> Result<Command, String> {
+    let takes_no_argument = ["--help", "-h", "--version", "-V"];
     match args {
+        [flag, extra, ..] if takes_no_argument.contains(&flag.as_str()) => Err(format!(
+            "{flag} takes no argument, and '{extra}' was given (try {flag} alone)"
+        )),
         [] => Ok(Command::Run),
         [flag] if flag == "--help" || flag == "-h" => Ok(Command::Help),
         [flag] if flag == "--version" || flag == "-V" => Ok(Command::Version),
@@ -60,14 +105,20 @@ pub fn var(name: &str) -> Option<String> {
         .filter(|value| !value.trim().is_empty())
 }
 
-/// A TCP port from `name`, or `default`.
+/// A TCP port from `name`, or `default`. Port 0 (any free port) is refused: the broker
+/// builds the echo service's URL from the port it was given, and a platform routes to the
+/// port it set, so a port chosen by the OS would be a port nobody calls.
 pub fn port(name: &str, default: u16) -> Result<u16, String> {
-    match var(name) {
-        None => Ok(default),
-        Some(value) => value
-            .trim()
-            .parse::<u16>()
-            .map_err(|_| format!("{name}: '{value}' is not a port number (0-65535)")),
+    var(name).map_or(Ok(default), |value| parse_port(name, &value))
+}
+
+fn parse_port(name: &str, value: &str) -> Result<u16, String> {
+    match value.trim().parse::<u16>() {
+        Ok(0) => Err(format!(
+            "{name}: 0 is not a fixed port (give a port number from 1 to 65535)"
+        )),
+        Ok(port) => Ok(port),
+        Err(_) => Err(format!("{name}: '{value}' is not a port number (1-65535)")),
     }
 }
 
@@ -182,8 +233,8 @@ pub fn init_logging() -> Result<(), String> {
     level.map(|_| ())
 }
 
-/// `SERVICE_BASE`: the echo service's base URL. A bare host name means `http://host`, as in
-/// the original. Only `http` is spoken (the broker has no TLS stack).
+/// `SERVICE_BASE`: the echo service's base URL, `http://` or `https://`. A bare host name
+/// means `http://host`, as in the original.
 pub fn service_base(value: &str) -> Result<String, String> {
     let value = value.trim();
     let url = if value.contains("://") {
@@ -191,9 +242,11 @@ pub fn service_base(value: &str) -> Result<String, String> {
     } else {
         format!("http://{value}")
     };
-    let Some(rest) = url.strip_prefix("http://") else {
+    let Some((scheme, rest)) = url.split_once("://").filter(|(scheme, _)| {
+        scheme.eq_ignore_ascii_case("http") || scheme.eq_ignore_ascii_case("https")
+    }) else {
         return Err(format!(
-            "SERVICE_BASE: '{value}' is not an http:// URL (https is not supported; use the platform's http route)"
+            "SERVICE_BASE: '{value}' is not an http:// or https:// URL"
         ));
     };
     let rest = rest.trim_end_matches('/');
@@ -207,7 +260,25 @@ pub fn service_base(value: &str) -> Result<String, String> {
             "SERVICE_BASE: '{value}' is not a URL with a host name"
         ));
     }
-    Ok(format!("http://{rest}"))
+    Ok(format!("{}://{rest}", scheme.to_ascii_lowercase()))
+}
+
+/// `SSL_CERT_FILE`: a PEM file of the CAs an `https://` echo service's certificate must
+/// chain to, instead of the system's trust store.
+pub fn tls_roots() -> Result<crate::echo_client::TlsRoots, String> {
+    match var("SSL_CERT_FILE") {
+        None => Ok(crate::echo_client::TlsRoots::System),
+        Some(path) => crate::echo_client::TlsRoots::from_pem_file(std::path::Path::new(&path))
+            .map_err(|problem| format!("SSL_CERT_FILE: {problem}")),
+    }
+}
+
+/// `1 instance`, `2 instances`: a count with its noun, for log lines.
+pub fn counted(count: usize, noun: &str) -> String {
+    match count {
+        1 => format!("1 {noun}"),
+        _ => format!("{count} {noun}s"),
+    }
 }
 
 /// Prints `message` as the one line that explains why start-up stopped (`error: ...`, or a
@@ -231,10 +302,28 @@ mod tests {
             service_base("http://127.0.0.1:8090/").as_deref(),
             Ok("http://127.0.0.1:8090")
         );
-        assert!(service_base("https://echo.example.com").is_err());
+        assert_eq!(
+            service_base("https://echo.apps.internal:61443").as_deref(),
+            Ok("https://echo.apps.internal:61443")
+        );
         assert!(service_base("ftp://x").is_err());
         assert!(service_base("http://").is_err());
         assert!(service_base("not a url").is_err());
+    }
+
+    #[test]
+    fn port_zero_is_refused_with_the_usable_range() {
+        let refused = parse_port("ECHO_PORT", "0");
+        assert!(refused.is_err_and(|problem| problem.starts_with("ECHO_PORT: 0 ")));
+        assert_eq!(parse_port("PORT", " 8091 "), Ok(8091));
+        assert!(parse_port("PORT", "65536").is_err());
+    }
+
+    #[test]
+    fn counts_take_a_plural_except_for_one() {
+        assert_eq!(counted(0, "instance"), "0 instances");
+        assert_eq!(counted(1, "instance"), "1 instance");
+        assert_eq!(counted(2, "instance"), "2 instances");
     }
 
     #[test]
@@ -248,5 +337,9 @@ mod tests {
         );
         assert!(parse_command(&args(&["--check-catalog", "x"]), false).is_err());
         assert!(parse_command(&args(&["--frobnicate"]), true).is_err());
+        let extra = parse_command(&args(&["--help", "extra"]), true);
+        assert!(extra
+            .is_err_and(|problem| problem.contains("'extra'")
+                && !problem.contains("unknown argument '--help'")));
     }
 }

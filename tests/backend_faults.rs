@@ -5,7 +5,7 @@
 
 mod common;
 use common::*;
-use std::io::{Read, Write};
+use std::io::{BufReader, Write};
 use std::net::TcpListener;
 use std::time::{Duration, Instant};
 
@@ -16,17 +16,19 @@ fn broker_with_backend(service_base: &str) -> Process {
     Process::start(BROKER, free_port(), &[("SERVICE_BASE", service_base)])
 }
 
-/// A fake backend on a loopback port that answers every request with `reply` (or, with
-/// `None`, accepts and never answers). Its threads end with the test process.
+/// A fake backend on a loopback port that reads each whole request and answers it with
+/// `reply` (or, with `None`, accepts and never answers). Reading the request first matters
+/// on Windows (see `read_http_message`). Its threads end with the test process.
 fn misbehaving_backend(reply: Option<&'static [u8]>) -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").expect("a loopback port is free");
     let port = listener.local_addr().expect("it has an address").port();
     std::thread::spawn(move || {
         let mut held = Vec::new();
         for mut stream in listener.incoming().flatten() {
-            let _ = stream.set_read_timeout(Some(Duration::from_millis(200)));
-            let mut buffer = [0u8; 4096];
-            let _ = stream.read(&mut buffer);
+            let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+            if let Ok(clone) = stream.try_clone() {
+                let _ = read_http_message(&mut BufReader::new(clone));
+            }
             match reply {
                 Some(bytes) => {
                     let _ = stream.write_all(bytes);

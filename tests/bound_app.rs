@@ -125,8 +125,17 @@ fn bound_app_explains_a_missing_binding_or_a_broken_vcap_services() {
     let other_only = r#"{"user-provided": [{"name": "x", "credentials": {}}]}"#;
     let problem = bound_app::find_echo_binding(other_only).expect_err("no echo binding");
     assert!(problem.contains("cf bind-service"), "{problem}");
-    let problem = bound_app::find_echo_binding("").expect_err("not JSON");
-    assert!(problem.contains("VCAP_SERVICES"), "{problem}");
+    let problem = bound_app::find_echo_binding("{").expect_err("not JSON");
+    assert!(problem.contains("VCAP_SERVICES is not JSON"), "{problem}");
+}
+
+#[test]
+fn bound_app_says_an_unset_vcap_services_is_not_set() {
+    for unset in [None, Some(String::new()), Some("  ".to_string())] {
+        let problem = bound_app::vcap_services_document(unset).expect_err("not set");
+        assert!(problem.contains("VCAP_SERVICES is not set"), "{problem}");
+        assert!(!problem.contains("not JSON"), "{problem}");
+    }
 }
 
 #[test]

@@ -8,7 +8,7 @@ use common::*;
 use base64::Engine;
 use serde_json::Value;
 
-const BROKER_VARIABLES: [&str; 13] = [
+const BROKER_VARIABLES: [&str; 14] = [
     "PORT",
     "HOST",
     "BROKER_USERNAME",
@@ -19,6 +19,7 @@ const BROKER_VARIABLES: [&str; 13] = [
     "ECHO_PORT",
     "DATA_DIR",
     "CATALOG_PATH",
+    "SSL_CERT_FILE",
     "LOG_LEVEL",
     "LOG_FORMAT",
     "MAX_CONNECTIONS",
@@ -92,6 +93,20 @@ fn help_lists_every_variable_with_its_default_and_the_exit_codes() {
     );
 }
 
+/// The README says both binaries print the same list of variables: they do, word for word.
+#[test]
+fn both_helps_print_the_same_variable_list() {
+    let variables = |binary: &str| {
+        let (_, help) = run_to_end(binary, &["--help"], &[]);
+        let start = help
+            .find("Configuration comes from")
+            .expect("the variable list");
+        let end = help.find("Exit codes:").expect("the exit codes");
+        help[start..end].to_string()
+    };
+    assert_eq!(variables(BROKER), variables(ECHO_SERVICE));
+}
+
 #[test]
 fn version_prints_the_binary_name_and_package_version() {
     for (binary, name) in [(BROKER, "echo-broker"), (ECHO_SERVICE, "echo-service")] {
@@ -127,6 +142,41 @@ fn unknown_arguments_exit_2_with_a_hint() {
 // ---------------------------------------------------------------------------------------
 // Start-up refusals: one line naming the variable, exit code 2
 // ---------------------------------------------------------------------------------------
+
+#[test]
+fn port_zero_is_refused_because_nobody_would_call_the_port_the_os_picks() {
+    assert_refused(BROKER, &[("PORT", "0")], "PORT");
+    assert_refused(ECHO_SERVICE, &[("PORT", "0")], "PORT");
+    let line = assert_refused(BROKER, &[("ECHO_PORT", "0")], "ECHO_PORT");
+    assert!(line.contains("1 to 65535"), "{line}");
+}
+
+#[test]
+fn the_same_port_for_the_broker_and_its_embedded_echo_service_is_said_to_clash() {
+    let port = free_port().to_string();
+    let line = assert_refused(
+        BROKER,
+        &[("PORT", &port), ("ECHO_PORT", &port)],
+        "ECHO_PORT",
+    );
+    assert!(line.contains("clashes with PORT"), "{line}");
+}
+
+#[test]
+fn an_argument_after_help_or_version_is_named_as_the_extra_one() {
+    for binary in [BROKER, ECHO_SERVICE] {
+        for flag in ["--help", "--version"] {
+            let (code, output) = run_to_end(binary, &[flag, "extra"], &[]);
+            assert_eq!(code, Some(2), "{output}");
+            assert_eq!(output.trim().lines().count(), 1, "{output}");
+            assert!(output.contains("'extra'"), "{output}");
+            assert!(
+                !output.contains(&format!("unknown argument '{flag}'")),
+                "{output}"
+            );
+        }
+    }
+}
 
 #[test]
 fn a_port_that_is_not_a_number_is_refused() {
@@ -166,8 +216,8 @@ fn an_invalid_catalog_is_refused() {
 }
 
 #[test]
-fn a_service_base_that_is_not_an_http_url_is_refused() {
-    for value in ["ftp://x", "not a url", "https://echo.example.com"] {
+fn a_service_base_that_is_not_an_http_or_https_url_is_refused() {
+    for value in ["ftp://x", "not a url", "https://"] {
         let line = assert_refused(BROKER, &[("SERVICE_BASE", value)], "SERVICE_BASE");
         assert!(line.contains(value), "{line}");
     }
@@ -373,6 +423,32 @@ fn json_logs_are_one_object_per_line_with_request_fields() {
         .unwrap_or_else(|| panic!("no 404 request line in:\n{log}"));
     assert_eq!(not_found["status"], 404);
     assert_eq!(not_found["query"], "x=1");
+}
+
+/// The broker forwards the platform's request identity to the echo service, whose request
+/// line carries it too: one platform request is followed through both logs.
+#[test]
+fn the_request_identity_is_forwarded_and_logged_by_the_echo_service() {
+    let data = TempDir::new("identity");
+    let data_dir = data.path().display().to_string();
+    let echo = Process::start(ECHO_SERVICE, free_port(), &[("DATA_DIR", &data_dir)]);
+    let broker = Process::start(BROKER, free_port(), &[("SERVICE_BASE", &echo.url)]);
+    let headers = identified_headers("req-follow-7", "jane");
+    let url = format!("{}/v2/service_instances/followed", broker.url);
+    let provisioned = call_with("PUT", &url, &headers, Some(PROVISION_ECHO));
+    assert_eq!(provisioned.status, 201, "{}", provisioned.text);
+
+    let broker_log = broker.log();
+    assert!(
+        broker_log.contains("request_identity=req-follow-7 user=jane"),
+        "{broker_log}"
+    );
+    let echo_log = echo.log();
+    let line = echo_log
+        .lines()
+        .find(|line| line.contains("PUT /echo/followed"))
+        .unwrap_or_else(|| panic!("no request line in:\n{echo_log}"));
+    assert!(line.ends_with("request_identity=req-follow-7"), "{line}");
 }
 
 /// `2026-04-14T09:30:00.123Z`

@@ -289,3 +289,27 @@ fn malformed_bodies_are_400_with_a_description() {
         "nothing was provisioned"
     );
 }
+
+/// Like the broker, the echo service parses the body whatever its `Content-Type`: curl's
+/// `-d` alone sends `application/x-www-form-urlencoded`, and a missing type is common.
+#[test]
+fn a_message_without_a_json_content_type_is_still_echoed() {
+    let system = System::start();
+    let credentials = provision_and_bind(&system, "any-type", "app");
+    let (bare_uri, authorization) = split_userinfo(credentials["uri"].as_str().expect("uri"));
+    let authorization = authorization.expect("the uri carries credentials");
+    for content_type in [
+        None,
+        Some("application/x-www-form-urlencoded"),
+        Some("text/plain"),
+    ] {
+        let mut headers = vec![("Authorization", authorization.as_str())];
+        if let Some(content_type) = content_type {
+            headers.push(("Content-Type", content_type));
+        }
+        let reply = call("POST", &bare_uri, &headers, Some(r#"{"message": "typed"}"#))
+            .expect("echo answers");
+        assert_eq!(reply.status, 200, "{content_type:?}: {}", reply.text);
+        assert_eq!(reply.json()["response"], "typed");
+    }
+}

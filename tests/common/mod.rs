@@ -76,12 +76,22 @@ impl Process {
     /// Starts `binary` on `port` (its `PORT`) with `env` (and nothing inherited that could
     /// change its behaviour) and waits until `GET /health` answers 200.
     pub fn start(binary: &str, port: u16, env: &[(&str, &str)]) -> Process {
+        Process::start_in(None, binary, port, env)
+    }
+
+    /// [`Process::start`] with `working_dir` as the current directory (else the test's).
+    pub fn start_in(
+        working_dir: Option<&Path>,
+        binary: &str,
+        port: u16,
+        env: &[(&str, &str)],
+    ) -> Process {
         let dir = TempDir::new("process");
         let log_path = dir.path().join("log.txt");
         let port_text = port.to_string();
         let mut full_env = vec![("PORT", port_text.as_str())];
         full_env.extend_from_slice(env);
-        let child = spawn(binary, &[], &full_env, &log_path);
+        let child = spawn_in(working_dir, binary, &[], &full_env, &log_path);
         let mut process = Process {
             child,
             url: format!("http://127.0.0.1:{port}"),
@@ -137,6 +147,17 @@ impl Drop for Process {
 /// Spawns `binary` with `args` and `env`, its stdout (the log) into `log_path` and its
 /// stderr (oxhttp's own connection errors) beside it, with `.stderr` added to the name.
 pub fn spawn(binary: &str, args: &[&str], env: &[(&str, &str)], log_path: &Path) -> Child {
+    spawn_in(None, binary, args, env, log_path)
+}
+
+/// [`spawn`] with `working_dir` as the current directory (else the test's).
+pub fn spawn_in(
+    working_dir: Option<&Path>,
+    binary: &str,
+    args: &[&str],
+    env: &[(&str, &str)],
+    log_path: &Path,
+) -> Child {
     let log = std::fs::File::create(log_path).expect("log file is created");
     let log_err =
         std::fs::File::create(log_path.with_extension("stderr")).expect("stderr file is created");
@@ -146,10 +167,14 @@ pub fn spawn(binary: &str, args: &[&str], env: &[(&str, &str)], log_path: &Path)
         .stdin(Stdio::null())
         .stdout(log)
         .stderr(log_err);
-    for name in echo_broker::settings::ENVIRONMENT_VARIABLES {
+    let variables = echo_broker::settings::ENVIRONMENT_VARIABLES.into_iter();
+    for name in variables.chain(echo_broker::platform::PLATFORM_VARIABLES) {
         command.env_remove(name);
     }
     command.envs(env.iter().copied());
+    if let Some(dir) = working_dir {
+        command.current_dir(dir);
+    }
     command.spawn().expect("the binary starts")
 }
 
@@ -406,4 +431,35 @@ pub fn tag_balance_problem(html: &str) -> Option<String> {
         open.push(name);
     }
     (!open.is_empty()).then(|| format!("never closed: {open:?}"))
+}
+
+/// Reads one whole HTTP/1.1 message (request or response) from `reader`: the head up to the
+/// blank line and then `Content-Length` bytes of body. `None` at end of stream or on error.
+///
+/// A fake server must read the whole request before it answers and closes: on Windows,
+/// closing a socket with unread bytes resets the connection, and the reset discards the
+/// answer before the client reads it.
+pub fn read_http_message(reader: &mut impl std::io::BufRead) -> Option<Vec<u8>> {
+    let mut message = Vec::new();
+    let mut content_length = 0usize;
+    loop {
+        let mut line = Vec::new();
+        if reader.read_until(b'\n', &mut line).ok()? == 0 {
+            return None;
+        }
+        message.extend_from_slice(&line);
+        let text = String::from_utf8_lossy(&line);
+        if text == "\r\n" || text == "\n" {
+            break;
+        }
+        if let Some((name, value)) = text.split_once(':') {
+            if name.trim().eq_ignore_ascii_case("content-length") {
+                content_length = value.trim().parse().ok()?;
+            }
+        }
+    }
+    let mut body = vec![0; content_length];
+    reader.read_exact(&mut body).ok()?;
+    message.extend_from_slice(&body);
+    Some(message)
 }

@@ -17,8 +17,9 @@ fn b64(text: &str) -> String {
 /// The broker's log line for the request that carried `request_identity`.
 fn log_line_of(system: &System, request_identity: &str) -> String {
     let log = system.broker.log();
+    // The embedded echo service logs the forwarded identity too: take the broker's line.
     log.lines()
-        .find(|line| line.contains(request_identity))
+        .find(|line| line.contains(request_identity) && line.contains("[broker]"))
         .unwrap_or_else(|| panic!("no log line has {request_identity}; the log:\n{log}"))
         .to_string()
 }

@@ -1,0 +1,271 @@
+//! What the platform the binaries run on offers or forbids: where the echo service's state
+//! can outlive the process (a volume bound on Cloud Foundry, a filesystem service on
+//! Stackato), and which secrets must never reach it (those published in this repository).
+
+use serde_json::Value;
+use std::path::PathBuf;
+
+/// The variables the platforms set that the binaries read (never set by hand).
+pub const PLATFORM_VARIABLES: [&str; 3] =
+    ["VCAP_SERVICES", "VCAP_APPLICATION", "STACKATO_FILESYSTEM"];
+
+/// The journal's directory when nothing better is offered: relative to the working
+/// directory, which on Cloud Foundry is the container's disk, lost at every restart.
+pub const EPHEMERAL_DATA_DIR: &str = "echo-data";
+
+/// Where the echo service keeps its journal, and why there.
+#[derive(Debug, PartialEq)]
+pub struct DataDir {
+    pub path: PathBuf,
+    pub source: DataDirSource,
+}
+
+#[derive(Debug, PartialEq)]
+pub enum DataDirSource {
+    /// `DATA_DIR` was set: the operator's choice wins.
+    Explicit,
+    /// The mount of a volume service bound on Cloud Foundry (its label in `VCAP_SERVICES`).
+    CloudFoundryVolume(String),
+    /// Stackato's filesystem service (`STACKATO_FILESYSTEM`).
+    StackatoFilesystem,
+    /// `./echo-data`: nothing else was offered.
+    Default,
+}
+
+impl DataDir {
+    /// One start-up line saying where the state lives and where that came from.
+    pub fn describe(&self) -> String {
+        let path = self.path.display();
+        match &self.source {
+            DataDirSource::Explicit => format!("state in {path} (DATA_DIR)"),
+            DataDirSource::CloudFoundryVolume(label) => {
+                format!("state in {path} (the volume of the bound service '{label}')")
+            }
+            DataDirSource::StackatoFilesystem => {
+                format!("state in {path} (Stackato's filesystem service)")
+            }
+            DataDirSource::Default => format!("state in {path} (the default)"),
+        }
+    }
+
+    /// A warning when the state will not survive the platform: the default directory on a
+    /// platform (`VCAP_APPLICATION` set) is the container's disk.
+    pub fn ephemeral_warning(&self, on_a_platform: bool) -> Option<String> {
+        (self.source == DataDirSource::Default && on_a_platform).then(|| {
+            format!(
+                "{} is on the container's ephemeral disk: a restart, restage or re-push forgets every instance and binding; bind a volume service (see the README) or set DATA_DIR",
+                self.path.display()
+            )
+        })
+    }
+}
+
+/// The journal's directory: `DATA_DIR`, else a bound volume's read-write mount
+/// (`VCAP_SERVICES`), else Stackato's filesystem service, else `./echo-data`.
+pub fn data_dir() -> Result<DataDir, String> {
+    let vcap_services = crate::settings::var("VCAP_SERVICES");
+    let stackato = crate::settings::var("STACKATO_FILESYSTEM");
+    choose_data_dir(
+        crate::settings::var("DATA_DIR"),
+        vcap_services.as_deref(),
+        stackato,
+    )
+}
+
+/// Whether this runs on Cloud Foundry or Stackato (both set `VCAP_APPLICATION`).
+pub fn on_a_platform() -> bool {
+    crate::settings::var("VCAP_APPLICATION").is_some()
+}
+
+fn choose_data_dir(
+    explicit: Option<String>,
+    vcap_services: Option<&str>,
+    stackato_filesystem: Option<String>,
+) -> Result<DataDir, String> {
+    let chosen = |path: String, source| DataDir {
+        path: PathBuf::from(path),
+        source,
+    };
+    if let Some(path) = explicit {
+        return Ok(chosen(path, DataDirSource::Explicit));
+    }
+    if let Some(json) = vcap_services {
+        if let Some((label, path)) = bound_volume(json)? {
+            return Ok(chosen(path, DataDirSource::CloudFoundryVolume(label)));
+        }
+    }
+    if let Some(path) = stackato_filesystem {
+        return Ok(chosen(path, DataDirSource::StackatoFilesystem));
+    }
+    Ok(chosen(EPHEMERAL_DATA_DIR.into(), DataDirSource::Default))
+}
+
+/// The first read-write `container_dir` among the `volume_mounts` of the services in
+/// `VCAP_SERVICES` (`{"label": [{"name": .., "volume_mounts": [{"container_dir": ..,
+/// "mode": "rw"}]}]}`), with its service's label. Labels are taken in sorted order, so
+/// the choice does not depend on how the platform ordered the document.
+fn bound_volume(vcap_services: &str) -> Result<Option<(String, String)>, String> {
+    let services: Value = serde_json::from_str(vcap_services)
+        .map_err(|error| format!("VCAP_SERVICES: not JSON ({error})"))?;
+    let Some(labels) = services.as_object() else {
+        return Err("VCAP_SERVICES: not a JSON object of service labels".into());
+    };
+    let found = labels.iter().find_map(|(label, bindings)| {
+        let bindings = bindings.as_array()?;
+        bindings
+            .iter()
+            .find_map(read_write_mount)
+            .map(|dir| (label.clone(), dir))
+    });
+    Ok(found)
+}
+
+fn read_write_mount(binding: &Value) -> Option<String> {
+    binding
+        .get("volume_mounts")?
+        .as_array()?
+        .iter()
+        .filter(|mount| mount.get("mode").and_then(Value::as_str) == Some("rw"))
+        .find_map(|mount| mount.get("container_dir")?.as_str().map(str::to_string))
+        .filter(|dir| !dir.trim().is_empty())
+}
+
+/// Passwords and secrets that appear in this repository: the seed's demo credentials, the
+/// placeholders of `vars.example.yml` and the embedded catalog's dashboard client secret.
+/// Anyone can read them, so a server reachable beyond loopback must not accept them.
+pub const PUBLISHED_SECRETS: [&str; 4] = [
+    "pass",
+    "change-me-broker-password",
+    "change-me-echo-password",
+    "secret-1",
+];
+
+/// Whether `secret` is one of [`PUBLISHED_SECRETS`] or any `change-me...` placeholder.
+pub fn is_published(secret: &str) -> bool {
+    let secret = secret.trim();
+    PUBLISHED_SECRETS.contains(&secret) || secret.to_ascii_lowercase().starts_with("change-me")
+}
+
+/// Refuses a published secret in any of `secrets` (variable name, value) when the server
+/// listens beyond loopback: one line naming the variable.
+pub fn refuse_published_secrets(host: &str, secrets: &[(&str, &str)]) -> Result<(), String> {
+    if is_loopback(host) {
+        return Ok(());
+    }
+    match secrets.iter().find(|(_, value)| is_published(value)) {
+        Some((name, _)) => Err(format!(
+            "{name}: this value is published in the echo-broker repository, and HOST '{host}' is not loopback; set a secret of your own (e.g. openssl rand -hex 24)"
+        )),
+        None => Ok(()),
+    }
+}
+
+/// Whether `host` (an IP address, as `HOST` must be) is a loopback address.
+pub fn is_loopback(host: &str) -> bool {
+    host.parse::<std::net::IpAddr>()
+        .is_ok_and(|ip| ip.is_loopback())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NFS_BINDING: &str = r#"{
+        "nfs": [{
+            "name": "echo-state",
+            "label": "nfs",
+            "credentials": {},
+            "volume_mounts": [
+                {"container_dir": "/var/vcap/data/read-only", "mode": "r", "device_type": "shared"},
+                {"container_dir": "/var/vcap/data/echo", "mode": "rw", "device_type": "shared"}
+            ]
+        }],
+        "Echo Service": [{"name": "my-echo", "credentials": {"uri": "http://x"}, "volume_mounts": []}]
+    }"#;
+
+    #[test]
+    fn the_first_read_write_volume_mount_is_chosen() {
+        let chosen = choose_data_dir(None, Some(NFS_BINDING), None);
+        assert_eq!(
+            chosen,
+            Ok(DataDir {
+                path: PathBuf::from("/var/vcap/data/echo"),
+                source: DataDirSource::CloudFoundryVolume("nfs".into()),
+            })
+        );
+    }
+
+    #[test]
+    fn an_explicit_data_dir_wins_over_every_platform_offer() {
+        let chosen = choose_data_dir(Some("mine".into()), Some(NFS_BINDING), Some("/fs".into()));
+        assert_eq!(chosen.map(|dir| dir.source), Ok(DataDirSource::Explicit));
+    }
+
+    #[test]
+    fn stackato_filesystem_is_used_when_no_volume_is_bound() {
+        let no_volume = r#"{"Echo Service": [{"name": "x", "volume_mounts": []}]}"#;
+        let chosen = choose_data_dir(None, Some(no_volume), Some("/stackato/fs".into()));
+        assert_eq!(
+            chosen,
+            Ok(DataDir {
+                path: PathBuf::from("/stackato/fs"),
+                source: DataDirSource::StackatoFilesystem,
+            })
+        );
+    }
+
+    #[test]
+    fn only_read_only_mounts_fall_back_to_the_default_with_a_warning_on_a_platform() {
+        let read_only = r#"{"nfs": [{"volume_mounts": [{"container_dir": "/ro", "mode": "r"}]}]}"#;
+        let chosen = choose_data_dir(None, Some(read_only), None).expect("valid JSON");
+        assert_eq!(chosen.source, DataDirSource::Default);
+        assert!(chosen.ephemeral_warning(true).is_some());
+        assert!(chosen.ephemeral_warning(false).is_none());
+    }
+
+    #[test]
+    fn malformed_vcap_services_is_refused_naming_the_variable() {
+        for bad in ["not json", "[1, 2]"] {
+            let refused = choose_data_dir(None, Some(bad), None);
+            assert!(refused.is_err_and(|problem| problem.starts_with("VCAP_SERVICES: ")));
+        }
+    }
+
+    #[test]
+    fn published_secrets_are_refused_beyond_loopback_only() {
+        let secrets = [("BROKER_PASSWORD", "pass"), ("ECHO_PASSWORD", "fresh-9f3a")];
+        assert!(refuse_published_secrets("127.0.0.1", &secrets).is_ok());
+        assert!(refuse_published_secrets("::1", &secrets).is_ok());
+        let refused = refuse_published_secrets("0.0.0.0", &secrets);
+        assert!(refused.is_err_and(|problem| problem.starts_with("BROKER_PASSWORD: ")));
+        assert!(refuse_published_secrets("0.0.0.0", &[("ECHO_PASSWORD", "fresh-9f3a")]).is_ok());
+        assert!(is_published("change-me-too"));
+    }
+
+    /// The list stays true to the files it names: every password placeholder in
+    /// `vars.example.yml` and every catalog secret in `catalog.toml` is in it.
+    #[test]
+    fn every_secret_in_the_repository_files_is_known_as_published() {
+        let vars = include_str!("../vars.example.yml");
+        let placeholders = vars
+            .lines()
+            .filter(|line| !line.trim_start().starts_with('#'))
+            .filter_map(|line| line.split_once(':'))
+            .filter(|(key, _)| key.contains("password"))
+            .map(|(_, value)| value.trim());
+        for placeholder in placeholders {
+            assert!(is_published(placeholder), "{placeholder}");
+        }
+        let catalog: toml::Value =
+            toml::from_str(include_str!("../catalog.toml")).expect("the catalog is TOML");
+        let services = catalog["services"].as_array().expect("services");
+        for service in services {
+            if let Some(secret) = service
+                .get("dashboard_client")
+                .and_then(|c| c.get("secret"))
+            {
+                assert!(is_published(secret.as_str().unwrap_or("")), "{secret}");
+            }
+        }
+    }
+}

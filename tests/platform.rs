@@ -1,0 +1,264 @@
+//! True on its platforms: the echo service keeps its state on a volume the platform binds
+//! (Cloud Foundry's `VCAP_SERVICES`, Stackato's `STACKATO_FILESYSTEM`) when no `DATA_DIR`
+//! is set, and says so; and no secret published in this repository is accepted beyond
+//! loopback.
+
+mod common;
+use common::*;
+
+/// `VCAP_SERVICES` as Cloud Foundry hands it to an app bound to an NFS volume service
+/// instance whose read-write mount is `dir`.
+fn vcap_services_with_volume(dir: &str) -> String {
+    serde_json::json!({
+        "nfs": [{
+            "name": "echo-state",
+            "label": "nfs",
+            "plan": "Existing",
+            "credentials": {},
+            "volume_mounts": [
+                {"container_dir": dir, "mode": "rw", "device_type": "shared"}
+            ]
+        }]
+    })
+    .to_string()
+}
+
+/// A `VCAP_APPLICATION` as on a platform (only its presence matters).
+const VCAP_APPLICATION: &str = r#"{"application_name": "echo-service", "space_name": "dev"}"#;
+
+fn provision_directly(echo: &Process, instance_id: &str) {
+    let url = format!("{}/echo/{instance_id}", echo.url);
+    let body = r#"{"service_id": "echo_service", "plan_id": "big_0001", "organization_guid": "o", "space_guid": "s"}"#;
+    let reply = call(
+        "PUT",
+        &url,
+        &[("Content-Type", "application/json")],
+        Some(body),
+    )
+    .expect("the echo service answers");
+    assert_eq!(reply.status, 200, "{}", reply.text);
+}
+
+fn instance_exists(echo: &Process, instance_id: &str) -> bool {
+    let url = format!("{}/echo/{instance_id}", echo.url);
+    call("GET", &url, &[], None).is_ok_and(|reply| reply.status == 200)
+}
+
+/// A restage starts the app in a new container: a new, empty working directory, the same
+/// bound volume. Every instance must be found again.
+#[test]
+fn a_bound_volume_keeps_every_instance_across_a_restart_from_an_empty_working_directory() {
+    let volume = TempDir::new("volume");
+    let vcap_services = vcap_services_with_volume(&volume.path().display().to_string());
+    let env = [
+        ("VCAP_SERVICES", vcap_services.as_str()),
+        ("VCAP_APPLICATION", VCAP_APPLICATION),
+    ];
+    let first_container = TempDir::new("container-1");
+    let port = free_port();
+    let mut echo = Process::start_in(Some(first_container.path()), ECHO_SERVICE, port, &env);
+    for instance_id in ["kept-1", "kept-2", "kept-3"] {
+        provision_directly(&echo, instance_id);
+    }
+    let log = echo.log();
+    assert!(
+        log.contains("the volume of the bound service 'nfs'"),
+        "{log}"
+    );
+    assert!(!log.contains("ephemeral"), "{log}");
+    echo.kill();
+
+    let second_container = TempDir::new("container-2");
+    let echo = Process::start_in(Some(second_container.path()), ECHO_SERVICE, port, &env);
+    for instance_id in ["kept-1", "kept-2", "kept-3"] {
+        assert!(instance_exists(&echo, instance_id), "{instance_id} is lost");
+    }
+    assert!(echo.log().contains("3 instances loaded"), "{}", echo.log());
+    let leftovers = std::fs::read_dir(second_container.path()).map_or(0, |dir| dir.count());
+    assert_eq!(leftovers, 0, "state was written to the working directory");
+}
+
+#[test]
+fn the_broker_embedded_echo_service_uses_the_bound_volume_too() {
+    let volume = TempDir::new("volume-embedded");
+    let vcap_services = vcap_services_with_volume(&volume.path().display().to_string());
+    let container = TempDir::new("container-embedded");
+    let port = free_port();
+    let echo_port = free_port().to_string();
+    let env = [
+        ("VCAP_SERVICES", vcap_services.as_str()),
+        ("ECHO_PORT", echo_port.as_str()),
+    ];
+    let broker = Process::start_in(Some(container.path()), BROKER, port, &env);
+    let url = format!("{}/v2/service_instances/on-the-volume", broker.url);
+    assert_eq!(platform("PUT", &url, Some(PROVISION_ECHO)).status, 201);
+    let journal_files = std::fs::read_dir(volume.path()).map_or(0, |dir| dir.count());
+    assert!(journal_files > 0, "nothing written to the volume");
+    let log = broker.log();
+    assert!(
+        log.contains("the volume of the bound service 'nfs'"),
+        "{log}"
+    );
+}
+
+#[test]
+fn stackato_filesystem_is_used_and_an_explicit_data_dir_wins() {
+    let filesystem = TempDir::new("stackato-fs");
+    let filesystem_path = filesystem.path().display().to_string();
+    let container = TempDir::new("container-stackato");
+    let echo = Process::start_in(
+        Some(container.path()),
+        ECHO_SERVICE,
+        free_port(),
+        &[("STACKATO_FILESYSTEM", &filesystem_path)],
+    );
+    provision_directly(&echo, "on-stackato");
+    assert!(
+        echo.log().contains("Stackato's filesystem service"),
+        "{}",
+        echo.log()
+    );
+    assert!(std::fs::read_dir(filesystem.path()).is_ok_and(|mut dir| dir.next().is_some()));
+
+    let explicit = TempDir::new("explicit");
+    let explicit_path = explicit.path().display().to_string();
+    let echo = Process::start_in(
+        Some(container.path()),
+        ECHO_SERVICE,
+        free_port(),
+        &[
+            ("STACKATO_FILESYSTEM", &filesystem_path),
+            ("DATA_DIR", &explicit_path),
+        ],
+    );
+    assert!(!instance_exists(&echo, "on-stackato"));
+    assert!(echo.log().contains("(DATA_DIR)"), "{}", echo.log());
+}
+
+#[test]
+fn the_ephemeral_default_on_a_platform_is_a_warning() {
+    let container = TempDir::new("container-ephemeral");
+    let echo = Process::start_in(
+        Some(container.path()),
+        ECHO_SERVICE,
+        free_port(),
+        &[("VCAP_APPLICATION", VCAP_APPLICATION)],
+    );
+    let log = echo.log();
+    let warning = log
+        .lines()
+        .find(|line| line.contains("WARN") && line.contains("ephemeral"))
+        .unwrap_or_else(|| panic!("no warning in:\n{log}"));
+    assert!(warning.contains("echo-data"), "{warning}");
+}
+
+#[test]
+fn malformed_vcap_services_stops_start_up_naming_the_variable() {
+    let (code, output) = run_to_end(ECHO_SERVICE, &[], &[("VCAP_SERVICES", "{not json")]);
+    assert_eq!(code, Some(2), "{output}");
+    assert!(
+        output.trim().starts_with("error: VCAP_SERVICES: "),
+        "{output}"
+    );
+}
+
+/// Runs `binary` with `env` and expects exit 2 with one line naming `variable`.
+fn assert_refused(binary: &str, env: &[(&str, &str)], variable: &str) -> String {
+    let (code, output) = run_to_end(binary, &[], env);
+    assert_eq!(code, Some(2), "{env:?}: {output}");
+    assert_eq!(output.trim().lines().count(), 1, "{env:?}: {output}");
+    assert!(output.contains(variable), "{env:?}: {output}");
+    output
+}
+
+#[test]
+fn beyond_loopback_a_password_published_in_the_repository_is_refused() {
+    let port = free_port().to_string();
+    let port = port.as_str();
+    let published = [
+        "pass",
+        "change-me-broker-password",
+        "change-me-echo-password",
+        "secret-1",
+    ];
+    for password in published {
+        let output = assert_refused(
+            BROKER,
+            &[
+                ("PORT", port),
+                ("HOST", "0.0.0.0"),
+                ("BROKER_USERNAME", "platform"),
+                ("BROKER_PASSWORD", password),
+                ("SERVICE_BASE", "http://127.0.0.1:9"),
+            ],
+            "BROKER_PASSWORD",
+        );
+        assert!(output.contains("published"), "{output}");
+        assert_refused(
+            BROKER,
+            &[
+                ("PORT", port),
+                ("HOST", "0.0.0.0"),
+                ("BROKER_USERNAME", "platform"),
+                ("BROKER_PASSWORD", "a-secret-of-our-own-3f9c"),
+                ("ECHO_USERNAME", "broker"),
+                ("ECHO_PASSWORD", password),
+                ("SERVICE_BASE", "http://127.0.0.1:9"),
+            ],
+            "ECHO_PASSWORD",
+        );
+        assert_refused(
+            ECHO_SERVICE,
+            &[
+                ("PORT", port),
+                ("HOST", "0.0.0.0"),
+                ("ECHO_USERNAME", "broker"),
+                ("ECHO_PASSWORD", password),
+            ],
+            "ECHO_PASSWORD",
+        );
+    }
+}
+
+#[test]
+fn on_loopback_the_seed_credentials_still_work() {
+    let system = System::start_with(&[
+        ("HOST", "127.0.0.1"),
+        ("BROKER_USERNAME", "user"),
+        ("BROKER_PASSWORD", "pass"),
+    ]);
+    assert_eq!(
+        platform("GET", &system.url("/v2/catalog"), None).status,
+        200
+    );
+}
+
+/// The deployment files keep what the platform needs: no DATA_DIR pinned to the ephemeral
+/// app directory (a bound volume must take effect), the deployed catalog without the
+/// published dashboard client, and management calls never over a public http:// route.
+#[test]
+fn the_deployment_files_leave_state_to_a_volume_and_keep_management_calls_off_public_http() {
+    let manifest = include_str!("../manifest.yml");
+    let settings = |text: &'static str| {
+        text.lines()
+            .map(str::trim)
+            .filter(|line| !line.starts_with('#'))
+            .collect::<Vec<_>>()
+    };
+    let manifest_lines = settings(manifest);
+    assert!(!manifest_lines
+        .iter()
+        .any(|line| line.starts_with("DATA_DIR:")));
+    assert!(manifest_lines.contains(&"CATALOG_PATH: catalog-cf.toml"));
+    let vars = settings(include_str!("../vars.example.yml"));
+    let service_base = vars
+        .iter()
+        .find_map(|line| line.strip_prefix("service-base:"))
+        .map(str::trim)
+        .expect("vars.example.yml sets service-base");
+    let internal = service_base.starts_with("http://") && service_base.contains(".apps.internal");
+    assert!(
+        service_base.starts_with("https://") || internal,
+        "{service_base}"
+    );
+}
