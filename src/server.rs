@@ -15,7 +15,7 @@
 //! 4. [`Handler::handle`] answers; a panic in it is one 500, never a lost thread or process.
 //!
 //! Whenever a body was not read to its end, the connection is closed after the answer: the
-//! unread rest is never drained, nor parsed as a further request.
+//! unread rest is never parsed as a further request (see [`close_after_answer`]).
 
 use crate::http::{HttpRequest, HttpResponse, CLIENT_IDLE_TIMEOUT, MAX_BODY_BYTES};
 use crate::logging::RequestContext;
@@ -122,6 +122,7 @@ fn answer<H: Handler>(
                 "Unavailable",
                 "the server is stopping; try again shortly",
             ),
+            Connection::CloseAfterShortBody,
             None,
         ),
     };
@@ -145,25 +146,42 @@ fn answer<H: Handler>(
     let method = if head_only { "HEAD" } else { &incoming.method };
     let status = outcome.response.status;
     crate::logging::request(name, method, &incoming.url, status, elapsed, &context);
-    if outcome.close_connection {
-        close_after_answer(request);
+    match outcome.connection {
+        Connection::KeepAlive => {}
+        Connection::CloseUnread => close_after_answer(request, false),
+        Connection::CloseAfterShortBody => close_after_answer(request, true),
     }
     to_oxhttp(outcome.response, head_only)
 }
 
-/// An answer, whether the connection must close after it (its body was not read), and
-/// whether the handler gave it: `Some(admitted)`, or `None` for the server's own answers.
+/// An answer, what becomes of its connection, and whether the handler gave it:
+/// `Some(admitted)`, or `None` for the server's own answers.
 struct Outcome {
     response: HttpResponse,
-    close_connection: bool,
+    connection: Connection,
     from_handler: Option<bool>,
 }
 
+/// What becomes of a connection after an answer.
+enum Connection {
+    /// The body was read to its end: the next request may follow.
+    KeepAlive,
+    /// The body was refused while being read (too large, too slow, malformed): close.
+    CloseUnread,
+    /// The body was never looked at: close, after reading away a short one that is sent at
+    /// once (see [`close_after_answer`]).
+    CloseAfterShortBody,
+}
+
 impl Outcome {
-    fn closing(response: HttpResponse, from_handler: Option<bool>) -> Outcome {
+    fn closing(
+        response: HttpResponse,
+        connection: Connection,
+        from_handler: Option<bool>,
+    ) -> Outcome {
         Outcome {
             response,
-            close_connection: true,
+            connection,
             from_handler,
         }
     }
@@ -176,15 +194,15 @@ fn checked_answer<H: Handler>(
     started: Instant,
 ) -> Outcome {
     if let Err(refusal) = guarded(|| handler.admit(incoming)).and_then(|admitted| admitted) {
-        return Outcome::closing(refusal, Some(false));
+        return Outcome::closing(refusal, Connection::CloseAfterShortBody, Some(false));
     }
     match read_body(body, started + CLIENT_IDLE_TIMEOUT) {
         Ok(bytes) => incoming.body = bytes,
-        Err(refusal) => return Outcome::closing(refusal, Some(true)),
+        Err(refusal) => return Outcome::closing(refusal, Connection::CloseUnread, Some(true)),
     }
     Outcome {
         response: guarded(|| handler.handle(incoming)).unwrap_or_else(|refusal| refusal),
-        close_connection: false,
+        connection: Connection::KeepAlive,
         from_handler: Some(true),
     }
 }
@@ -277,13 +295,51 @@ impl<R: Read> Read for DeadlineReader<R> {
     }
 }
 
-/// Makes oxhttp close the connection after this answer instead of draining the rest of the
-/// body: it reads `Connection: close` from the request once the handler has returned.
-fn close_after_answer(request: &mut Request<Body>) {
-    *request.body_mut() = Body::empty();
+/// Makes oxhttp close the connection after this answer: it reads `Connection: close` from
+/// the request once the handler has returned, then drains the body it is given. Closing a
+/// socket with unread bytes resets the connection, and on Windows a reset throws away the
+/// answer before the client reads it; so with `drain_short_body`, a body declared at most
+/// [`LINGER_BYTES`] long (or chunked) is read away for at most [`LINGER`] first. Nothing
+/// unread is ever parsed; a body declared longer, or one that already failed, is left.
+fn close_after_answer(request: &mut Request<Body>, drain_short_body: bool) {
+    let unread = std::mem::take(request.body_mut());
+    let short = unread.len().is_none_or(|length| length <= LINGER_BYTES);
+    if drain_short_body && short {
+        *request.body_mut() = Body::from_read(Linger {
+            unread,
+            deadline: Instant::now() + LINGER,
+            left: LINGER_BYTES,
+        });
+    }
     request
         .headers_mut()
         .insert(CONNECTION, HeaderValue::from_static("close"));
+}
+
+/// How long, and how much of an unread body, [`close_after_answer`] reads away.
+const LINGER: Duration = Duration::from_secs(1);
+const LINGER_BYTES: u64 = MAX_BODY_BYTES as u64;
+
+/// The rest of a body, read and dropped until it ends, fails, or a limit is reached; any of
+/// these is simply its end, so oxhttp's own drain never turns the answer into an error.
+struct Linger {
+    unread: Body,
+    deadline: Instant,
+    left: u64,
+}
+
+impl Read for Linger {
+    fn read(&mut self, buffer: &mut [u8]) -> std::io::Result<usize> {
+        if self.left == 0 || Instant::now() >= self.deadline {
+            return Ok(0);
+        }
+        let most = buffer
+            .len()
+            .min(usize::try_from(self.left).unwrap_or(usize::MAX));
+        let read = self.unread.read(&mut buffer[..most]).unwrap_or(0);
+        self.left -= read as u64;
+        Ok(read)
+    }
 }
 
 fn to_oxhttp(response: HttpResponse, head_only: bool) -> Response<Body> {

@@ -131,6 +131,12 @@ fn huge_or_malformed_content_lengths_get_400_or_413_and_never_stop_a_server() {
     assert_still_serving(&system);
 }
 
+/// A 400, or nothing: the server closes while megabytes are still coming, and on Windows
+/// the reset that follows can discard its answer before the client reads it.
+fn refused_or_reset(answer: &str) -> bool {
+    status_line(answer).contains("400") || answer.is_empty()
+}
+
 #[test]
 fn an_endless_header_line_or_a_million_headers_get_400_and_cost_no_memory() {
     let system = start_system();
@@ -139,7 +145,7 @@ fn an_endless_header_line_or_a_million_headers_get_400_and_cost_no_memory() {
         let mut endless = b"GET /health HTTP/1.1\r\nX-Long: ".to_vec();
         endless.extend(std::iter::repeat_n(b'a', 4 << 20));
         let answer = exchange(port, &endless);
-        assert!(status_line(&answer).contains("400"), "{name}: {answer}");
+        assert!(refused_or_reset(&answer), "{name}: {answer}");
 
         let mut many = b"GET /health HTTP/1.1\r\nHost: x\r\n".to_vec();
         for i in 0..1_000_000 {
@@ -147,7 +153,7 @@ fn an_endless_header_line_or_a_million_headers_get_400_and_cost_no_memory() {
         }
         many.extend_from_slice(b"\r\n");
         let answer = exchange(port, &many);
-        assert!(status_line(&answer).contains("400"), "{name}: {answer}");
+        assert!(refused_or_reset(&answer), "{name}: {answer}");
     }
     if let (Some(before), Some(after)) = (before, resident_kib(&system.broker)) {
         assert!(
