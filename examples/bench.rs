@@ -21,7 +21,8 @@
 //! - `broker`: `echo-broker` with `SERVICE_BASE` pointing at its own `echo-service` process
 //!   (the two-app deployment), `LOG_LEVEL=warn`, so their memory is measured apart;
 //! - `broker-info`: a second `echo-broker` on the same echo service at the default
-//!   `LOG_LEVEL=info` (its log goes to a file), to show what per-request logging costs;
+//!   `LOG_LEVEL=info` (its log, on standard output, goes to a file), to show what
+//!   per-request logging costs;
 //! - `broker-10k`: a third pair whose echo service holds 10,000 live instances;
 //! - `bare-oxhttp`: this program re-run as a bare oxhttp server (`--serve-bare oxhttp`), with
 //!   the servers' settings (a 10 s timeout, at most 256 connections, a thread per
@@ -816,9 +817,15 @@ fn spawn(name: &str, binary: &Path, env: &[(&str, String)], log: PathBuf, port: 
     }
     command.envs(env.iter().map(|(key, value)| (*key, value.as_str())));
     let log_file = fs::File::create(&log).expect("cannot create a log file in the temp dir");
+    // The servers log to standard output (oxhttp's own few errors and start-up failures go
+    // to standard error): both into the one file, so that `broker-info` pays for writing a
+    // real log and a failed start shows why.
+    let log_copy = log_file
+        .try_clone()
+        .expect("cannot share the log file between stdout and stderr");
     let child = command
         .stdin(Stdio::null())
-        .stdout(Stdio::null())
+        .stdout(log_copy)
         .stderr(log_file)
         .spawn()
         .unwrap_or_else(|error| panic!("cannot start {}: {error}", binary.display()));
