@@ -28,7 +28,8 @@ use crate::echo_api::{
 };
 use crate::http::{self, HttpRequest, HttpResponse};
 use crate::journal::{Journal, Ticket};
-use crate::server::Handler;
+use crate::metrics::{self, RequestMetrics};
+use crate::server::{Answered, Handler};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use std::cell::Cell;
@@ -375,6 +376,8 @@ pub struct EchoService {
     state: Mutex<Live>,
     journal: Option<Journal>,
     management_credentials: Option<(String, String)>,
+    /// Requests answered, for `/metrics`.
+    requests: RequestMetrics,
 }
 
 impl EchoService {
@@ -395,6 +398,7 @@ impl EchoService {
             }),
             journal,
             management_credentials: config.management_credentials,
+            requests: RequestMetrics::default(),
         })
     }
 
@@ -451,9 +455,12 @@ impl EchoService {
             ("POST", ["echo", instance_id, binding_id]) => {
                 self.echo(request, instance_id, binding_id)
             }
-            (_, ["echo"] | ["echo", _] | ["echo", _, _]) if !self.may_manage(request) => {
+            (_, ["echo"] | ["echo", _] | ["echo", _, _] | ["metrics"])
+                if !self.may_manage(request) =>
+            {
                 management_unauthorized()
             }
+            ("GET", ["metrics"]) => self.metrics(),
             ("GET", ["echo"]) => self.totals(),
             ("PUT", ["echo", instance_id]) => self.provision(request, instance_id),
             ("GET", ["echo", instance_id]) => self.fetch_instance(instance_id),
@@ -518,6 +525,43 @@ impl EchoService {
             200,
             &json!({"instances": state.instances.len(), "bindings": bindings}),
         )
+    }
+
+    /// `GET /metrics` (management credentials): the Prometheus text format.
+    fn metrics(&self) -> HttpResponse {
+        let mut out = String::new();
+        self.requests.render("echo_service", &mut out);
+        let (instances, bindings, messages) = {
+            let state = self.lock();
+            let bindings: usize = state.instances.values().map(|i| i.bindings.len()).sum();
+            let messages: u64 = state.instances.values().map(|i| i.message_count).sum();
+            (state.instances.len(), bindings, messages)
+        };
+        metrics::single(
+            &mut out,
+            "echo_service_instances",
+            "gauge",
+            "Instances held.",
+            instances,
+        );
+        metrics::single(
+            &mut out,
+            "echo_service_bindings",
+            "gauge",
+            "Bindings held.",
+            bindings,
+        );
+        let help = "Messages echoed, over all instances held.";
+        metrics::single(&mut out, "echo_service_messages", "gauge", help, messages);
+        if let Some(journal) = &self.journal {
+            render_journal_metrics(journal, &mut out);
+        }
+        HttpResponse {
+            status: 200,
+            content_type: metrics::CONTENT_TYPE,
+            headers: Vec::new(),
+            body: out.into_bytes(),
+        }
     }
 
     /// `PUT /echo/{instance_id}` with the instance's attributes (or no body, as the
@@ -922,6 +966,67 @@ fn unavailable(description: &str) -> HttpResponse {
     HttpResponse::error(503, "Unavailable", description)
 }
 
+/// The journal's size and its group commit: fsyncs, and the changes they made durable.
+fn render_journal_metrics(journal: &Journal, out: &mut String) {
+    let (fsyncs, changes) = journal.flush_statistics();
+    let help = "The journal's size on disk (snapshot and log).";
+    metrics::single(
+        out,
+        "echo_service_journal_bytes",
+        "gauge",
+        help,
+        journal.size_bytes(),
+    );
+    let help = "Flushes of the journal (a write and an fsync each).";
+    metrics::single(
+        out,
+        "echo_service_journal_fsyncs_total",
+        "counter",
+        help,
+        fsyncs,
+    );
+    let help = "Changes made durable by those fsyncs.";
+    metrics::single(
+        out,
+        "echo_service_journal_changes_total",
+        "counter",
+        help,
+        changes,
+    );
+    let per_fsync = if fsyncs == 0 {
+        0.0
+    } else {
+        changes as f64 / fsyncs as f64
+    };
+    let help = "Changes per fsync since start (the group commit's batching).";
+    metrics::single(
+        out,
+        "echo_service_journal_changes_per_fsync",
+        "gauge",
+        help,
+        per_fsync,
+    );
+}
+
+/// The route a request took, for the `route` label of `/metrics`.
+fn route_of(method: &str, segments: &[&str]) -> &'static str {
+    match (method, segments) {
+        ("GET", ["health"]) => "health",
+        ("GET", ["metrics"]) => "metrics",
+        ("GET", ["echo"]) => "totals",
+        ("GET", ["echo", "dashboard", _]) => "dashboard",
+        ("POST", ["echo", _, _]) => "message",
+        ("PUT", ["echo", _]) => "provision",
+        ("GET", ["echo", _]) => "fetch_instance",
+        ("PATCH", ["echo", _]) => "update",
+        ("DELETE", ["echo", _]) => "deprovision",
+        ("PUT", ["echo", _, _]) => "bind",
+        ("GET", ["echo", _, _]) => "fetch_binding",
+        ("DELETE", ["echo", _, _]) => "unbind",
+        _ => "other",
+    }
+}
+
 /// A bound app's call must carry its binding's credentials: 404 for a binding that does not
 /// exist, 401 for the wrong credentials.
 fn check_binding_caller(
@@ -981,6 +1086,15 @@ impl Handler for EchoService {
 
     /// The platform's request identity, which the broker forwards on its management calls,
     /// so one platform request can be followed through the broker's log and this one.
+    fn observe(&self, answered: &Answered) {
+        let request = answered.request;
+        let segments = request.path_segments().unwrap_or_default();
+        let segments: Vec<&str> = segments.iter().map(String::as_str).collect();
+        let route = route_of(&request.method, &segments);
+        self.requests
+            .record(route, answered.response.status, answered.elapsed);
+    }
+
     fn log_context(&self, request: &HttpRequest) -> crate::logging::RequestContext {
         crate::logging::RequestContext {
             request_identity: request

@@ -696,6 +696,12 @@ impl Journal {
         (shared.flushes, shared.flushed_entries)
     }
 
+    /// The journal's size on disk: the snapshot and the log (with what is being flushed).
+    pub fn size_bytes(&self) -> u64 {
+        let shared = self.lock();
+        shared.snapshot_bytes + shared.log_bytes
+    }
+
     fn lock(&self) -> MutexGuard<'_, Shared> {
         // Nothing panics while holding this lock in a way that leaves it inconsistent.
         self.shared

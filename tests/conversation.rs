@@ -179,3 +179,44 @@ fn debug_logs_show_each_exchange_with_its_bodies_redacted() {
         assert!(!log.contains(secret.as_str()), "{secret} is in the log");
     }
 }
+
+#[test]
+fn the_echo_service_reports_its_holdings_and_its_journal_in_metrics() {
+    let system = System::start_with(&[
+        ("ECHO_USERNAME", "broker"),
+        ("ECHO_PASSWORD", "echo-secret"),
+    ]);
+    lifecycle(&system, "conv-e1");
+    let kept = "/v2/service_instances/conv-e2";
+    assert_eq!(
+        platform("PUT", &system.url(kept), Some(PROVISION_ECHO)).status,
+        201
+    );
+    let url = format!("{}/metrics", system.echo_url);
+    call("GET", &url, &[], None)
+        .expect("answers")
+        .assert_error(401);
+    let management = ("Authorization", "Basic YnJva2VyOmVjaG8tc2VjcmV0");
+    let metrics = call("GET", &url, &[management], None).expect("answers");
+    assert_eq!(metrics.status, 200, "{}", metrics.text);
+    let text = &metrics.text;
+    for line in [
+        "echo_service_instances 1\n",
+        "echo_service_bindings 0\n",
+        "echo_service_requests_total{route=\"provision\",status=\"200\"} 2\n",
+        "echo_service_requests_total{route=\"message\",status=\"200\"} 1\n",
+        "# TYPE echo_service_journal_fsyncs_total counter\n",
+    ] {
+        assert!(text.contains(line), "{line} is not in:\n{text}");
+    }
+    let sample = |name: &str| {
+        text.lines()
+            .find_map(|line| line.strip_prefix(&format!("{name} ")))
+            .and_then(|value| value.parse::<f64>().ok())
+            .unwrap_or_else(|| panic!("no {name} in:\n{text}"))
+    };
+    assert!(sample("echo_service_journal_fsyncs_total") >= 1.0);
+    assert!(sample("echo_service_journal_changes_total") >= 6.0);
+    assert!(sample("echo_service_journal_bytes") > 0.0);
+    assert!(sample("echo_service_journal_changes_per_fsync") >= 1.0);
+}
