@@ -10,7 +10,7 @@ use crate::http::html_escape;
 use serde::Serialize;
 use serde_json::Value;
 use std::collections::VecDeque;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 /// How many exchanges are kept.
@@ -30,6 +30,11 @@ const SECRET_KEYS: [&str; 4] = ["password", "secret", "token", "client_secret"];
 pub struct Exchange {
     /// RFC 3339, UTC.
     pub time: String,
+    /// How many more times the same call got the same answer right after it (see
+    /// [`Conversation::count_repeat`]), and when the last of them came.
+    pub repeats: u64,
+    #[serde(serialize_with = "rfc3339_or_null")]
+    pub last_repeat: Option<SystemTime>,
     pub method: String,
     /// Path and query as received (dashboard tokens masked).
     pub url: String,
@@ -43,8 +48,9 @@ pub struct Exchange {
     pub spec_section: String,
     /// The instance the request was about, for the page's filter.
     pub instance_id: Option<String>,
-    pub request_body: String,
-    pub response_body: String,
+    /// As [`redacted_body`] shows them; shared, since most answers repeat (the catalog).
+    pub request_body: Arc<str>,
+    pub response_body: Arc<str>,
 }
 
 /// The recent exchanges of one broker process.
@@ -59,10 +65,31 @@ impl Conversation {
             .exchanges
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if exchanges.len() == CAPACITY {
-            exchanges.pop_back();
-        }
+        let oldest = (exchanges.len() == CAPACITY)
+            .then(|| exchanges.pop_back())
+            .flatten();
         exchanges.push_front(exchange);
+        // Every request records one: the oldest is freed after the lock is let go.
+        drop(exchanges);
+        drop(oldest);
+    }
+
+    /// Counts one more of the newest exchange instead of keeping another, when `is_repeat`
+    /// says the new one is the same call with the same answer (a load test's catalog
+    /// fetches, say): the page then shows one entry with its count. True if it counted.
+    pub fn count_repeat(&self, is_repeat: impl Fn(&Exchange) -> bool, at: SystemTime) -> bool {
+        let mut exchanges = self
+            .exchanges
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        match exchanges.front_mut() {
+            Some(newest) if is_repeat(newest) => {
+                newest.repeats += 1;
+                newest.last_repeat = Some(at);
+                true
+            }
+            _ => false,
+        }
     }
 
     /// The kept exchanges, newest first; only those about `instance_id` when given.
@@ -78,6 +105,16 @@ impl Conversation {
             })
             .cloned()
             .collect()
+    }
+}
+
+fn rfc3339_or_null<S: serde::Serializer>(
+    time: &Option<SystemTime>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    match time {
+        Some(time) => serializer.serialize_str(&crate::logging::rfc3339(*time)),
+        None => serializer.serialize_none(),
     }
 }
 
@@ -226,6 +263,18 @@ instances each show their own traffic). Passwords, tokens and secrets are replac
     )
 }
 
+/// ", then 41 more times, the last at ..." for a counted repeat.
+fn repeats_note(exchange: &Exchange) -> String {
+    match exchange.last_repeat {
+        Some(last) if exchange.repeats > 0 => format!(
+            "; then {} more times alike, the last at {}",
+            exchange.repeats,
+            crate::logging::rfc3339(last)
+        ),
+        _ => String::new(),
+    }
+}
+
 fn render_exchange(exchange: &Exchange) -> String {
     let status_class = if exchange.status < 400 { "ok" } else { "bad" };
     let optional = |value: &Option<String>| {
@@ -250,7 +299,7 @@ fn render_exchange(exchange: &Exchange) -> String {
     };
     format!(
         "<article>\n<h2>{method} {url} <span class=\"status {status_class}\">{status}</span></h2>\n<dl>\
-         <dt>Time</dt><dd>{time}, {duration} ms</dd>\
+         <dt>Time</dt><dd>{time}, {duration} ms{repeats}</dd>\
          <dt>Answered by</dt><dd><code>{handler}</code> in src/broker.rs, spec: <a href=\"{spec}\">{spec_name}</a></dd>\
          {instance_link}\
          <dt>API version</dt><dd>{version}</dd>\
@@ -261,6 +310,7 @@ fn render_exchange(exchange: &Exchange) -> String {
         url = html_escape(&exchange.url),
         status = exchange.status,
         time = html_escape(&exchange.time),
+        repeats = repeats_note(exchange),
         duration = exchange.duration_ms,
         handler = exchange.handler,
         spec = html_escape(&exchange.spec_section),
@@ -310,6 +360,8 @@ mod tests {
         for n in 0..(CAPACITY + 5) {
             conversation.record(Exchange {
                 time: String::new(),
+                repeats: 0,
+                last_repeat: None,
                 method: "GET".into(),
                 url: format!("/v2/{n}"),
                 status: 200,
@@ -320,8 +372,8 @@ mod tests {
                 handler: "catalog",
                 spec_section: String::new(),
                 instance_id: (n % 2 == 0).then(|| "even".to_string()),
-                request_body: String::new(),
-                response_body: String::new(),
+                request_body: Arc::from(""),
+                response_body: Arc::from(""),
             });
         }
         let recent = conversation.recent(None);

@@ -2,10 +2,10 @@
 //! registrar and any Prometheus server scrape: counters of requests by route and status and
 //! a latency histogram, kept by each server; each server adds its own figures.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::RwLock;
 use std::time::Duration;
 
 /// The `Content-Type` of the text format.
@@ -19,7 +19,9 @@ const BUCKETS: [f64; 10] = [
 /// Requests answered by one server.
 #[derive(Default)]
 pub struct RequestMetrics {
-    by_route_and_status: Mutex<BTreeMap<(&'static str, u16), u64>>,
+    /// A counter per route and status; a new pair takes the write lock once, and every
+    /// later request only reads the map and adds atomically, so requests do not queue here.
+    by_route_and_status: RwLock<HashMap<(&'static str, u16), AtomicU64>>,
     /// Per bucket of [`BUCKETS`], then one for slower requests (not cumulative here).
     latency_counts: [AtomicU64; BUCKETS.len() + 1],
     latency_micros: AtomicU64,
@@ -27,12 +29,7 @@ pub struct RequestMetrics {
 
 impl RequestMetrics {
     pub fn record(&self, route: &'static str, status: u16, elapsed: Duration) {
-        *self
-            .by_route_and_status
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .entry((route, status))
-            .or_default() += 1;
+        self.count(route, status);
         let seconds = elapsed.as_secs_f64();
         let bucket = BUCKETS
             .iter()
@@ -43,6 +40,24 @@ impl RequestMetrics {
         self.latency_micros.fetch_add(micros, Ordering::Relaxed);
     }
 
+    fn count(&self, route: &'static str, status: u16) {
+        let counted = self
+            .by_route_and_status
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .get(&(route, status))
+            .map(|count| count.fetch_add(1, Ordering::Relaxed))
+            .is_some();
+        if !counted {
+            self.by_route_and_status
+                .write()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .entry((route, status))
+                .or_default()
+                .fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
     /// `PREFIX_requests_total` and `PREFIX_request_duration_seconds`.
     pub fn render(&self, prefix: &str, out: &mut String) {
         header(
@@ -51,11 +66,13 @@ impl RequestMetrics {
             "counter",
             "Requests answered, by route and status.",
         );
-        let counts = self
+        let counts: BTreeMap<(&str, u16), u64> = self
             .by_route_and_status
-            .lock()
+            .read()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .clone();
+            .iter()
+            .map(|(key, count)| (*key, count.load(Ordering::Relaxed)))
+            .collect();
         for ((route, status), count) in counts {
             let _ = writeln!(
                 out,

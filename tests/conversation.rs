@@ -220,3 +220,26 @@ fn the_echo_service_reports_its_holdings_and_its_journal_in_metrics() {
     assert!(sample("echo_service_journal_bytes") > 0.0);
     assert!(sample("echo_service_journal_changes_per_fsync") >= 1.0);
 }
+
+#[test]
+fn repeated_anonymous_catalog_fetches_are_one_entry_with_a_count() {
+    let system = System::start();
+    for _ in 0..5 {
+        assert_eq!(
+            platform("GET", &system.url("/v2/catalog"), None).status,
+            200
+        );
+    }
+    let json = page(&system, "/?format=json").json();
+    let exchanges = json["exchanges"].as_array().expect("exchanges");
+    assert_eq!(exchanges.len(), 1, "{json}");
+    assert_eq!(exchanges[0]["handler"], "catalog");
+    assert_eq!(exchanges[0]["repeats"], 4);
+    assert!(exchanges[0]["last_repeat"].is_string(), "{json}");
+    let html = page(&system, "/");
+    assert!(
+        html.text.contains("then 4 more times alike"),
+        "{}",
+        html.text
+    );
+}
