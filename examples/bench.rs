@@ -2154,13 +2154,9 @@ fn report(report: Report) {
         .get(&("lifecycle", 16, "broker"))
         .map_or(0, |samples| samples.iter().map(|s| s.errors).sum());
     let kb_mib = |kb: Option<u64>| kb.map_or(f64::NAN, |kb| kb as f64 / 1024.0);
-    let mut goals = vec![at_least(
-        "catalog16_vs_oxhttp",
-        "catalog at 16 conns vs bare oxhttp",
-        ratio(results, "catalog", 16, "broker", "bare-oxhttp"),
-        0.9,
-        "x",
-    )];
+    // The ratio to bare oxhttp is in the table: the broker does more per request (routing,
+    // auth, metrics, the conversation page), and the targets are against nginx.
+    let mut goals = Vec::new();
     if has_nginx {
         goals.push(at_least(
             "catalog16_vs_nginx",
