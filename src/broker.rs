@@ -37,7 +37,7 @@ const API_MAJOR: u32 = 2;
 const OLDEST_API_MINOR: u32 = 3;
 const VERSION_HEADER: &str = "X-Broker-API-Version";
 const ORIGINATING_IDENTITY_HEADER: &str = "X-Broker-API-Originating-Identity";
-const REQUEST_IDENTITY_HEADER: &str = echo_client::REQUEST_IDENTITY_HEADER;
+const REQUEST_IDENTITY_HEADER: &str = crate::echo_api::REQUEST_IDENTITY_HEADER;
 
 // ---------------------------------------------------------------------------------------
 // The broker: its catalog, its credentials, and where the backend is

@@ -1,12 +1,15 @@
-//! The echo service's durable state: a snapshot plus an append-only log of changes, with
-//! group commit.
+//! A durable state: a snapshot plus an append-only log of changes, with group commit.
+//!
+//! The journal knows nothing of what it stores: its tenant is any state that implements
+//! [`Recorded`] (the echo service's state is the one in this program). The state says what a
+//! change is and how to apply one; the journal frames, checksums, fsyncs and replays them.
 //!
 //! # On disk (all in `DATA_DIR`)
 //!
 //! | file | what |
 //! | --- | --- |
-//! | `state.snapshot` | one line: the whole [`EchoState`] up to a sequence number, and the generation of the log that follows it |
-//! | `changes.<G>.log` | one line per [`Change`] made after the snapshot of generation `G` |
+//! | `state.snapshot` | one line: the whole state up to a sequence number, and the generation of the log that follows it |
+//! | `changes.<G>.log` | one line per change made after the snapshot of generation `G` |
 //! | `state.snapshot.tmp` | a snapshot being written (removed at start: an interrupted compaction) |
 //! | `journal.lock` | held (an OS file lock) while a process uses the directory |
 //!
@@ -60,14 +63,16 @@
 //!
 //! # Secrets at rest
 //!
-//! The journal holds binding passwords and dashboard tokens, so on Unix `DATA_DIR` is
+//! The journal may hold secrets (the echo service's binding passwords and dashboard tokens),
+//! so on Unix `DATA_DIR` is
 //! created 0700 and every journal file 0600 (a `DATA_DIR` that already exists with wider
 //! access is reported at start, not changed: it may be shared on purpose).
 
-use crate::echo_service::{Change, EchoState};
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use std::fs::{File, Metadata, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
+use std::marker::PhantomData;
 use std::path::{Path, PathBuf};
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -101,6 +106,17 @@ fn log_generation(name: &str) -> Option<u64> {
         return None;
     }
     digits.parse().ok()
+}
+
+/// What a journal can keep: a state that starts empty, is saved and loaded whole (the
+/// snapshot), and changes only through [`Recorded::apply`] (the log). Replaying the log's
+/// changes onto the snapshot must give back the state that was live when they were appended.
+pub trait Recorded: Default + Serialize + DeserializeOwned {
+    /// One change, as the log records it.
+    type Change: Serialize + DeserializeOwned;
+
+    /// Applies `change` (live, or replayed from the log at start).
+    fn apply(&mut self, change: Self::Change);
 }
 
 /// Identifies one appended change: its sequence number.
@@ -152,8 +168,8 @@ fn identity_of(_metadata: &Metadata) -> Option<FileIdentity> {
     None
 }
 
-/// The durable journal of the echo service's state.
-pub struct Journal {
+/// The durable journal of a state `S`.
+pub struct Journal<S> {
     dir: PathBuf,
     /// `DATA_DIR` as opened, to notice it being removed, renamed or replaced.
     dir_identity: Option<FileIdentity>,
@@ -163,6 +179,8 @@ pub struct Journal {
     limits: Limits,
     /// Holds the OS lock on `journal.lock` for as long as the journal is open.
     _lock: File,
+    /// The state kind this journal holds; `fn` so the journal is `Send + Sync` whatever `S`.
+    state: PhantomData<fn(S) -> S>,
 }
 
 struct Shared {
@@ -204,24 +222,24 @@ struct Shared {
 }
 
 #[derive(Serialize)]
-struct SnapshotOut<'a> {
+struct SnapshotOut<'a, S> {
     format: u32,
     generation: u64,
     sequence: u64,
-    state: &'a EchoState,
+    state: &'a S,
 }
 
 #[derive(Deserialize)]
-struct SnapshotIn {
+struct SnapshotIn<S> {
     format: u32,
     generation: u64,
     sequence: u64,
-    state: EchoState,
+    state: S,
 }
 
 /// What was read from the directory at start.
-struct Loaded {
-    state: EchoState,
+struct Loaded<S> {
+    state: S,
     generation: u64,
     sequence: u64,
     snapshot_bytes: u64,
@@ -234,15 +252,15 @@ struct Loaded {
     leftovers: Vec<PathBuf>,
 }
 
-impl Journal {
-    /// Opens (creating if missing) the journal in `dir`, replays snapshot + log into an
-    /// [`EchoState`]. A journal that does not read is refused with a message naming the file
+impl<S: Recorded> Journal<S> {
+    /// Opens (creating if missing) the journal in `dir`, replays snapshot + log into the
+    /// state. A journal that does not read is refused with a message naming the file
     /// and line, and left untouched.
-    pub fn open(dir: &Path) -> Result<(Journal, EchoState), String> {
+    pub fn open(dir: &Path) -> Result<(Journal<S>, S), String> {
         Journal::open_with(dir, Limits::DEFAULT)
     }
 
-    fn open_with(dir: &Path, limits: Limits) -> Result<(Journal, EchoState), String> {
+    fn open_with(dir: &Path, limits: Limits) -> Result<(Journal<S>, S), String> {
         prepare_directory(dir)?;
         let dir_identity = std::fs::metadata(dir)
             .map(|metadata| identity_of(&metadata))
@@ -327,6 +345,7 @@ impl Journal {
             flushed: Condvar::new(),
             limits,
             _lock: lock,
+            state: PhantomData,
         };
         Ok((journal, loaded.state))
     }
@@ -334,7 +353,7 @@ impl Journal {
     /// Frames `change` into the write buffer and returns its ticket. Called while the caller
     /// holds the state lock, so the journal's order is the order changes are applied. Writes
     /// nothing: [`Journal::wait_until_durable`] does.
-    pub fn append(&self, change: &Change) -> Result<Ticket, String> {
+    pub fn append(&self, change: &S::Change) -> Result<Ticket, String> {
         let json = serde_json::to_string(change)
             .map_err(|error| format!("cannot serialise a change: {error}"))?;
         let mut shared = self.lock();
@@ -407,7 +426,7 @@ impl Journal {
     /// by the caller, under its state lock) as a fresh snapshot with an empty log, as a
     /// compaction does, and switches to them. `Ok` if changes are accepted (again); at most
     /// one try per [`RECOVERY_INTERVAL`], the others answer with the failure at once.
-    pub fn recover(&self, state: &EchoState) -> Result<(), String> {
+    pub fn recover(&self, state: &S) -> Result<(), String> {
         let (generation, sequence, failure) = {
             let mut shared = self.lock();
             let Some(failed) = &shared.failed else {
@@ -450,7 +469,7 @@ impl Journal {
     /// snapshot cannot be written the old snapshot and log stay in use (and compaction is
     /// tried again later); if the switch cannot be made durable, the journal fails (and
     /// [`Journal::recover`] tries the switch again).
-    pub fn compact(&self, state: &EchoState) {
+    pub fn compact(&self, state: &S) {
         let (generation, sequence, entries) = {
             let shared = self.lock();
             if shared.failed.is_some() {
@@ -582,7 +601,7 @@ impl Journal {
     /// Returns the new log and the snapshot's size.
     fn write_snapshot(
         &self,
-        state: &EchoState,
+        state: &S,
         generation: u64,
         sequence: u64,
     ) -> Result<(File, u64), Failure> {
@@ -843,7 +862,7 @@ fn lock_directory(dir: &Path) -> Result<File, String> {
 }
 
 /// Reads snapshot and log, changing nothing on disk.
-fn load(dir: &Path) -> Result<Loaded, String> {
+fn load<S: Recorded>(dir: &Path) -> Result<Loaded<S>, String> {
     let snapshot_path = dir.join(SNAPSHOT);
     let mut leftovers = Vec::new();
     let tmp_path = dir.join(SNAPSHOT_TMP);
@@ -852,7 +871,7 @@ fn load(dir: &Path) -> Result<Loaded, String> {
     }
 
     let (mut state, generation, sequence, snapshot_bytes) = match read_file(&snapshot_path)? {
-        None => (EchoState::default(), 0, 0, 0),
+        None => (S::default(), 0, 0, 0),
         Some(bytes) => {
             let snapshot =
                 parse_snapshot(&bytes).map_err(|problem| corrupt(&snapshot_path, 1, &problem))?;
@@ -948,7 +967,7 @@ fn read_file(path: &Path) -> Result<Option<Vec<u8>>, String> {
     Ok(Some(bytes))
 }
 
-fn parse_snapshot(bytes: &[u8]) -> Result<SnapshotIn, String> {
+fn parse_snapshot<S: Recorded>(bytes: &[u8]) -> Result<SnapshotIn<S>, String> {
     let Some(line) = bytes.strip_suffix(b"\n") else {
         return Err("the snapshot does not end with a line end".into());
     };
@@ -956,7 +975,7 @@ fn parse_snapshot(bytes: &[u8]) -> Result<SnapshotIn, String> {
         return Err("the snapshot has more than one line".into());
     }
     let payload = unframe(line)?;
-    let snapshot: SnapshotIn = serde_json::from_slice(payload)
+    let snapshot: SnapshotIn<S> = serde_json::from_slice(payload)
         .map_err(|error| format!("the snapshot does not read: {error}"))?;
     if snapshot.format != FORMAT {
         return Err(format!(
@@ -974,7 +993,11 @@ struct Replayed {
 
 /// Applies the log's lines to `state`. Bytes after the last line end are left out (a torn
 /// write); any bad complete line, the last one included, is an error `(line number, problem)`.
-fn replay(log: &[u8], sequence: u64, state: &mut EchoState) -> Result<Replayed, (usize, String)> {
+fn replay<S: Recorded>(
+    log: &[u8],
+    sequence: u64,
+    state: &mut S,
+) -> Result<Replayed, (usize, String)> {
     let mut offset = 0;
     let mut entries = 0;
     let mut line_number = 0;
@@ -986,7 +1009,8 @@ fn replay(log: &[u8], sequence: u64, state: &mut EchoState) -> Result<Replayed, 
         };
         let payload = unframe(&rest[..end]).map_err(|problem| (line_number, problem))?;
         let expected = sequence + entries + 1;
-        let change = parse_entry(payload, expected).map_err(|problem| (line_number, problem))?;
+        let change = parse_entry::<S::Change>(payload, expected)
+            .map_err(|problem| (line_number, problem))?;
         state.apply(change);
         entries += 1;
         offset += end + 1;
@@ -997,7 +1021,7 @@ fn replay(log: &[u8], sequence: u64, state: &mut EchoState) -> Result<Replayed, 
     })
 }
 
-fn parse_entry(payload: &[u8], expected: u64) -> Result<Change, String> {
+fn parse_entry<C: DeserializeOwned>(payload: &[u8], expected: u64) -> Result<C, String> {
     let space = payload
         .iter()
         .position(|&b| b == b' ')
@@ -1016,7 +1040,10 @@ fn parse_entry(payload: &[u8], expected: u64) -> Result<Change, String> {
 /// Writes `snapshot` to `path` as one framed line (`<crc> <json>\n`) and fsyncs it. The JSON
 /// is streamed through a checksumming writer, never held in memory whole: with many
 /// instances the state's text would otherwise double the peak memory. Returns the size.
-fn write_framed_snapshot(path: &Path, snapshot: &SnapshotOut) -> std::io::Result<u64> {
+fn write_framed_snapshot<S: Serialize>(
+    path: &Path,
+    snapshot: &SnapshotOut<S>,
+) -> std::io::Result<u64> {
     let mut file = private_file()
         .write(true)
         .create(true)
@@ -1142,6 +1169,11 @@ fn sync_dir(_dir: &Path) -> std::io::Result<()> {
 mod tests {
     use super::*;
     use crate::echo_api::InstanceAttributes;
+    // The tests' tenant is the echo service's state, the journal's one user: the changes and
+    // the state that replay must give back are the real ones. (Only the tests look this way.)
+    use crate::echo_service::{Change, EchoState};
+
+    type Journal = super::Journal<EchoState>;
     use std::collections::BTreeMap;
     use std::sync::atomic::{AtomicU32, Ordering};
     use std::sync::Arc;

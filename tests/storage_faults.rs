@@ -186,8 +186,10 @@ mod unix {
         echo.kill();
         // A compaction writes the snapshot too.
         {
-            let (journal, state) =
-                echo_broker::journal::Journal::open(&data_dir).expect("the journal opens");
+            let (journal, state) = echo_broker::journal::Journal::<
+                echo_broker::echo_service::EchoState,
+            >::open(&data_dir)
+            .expect("the journal opens");
             journal.compact(&state);
         }
         let mode = |path: &Path| {
