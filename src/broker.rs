@@ -13,7 +13,7 @@
 
 use crate::catalog::{Catalog, Plan, Service};
 use crate::conversation::{self, Conversation, Exchange};
-use crate::echo_api::{
+use crate::echo::api::{
     non_empty, BindingAttributes, BindingView, InstanceAttributes, InstanceUpdate, InstanceView,
 };
 use crate::echo_client::{self, Bound, EchoClient, EchoError, Provisioned, Removed, TlsRoots};
@@ -37,7 +37,7 @@ const API_MAJOR: u32 = 2;
 const OLDEST_API_MINOR: u32 = 3;
 const VERSION_HEADER: &str = "X-Broker-API-Version";
 const ORIGINATING_IDENTITY_HEADER: &str = "X-Broker-API-Originating-Identity";
-const REQUEST_IDENTITY_HEADER: &str = crate::echo_api::REQUEST_IDENTITY_HEADER;
+const REQUEST_IDENTITY_HEADER: &str = crate::echo::api::REQUEST_IDENTITY_HEADER;
 
 // ---------------------------------------------------------------------------------------
 // The broker: its catalog, its credentials, and where the backend is

@@ -8,7 +8,7 @@
 //! on; anything unexpected (refused, timed out, a 5xx, a body that is not what was promised)
 //! is an [`EchoError`] whose text says what failed, for the broker's error description.
 
-use crate::echo_api::{
+use crate::echo::api::{
     BindingAttributes, BindingView, InstanceAttributes, InstanceUpdate, InstanceView,
     REQUEST_IDENTITY_HEADER,
 };

@@ -4,9 +4,9 @@
 
 mod common;
 use common::*;
-use echo_broker::echo_api::InstanceAttributes;
-use echo_broker::echo_service::{Change, EchoState};
-use echo_broker::journal::{Journal, COMPACT_AFTER_ENTRIES};
+use echo_broker::echo::api::InstanceAttributes;
+use echo_broker::echo::journal::{Journal, COMPACT_AFTER_ENTRIES};
+use echo_broker::echo::service::{Change, EchoState};
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -186,8 +186,8 @@ mod unix {
         echo.kill();
         // A compaction writes the snapshot too.
         {
-            let (journal, state) = echo_broker::journal::Journal::<
-                echo_broker::echo_service::EchoState,
+            let (journal, state) = echo_broker::echo::journal::Journal::<
+                echo_broker::echo::service::EchoState,
             >::open(&data_dir)
             .expect("the journal opens");
             journal.compact(&state);

@@ -21,14 +21,14 @@
 //!
 //! A change that cannot be made durable is answered 503 with a description that names
 //! storage, and undone in memory, so reads only ever see what is on disk; the journal
-//! recovers by itself once the disk does (see [`crate::journal`]).
+//! recovers by itself once the disk does (see [`crate::echo::journal`]).
 
-use crate::dashboard::{self, Dashboard};
-use crate::echo_api::{
+use super::api::{
     non_empty, BindingAttributes, BindingView, InstanceAttributes, InstanceUpdate, InstanceView,
 };
+use super::dashboard::{self, Dashboard};
+use super::journal::{Journal, Recorded, Ticket};
 use crate::http::{self, HttpRequest, HttpResponse};
-use crate::journal::{Journal, Recorded, Ticket};
 use crate::metrics::{self, RequestMetrics};
 use crate::server::{Answered, Handler};
 use serde::{Deserialize, Serialize};
@@ -841,7 +841,7 @@ impl EchoService {
 
     /// `Ok` if the journal takes changes. After a failure, first undoes in memory what did
     /// not reach the disk, then lets the journal try to recover (at most every
-    /// [`crate::journal::RECOVERY_INTERVAL`]).
+    /// [`crate::echo::journal::RECOVERY_INTERVAL`]).
     fn ready_for_changes(
         &self,
         live: &mut Live,
@@ -1124,7 +1124,7 @@ impl Handler for EchoService {
     fn log_context(&self, request: &HttpRequest) -> crate::logging::RequestContext {
         crate::logging::RequestContext {
             request_identity: request
-                .header(crate::echo_api::REQUEST_IDENTITY_HEADER)
+                .header(super::api::REQUEST_IDENTITY_HEADER)
                 .map(str::to_string),
             user: None,
         }

@@ -1168,10 +1168,10 @@ fn sync_dir(_dir: &Path) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::echo_api::InstanceAttributes;
+    use crate::echo::api::InstanceAttributes;
     // The tests' tenant is the echo service's state, the journal's one user: the changes and
     // the state that replay must give back are the real ones. (Only the tests look this way.)
-    use crate::echo_service::{Change, EchoState};
+    use crate::echo::service::{Change, EchoState};
 
     type Journal = super::Journal<EchoState>;
     use std::collections::BTreeMap;
@@ -1301,7 +1301,7 @@ mod tests {
             });
             all.push(Change::Update {
                 instance_id: id.clone(),
-                update: crate::echo_api::InstanceUpdate {
+                update: crate::echo::api::InstanceUpdate {
                     plan_id: Some("small_0001".into()),
                     ..Default::default()
                 },
@@ -1590,7 +1590,7 @@ mod tests {
         commit(&journal, &state, provision("big"));
         let parameters = serde_json::json!({ "blob": "x".repeat(8 * 1024) });
         for _ in 0..100 {
-            let update = crate::echo_api::InstanceUpdate {
+            let update = crate::echo::api::InstanceUpdate {
                 parameters: Some(parameters.clone()),
                 ..Default::default()
             };
