@@ -13,9 +13,9 @@
 //! | `state.snapshot.tmp` | a snapshot being written (removed at start: an interrupted compaction) |
 //! | `journal.lock` | held (an OS file lock) while a process uses the directory |
 //!
-//! Every line is `<crc> <payload>\n`: `crc` is the CRC-32 (IEEE) of the payload's bytes as 8
-//! lowercase hex digits. A snapshot's payload is
-//! `{"format":1,"generation":G,"sequence":S,"state":{...}}`; a log line's payload is
+//! Every line is `<crc> <payload>\n`: `crc` is the CRC-32 (IEEE, as zlib and PNG use it;
+//! computed by `crc32fast`) of the payload's bytes as 8 lowercase hex digits. A snapshot's
+//! payload is `{"format":1,"generation":G,"sequence":S,"state":{...}}`; a log line's payload is
 //! `<sequence> <change as JSON>`, the sequences counting up by one from `S + 1`.
 //!
 //! # Loading
@@ -1051,15 +1051,18 @@ fn write_framed_snapshot<S: Serialize>(
         .open(path)?;
     file.write_all(b"00000000 ")?;
     let (crc, written) = {
-        let mut writer = ChecksummingWriter {
-            inner: std::io::BufWriter::new(&mut file),
-            crc: !0,
+        // Buffered before the checksum, so it sums whole buffers, not serde's small pieces.
+        let mut buffered = std::io::BufWriter::new(ChecksummingWriter {
+            inner: &mut file,
+            crc: crc32fast::Hasher::new(),
             written: 0,
-        };
-        serde_json::to_writer(&mut writer, snapshot)?;
+        });
+        serde_json::to_writer(&mut buffered, snapshot)?;
+        let writer = buffered
+            .into_inner()
+            .map_err(std::io::IntoInnerError::into_error)?;
         writer.inner.write_all(b"\n")?;
-        writer.inner.flush()?;
-        (!writer.crc, writer.written)
+        (writer.crc.finalize(), writer.written)
     };
     file.seek(SeekFrom::Start(0))?;
     file.write_all(format!("{crc:08x}").as_bytes())?;
@@ -1067,17 +1070,17 @@ fn write_framed_snapshot<S: Serialize>(
     Ok(written + 10)
 }
 
-/// Passes bytes on to `inner`, keeping the CRC-32 state of everything that went through.
+/// Passes bytes on to `inner`, keeping the CRC-32 of everything that went through.
 struct ChecksummingWriter<W: Write> {
     inner: W,
-    crc: u32,
+    crc: crc32fast::Hasher,
     written: u64,
 }
 
 impl<W: Write> Write for ChecksummingWriter<W> {
     fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
         let count = self.inner.write(bytes)?;
-        self.crc = crc32_update(self.crc, &bytes[..count]);
+        self.crc.update(&bytes[..count]);
         self.written += count as u64;
         Ok(count)
     }
@@ -1089,7 +1092,7 @@ impl<W: Write> Write for ChecksummingWriter<W> {
 
 /// Appends `<crc> <payload>\n` to `out`.
 fn frame(out: &mut Vec<u8>, payload: &str) {
-    let crc = crc32(payload.as_bytes());
+    let crc = crc32fast::hash(payload.as_bytes());
     out.reserve(payload.len() + 10);
     for shift in (0..8).rev() {
         out.push(b"0123456789abcdef"[((crc >> (shift * 4)) & 0xf) as usize]);
@@ -1114,43 +1117,10 @@ fn unframe(line: &[u8]) -> Result<&[u8], String> {
         crc = crc << 4 | u32::from(value);
     }
     let payload = &line[9..];
-    if crc32(payload) != crc {
+    if crc32fast::hash(payload) != crc {
         return Err("checksum mismatch".into());
     }
     Ok(payload)
-}
-
-const CRC_TABLE: [u32; 256] = {
-    let mut table = [0u32; 256];
-    let mut i = 0;
-    while i < 256 {
-        let mut crc = i as u32;
-        let mut bit = 0;
-        while bit < 8 {
-            crc = if crc & 1 == 1 {
-                0xEDB8_8320 ^ (crc >> 1)
-            } else {
-                crc >> 1
-            };
-            bit += 1;
-        }
-        table[i] = crc;
-        i += 1;
-    }
-    table
-};
-
-/// CRC-32 (IEEE 802.3, as zlib and PNG use it).
-fn crc32(bytes: &[u8]) -> u32 {
-    !crc32_update(!0, bytes)
-}
-
-/// Feeds `bytes` into a running CRC-32 state (start with `!0`, finish with `!`).
-fn crc32_update(mut crc: u32, bytes: &[u8]) -> u32 {
-    for &byte in bytes {
-        crc = CRC_TABLE[((crc ^ u32::from(byte)) & 0xff) as usize] ^ (crc >> 8);
-    }
-    crc
 }
 
 /// Makes the directory's entries (created, renamed files) durable.
@@ -1333,8 +1303,8 @@ mod tests {
 
     #[test]
     fn crc32_is_the_ieee_one() {
-        assert_eq!(crc32(b"123456789"), 0xCBF4_3926);
-        assert_eq!(crc32(b""), 0);
+        assert_eq!(crc32fast::hash(b"123456789"), 0xCBF4_3926);
+        assert_eq!(crc32fast::hash(b""), 0);
         let mut line = Vec::new();
         frame(&mut line, "7 {}");
         assert_eq!(unframe(&line[..line.len() - 1]), Ok(&b"7 {}"[..]));
