@@ -13,7 +13,7 @@
 
 use crate::catalog::{Catalog, Plan, Service};
 use crate::conversation::{self, Conversation, Exchange};
-use crate::echo_api::{
+use crate::echo::api::{
     non_empty, BindingAttributes, BindingView, InstanceAttributes, InstanceUpdate, InstanceView,
 };
 use crate::echo_client::{self, Bound, EchoClient, EchoError, Provisioned, Removed, TlsRoots};
@@ -38,7 +38,7 @@ const API_MAJOR: u32 = 2;
 const OLDEST_API_MINOR: u32 = 3;
 const VERSION_HEADER: &str = "X-Broker-API-Version";
 const ORIGINATING_IDENTITY_HEADER: &str = "X-Broker-API-Originating-Identity";
-const REQUEST_IDENTITY_HEADER: &str = echo_client::REQUEST_IDENTITY_HEADER;
+const REQUEST_IDENTITY_HEADER: &str = crate::echo::api::REQUEST_IDENTITY_HEADER;
 
 // ---------------------------------------------------------------------------------------
 // The broker: its catalog, its credentials, and where the backend is
@@ -47,7 +47,7 @@ const REQUEST_IDENTITY_HEADER: &str = echo_client::REQUEST_IDENTITY_HEADER;
 /// What the broker needs to run.
 pub struct BrokerConfig {
     pub catalog: Catalog,
-    /// The basic-auth user and password the platform must send.
+    /// The basic-auth user and password the platform must send (the broker's own login).
     pub credentials: (String, String),
     /// The echo service, e.g. `http://127.0.0.1:8090` (the original's `service_base`).
     pub service_base: String,
@@ -61,7 +61,9 @@ pub struct Broker {
     catalog: Catalog,
     /// `GET /v2/catalog`'s body, serialised once at start.
     catalog_json: Vec<u8>,
-    credentials: (String, String),
+    /// The user and password the platform logs in with. (What a bound app gets is its
+    /// binding's credentials: [`Broker::binding_credentials`].)
+    login: (String, String),
     echo: EchoClient,
     /// What this process saw, for the conversation page and `/metrics` (end of this file).
     seen: Seen,
@@ -74,7 +76,7 @@ impl Broker {
             seen: Seen::new(&catalog_json),
             catalog_json,
             catalog: config.catalog,
-            credentials: config.credentials,
+            login: config.credentials,
             echo: EchoClient::new(
                 &config.service_base,
                 config.echo_credentials,
@@ -126,49 +128,59 @@ impl From<EchoError> for BrokerError {
 
 impl BrokerError {
     pub fn to_response(&self) -> HttpResponse {
-        match self {
-            BrokerError::BadRequest(text) => HttpResponse::error(400, "BadRequest", text),
-            BrokerError::Unauthorized => HttpResponse::error(
-                401,
-                "Unauthorized",
-                "this broker needs valid basic-auth credentials",
-            )
-            .with_header("WWW-Authenticate", "Basic realm=\"echo-broker\"".into()),
-            BrokerError::NotFound(text) => HttpResponse::error(404, "NotFound", text),
-            BrokerError::MethodNotAllowed(text, allow) => {
-                HttpResponse::error(405, "MethodNotAllowed", text)
-                    .with_header("Allow", allow.to_string())
-            }
-            BrokerError::Conflict(text) => HttpResponse::error(409, "Conflict", text),
-            BrokerError::Gone => HttpResponse::raw_json(410, b"{}".to_vec()),
-            BrokerError::PreconditionFailed(text) => {
-                HttpResponse::error(412, "PreconditionFailed", text)
-            }
-            BrokerError::MaintenanceInfoConflict(text) => {
-                HttpResponse::error(422, "MaintenanceInfoConflict", text)
-            }
-            BrokerError::UnsupportedChange(text) => {
-                HttpResponse::error(422, "UnsupportedChange", text)
-            }
-            BrokerError::Backend(error) => {
-                HttpResponse::error(error.status, "BackendFailed", &error.description)
-            }
-            BrokerError::UpdateFailed(inner) => inner.update_failure_response(),
-        }
+        self.response_with(Map::new())
     }
 
     /// The spec: a failed update leaves the instance as it was, so it stays usable unless it
     /// does not exist; an update refused for what it asks will be refused again.
     fn update_failure_response(&self) -> HttpResponse {
-        let mut response = self.to_response();
+        let mut flags = Map::new();
         let usable = !matches!(self, BrokerError::NotFound(_));
         let repeatable = matches!(self, BrokerError::Backend(_));
-        if let Ok(Value::Object(mut body)) = serde_json::from_slice::<Value>(&response.body) {
-            body.insert("instance_usable".into(), usable.into());
-            body.insert("update_repeatable".into(), repeatable.into());
-            response.body = serde_json::to_vec(&body).unwrap_or(response.body);
+        flags.insert("instance_usable".into(), usable.into());
+        flags.insert("update_repeatable".into(), repeatable.into());
+        self.response_with(flags)
+    }
+
+    /// `{"error": ..., "description": ...}` with the fields of `extra` (an update's flags),
+    /// serialised once.
+    fn response_with(&self, extra: Map<String, Value>) -> HttpResponse {
+        let (status, error, description) = match self {
+            BrokerError::BadRequest(text) => (400, "BadRequest", text.as_str()),
+            BrokerError::Unauthorized => (
+                401,
+                "Unauthorized",
+                "this broker needs valid basic-auth credentials",
+            ),
+            BrokerError::NotFound(text) => (404, "NotFound", text.as_str()),
+            BrokerError::MethodNotAllowed(text, _) => (405, "MethodNotAllowed", text.as_str()),
+            BrokerError::Conflict(text) => (409, "Conflict", text.as_str()),
+            // The spec's body for a 410 is `{}`.
+            BrokerError::Gone => return HttpResponse::json(410, &extra),
+            BrokerError::PreconditionFailed(text) => (412, "PreconditionFailed", text.as_str()),
+            BrokerError::MaintenanceInfoConflict(text) => {
+                (422, "MaintenanceInfoConflict", text.as_str())
+            }
+            BrokerError::UnsupportedChange(text) => (422, "UnsupportedChange", text.as_str()),
+            BrokerError::Backend(error) => {
+                (error.status, "BackendFailed", error.description.as_str())
+            }
+            BrokerError::UpdateFailed(inner) => return inner.update_failure_response(),
+        };
+        let mut body = Map::new();
+        body.insert("error".into(), error.into());
+        body.insert("description".into(), description.into());
+        body.extend(extra);
+        let response = HttpResponse::json(status, &body);
+        match self {
+            BrokerError::Unauthorized => {
+                response.with_header("WWW-Authenticate", "Basic realm=\"echo-broker\"".into())
+            }
+            BrokerError::MethodNotAllowed(_, allow) => {
+                response.with_header("Allow", allow.to_string())
+            }
+            _ => response,
         }
-        response
     }
 }
 
@@ -182,7 +194,7 @@ impl Broker {
     /// Basic auth, compared in constant time. A malformed header is simply not valid
     /// credentials.
     fn check_credentials(&self, request: &HttpRequest) -> Result<(), BrokerError> {
-        let (user, password) = &self.credentials;
+        let (user, password) = &self.login;
         if http::credentials_match(request.header("Authorization"), user, password) {
             Ok(())
         } else {
@@ -268,6 +280,11 @@ impl Broker {
             return Ok(());
         }
         check_api_version(request)?;
+        // Only whether the header reads matters here (a malformed one is a 400). The user it
+        // names is decoded again, from the same header, for the log line (`log_context`) and
+        // the conversation page (`remember`): the server asks for those separately, after
+        // the answer, and a header of a few hundred bytes costs less to decode twice than
+        // the user would cost to carry through the server.
         originating_user(request)?;
         Ok(())
     }
@@ -426,6 +443,9 @@ impl Broker {
         check_maintenance_info(plan, body.maintenance_info.as_ref())?;
         check_id("organization_guid", &body.organization_guid)?;
         check_id("space_guid", &body.space_guid)?;
+        // What the echo service stores and compares a repeat with. `non_empty` (from
+        // `echo::api`, which both sides share) makes `{}` and `null` mean "absent", as
+        // platforms send them, so `{}` repeats a request that sent nothing.
         let attributes = InstanceAttributes {
             service_id: body.service_id,
             plan_id: body.plan_id,
@@ -434,8 +454,12 @@ impl Broker {
             context: non_empty(body.context.map(Value::Object)),
             parameters: non_empty(body.parameters.map(Value::Object)),
         };
+        // The client (`echo_client`) answers in the backend's terms: `Provisioned::Created`,
+        // or `AlreadyExists` with what it holds; this handler decides what the spec says.
+        // Its failures (unreachable, slow, a bad answer) are `BrokerError::Backend` via `?`.
         match self.echo.provision(instance_id, &attributes)? {
             Provisioned::Created(view) => Ok(self.provisioned(201, instance_id, &view)),
+            // `repeats`: identical attributes, or none stored (the original echo service).
             Provisioned::AlreadyExists(view) if repeats(view.attributes.as_ref(), &attributes) => {
                 Ok(self.provisioned(200, instance_id, &view))
             }
@@ -464,13 +488,6 @@ impl Broker {
             None => url,
         }
     }
-}
-
-/// A repeated provision or bind is answered 200 only if it asks for exactly what is stored.
-/// A backend that stores nothing (the original echo service) makes every repeat a 200, as
-/// the original broker answered.
-fn repeats<T: PartialEq>(stored: Option<&T>, requested: &T) -> bool {
-    stored.is_none_or(|stored| stored == requested)
 }
 
 // ---------------------------------------------------------------------------------------
@@ -560,7 +577,8 @@ impl Broker {
         Ok(HttpResponse::json(200, &json!({})))
     }
 
-    /// The plan the instance is on now; 400 if the instance belongs to another service.
+    /// The plan the instance is on now; 400 if the instance belongs to another service. (A
+    /// backend that recorded none: [`unrecorded_plan_id`], with the original echo service.)
     fn current_plan_id(&self, instance_id: &str, service: &Service) -> Result<String, BrokerError> {
         match self.existing_instance(instance_id)?.attributes {
             Some(attributes) if attributes.service_id != service.id => {
@@ -570,12 +588,7 @@ impl Broker {
                 )))
             }
             Some(attributes) => Ok(attributes.plan_id),
-            // A backend that records nothing (the original echo service): the service's plan.
-            None => Ok(service
-                .plans
-                .first()
-                .map(|plan| plan.id.clone())
-                .unwrap_or_default()),
+            None => Ok(unrecorded_plan_id(service)),
         }
     }
 }
@@ -613,6 +626,8 @@ impl Broker {
     fn deprovision(&self, instance_id: &str, request: &HttpRequest) -> Answer {
         check_id("instance_id", instance_id)?;
         let (service_id, plan_id) = self.ids_from_query(request)?;
+        // `Removed`: the client's answer to a removal (of an instance here, of a binding in
+        // `unbind`): removed, not there, or not of this service and plan (`Mismatch`, why).
         match self.echo.deprovision(instance_id, &service_id, &plan_id)? {
             Removed::Removed => Ok(HttpResponse::json(200, &json!({}))),
             Removed::NotFound => Err(BrokerError::Gone),
@@ -680,6 +695,8 @@ impl Broker {
             bind_resource: non_empty(body.bind_resource.map(Value::Object)),
             parameters: non_empty(body.parameters.map(Value::Object)),
         };
+        // `Bound`, like `Provisioned`, plus what only a bind can meet: no such instance, or
+        // an instance of another service or plan (`Mismatch`, why).
         match self.echo.bind(instance_id, binding_id, &attributes)? {
             Bound::Created(view) => Ok(self.bound(201, instance_id, binding_id, &view)),
             Bound::AlreadyExists(view) if repeats(view.attributes.as_ref(), &attributes) => {
@@ -704,13 +721,18 @@ impl Broker {
     ) -> HttpResponse {
         HttpResponse::json(
             status,
-            &json!({ "credentials": self.credentials(instance_id, binding_id, view) }),
+            &json!({ "credentials": self.binding_credentials(instance_id, binding_id, view) }),
         )
     }
 
     /// What the bound app gets: the seed's `uri`, plus the binding's own user and password,
     /// also placed in the uri as userinfo (the usual form of a service URI).
-    fn credentials(&self, instance_id: &str, binding_id: &str, view: &BindingView) -> Value {
+    fn binding_credentials(
+        &self,
+        instance_id: &str,
+        binding_id: &str,
+        view: &BindingView,
+    ) -> Value {
         let path = format!(
             "/echo/{}/{}",
             http::percent_encode(instance_id),
@@ -746,6 +768,8 @@ impl Broker {
     /// - 200 `{"credentials": {...}, "parameters": {...}}`
     /// - 404: the binding does not exist.
     fn fetch_binding(&self, instance_id: &str, binding_id: &str) -> Answer {
+        check_id("instance_id", instance_id)?;
+        check_id("binding_id", binding_id)?;
         let view = self.existing_binding(instance_id, binding_id)?;
         let parameters = view
             .attributes
@@ -754,7 +778,7 @@ impl Broker {
         Ok(HttpResponse::json(
             200,
             &json!({
-                "credentials": self.credentials(instance_id, binding_id, &view),
+                "credentials": self.binding_credentials(instance_id, binding_id, &view),
                 "parameters": parameters.unwrap_or_else(|| json!({})),
             }),
         ))
@@ -765,8 +789,6 @@ impl Broker {
         instance_id: &str,
         binding_id: &str,
     ) -> Result<BindingView, BrokerError> {
-        check_id("instance_id", instance_id)?;
-        check_id("binding_id", binding_id)?;
         self.echo
             .fetch_binding(instance_id, binding_id)?
             .ok_or_else(|| BrokerError::NotFound(format!("binding '{binding_id}' does not exist")))
@@ -802,6 +824,9 @@ impl Broker {
 // Last operation: every operation here completes before it is answered
 // ---------------------------------------------------------------------------------------
 
+// Why these answer as they do, and what an asynchronous broker would add: the end of this
+// file.
+
 impl Broker {
     /// `GET /v2/service_instances/{instance_id}/last_operation`
     ///
@@ -818,9 +843,35 @@ impl Broker {
     /// - 200 `{"state": "succeeded"}`: the binding exists.
     /// - 404: it does not exist.
     fn binding_last_operation(&self, instance_id: &str, binding_id: &str) -> Answer {
+        check_id("instance_id", instance_id)?;
+        check_id("binding_id", binding_id)?;
         self.existing_binding(instance_id, binding_id)?;
         Ok(HttpResponse::json(200, &json!({"state": "succeeded"})))
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// The original echo service: a backend that records nothing
+// ---------------------------------------------------------------------------------------
+//
+// The 2014 echo service kept no attributes: its instances and bindings come back with
+// `attributes: None`. The only two places where the handlers above answer differently for
+// it are these, so a reader of the handlers meets them by name (tests/original_backend.rs).
+
+/// A repeated provision or bind is answered 200 only if it asks for exactly what is stored.
+/// A backend that stores nothing makes every repeat a 200, as the original broker answered.
+fn repeats<T: PartialEq>(stored: Option<&T>, requested: &T) -> bool {
+    stored.is_none_or(|stored| stored == requested)
+}
+
+/// The plan an update starts from when the backend did not record one: the service's first
+/// plan (the original's services had one plan each).
+fn unrecorded_plan_id(service: &Service) -> String {
+    service
+        .plans
+        .first()
+        .map(|plan| plan.id.clone())
+        .unwrap_or_default()
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1126,3 +1177,25 @@ impl Handler for Broker {
         }
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// What this broker leaves out: asynchronous operations
+// ---------------------------------------------------------------------------------------
+//
+// The spec lets a broker answer provision, update, deprovision, bind and unbind with 202
+// Accepted when the work takes longer than a platform waits (Cloud Foundry: 60 seconds),
+// but only if the request said `?accepts_incomplete=true`; one that did not gets 422
+// `AsyncRequired`. The 202's body may carry an `operation` string, which the platform
+// hands back on `GET .../last_operation?operation=...` while it polls, until the state is
+// `succeeded` or `failed` (with a `description` for people); a `Retry-After` header sets
+// the pace. Such a broker must also remember each operation in flight, answer a repeated
+// request while it runs (202 again, or 422 `ConcurrencyError` for a different one) and
+// say what a failed operation left behind (`instance_usable`, `update_repeatable`).
+//
+// The echo service does each change in one request that returns after an fsync, so this
+// broker finishes every operation before it answers, never answers 202, and ignores
+// `accepts_incomplete` and `operation`. A platform may poll `last_operation` anyway, so
+// the two handlers answer from what exists now: a resource that is there was made by an
+// operation that succeeded, and one that is not is a 404. (The spec's 410 there reports
+// an asynchronous deprovision that has finished; with nothing ever in flight, it does not
+// apply.)

@@ -8,8 +8,9 @@
 //! on; anything unexpected (refused, timed out, a 5xx, a body that is not what was promised)
 //! is an [`EchoError`] whose text says what failed, for the broker's error description.
 
-use crate::echo_api::{
+use crate::echo::api::{
     BindingAttributes, BindingView, InstanceAttributes, InstanceUpdate, InstanceView,
+    REQUEST_IDENTITY_HEADER,
 };
 use crate::http::percent_encode;
 use serde::de::DeserializeOwned;
@@ -17,10 +18,6 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 use ureq::tls::{Certificate, PemItem, RootCerts, TlsConfig, TlsProvider};
-
-/// The platform's identity for one request (OSB API "Request Identity"), forwarded on
-/// every call the broker makes to the echo service while answering that request.
-pub const REQUEST_IDENTITY_HEADER: &str = "X-Broker-API-Request-Identity";
 
 thread_local! {
     /// The request identity of the platform request this thread is answering. A request is

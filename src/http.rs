@@ -171,22 +171,22 @@ pub fn credentials_match(authorization: Option<&str>, user: &str, password: &str
     }
 }
 
+/// The bytes [`percent_encode`] keeps: letters, digits, `-`, `_` and `~`. Every other byte,
+/// non-ASCII ones included, is escaped.
+const ID_SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'~');
+
 /// Percent-encodes everything but letters, digits, `-`, `_` and `~`, so an id is always
 /// exactly one path segment. Dots are encoded too (RFC 3986 would allow them), so that an id
 /// like `..` can never become a dot-segment that a proxy resolves on the way.
 pub fn percent_encode(text: &str) -> String {
-    let mut encoded = String::with_capacity(text.len());
-    for byte in text.bytes() {
-        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'~') {
-            encoded.push(byte as char);
-        } else {
-            encoded.push_str(&format!("%{byte:02X}"));
-        }
-    }
-    encoded
+    percent_encoding::utf8_percent_encode(text, ID_SEGMENT).to_string()
 }
 
-/// Decodes `%XX` escapes; `None` for a broken escape or bytes that are not UTF-8.
+/// Decodes `%XX` escapes; `None` for a broken escape or bytes that are not UTF-8. (The
+/// `percent-encoding` crate's decoder keeps a broken escape as text instead of refusing it.)
 pub fn percent_decode(text: &str) -> Option<String> {
     let bytes = text.as_bytes();
     let mut decoded = Vec::with_capacity(bytes.len());

@@ -3,7 +3,7 @@
 
 use echo_broker::broker::{Broker, BrokerConfig};
 use echo_broker::catalog::Catalog;
-use echo_broker::echo_service::{EchoConfig, EchoService};
+use echo_broker::echo::service::{EchoConfig, EchoService};
 use echo_broker::http;
 use echo_broker::platform::{self, DataDir};
 use echo_broker::server;

@@ -4,9 +4,9 @@
 
 mod common;
 use common::*;
-use echo_broker::echo_api::InstanceAttributes;
-use echo_broker::echo_service::Change;
-use echo_broker::journal::{Journal, COMPACT_AFTER_ENTRIES};
+use echo_broker::echo::api::InstanceAttributes;
+use echo_broker::echo::journal::{Journal, COMPACT_AFTER_ENTRIES};
+use echo_broker::echo::service::{Change, EchoState};
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -269,7 +269,7 @@ fn verify(service: &Process, known: &Expectations) {
 
 /// Writes changes straight into the journal, so the service compacts soon after it starts.
 fn prefill(dir: &Path, count: u64) {
-    let (journal, _) = Journal::open(dir).expect("a fresh journal opens");
+    let (journal, _) = Journal::<EchoState>::open(dir).expect("a fresh journal opens");
     let mut last = None;
     for i in 0..count {
         let change = Change::Provision {
@@ -419,7 +419,7 @@ fn a_corrupt_journal_stops_start_up_and_is_left_untouched() {
     // So is a bad snapshot.
     std::fs::write(&log_path, &original).expect("the log is written");
     {
-        let (journal, state) = Journal::open(data.path()).expect("the journal opens");
+        let (journal, state) = Journal::<EchoState>::open(data.path()).expect("the journal opens");
         journal.compact(&state);
     }
     let snapshot_path = data.path().join("state.snapshot");

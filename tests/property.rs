@@ -7,7 +7,7 @@
 
 use echo_broker::broker::{Broker, BrokerConfig};
 use echo_broker::catalog::Catalog;
-use echo_broker::echo_service::{EchoConfig, EchoService};
+use echo_broker::echo::service::{EchoConfig, EchoService};
 use echo_broker::http::{self, HttpRequest, HttpResponse};
 use echo_broker::server;
 use proptest::prelude::*;

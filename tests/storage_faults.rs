@@ -186,8 +186,10 @@ mod unix {
         echo.kill();
         // A compaction writes the snapshot too.
         {
-            let (journal, state) =
-                echo_broker::journal::Journal::open(&data_dir).expect("the journal opens");
+            let (journal, state) = echo_broker::echo::journal::Journal::<
+                echo_broker::echo::service::EchoState,
+            >::open(&data_dir)
+            .expect("the journal opens");
             journal.compact(&state);
         }
         let mode = |path: &Path| {

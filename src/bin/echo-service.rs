@@ -1,6 +1,6 @@
 //! The echo service on its own, for a separate deployment (`cf push` of a second app).
 
-use echo_broker::echo_service::{EchoConfig, EchoService};
+use echo_broker::echo::service::{EchoConfig, EchoService};
 use echo_broker::platform::{self, DataDir};
 use echo_broker::server;
 use echo_broker::settings::{self, Command};

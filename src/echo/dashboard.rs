@@ -1,29 +1,44 @@
 //! The echo service's per-instance dashboard: one self-contained HTML5 page (inline CSS, no
 //! external assets, since a platform's users may have no internet). Every value placed in
 //! it is HTML-escaped.
+//!
+//! The page is given a [`Dashboard`]: plain strings and counts, so it knows nothing of how
+//! the service keeps its instances.
 
-use crate::echo_service::Instance;
 use crate::http::html_escape;
 
-/// The page for `instance_id`.
-pub fn render(instance_id: &str, instance: &Instance) -> String {
-    let (service, plan) = match &instance.attributes {
-        Some(attributes) => (attributes.service_id.as_str(), attributes.plan_id.as_str()),
-        None => ("(not recorded)", "(not recorded)"),
-    };
-    let bindings: String = if instance.bindings.is_empty() {
+/// What the page shows of one instance.
+#[derive(Debug, Clone)]
+pub struct Dashboard<'a> {
+    pub instance_id: &'a str,
+    /// `None` when the instance's attributes were not recorded (the original echo service's).
+    pub service_id: Option<&'a str>,
+    pub plan_id: Option<&'a str>,
+    pub binding_ids: Vec<&'a str>,
+    /// The latest messages' previews, oldest first.
+    pub recent_messages: Vec<&'a str>,
+    /// Every message the instance echoed, not only the recent ones.
+    pub message_count: u64,
+}
+
+/// The page for one instance.
+pub fn render(dashboard: &Dashboard) -> String {
+    let not_recorded = "(not recorded)";
+    let service = dashboard.service_id.unwrap_or(not_recorded);
+    let plan = dashboard.plan_id.unwrap_or(not_recorded);
+    let bindings: String = if dashboard.binding_ids.is_empty() {
         "<li class=\"none\">no bindings</li>".to_string()
     } else {
-        instance
-            .bindings
-            .keys()
+        dashboard
+            .binding_ids
+            .iter()
             .map(|binding_id| format!("<li><code>{}</code></li>", html_escape(binding_id)))
             .collect()
     };
-    let messages: String = if instance.recent_messages.is_empty() {
+    let messages: String = if dashboard.recent_messages.is_empty() {
         "<li class=\"none\">no messages yet</li>".to_string()
     } else {
-        instance
+        dashboard
             .recent_messages
             .iter()
             .rev()
@@ -84,10 +99,10 @@ footer {{ color: var(--faint); font-size: .85rem; }}
 </body>
 </html>
 "#,
-        id = html_escape(instance_id),
+        id = html_escape(dashboard.instance_id),
         service = html_escape(service),
         plan = html_escape(plan),
-        binding_count = instance.bindings.len(),
-        message_count = instance.message_count,
+        binding_count = dashboard.binding_ids.len(),
+        message_count = dashboard.message_count,
     )
 }

@@ -21,13 +21,14 @@
 //!
 //! A change that cannot be made durable is answered 503 with a description that names
 //! storage, and undone in memory, so reads only ever see what is on disk; the journal
-//! recovers by itself once the disk does (see [`crate::journal`]).
+//! recovers by itself once the disk does (see [`crate::echo::journal`]).
 
-use crate::echo_api::{
+use super::api::{
     non_empty, BindingAttributes, BindingView, InstanceAttributes, InstanceUpdate, InstanceView,
 };
+use super::dashboard::{self, Dashboard};
+use super::journal::{Journal, Recorded, Ticket};
 use crate::http::{self, HttpRequest, HttpResponse};
-use crate::journal::{Journal, Ticket};
 use crate::metrics::{self, RequestMetrics};
 use crate::server::{Answered, Handler};
 use serde::{Deserialize, Serialize};
@@ -154,14 +155,18 @@ pub fn preview_of(message: &str) -> String {
     format!("{}{ellipsis}", &message[..end])
 }
 
-impl EchoState {
+impl Recorded for EchoState {
+    type Change = Change;
+
     /// Applies a change that was checked against this state (live, or replayed from disk).
     /// A change that no longer fits (say, a bind whose instance is gone) is ignored.
-    pub fn apply(&mut self, change: Change) {
+    fn apply(&mut self, change: Change) {
         let _ = self.apply_undoable(change);
     }
+}
 
-    /// [`EchoState::apply`], returning what undoes it.
+impl EchoState {
+    /// [`Recorded::apply`], returning what undoes it.
     pub fn apply_undoable(&mut self, change: Change) -> Undo {
         match change {
             Change::Provision {
@@ -374,7 +379,7 @@ impl Deref for Live {
 /// The echo service: its state, its journal, and who may manage it.
 pub struct EchoService {
     state: Mutex<Live>,
-    journal: Option<Journal>,
+    journal: Option<Journal<EchoState>>,
     management_credentials: Option<(String, String)>,
     /// Requests answered, for `/metrics`.
     requests: RequestMetrics,
@@ -772,7 +777,7 @@ impl EchoService {
                     instance.dashboard_token.as_bytes(),
                 ) =>
             {
-                HttpResponse::page(crate::dashboard::render(instance_id, instance))
+                HttpResponse::page(dashboard::render(&dashboard_of(instance_id, instance)))
             }
             _ => not_found(&format!(
                 "no dashboard for instance '{instance_id}' with this token"
@@ -836,8 +841,12 @@ impl EchoService {
 
     /// `Ok` if the journal takes changes. After a failure, first undoes in memory what did
     /// not reach the disk, then lets the journal try to recover (at most every
-    /// [`crate::journal::RECOVERY_INTERVAL`]).
-    fn ready_for_changes(&self, live: &mut Live, journal: &Journal) -> Result<(), String> {
+    /// [`crate::echo::journal::RECOVERY_INTERVAL`]).
+    fn ready_for_changes(
+        &self,
+        live: &mut Live,
+        journal: &Journal<EchoState>,
+    ) -> Result<(), String> {
         match journal.discard_undurable() {
             None => Ok(()),
             Some(durable) => {
@@ -849,7 +858,7 @@ impl EchoService {
 
     /// After a failed flush: undoes in memory what did not reach the disk, at once, so reads
     /// answer from durable state while the journal is failed.
-    fn roll_back_undurable(&self, journal: &Journal) {
+    fn roll_back_undurable(&self, journal: &Journal<EchoState>) {
         let mut live = self.lock_live();
         if let Some(durable) = journal.discard_undurable() {
             live.roll_back_to(durable);
@@ -933,6 +942,23 @@ fn app_of(binding: &Binding) -> Option<String> {
     binding.attributes.as_ref().and_then(|a| a.app_guid.clone())
 }
 
+/// What the dashboard page shows of `instance`.
+fn dashboard_of<'a>(instance_id: &'a str, instance: &'a Instance) -> Dashboard<'a> {
+    let attributes = instance.attributes.as_ref();
+    Dashboard {
+        instance_id,
+        service_id: attributes.map(|attributes| attributes.service_id.as_str()),
+        plan_id: attributes.map(|attributes| attributes.plan_id.as_str()),
+        binding_ids: instance.bindings.keys().map(String::as_str).collect(),
+        recent_messages: instance
+            .recent_messages
+            .iter()
+            .map(String::as_str)
+            .collect(),
+        message_count: instance.message_count,
+    }
+}
+
 /// The dashboard's address as seen by the caller, as the original echo service answered it.
 fn dashboard_url(request: &HttpRequest, instance_id: &str, instance: &Instance) -> String {
     let host = request.header("Host").unwrap_or("localhost");
@@ -967,7 +993,7 @@ fn unavailable(description: &str) -> HttpResponse {
 }
 
 /// The journal's size and its group commit: fsyncs, and the changes they made durable.
-fn render_journal_metrics(journal: &Journal, out: &mut String) {
+fn render_journal_metrics(journal: &Journal<EchoState>, out: &mut String) {
     let (fsyncs, changes) = journal.flush_statistics();
     let help = "The journal's size on disk (snapshot and log).";
     metrics::single(
@@ -1098,7 +1124,7 @@ impl Handler for EchoService {
     fn log_context(&self, request: &HttpRequest) -> crate::logging::RequestContext {
         crate::logging::RequestContext {
             request_identity: request
-                .header(crate::echo_client::REQUEST_IDENTITY_HEADER)
+                .header(super::api::REQUEST_IDENTITY_HEADER)
                 .map(str::to_string),
             user: None,
         }

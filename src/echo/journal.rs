@@ -1,18 +1,21 @@
-//! The echo service's durable state: a snapshot plus an append-only log of changes, with
-//! group commit.
+//! A durable state: a snapshot plus an append-only log of changes, with group commit.
+//!
+//! The journal knows nothing of what it stores: its tenant is any state that implements
+//! [`Recorded`] (the echo service's state is the one in this program). The state says what a
+//! change is and how to apply one; the journal frames, checksums, fsyncs and replays them.
 //!
 //! # On disk (all in `DATA_DIR`)
 //!
 //! | file | what |
 //! | --- | --- |
-//! | `state.snapshot` | one line: the whole [`EchoState`] up to a sequence number, and the generation of the log that follows it |
-//! | `changes.<G>.log` | one line per [`Change`] made after the snapshot of generation `G` |
+//! | `state.snapshot` | one line: the whole state up to a sequence number, and the generation of the log that follows it |
+//! | `changes.<G>.log` | one line per change made after the snapshot of generation `G` |
 //! | `state.snapshot.tmp` | a snapshot being written (removed at start: an interrupted compaction) |
 //! | `journal.lock` | held (an OS file lock) while a process uses the directory |
 //!
-//! Every line is `<crc> <payload>\n`: `crc` is the CRC-32 (IEEE) of the payload's bytes as 8
-//! lowercase hex digits. A snapshot's payload is
-//! `{"format":1,"generation":G,"sequence":S,"state":{...}}`; a log line's payload is
+//! Every line is `<crc> <payload>\n`: `crc` is the CRC-32 (IEEE, as zlib and PNG use it;
+//! computed by `crc32fast`) of the payload's bytes as 8 lowercase hex digits. A snapshot's
+//! payload is `{"format":1,"generation":G,"sequence":S,"state":{...}}`; a log line's payload is
 //! `<sequence> <change as JSON>`, the sequences counting up by one from `S + 1`.
 //!
 //! # Loading
@@ -60,14 +63,16 @@
 //!
 //! # Secrets at rest
 //!
-//! The journal holds binding passwords and dashboard tokens, so on Unix `DATA_DIR` is
+//! The journal may hold secrets (the echo service's binding passwords and dashboard tokens),
+//! so on Unix `DATA_DIR` is
 //! created 0700 and every journal file 0600 (a `DATA_DIR` that already exists with wider
 //! access is reported at start, not changed: it may be shared on purpose).
 
-use crate::echo_service::{Change, EchoState};
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use std::fs::{File, Metadata, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
+use std::marker::PhantomData;
 use std::path::{Path, PathBuf};
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -101,6 +106,17 @@ fn log_generation(name: &str) -> Option<u64> {
         return None;
     }
     digits.parse().ok()
+}
+
+/// What a journal can keep: a state that starts empty, is saved and loaded whole (the
+/// snapshot), and changes only through [`Recorded::apply`] (the log). Replaying the log's
+/// changes onto the snapshot must give back the state that was live when they were appended.
+pub trait Recorded: Default + Serialize + DeserializeOwned {
+    /// One change, as the log records it.
+    type Change: Serialize + DeserializeOwned;
+
+    /// Applies `change` (live, or replayed from the log at start).
+    fn apply(&mut self, change: Self::Change);
 }
 
 /// Identifies one appended change: its sequence number.
@@ -152,8 +168,8 @@ fn identity_of(_metadata: &Metadata) -> Option<FileIdentity> {
     None
 }
 
-/// The durable journal of the echo service's state.
-pub struct Journal {
+/// The durable journal of a state `S`.
+pub struct Journal<S> {
     dir: PathBuf,
     /// `DATA_DIR` as opened, to notice it being removed, renamed or replaced.
     dir_identity: Option<FileIdentity>,
@@ -163,6 +179,8 @@ pub struct Journal {
     limits: Limits,
     /// Holds the OS lock on `journal.lock` for as long as the journal is open.
     _lock: File,
+    /// The state kind this journal holds; `fn` so the journal is `Send + Sync` whatever `S`.
+    state: PhantomData<fn(S) -> S>,
 }
 
 struct Shared {
@@ -204,24 +222,24 @@ struct Shared {
 }
 
 #[derive(Serialize)]
-struct SnapshotOut<'a> {
+struct SnapshotOut<'a, S> {
     format: u32,
     generation: u64,
     sequence: u64,
-    state: &'a EchoState,
+    state: &'a S,
 }
 
 #[derive(Deserialize)]
-struct SnapshotIn {
+struct SnapshotIn<S> {
     format: u32,
     generation: u64,
     sequence: u64,
-    state: EchoState,
+    state: S,
 }
 
 /// What was read from the directory at start.
-struct Loaded {
-    state: EchoState,
+struct Loaded<S> {
+    state: S,
     generation: u64,
     sequence: u64,
     snapshot_bytes: u64,
@@ -234,15 +252,15 @@ struct Loaded {
     leftovers: Vec<PathBuf>,
 }
 
-impl Journal {
-    /// Opens (creating if missing) the journal in `dir`, replays snapshot + log into an
-    /// [`EchoState`]. A journal that does not read is refused with a message naming the file
+impl<S: Recorded> Journal<S> {
+    /// Opens (creating if missing) the journal in `dir`, replays snapshot + log into the
+    /// state. A journal that does not read is refused with a message naming the file
     /// and line, and left untouched.
-    pub fn open(dir: &Path) -> Result<(Journal, EchoState), String> {
+    pub fn open(dir: &Path) -> Result<(Journal<S>, S), String> {
         Journal::open_with(dir, Limits::DEFAULT)
     }
 
-    fn open_with(dir: &Path, limits: Limits) -> Result<(Journal, EchoState), String> {
+    fn open_with(dir: &Path, limits: Limits) -> Result<(Journal<S>, S), String> {
         prepare_directory(dir)?;
         let dir_identity = std::fs::metadata(dir)
             .map(|metadata| identity_of(&metadata))
@@ -327,6 +345,7 @@ impl Journal {
             flushed: Condvar::new(),
             limits,
             _lock: lock,
+            state: PhantomData,
         };
         Ok((journal, loaded.state))
     }
@@ -334,7 +353,7 @@ impl Journal {
     /// Frames `change` into the write buffer and returns its ticket. Called while the caller
     /// holds the state lock, so the journal's order is the order changes are applied. Writes
     /// nothing: [`Journal::wait_until_durable`] does.
-    pub fn append(&self, change: &Change) -> Result<Ticket, String> {
+    pub fn append(&self, change: &S::Change) -> Result<Ticket, String> {
         let json = serde_json::to_string(change)
             .map_err(|error| format!("cannot serialise a change: {error}"))?;
         let mut shared = self.lock();
@@ -407,7 +426,7 @@ impl Journal {
     /// by the caller, under its state lock) as a fresh snapshot with an empty log, as a
     /// compaction does, and switches to them. `Ok` if changes are accepted (again); at most
     /// one try per [`RECOVERY_INTERVAL`], the others answer with the failure at once.
-    pub fn recover(&self, state: &EchoState) -> Result<(), String> {
+    pub fn recover(&self, state: &S) -> Result<(), String> {
         let (generation, sequence, failure) = {
             let mut shared = self.lock();
             let Some(failed) = &shared.failed else {
@@ -450,7 +469,7 @@ impl Journal {
     /// snapshot cannot be written the old snapshot and log stay in use (and compaction is
     /// tried again later); if the switch cannot be made durable, the journal fails (and
     /// [`Journal::recover`] tries the switch again).
-    pub fn compact(&self, state: &EchoState) {
+    pub fn compact(&self, state: &S) {
         let (generation, sequence, entries) = {
             let shared = self.lock();
             if shared.failed.is_some() {
@@ -582,7 +601,7 @@ impl Journal {
     /// Returns the new log and the snapshot's size.
     fn write_snapshot(
         &self,
-        state: &EchoState,
+        state: &S,
         generation: u64,
         sequence: u64,
     ) -> Result<(File, u64), Failure> {
@@ -843,7 +862,7 @@ fn lock_directory(dir: &Path) -> Result<File, String> {
 }
 
 /// Reads snapshot and log, changing nothing on disk.
-fn load(dir: &Path) -> Result<Loaded, String> {
+fn load<S: Recorded>(dir: &Path) -> Result<Loaded<S>, String> {
     let snapshot_path = dir.join(SNAPSHOT);
     let mut leftovers = Vec::new();
     let tmp_path = dir.join(SNAPSHOT_TMP);
@@ -852,7 +871,7 @@ fn load(dir: &Path) -> Result<Loaded, String> {
     }
 
     let (mut state, generation, sequence, snapshot_bytes) = match read_file(&snapshot_path)? {
-        None => (EchoState::default(), 0, 0, 0),
+        None => (S::default(), 0, 0, 0),
         Some(bytes) => {
             let snapshot =
                 parse_snapshot(&bytes).map_err(|problem| corrupt(&snapshot_path, 1, &problem))?;
@@ -948,7 +967,7 @@ fn read_file(path: &Path) -> Result<Option<Vec<u8>>, String> {
     Ok(Some(bytes))
 }
 
-fn parse_snapshot(bytes: &[u8]) -> Result<SnapshotIn, String> {
+fn parse_snapshot<S: Recorded>(bytes: &[u8]) -> Result<SnapshotIn<S>, String> {
     let Some(line) = bytes.strip_suffix(b"\n") else {
         return Err("the snapshot does not end with a line end".into());
     };
@@ -956,7 +975,7 @@ fn parse_snapshot(bytes: &[u8]) -> Result<SnapshotIn, String> {
         return Err("the snapshot has more than one line".into());
     }
     let payload = unframe(line)?;
-    let snapshot: SnapshotIn = serde_json::from_slice(payload)
+    let snapshot: SnapshotIn<S> = serde_json::from_slice(payload)
         .map_err(|error| format!("the snapshot does not read: {error}"))?;
     if snapshot.format != FORMAT {
         return Err(format!(
@@ -974,7 +993,11 @@ struct Replayed {
 
 /// Applies the log's lines to `state`. Bytes after the last line end are left out (a torn
 /// write); any bad complete line, the last one included, is an error `(line number, problem)`.
-fn replay(log: &[u8], sequence: u64, state: &mut EchoState) -> Result<Replayed, (usize, String)> {
+fn replay<S: Recorded>(
+    log: &[u8],
+    sequence: u64,
+    state: &mut S,
+) -> Result<Replayed, (usize, String)> {
     let mut offset = 0;
     let mut entries = 0;
     let mut line_number = 0;
@@ -986,7 +1009,8 @@ fn replay(log: &[u8], sequence: u64, state: &mut EchoState) -> Result<Replayed, 
         };
         let payload = unframe(&rest[..end]).map_err(|problem| (line_number, problem))?;
         let expected = sequence + entries + 1;
-        let change = parse_entry(payload, expected).map_err(|problem| (line_number, problem))?;
+        let change = parse_entry::<S::Change>(payload, expected)
+            .map_err(|problem| (line_number, problem))?;
         state.apply(change);
         entries += 1;
         offset += end + 1;
@@ -997,7 +1021,7 @@ fn replay(log: &[u8], sequence: u64, state: &mut EchoState) -> Result<Replayed, 
     })
 }
 
-fn parse_entry(payload: &[u8], expected: u64) -> Result<Change, String> {
+fn parse_entry<C: DeserializeOwned>(payload: &[u8], expected: u64) -> Result<C, String> {
     let space = payload
         .iter()
         .position(|&b| b == b' ')
@@ -1016,7 +1040,10 @@ fn parse_entry(payload: &[u8], expected: u64) -> Result<Change, String> {
 /// Writes `snapshot` to `path` as one framed line (`<crc> <json>\n`) and fsyncs it. The JSON
 /// is streamed through a checksumming writer, never held in memory whole: with many
 /// instances the state's text would otherwise double the peak memory. Returns the size.
-fn write_framed_snapshot(path: &Path, snapshot: &SnapshotOut) -> std::io::Result<u64> {
+fn write_framed_snapshot<S: Serialize>(
+    path: &Path,
+    snapshot: &SnapshotOut<S>,
+) -> std::io::Result<u64> {
     let mut file = private_file()
         .write(true)
         .create(true)
@@ -1024,15 +1051,18 @@ fn write_framed_snapshot(path: &Path, snapshot: &SnapshotOut) -> std::io::Result
         .open(path)?;
     file.write_all(b"00000000 ")?;
     let (crc, written) = {
-        let mut writer = ChecksummingWriter {
-            inner: std::io::BufWriter::new(&mut file),
-            crc: !0,
+        // Buffered before the checksum, so it sums whole buffers, not serde's small pieces.
+        let mut buffered = std::io::BufWriter::new(ChecksummingWriter {
+            inner: &mut file,
+            crc: crc32fast::Hasher::new(),
             written: 0,
-        };
-        serde_json::to_writer(&mut writer, snapshot)?;
+        });
+        serde_json::to_writer(&mut buffered, snapshot)?;
+        let writer = buffered
+            .into_inner()
+            .map_err(std::io::IntoInnerError::into_error)?;
         writer.inner.write_all(b"\n")?;
-        writer.inner.flush()?;
-        (!writer.crc, writer.written)
+        (writer.crc.finalize(), writer.written)
     };
     file.seek(SeekFrom::Start(0))?;
     file.write_all(format!("{crc:08x}").as_bytes())?;
@@ -1040,17 +1070,17 @@ fn write_framed_snapshot(path: &Path, snapshot: &SnapshotOut) -> std::io::Result
     Ok(written + 10)
 }
 
-/// Passes bytes on to `inner`, keeping the CRC-32 state of everything that went through.
+/// Passes bytes on to `inner`, keeping the CRC-32 of everything that went through.
 struct ChecksummingWriter<W: Write> {
     inner: W,
-    crc: u32,
+    crc: crc32fast::Hasher,
     written: u64,
 }
 
 impl<W: Write> Write for ChecksummingWriter<W> {
     fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
         let count = self.inner.write(bytes)?;
-        self.crc = crc32_update(self.crc, &bytes[..count]);
+        self.crc.update(&bytes[..count]);
         self.written += count as u64;
         Ok(count)
     }
@@ -1062,7 +1092,7 @@ impl<W: Write> Write for ChecksummingWriter<W> {
 
 /// Appends `<crc> <payload>\n` to `out`.
 fn frame(out: &mut Vec<u8>, payload: &str) {
-    let crc = crc32(payload.as_bytes());
+    let crc = crc32fast::hash(payload.as_bytes());
     out.reserve(payload.len() + 10);
     for shift in (0..8).rev() {
         out.push(b"0123456789abcdef"[((crc >> (shift * 4)) & 0xf) as usize]);
@@ -1087,43 +1117,10 @@ fn unframe(line: &[u8]) -> Result<&[u8], String> {
         crc = crc << 4 | u32::from(value);
     }
     let payload = &line[9..];
-    if crc32(payload) != crc {
+    if crc32fast::hash(payload) != crc {
         return Err("checksum mismatch".into());
     }
     Ok(payload)
-}
-
-const CRC_TABLE: [u32; 256] = {
-    let mut table = [0u32; 256];
-    let mut i = 0;
-    while i < 256 {
-        let mut crc = i as u32;
-        let mut bit = 0;
-        while bit < 8 {
-            crc = if crc & 1 == 1 {
-                0xEDB8_8320 ^ (crc >> 1)
-            } else {
-                crc >> 1
-            };
-            bit += 1;
-        }
-        table[i] = crc;
-        i += 1;
-    }
-    table
-};
-
-/// CRC-32 (IEEE 802.3, as zlib and PNG use it).
-fn crc32(bytes: &[u8]) -> u32 {
-    !crc32_update(!0, bytes)
-}
-
-/// Feeds `bytes` into a running CRC-32 state (start with `!0`, finish with `!`).
-fn crc32_update(mut crc: u32, bytes: &[u8]) -> u32 {
-    for &byte in bytes {
-        crc = CRC_TABLE[((crc ^ u32::from(byte)) & 0xff) as usize] ^ (crc >> 8);
-    }
-    crc
 }
 
 /// Makes the directory's entries (created, renamed files) durable.
@@ -1141,7 +1138,12 @@ fn sync_dir(_dir: &Path) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::echo_api::InstanceAttributes;
+    use crate::echo::api::InstanceAttributes;
+    // The tests' tenant is the echo service's state, the journal's one user: the changes and
+    // the state that replay must give back are the real ones. (Only the tests look this way.)
+    use crate::echo::service::{Change, EchoState};
+
+    type Journal = super::Journal<EchoState>;
     use std::collections::BTreeMap;
     use std::sync::atomic::{AtomicU32, Ordering};
     use std::sync::Arc;
@@ -1269,7 +1271,7 @@ mod tests {
             });
             all.push(Change::Update {
                 instance_id: id.clone(),
-                update: crate::echo_api::InstanceUpdate {
+                update: crate::echo::api::InstanceUpdate {
                     plan_id: Some("small_0001".into()),
                     ..Default::default()
                 },
@@ -1301,8 +1303,8 @@ mod tests {
 
     #[test]
     fn crc32_is_the_ieee_one() {
-        assert_eq!(crc32(b"123456789"), 0xCBF4_3926);
-        assert_eq!(crc32(b""), 0);
+        assert_eq!(crc32fast::hash(b"123456789"), 0xCBF4_3926);
+        assert_eq!(crc32fast::hash(b""), 0);
         let mut line = Vec::new();
         frame(&mut line, "7 {}");
         assert_eq!(unframe(&line[..line.len() - 1]), Ok(&b"7 {}"[..]));
@@ -1558,7 +1560,7 @@ mod tests {
         commit(&journal, &state, provision("big"));
         let parameters = serde_json::json!({ "blob": "x".repeat(8 * 1024) });
         for _ in 0..100 {
-            let update = crate::echo_api::InstanceUpdate {
+            let update = crate::echo::api::InstanceUpdate {
                 parameters: Some(parameters.clone()),
                 ..Default::default()
             };

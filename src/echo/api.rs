@@ -4,6 +4,11 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+/// The platform's identity for one request (OSB API "Request Identity"), forwarded on
+/// every call the broker makes to the echo service while answering that request (the echo
+/// service logs it, so one request can be followed through both).
+pub const REQUEST_IDENTITY_HEADER: &str = "X-Broker-API-Request-Identity";
+
 /// Everything the platform said when it provisioned an instance. A repeated provision is
 /// answered 200 only if these are identical, 409 otherwise (OSB API "Provisioning").
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
