@@ -1138,9 +1138,9 @@ fn sync_dir(_dir: &Path) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::echo::api::InstanceAttributes;
     // The tests' tenant is the echo service's state, the journal's one user: the changes and
     // the state that replay must give back are the real ones. (Only the tests look this way.)
+    use crate::echo::service::test_changes::{bind, provision};
     use crate::echo::service::{Change, EchoState};
 
     type Journal = super::Journal<EchoState>;
@@ -1203,31 +1203,6 @@ mod tests {
 
     fn open(dir: &TestDir, compact_after_entries: u64) -> (Journal, EchoState) {
         Journal::open_with(&dir.0, limits(compact_after_entries)).expect("journal opens")
-    }
-
-    fn provision(id: &str) -> Change {
-        Change::Provision {
-            instance_id: id.into(),
-            attributes: Some(InstanceAttributes {
-                service_id: "echo_service".into(),
-                plan_id: "big_0001".into(),
-                organization_guid: "o".into(),
-                space_guid: "s".into(),
-                context: None,
-                parameters: None,
-            }),
-            dashboard_token: format!("token-{id}"),
-        }
-    }
-
-    fn bind(id: &str, binding: &str) -> Change {
-        Change::Bind {
-            instance_id: id.into(),
-            binding_id: binding.into(),
-            attributes: None,
-            username: format!("user-{binding}"),
-            password: "secret \n \"quoted\" ü".into(),
-        }
     }
 
     fn message(id: &str, text: &str) -> Change {

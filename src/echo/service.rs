@@ -1131,11 +1131,13 @@ impl Handler for EchoService {
     }
 }
 
+/// Changes for the unit tests of the service and of its journal (whose tenant, in its
+/// tests, is this service's state).
 #[cfg(test)]
-mod tests {
+pub(crate) mod test_changes {
     use super::*;
 
-    fn provision(instance_id: &str) -> Change {
+    pub(crate) fn provision(instance_id: &str) -> Change {
         Change::Provision {
             instance_id: instance_id.into(),
             attributes: Some(InstanceAttributes {
@@ -1150,15 +1152,22 @@ mod tests {
         }
     }
 
-    fn bind(instance_id: &str, binding_id: &str) -> Change {
+    /// A password with a newline, quotes and a non-ASCII letter, for the journal's framing.
+    pub(crate) fn bind(instance_id: &str, binding_id: &str) -> Change {
         Change::Bind {
             instance_id: instance_id.into(),
             binding_id: binding_id.into(),
             attributes: None,
-            username: "user".into(),
-            password: "secret".into(),
+            username: format!("user-{binding_id}"),
+            password: "secret \n \"quoted\" ü".into(),
         }
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::test_changes::{bind, provision};
+    use super::*;
 
     fn message(instance_id: &str, text: &str) -> Change {
         Change::Message {
