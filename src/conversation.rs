@@ -219,49 +219,41 @@ pub fn render_html(exchanges: &[Exchange], instance_id: Option<&str>, now: Syste
     } else {
         exchanges.iter().map(render_exchange).collect()
     };
-    format!(
-        r#"<!DOCTYPE html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<meta name="color-scheme" content="light dark">
-<title>echo-broker: the conversation</title>
-<style>
-:root {{ --text: #1d2430; --muted: #566070; --faint: #8a93a0; --page: #f6f7f9; --card: #fff; --rule: #e3e6ea; --ok: #1a7f37; --bad: #b42318; --code: #eef1f4; }}
-@media (prefers-color-scheme: dark) {{
-  :root {{ --text: #e4e7ec; --muted: #a3acb9; --faint: #7d8694; --page: #14171c; --card: #1e232a; --rule: #2e343d; --ok: #4ac26b; --bad: #f97066; --code: #272d35; }}
-}}
-body {{ font-family: system-ui, sans-serif; line-height: 1.45; margin: 0 auto; max-width: 60rem; padding: 1rem; color: var(--text); background: var(--page); }}
-h1 {{ font-size: 1.4rem; margin: .5rem 0; }}
-p {{ color: var(--muted); }}
-article {{ background: var(--card); border-radius: .5rem; padding: .5rem 1rem; margin-bottom: 1rem; box-shadow: 0 1px 2px rgba(0,0,0,.08); }}
-h2 {{ font-size: 1rem; margin: .3rem 0; overflow-wrap: anywhere; font-family: ui-monospace, monospace; }}
-.status {{ font-weight: 700; }}
-.ok {{ color: var(--ok); }}
-.bad {{ color: var(--bad); }}
-dl {{ display: grid; grid-template-columns: max-content 1fr; gap: .15rem .8rem; margin: .4rem 0; }}
-dt {{ color: var(--muted); }}
-dd {{ margin: 0; overflow-wrap: anywhere; }}
-pre {{ background: var(--code); padding: .5rem; border-radius: .3rem; overflow-x: auto; font-size: .85rem; margin: .2rem 0 .5rem; white-space: pre-wrap; overflow-wrap: anywhere; }}
-.none {{ color: var(--faint); }}
-@media (max-width: 30rem) {{ dl {{ grid-template-columns: 1fr; }} dt {{ margin-top: .3rem; }} }}
-</style>
-</head>
-<body>
-<h1>What the platform said, and what this broker answered</h1>
+    let body = format!(
+        r#"<h1>What the platform said, and what this broker answered</h1>
 <p>The last {capacity} requests to this broker process, newest first (several broker
 instances each show their own traffic). Passwords, tokens and secrets are replaced by
 <code>{redacted}</code>. As of {now}. Also as <a href="/?format=json">JSON</a>.</p>
 {filter}{items}
-</body>
-</html>
 "#,
         capacity = CAPACITY,
         redacted = REDACTED,
         now = crate::logging::rfc3339(now),
-    )
+    );
+    crate::http::html_document("echo-broker: the conversation", STYLE, &body)
 }
+
+/// The page's look: one card per exchange, bodies in code blocks, light and dark.
+const STYLE: &str = "\
+:root { --text: #1d2430; --muted: #566070; --faint: #8a93a0; --page: #f6f7f9; --card: #fff; --rule: #e3e6ea; --ok: #1a7f37; --bad: #b42318; --code: #eef1f4; }
+@media (prefers-color-scheme: dark) {
+  :root { --text: #e4e7ec; --muted: #a3acb9; --faint: #7d8694; --page: #14171c; --card: #1e232a; --rule: #2e343d; --ok: #4ac26b; --bad: #f97066; --code: #272d35; }
+}
+body { font-family: system-ui, sans-serif; line-height: 1.45; margin: 0 auto; max-width: 60rem; padding: 1rem; color: var(--text); background: var(--page); }
+h1 { font-size: 1.4rem; margin: .5rem 0; }
+p { color: var(--muted); }
+article { background: var(--card); border-radius: .5rem; padding: .5rem 1rem; margin-bottom: 1rem; box-shadow: 0 1px 2px rgba(0,0,0,.08); }
+h2 { font-size: 1rem; margin: .3rem 0; overflow-wrap: anywhere; font-family: ui-monospace, monospace; }
+.status { font-weight: 700; }
+.ok { color: var(--ok); }
+.bad { color: var(--bad); }
+dl { display: grid; grid-template-columns: max-content 1fr; gap: .15rem .8rem; margin: .4rem 0; }
+dt { color: var(--muted); }
+dd { margin: 0; overflow-wrap: anywhere; }
+pre { background: var(--code); padding: .5rem; border-radius: .3rem; overflow-x: auto; font-size: .85rem; margin: .2rem 0 .5rem; white-space: pre-wrap; overflow-wrap: anywhere; }
+.none { color: var(--faint); }
+@media (max-width: 30rem) { dl { grid-template-columns: 1fr; } dt { margin-top: .3rem; } }
+";
 
 /// ", then 41 more times, the last at ..." for a counted repeat.
 fn repeats_note(exchange: &Exchange) -> String {

@@ -204,6 +204,19 @@ pub fn percent_decode(text: &str) -> Option<String> {
     String::from_utf8(decoded).ok()
 }
 
+/// A self-contained HTML5 page, the shell both pages share: UTF-8, a phone's viewport,
+/// light and dark colours, `style` inline (no external assets: a platform's users may have
+/// no internet), then `body`. `title` is escaped here; `style` and `body` are markup.
+pub fn html_document(title: &str, style: &str, body: &str) -> String {
+    format!(
+        "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n\
+         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n\
+         <meta name=\"color-scheme\" content=\"light dark\">\n<title>{}</title>\n\
+         <style>\n{style}</style>\n</head>\n<body>\n{body}</body>\n</html>\n",
+        html_escape(title)
+    )
+}
+
 /// Escapes text for HTML element content and attribute values.
 pub fn html_escape(text: &str) -> String {
     let mut escaped = String::with_capacity(text.len());

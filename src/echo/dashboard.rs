@@ -45,37 +45,8 @@ pub fn render(dashboard: &Dashboard) -> String {
             .map(|message| format!("<li>{}</li>", html_escape(message)))
             .collect()
     };
-    format!(
-        r#"<!DOCTYPE html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<meta name="color-scheme" content="light dark">
-<title>Echo service: {id}</title>
-<style>
-:root {{ --text: #1d2430; --muted: #566070; --faint: #8a93a0; --page: #f6f7f9; --card: #fff; --rule: #e3e6ea; }}
-@media (prefers-color-scheme: dark) {{
-  :root {{ --text: #e4e7ec; --muted: #a3acb9; --faint: #7d8694; --page: #14171c; --card: #1e232a; --rule: #2e343d; }}
-}}
-body {{ font-family: system-ui, sans-serif; line-height: 1.45; margin: 0 auto; max-width: 44rem; padding: 1rem; color: var(--text); background: var(--page); }}
-header {{ margin: .5rem 0 1rem; }}
-h1 {{ font-size: 1.4rem; margin: 0; }}
-h2 {{ font-size: 1.1rem; margin: .5rem 0; }}
-code {{ font-size: .9em; }}
-section {{ background: var(--card); border-radius: .5rem; padding: .5rem 1rem; margin-bottom: 1rem; box-shadow: 0 1px 2px rgba(0,0,0,.08); }}
-table {{ border-collapse: collapse; width: 100%; }}
-th, td {{ text-align: left; vertical-align: top; padding: .35rem .5rem; border-bottom: 1px solid var(--rule); overflow-wrap: anywhere; }}
-tr:last-child th, tr:last-child td {{ border-bottom: 0; }}
-th {{ width: 35%; color: var(--muted); font-weight: 600; }}
-ul {{ padding-left: 1.2rem; }}
-li {{ margin: .3rem 0; overflow-wrap: anywhere; }}
-.none {{ color: var(--faint); list-style: none; margin-left: -1.2rem; }}
-footer {{ color: var(--faint); font-size: .85rem; }}
-</style>
-</head>
-<body>
-<header>
+    let body = format!(
+        r#"<header>
 <h1>Echo service instance</h1>
 </header>
 <section>
@@ -96,13 +67,35 @@ footer {{ color: var(--faint); font-size: .85rem; }}
 <ul>{messages}</ul>
 </section>
 <footer>Reload the page to see new messages.</footer>
-</body>
-</html>
 "#,
         id = html_escape(dashboard.instance_id),
         service = html_escape(service),
         plan = html_escape(plan),
         binding_count = dashboard.binding_ids.len(),
         message_count = dashboard.message_count,
-    )
+    );
+    let title = format!("Echo service: {}", dashboard.instance_id);
+    crate::http::html_document(&title, STYLE, &body)
 }
+
+/// The page's look: cards on a quiet background, in light and dark.
+const STYLE: &str = "\
+:root { --text: #1d2430; --muted: #566070; --faint: #8a93a0; --page: #f6f7f9; --card: #fff; --rule: #e3e6ea; }
+@media (prefers-color-scheme: dark) {
+  :root { --text: #e4e7ec; --muted: #a3acb9; --faint: #7d8694; --page: #14171c; --card: #1e232a; --rule: #2e343d; }
+}
+body { font-family: system-ui, sans-serif; line-height: 1.45; margin: 0 auto; max-width: 44rem; padding: 1rem; color: var(--text); background: var(--page); }
+header { margin: .5rem 0 1rem; }
+h1 { font-size: 1.4rem; margin: 0; }
+h2 { font-size: 1.1rem; margin: .5rem 0; }
+code { font-size: .9em; }
+section { background: var(--card); border-radius: .5rem; padding: .5rem 1rem; margin-bottom: 1rem; box-shadow: 0 1px 2px rgba(0,0,0,.08); }
+table { border-collapse: collapse; width: 100%; }
+th, td { text-align: left; vertical-align: top; padding: .35rem .5rem; border-bottom: 1px solid var(--rule); overflow-wrap: anywhere; }
+tr:last-child th, tr:last-child td { border-bottom: 0; }
+th { width: 35%; color: var(--muted); font-weight: 600; }
+ul { padding-left: 1.2rem; }
+li { margin: .3rem 0; overflow-wrap: anywhere; }
+.none { color: var(--faint); list-style: none; margin-left: -1.2rem; }
+footer { color: var(--faint); font-size: .85rem; }
+";
