@@ -89,6 +89,10 @@ fresh directory under the system's temporary directory (TMPDIR), removed at the 
 ";
 
 /// The broker's basic-auth pair (user:pass), as the task's requests send it.
+/// The idle and body timeout the servers ran with on oxhttp and tiny_http, for their
+/// bare-server ceilings.
+const OLD_SERVERS_TIMEOUT: Duration = Duration::from_secs(10);
+
 const AUTHORIZATION: &str = "Basic dXNlcjpwYXNz";
 const BROKER_USER: &str = "user";
 const BROKER_PASSWORD: &str = "pass";
@@ -1036,7 +1040,7 @@ fn serve_bare_oxhttp(port: u16, catalog: Vec<u8>) {
             .expect("a valid response")
     })
     .bind(loopback(port))
-    .with_global_timeout(echo_broker::http::CLIENT_IDLE_TIMEOUT)
+    .with_global_timeout(OLD_SERVERS_TIMEOUT)
     .with_max_concurrent_connections(echo_broker::server::DEFAULT_MAX_CONNECTIONS);
     let listening = server
         .spawn()
@@ -1102,8 +1106,8 @@ fn tiny_http_listener(address: SocketAddr) -> io::Result<TcpListener> {
     )?;
     #[cfg(unix)]
     socket.set_reuse_address(true)?;
-    socket.set_read_timeout(Some(echo_broker::http::CLIENT_IDLE_TIMEOUT))?;
-    socket.set_write_timeout(Some(echo_broker::http::CLIENT_IDLE_TIMEOUT))?;
+    socket.set_read_timeout(Some(OLD_SERVERS_TIMEOUT))?;
+    socket.set_write_timeout(Some(OLD_SERVERS_TIMEOUT))?;
     socket.set_tcp_nodelay(true)?;
     socket.bind(&address.into())?;
     socket.listen(1024)?;

@@ -7,17 +7,12 @@
 
 use base64::Engine;
 use serde::Serialize;
-use std::time::Duration;
 
 /// The largest request body either server reads; a larger one is answered 413 unread.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
 /// The longest id (instance, binding, service, plan) accepted anywhere.
 pub const MAX_ID_BYTES: usize = 255;
-
-/// How long a connection may stay silent before the server closes it, and how long a
-/// request's body may take to arrive.
-pub const CLIENT_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A request as the handlers see it: method, decoded path segments, query and body.
 #[derive(Debug, Clone, Default)]

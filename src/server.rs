@@ -1,31 +1,46 @@
-//! The serving loop both servers share, on oxhttp: one thread per connection (at most
-//! [`max_connections`] at once), one handler call per request, one log line per answer, and a
-//! graceful stop on SIGTERM or Ctrl-C.
+//! The HTTP/1.1 connection layer both servers run on: blocking, one thread per connection,
+//! `httparse` for request heads, everything else here. [`serve_connection`] is the life of
+//! one connection, read top to bottom:
 //!
-//! oxhttp parses the request head (8 KiB at most, one Content-Length or a chunked body, never
-//! both) and answers malformed heads with 400 itself. Everything after the head is decided
-//! here, in this order, so that no client can make a server read, buffer or parse more than
-//! it must:
+//! 1. wait for a request, silently closing an idle connection after [`IDLE_TIMEOUT`]
+//!    (or a new one that says nothing within [`HEAD_TIMEOUT`]);
+//! 2. read its head, all of it within [`HEAD_TIMEOUT`] of its first byte ([`wire`]), and
+//!    parse it strictly ([`head`]): what cannot be framed without guessing is refused;
+//! 3. admit it: [`Handler::admit`] looks at the head alone (credentials, API version), so a
+//!    refusal costs no body; `100 Continue` is sent only to an admitted request;
+//! 4. read its body, all of it within [`BODY_TIMEOUT`] of the head, at most
+//!    [`MAX_BODY_BYTES`];
+//! 5. handle it ([`Handler::handle`]; a panic is one 500, never a lost thread);
+//! 6. answer ([`answer`]): `Date` and `Content-Length` always, `Connection: close` when
+//!    the server will close;
+//! 7. keep the connection for the next (possibly pipelined) request, or close it lingering,
+//!    reading what the client still sends, so that the answer is not lost to a reset.
 //!
-//! 1. a server that is stopping answers 503 and closes;
-//! 2. [`Handler::admit`] looks at the head alone (credentials, API version): a refusal is
-//!    answered without reading the body;
-//! 3. the body is read up to [`MAX_BODY_BYTES`], within [`CLIENT_IDLE_TIMEOUT`] of the head
-//!    (413 and 408 otherwise);
-//! 4. [`Handler::handle`] answers; a panic in it is one 500, never a lost thread or process.
+//! A refusal keeps the connection when the refused request had no body, or a short one
+//! that arrived at once and was read away; any other refusal closes it, since what follows
+//! on it cannot be told apart from the unread body.
 //!
-//! Whenever a body was not read to its end, the connection is closed after the answer: the
-//! unread rest is never parsed as a further request (see [`close_after_answer`]).
+//! At most `MAX_CONNECTIONS` connections are served at once ([`slots`]); a full server
+//! makes room for a newcomer by displacing an idle connection, or else the one that has
+//! been reading its head longest: nobody can hoard the server by connecting and waiting.
+//! On SIGTERM or Ctrl-C ([`run_until_stopped`]) the listeners close first, idle
+//! connections close, and every request already read is answered.
 
-use crate::http::{HttpRequest, HttpResponse, CLIENT_IDLE_TIMEOUT, MAX_BODY_BYTES};
+mod answer;
+mod head;
+mod slots;
+mod wire;
+
+use crate::http::{HttpRequest, HttpResponse, MAX_BODY_BYTES};
 use crate::logging::RequestContext;
-use oxhttp::model::header::{CONNECTION, CONTENT_TYPE};
-use oxhttp::model::{Body, HeaderValue, Request, Response, StatusCode};
-use std::io::Read;
-use std::net::{SocketAddr, ToSocketAddrs};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use answer::{Persistence, Refusal};
+use head::{Framing, Head};
+use slots::{Phase, Slot, SlotGuard, Slots};
+use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
+use wire::{BodyFailure, HeadFailure, Interrupted, Transport, Wire};
 
 /// What a server does with a request.
 pub trait Handler: Send + Sync + 'static {
@@ -60,14 +75,39 @@ pub struct Answered<'a> {
     pub elapsed: Duration,
 }
 
-/// The default cap on connections served at once, per server. Each connection is a thread;
-/// measured on Linux, one holds about 47 KiB resident while idle and 74 KiB once it has
-/// served a request (its stack, which oxhttp's 32 KiB header table touches, and its share of
-/// the allocator), so 256 of them stay near 19 MiB, inside the manifest's 64M with both
-/// servers in one process. Beyond the
-/// cap, new connections wait in the kernel's accept queue until a slot frees up (an idle
-/// connection frees its slot after [`CLIENT_IDLE_TIMEOUT`]).
+/// The default cap on connections served at once, per server. Each connection is a thread
+/// with a [`CONNECTION_STACK`] stack, of which only the pages it touches are resident.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 256;
+
+/// How long a request head may take from its first byte to its blank line (Go's
+/// `ReadHeaderTimeout`), and how long a new connection may wait before its first request:
+/// generous for any real client, short enough that a trickled head cannot hold a slot.
+pub const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a body may take to arrive after its head (64 KiB at most).
+pub const BODY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long an idle keep-alive connection is kept before a silent close. Longer than the
+/// platform's clients keep theirs (Go's default `IdleConnTimeout` is 90 s): a server that
+/// closes first races the client's next request. Idle connections cost a small slot each
+/// and are the first displaced when the server is full, so keeping them is cheap.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// How long an answer may take to be written: a client that does not read cannot hold a
+/// connection (and its thread) longer.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a refused request's body may take to arrive and be read away so that the
+/// connection stays open; a body that is not there at once closes the connection instead.
+const REFUSED_BODY_WITHIN: Duration = Duration::from_secs(1);
+
+/// How long a closing connection reads what its client still sends (the lingering close).
+const LINGER: Duration = Duration::from_secs(2);
+
+/// A connection thread's stack: what the handlers need (the broker's calls to the echo
+/// service, TLS included, and serde's recursion), with room to spare. Threads touch only
+/// a few pages of it; see the README's figures for an idle and a busy slot.
+const CONNECTION_STACK: usize = 512 * 1024;
 
 /// How long a stopping server waits for the requests it is answering: Cloud Foundry sends
 /// SIGKILL 10 s after SIGTERM, so every server is done well before that.
@@ -81,15 +121,28 @@ pub fn serve<H: Handler>(
     max_connections: usize,
 ) -> Result<(), String> {
     let socket_address = socket_address(address)?;
-    let gate = Gate::register(name);
-    let server = oxhttp::Server::new(move |request| answer(name, &gate, handler.as_ref(), request))
-        .bind(socket_address)
-        .with_global_timeout(CLIENT_IDLE_TIMEOUT)
-        .with_max_concurrent_connections(max_connections);
-    server
-        .spawn()
+    let listener = TcpListener::bind(socket_address)
+        .map_err(|error| format!("cannot listen on {socket_address}: {error}"))?;
+    let local = listener
+        .local_addr()
+        .map_err(|error| format!("cannot listen on {socket_address}: {error}"))?;
+    let server = Arc::new(Server {
+        name,
+        slots: Slots::new(max_connections),
+        max_connections,
+        stopping: AtomicBool::new(false),
+        stop_reading_at_ms: AtomicU64::new(u64::MAX),
+        epoch: Instant::now(),
+        listening: AtomicBool::new(true),
+        wake_address: reachable(local),
+    });
+    register(&server);
+    let accepting = Arc::clone(&server);
+    std::thread::Builder::new()
+        .name(format!("{name}-accept"))
+        .spawn(move || accept_loop(listener, &accepting, &handler))
         .map(drop)
-        .map_err(|error| format!("cannot listen on {socket_address}: {error}"))
+        .map_err(|error| format!("cannot start the {name} server: {error}"))
 }
 
 fn socket_address(address: &str) -> Result<SocketAddr, String> {
@@ -100,108 +153,378 @@ fn socket_address(address: &str) -> Result<SocketAddr, String> {
         .ok_or_else(|| format!("'{address}' is not an address to listen on"))
 }
 
-/// One request, from head to answer; see the module's documentation for the order.
-fn answer<H: Handler>(
-    name: &str,
-    gate: &Gate,
-    handler: &H,
-    request: &mut Request<Body>,
-) -> Response<Body> {
-    let started = Instant::now();
-    let arrived = SystemTime::now();
-    let mut incoming = head_of(request);
-    // HEAD is GET without the body, wherever GET is answered.
-    let head_only = incoming.method == "HEAD";
-    if head_only {
-        incoming.method = "GET".to_string();
+/// One server of the process: its slots and whether it is stopping.
+struct Server {
+    name: &'static str,
+    slots: Arc<Slots>,
+    max_connections: usize,
+    stopping: AtomicBool,
+    /// When a stopping server gives up on heads and bodies still arriving (milliseconds
+    /// since `epoch`), so that it is done within its grace period.
+    stop_reading_at_ms: AtomicU64,
+    epoch: Instant,
+    /// Whether the accept loop still holds the listener.
+    listening: AtomicBool,
+    /// Where to connect to wake the accept loop when stopping.
+    wake_address: SocketAddr,
+}
+
+impl Server {
+    fn stopping(&self) -> bool {
+        self.stopping.load(Ordering::SeqCst)
     }
-    let outcome = match gate.enter() {
-        Some(_in_flight) => checked_answer(handler, &mut incoming, request.body_mut(), started),
-        None => Outcome {
-            response: HttpResponse::error(
-                503,
-                "Unavailable",
-                "the server is stopping; try again shortly",
-            ),
-            connection: Connection::CloseAfterShortBody,
-            from_handler: None,
+
+    /// Whether a stopping server has waited long enough for requests still arriving.
+    fn stop_reading(&self) -> bool {
+        let now = u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
+        now >= self.stop_reading_at_ms.load(Ordering::SeqCst)
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Accepting
+// ---------------------------------------------------------------------------------------
+
+/// Accepts connections until the server stops, each into a slot and a thread of its own.
+/// When accepting fails (out of file descriptors, most likely), it displaces a connection
+/// to free one and backs off, logging at most one line a second, instead of spinning.
+fn accept_loop<H: Handler>(listener: TcpListener, server: &Arc<Server>, handler: &Arc<H>) {
+    let mut trouble = AcceptTrouble::default();
+    while !server.stopping() {
+        match listener.accept() {
+            Ok((stream, _)) => {
+                trouble.over();
+                // While every slot is busy the newcomer waits here, and later ones in the
+                // kernel's queue; `None` means the server is stopping.
+                let Some(slot) = server.slots.claim(&server.stopping) else {
+                    break;
+                };
+                spawn_connection(stream, slot, server, handler);
+            }
+            Err(error) => trouble.after(&error, server),
+        }
+    }
+    // Closing the listener refuses new connections, so that the platform's router tries
+    // another instance.
+    drop(listener);
+    server.listening.store(false, Ordering::SeqCst);
+}
+
+fn spawn_connection<H: Handler>(
+    stream: TcpStream,
+    slot: SlotGuard,
+    server: &Arc<Server>,
+    handler: &Arc<H>,
+) {
+    let (server_for_thread, handler) = (Arc::clone(server), Arc::clone(handler));
+    let spawned = std::thread::Builder::new()
+        .name(format!("{}-connection", server.name))
+        .stack_size(CONNECTION_STACK)
+        .spawn(move || {
+            // Small answers go out at once instead of waiting for the client's ACK.
+            let _ = stream.set_nodelay(true);
+            if let Ok(wire) = Wire::new(stream) {
+                // A bug in this layer costs its connection, never the slot or the process.
+                let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    serve_connection(wire, &slot, &server_for_thread, handler.as_ref());
+                }));
+            }
+        });
+    if let Err(error) = spawned {
+        log::warn!(target: server.name, "cannot start a connection thread: {error}");
+    }
+}
+
+/// Accept failures: how long to back off, and when the last line was logged.
+#[derive(Default)]
+struct AcceptTrouble {
+    backoff: Duration,
+    last_logged: Option<Instant>,
+    unlogged: u64,
+}
+
+impl AcceptTrouble {
+    const FIRST_BACKOFF: Duration = Duration::from_millis(5);
+    const MOST_BACKOFF: Duration = Duration::from_millis(500);
+    const LOG_EVERY: Duration = Duration::from_secs(1);
+
+    fn after(&mut self, error: &std::io::Error, server: &Server) {
+        use std::io::ErrorKind::{ConnectionAborted, ConnectionReset, Interrupted};
+        if matches!(
+            error.kind(),
+            ConnectionAborted | ConnectionReset | Interrupted
+        ) {
+            // That one connection is gone before it was accepted: nothing to back off from.
+            return;
+        }
+        // Most likely out of file descriptors: let the connection worth least go.
+        server.slots.displace_for_descriptor();
+        self.log(error, server.name);
+        self.backoff = (self.backoff * 2).clamp(Self::FIRST_BACKOFF, Self::MOST_BACKOFF);
+        std::thread::sleep(self.backoff);
+    }
+
+    fn log(&mut self, error: &std::io::Error, name: &str) {
+        let due = self
+            .last_logged
+            .is_none_or(|at| at.elapsed() >= Self::LOG_EVERY);
+        if !due {
+            self.unlogged += 1;
+            return;
+        }
+        let more = match self.unlogged {
+            0 => String::new(),
+            count => format!(" ({count} more failures since the last line)"),
+        };
+        log::warn!(target: name, "cannot accept a connection: {error}{more}; backing off");
+        self.last_logged = Some(Instant::now());
+        self.unlogged = 0;
+    }
+
+    fn over(&mut self) {
+        self.backoff = Duration::ZERO;
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// A connection's life
+// ---------------------------------------------------------------------------------------
+
+/// Serves the requests of one connection in order until it closes; see the module's
+/// documentation for the steps.
+fn serve_connection<T: Transport, H: Handler>(
+    mut wire: Wire<T>,
+    slot: &Slot,
+    server: &Server,
+    handler: &H,
+) {
+    let mut patience = HEAD_TIMEOUT;
+    loop {
+        // 1. Idle: nothing read yet, so a displaced or stopping connection closes silently.
+        slot.enter(Phase::Idle);
+        let idle_until = Instant::now() + patience;
+        let give_up_idle = || slot.displaced() || server.stopping();
+        if wire.await_request(idle_until, &give_up_idle).is_err() {
+            return;
+        }
+        // 2. The head.
+        slot.enter(Phase::ReadingHead);
+        let started = Instant::now();
+        let arrived = SystemTime::now();
+        let give_up_reading = || slot.displaced() || server.stop_reading();
+        let head = match wire.read_head(started + HEAD_TIMEOUT, &give_up_reading) {
+            Ok(bytes) => head::parse(&bytes),
+            Err(HeadFailure::TooLarge) => Err(Refusal::headers_too_large(&format!(
+                "the request head exceeds {} bytes",
+                head::MAX_HEAD_BYTES
+            ))),
+            Err(HeadFailure::Interrupted(Interrupted::Closed)) => return,
+            Err(HeadFailure::Interrupted(Interrupted::TimedOut)) => {
+                Err(Refusal::timed_out("head", HEAD_TIMEOUT.as_secs()))
+            }
+            Err(HeadFailure::Interrupted(Interrupted::Called)) => Err(Refusal::busy()),
+        };
+        let head = match head {
+            Ok(head) => head,
+            Err(refusal) => {
+                log::info!(
+                    target: server.name,
+                    "refused a request head: {} {}",
+                    refusal.response.status,
+                    description_of(&refusal.response)
+                );
+                slot.enter(Phase::Busy);
+                send(&mut wire, &refusal.response, Persistence::Close, false);
+                return close(wire, slot);
+            }
+        };
+        // 3-6. Admit, read the body, handle, answer.
+        slot.enter(Phase::Busy);
+        let keep = exchange(&mut wire, head, slot, server, handler, started, arrived);
+        if !keep {
+            return close(wire, slot);
+        }
+        // 7. Kept: the next request may already be buffered.
+        wire.compact();
+        patience = IDLE_TIMEOUT;
+    }
+}
+
+/// Steps 3 to 6 for one request; whether the connection is kept for another.
+fn exchange<T: Transport, H: Handler>(
+    wire: &mut Wire<T>,
+    head: Head,
+    slot: &Slot,
+    server: &Server,
+    handler: &H,
+    started: Instant,
+    arrived: SystemTime,
+) -> bool {
+    let Head {
+        mut request,
+        http_1_0,
+        framing,
+        wants_close,
+        expects_continue,
+    } = head;
+    // HEAD is GET without the body, wherever GET is answered.
+    let head_only = request.method == "HEAD";
+    if head_only {
+        request.method = "GET".to_string();
+    }
+    let (response, body_read_away, admitted) = match guarded(|| handler.admit(&request)).flatten() {
+        Err(refusal) => {
+            let read_away = !expects_continue && read_away_body(wire, framing, slot);
+            (refusal, read_away, false)
+        }
+        Ok(()) => match receive_body(wire, framing, expects_continue, slot, server) {
+            Ok(body) => {
+                request.body = body;
+                let response = guarded(|| handler.handle(&request)).unwrap_or_else(|e| e);
+                (response, true, true)
+            }
+            Err(Some(refusal)) => (refusal.response, false, true),
+            // The client left mid-body: there is nobody to answer.
+            Err(None) => return false,
         },
     };
+    let elapsed = started.elapsed();
+    report(
+        server.name,
+        handler,
+        &request,
+        &response,
+        admitted,
+        arrived,
+        elapsed,
+        head_only,
+    );
+    let keep = body_read_away && !wants_close && !server.stopping();
+    let persistence = match (keep, http_1_0) {
+        (false, _) => Persistence::Close,
+        (true, true) => Persistence::KeepAliveHttp10,
+        (true, false) => Persistence::KeepAlive,
+    };
+    send(wire, &response, persistence, head_only) && keep
+}
+
+/// Step 4 for an admitted request: its body, or the refusal to answer instead (`None` when
+/// the client has gone and there is nobody to answer).
+fn receive_body<T: Transport>(
+    wire: &mut Wire<T>,
+    framing: Framing,
+    expects_continue: bool,
+    slot: &Slot,
+    server: &Server,
+) -> Result<Vec<u8>, Option<Refusal>> {
+    if !framing.has_body() {
+        return Ok(Vec::new());
+    }
+    // A body declared too large is refused before anything invites it.
+    if matches!(framing, Framing::Length(length) if length > MAX_BODY_BYTES as u64) {
+        return Err(Some(Refusal::body_too_large()));
+    }
+    if expects_continue
+        && wire
+            .write_all(answer::CONTINUE, Instant::now() + WRITE_TIMEOUT)
+            .is_err()
+    {
+        return Err(None);
+    }
+    slot.enter(Phase::ReadingBody);
+    let deadline = Instant::now() + BODY_TIMEOUT;
+    let give_up = || slot.displaced() || server.stop_reading();
+    let body = wire.read_body(framing, MAX_BODY_BYTES, true, deadline, &give_up);
+    slot.enter(Phase::Busy);
+    body.map_err(|failure| match failure {
+        BodyFailure::TooLarge => Some(Refusal::body_too_large()),
+        BodyFailure::Malformed(what) => Some(Refusal::bad_request(&format!(
+            "the chunked body is malformed: {what}"
+        ))),
+        BodyFailure::Interrupted(Interrupted::TimedOut) => {
+            Some(Refusal::timed_out("body", BODY_TIMEOUT.as_secs()))
+        }
+        BodyFailure::Interrupted(Interrupted::Called) => Some(Refusal::busy()),
+        BodyFailure::Interrupted(Interrupted::Closed) => None,
+    })
+}
+
+/// Reads away the body of a refused request, if it is short and arrives at once, so that
+/// the connection can carry the next request; whether it was.
+fn read_away_body<T: Transport>(wire: &mut Wire<T>, framing: Framing, slot: &Slot) -> bool {
+    if !framing.has_body() {
+        return true;
+    }
+    slot.enter(Phase::ReadingHead);
+    let deadline = Instant::now() + REFUSED_BODY_WITHIN;
+    let read = wire.read_body(framing, MAX_BODY_BYTES, false, deadline, &|| {
+        slot.displaced()
+    });
+    slot.enter(Phase::Busy);
+    read.is_ok()
+}
+
+/// Step 6: writes the answer; whether it went out whole.
+fn send<T: Transport>(
+    wire: &mut Wire<T>,
+    response: &HttpResponse,
+    persistence: Persistence,
+    head_only: bool,
+) -> bool {
+    let bytes = answer::encode(response, persistence, head_only);
+    wire.write_all(&bytes, Instant::now() + WRITE_TIMEOUT)
+        .is_ok()
+}
+
+/// Step 7 when the connection ends after an answer: a lingering close.
+fn close<T: Transport>(wire: Wire<T>, slot: &Slot) {
+    slot.enter(Phase::Closing);
+    wire.close_lingering(Instant::now() + LINGER, &|| slot.displaced());
+}
+
+/// The request's log line, and the handler's observation of it.
+#[allow(clippy::too_many_arguments)]
+fn report<H: Handler>(
+    name: &str,
+    handler: &H,
+    request: &HttpRequest,
+    response: &HttpResponse,
+    admitted: bool,
+    at: SystemTime,
+    elapsed: Duration,
+    head_only: bool,
+) {
+    let answered = Answered {
+        request,
+        response,
+        admitted,
+        at,
+        elapsed,
+    };
+    // Like the handler's, a panic here costs nothing but the observation.
+    let _ = guarded(|| handler.observe(&answered));
     let context = if log::log_enabled!(log::Level::Info) {
-        handler.log_context(&incoming)
+        guarded(|| handler.log_context(request)).unwrap_or_default()
     } else {
         RequestContext::default()
     };
-    let elapsed = started.elapsed();
-    if let Some(admitted) = outcome.from_handler {
-        let answered = Answered {
-            request: &incoming,
-            response: &outcome.response,
-            admitted,
-            at: arrived,
-            elapsed,
-        };
-        // Like the handler's, a panic here costs nothing but the observation.
-        let _ = guarded(|| handler.observe(&answered));
-    }
-    let method = if head_only { "HEAD" } else { &incoming.method };
-    let status = outcome.response.status;
-    crate::logging::request(name, method, &incoming.url, status, elapsed, &context);
-    match outcome.connection {
-        Connection::KeepAlive => {}
-        Connection::CloseUnread => close_after_answer(request, false),
-        Connection::CloseAfterShortBody => close_after_answer(request, true),
-    }
-    to_oxhttp(outcome.response, head_only)
+    let method = if head_only { "HEAD" } else { &request.method };
+    crate::logging::request(
+        name,
+        method,
+        &request.url,
+        response.status,
+        elapsed,
+        &context,
+    );
 }
 
-/// An answer, what becomes of its connection, and whether the handler gave it:
-/// `Some(admitted)`, or `None` for the server's own answers.
-struct Outcome {
-    response: HttpResponse,
-    connection: Connection,
-    from_handler: Option<bool>,
-}
-
-/// What becomes of a connection after an answer.
-enum Connection {
-    /// The body was read to its end: the next request may follow.
-    KeepAlive,
-    /// The body was refused while being read (too large, too slow, malformed): close.
-    CloseUnread,
-    /// The body was never looked at: close, after reading away a short one that is sent at
-    /// once (see [`close_after_answer`]).
-    CloseAfterShortBody,
-}
-
-fn checked_answer<H: Handler>(
-    handler: &H,
-    incoming: &mut HttpRequest,
-    body: &mut Body,
-    started: Instant,
-) -> Outcome {
-    if let Err(refusal) = guarded(|| handler.admit(incoming)).and_then(|admitted| admitted) {
-        return Outcome {
-            response: refusal,
-            connection: Connection::CloseAfterShortBody,
-            from_handler: Some(false),
-        };
-    }
-    match read_body(body, started + CLIENT_IDLE_TIMEOUT) {
-        Ok(bytes) => incoming.body = bytes,
-        Err(refusal) => {
-            return Outcome {
-                response: refusal,
-                connection: Connection::CloseUnread,
-                from_handler: Some(true),
-            }
-        }
-    }
-    Outcome {
-        response: guarded(|| handler.handle(incoming)).unwrap_or_else(|refusal| refusal),
-        connection: Connection::KeepAlive,
-        from_handler: Some(true),
-    }
+/// The `description` of a JSON error answer, for a log line.
+fn description_of(response: &HttpResponse) -> String {
+    serde_json::from_slice::<serde_json::Value>(&response.body)
+        .ok()
+        .and_then(|value| value["description"].as_str().map(str::to_string))
+        .unwrap_or_default()
 }
 
 /// Runs handler code; a panic becomes a 500 for this request (the panic message is logged
@@ -211,216 +534,85 @@ fn guarded<T>(work: impl FnOnce() -> T) -> Result<T, HttpResponse> {
         .map_err(|_| HttpResponse::error(500, "InternalError", "the request could not be handled"))
 }
 
-/// The request line and headers as handlers see them; the body comes later.
-fn head_of(request: &Request<Body>) -> HttpRequest {
-    HttpRequest {
-        method: request.method().as_str().to_string(),
-        url: request
-            .uri()
-            .path_and_query()
-            .map_or("/", |path| path.as_str())
-            .to_string(),
-        headers: request
-            .headers()
-            .iter()
-            .map(|(name, value)| {
-                let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
-                (name.as_str().to_string(), value)
-            })
-            .collect(),
-        body: Vec::new(),
-    }
-}
-
-/// Reads the whole body, refusing one over [`MAX_BODY_BYTES`] (413, before reading it when
-/// its length is declared) or one that has not arrived by `deadline` (408).
-fn read_body(body: &mut Body, deadline: Instant) -> Result<Vec<u8>, HttpResponse> {
-    let too_large = || {
-        HttpResponse::error(
-            413,
-            "PayloadTooLarge",
-            &format!("the request body exceeds the limit of {MAX_BODY_BYTES} bytes"),
-        )
-    };
-    if body
-        .len()
-        .is_some_and(|length| length > MAX_BODY_BYTES as u64)
-    {
-        return Err(too_large());
-    }
-    let mut bytes = Vec::new();
-    let mut reader = DeadlineReader {
-        inner: body,
-        deadline,
-    }
-    .take(MAX_BODY_BYTES as u64 + 1);
-    if let Err(error) = reader.read_to_end(&mut bytes) {
-        return Err(unreadable_body(&error));
-    }
-    if bytes.len() > MAX_BODY_BYTES {
-        return Err(too_large());
-    }
-    Ok(bytes)
-}
-
-fn unreadable_body(error: &std::io::Error) -> HttpResponse {
-    use std::io::ErrorKind::{TimedOut, WouldBlock};
-    if matches!(error.kind(), TimedOut | WouldBlock) {
-        let seconds = CLIENT_IDLE_TIMEOUT.as_secs();
-        let description = format!("the request body did not arrive within {seconds} s");
-        HttpResponse::error(408, "RequestTimeout", &description)
-    } else {
-        let description = format!("the request body could not be read: {error}");
-        HttpResponse::error(400, "BadRequest", &description)
-    }
-}
-
-/// A reader that fails with `TimedOut` once `deadline` has passed. The socket's own timeout
-/// bounds each read; this bounds them all together, so a body trickled a byte at a time
-/// cannot hold its connection for longer than one timeout more.
-struct DeadlineReader<R> {
-    inner: R,
-    deadline: Instant,
-}
-
-impl<R: Read> Read for DeadlineReader<R> {
-    fn read(&mut self, buffer: &mut [u8]) -> std::io::Result<usize> {
-        if Instant::now() >= self.deadline {
-            return Err(std::io::ErrorKind::TimedOut.into());
-        }
-        self.inner.read(buffer)
-    }
-}
-
-/// Makes oxhttp close the connection after this answer: it reads `Connection: close` from
-/// the request once the handler has returned, then drains the body it is given. Closing a
-/// socket with unread bytes resets the connection, and on Windows a reset throws away the
-/// answer before the client reads it; so with `drain_short_body`, a body declared at most
-/// [`LINGER_BYTES`] long (or chunked) is read away for at most [`LINGER`] first. Nothing
-/// unread is ever parsed; a body declared longer, or one that already failed, is left.
-fn close_after_answer(request: &mut Request<Body>, drain_short_body: bool) {
-    let unread = std::mem::take(request.body_mut());
-    let short = unread.len().is_none_or(|length| length <= LINGER_BYTES);
-    if drain_short_body && short {
-        *request.body_mut() = Body::from_read(Linger {
-            unread,
-            deadline: Instant::now() + LINGER,
-            left: LINGER_BYTES,
-        });
-    }
-    request
-        .headers_mut()
-        .insert(CONNECTION, HeaderValue::from_static("close"));
-}
-
-/// How long, and how much of an unread body, [`close_after_answer`] reads away.
-const LINGER: Duration = Duration::from_secs(1);
-const LINGER_BYTES: u64 = MAX_BODY_BYTES as u64;
-
-/// The rest of a body, read and dropped until it ends, fails, or a limit is reached; any of
-/// these is simply its end, so oxhttp's own drain never turns the answer into an error.
-struct Linger {
-    unread: Body,
-    deadline: Instant,
-    left: u64,
-}
-
-impl Read for Linger {
-    fn read(&mut self, buffer: &mut [u8]) -> std::io::Result<usize> {
-        if self.left == 0 || Instant::now() >= self.deadline {
-            return Ok(0);
-        }
-        let most = buffer
-            .len()
-            .min(usize::try_from(self.left).unwrap_or(usize::MAX));
-        let read = self.unread.read(&mut buffer[..most]).unwrap_or(0);
-        self.left -= read as u64;
-        Ok(read)
-    }
-}
-
-fn to_oxhttp(response: HttpResponse, head_only: bool) -> Response<Body> {
-    let status = StatusCode::from_u16(response.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let mut reply = Response::builder()
-        .status(status)
-        .header(CONTENT_TYPE, response.content_type);
-    for (name, value) in response.headers {
-        // Values are the handlers' own; one that is not a valid header value is left out
-        // rather than sent broken.
-        if let Ok(value) = HeaderValue::from_str(&value) {
-            reply = reply.header(name, value);
-        }
-    }
-    let body = if head_only {
-        Body::empty()
-    } else {
-        Body::from(response.body)
-    };
-    reply.body(body).unwrap_or_else(|_| {
-        let mut fallback = Response::new(Body::empty());
-        *fallback.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
-        fallback
-    })
-}
-
 // ---------------------------------------------------------------------------------------
-// Graceful stop
+// Graceful stop, and the servers of this process
 // ---------------------------------------------------------------------------------------
-
-/// A server's count of requests in progress, and whether it still takes new ones.
-struct Gate {
-    name: &'static str,
-    stopping: AtomicBool,
-    in_flight: AtomicUsize,
-}
 
 /// Every server of this process, in the order they started.
-static GATES: Mutex<Vec<Arc<Gate>>> = Mutex::new(Vec::new());
+static SERVERS: Mutex<Vec<Arc<Server>>> = Mutex::new(Vec::new());
 
-impl Gate {
-    fn register(name: &'static str) -> Arc<Gate> {
-        let gate = Arc::new(Gate {
-            name,
-            stopping: AtomicBool::new(false),
-            in_flight: AtomicUsize::new(0),
-        });
-        lock_gates().push(Arc::clone(&gate));
-        gate
-    }
-
-    /// Counts a request in, unless the server is stopping.
-    fn enter(&self) -> Option<InFlight<'_>> {
-        self.in_flight.fetch_add(1, Ordering::SeqCst);
-        let in_flight = InFlight(self);
-        (!self.stopping.load(Ordering::SeqCst)).then_some(in_flight)
-    }
-
-    /// Takes no new requests, then waits until those in progress are answered, or `until`.
-    fn close_and_drain(&self, until: Instant) -> bool {
-        self.stopping.store(true, Ordering::SeqCst);
-        while self.in_flight.load(Ordering::SeqCst) > 0 {
-            if Instant::now() >= until {
-                return false;
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        true
-    }
-}
-
-/// A request in progress; counted out when dropped.
-struct InFlight<'a>(&'a Gate);
-
-impl Drop for InFlight<'_> {
-    fn drop(&mut self) {
-        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
-    }
-}
-
-fn lock_gates() -> std::sync::MutexGuard<'static, Vec<Arc<Gate>>> {
-    GATES
+fn servers() -> std::sync::MutexGuard<'static, Vec<Arc<Server>>> {
+    SERVERS
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn register(server: &Arc<Server>) {
+    let mut all = servers();
+    all.push(Arc::clone(server));
+    let caps: Vec<usize> = all.iter().map(|server| server.max_connections).collect();
+    drop(all);
+    warn_if_descriptors_run_short(&caps);
+}
+
+/// Each connection holds one file descriptor, and a request may hold one more while its
+/// handler calls another server (the broker calling the echo service); with a few dozen
+/// for the process itself, every server of the process together needs about
+/// `2 × connections + 64`. Linux says the limit in /proc; elsewhere there is nothing cheap
+/// to read. Said once, when the servers started so far need more than there is.
+fn warn_if_descriptors_run_short(caps: &[usize]) {
+    static WARNED: AtomicBool = AtomicBool::new(false);
+    let Ok(limits) = std::fs::read_to_string("/proc/self/limits") else {
+        return;
+    };
+    let soft_limit = limits
+        .lines()
+        .find(|line| line.starts_with("Max open files"))
+        .and_then(|line| line.split_whitespace().nth(3))
+        .and_then(|limit| limit.parse::<usize>().ok());
+    let connections: usize = caps.iter().sum();
+    let needed = 2 * connections + 64;
+    if let Some(limit) = soft_limit.filter(|limit| *limit < needed) {
+        if !WARNED.swap(true, Ordering::SeqCst) {
+            log::warn!("MAX_CONNECTIONS: {connections} connections over {} servers need about {needed} file descriptors, but the limit is {limit} (ulimit -n); when it is reached, idle connections are closed to make room", caps.len());
+        }
+    }
+}
+
+/// An address on which this machine reaches `local`: loopback when listening on all
+/// interfaces.
+fn reachable(local: SocketAddr) -> SocketAddr {
+    use std::net::{Ipv4Addr, Ipv6Addr};
+    let mut address = local;
+    if local.ip().is_unspecified() {
+        address.set_ip(match local {
+            SocketAddr::V4(_) => Ipv4Addr::LOCALHOST.into(),
+            SocketAddr::V6(_) => Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    address
+}
+
+impl Server {
+    /// Stops taking connections, closes idle ones, and waits for every request already
+    /// read to be answered, or `until`; whether all were.
+    fn stop(&self, until: Instant) -> bool {
+        let stop_reading_at = until
+            .saturating_duration_since(self.epoch)
+            .saturating_sub(LINGER);
+        self.stop_reading_at_ms.store(
+            u64::try_from(stop_reading_at.as_millis()).unwrap_or(u64::MAX),
+            Ordering::SeqCst,
+        );
+        self.stopping.store(true, Ordering::SeqCst);
+        // The accept loop is blocked in `accept`: a connection of our own wakes it, and it
+        // closes the listener (this connection, served like any, ends at once).
+        let _ = TcpStream::connect_timeout(&self.wake_address, Duration::from_secs(1));
+        while self.listening.load(Ordering::SeqCst) && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        self.slots.wait_until_empty(until)
+    }
 }
 
 /// Blocks until SIGTERM, SIGINT or SIGHUP (Ctrl-C, Ctrl-Break or closing the console on
@@ -444,98 +636,27 @@ pub fn run_until_stopped() -> ! {
     std::process::exit(stop_all())
 }
 
-/// Closes and drains every server; the exit status: 0 when all finished in time.
+/// Stops every server; the exit status: 0 when all finished in time.
 fn stop_all() -> i32 {
     let until = Instant::now() + STOP_GRACE;
-    let gates: Vec<Arc<Gate>> = lock_gates().iter().rev().cloned().collect();
+    let all: Vec<Arc<Server>> = servers().iter().rev().cloned().collect();
     let mut status = 0;
-    for gate in gates {
-        if gate.close_and_drain(until) {
-            log::info!("{}: stopped", gate.name);
+    for server in all {
+        if server.stop(until) {
+            log::info!("{}: stopped", server.name);
         } else {
-            let left = gate.in_flight.load(Ordering::SeqCst);
             log::error!(
-                "{}: {left} requests still in progress after {} s; stopping anyway",
-                gate.name,
+                "{}: {} connections still open after {} s; stopping anyway",
+                server.name,
+                server.slots.in_use(),
                 STOP_GRACE.as_secs()
             );
             status = 1;
         }
     }
-    // The last answers were handed to oxhttp, which writes them right after the handler
-    // returns; a moment lets those writes reach the sockets before the process ends.
-    std::thread::sleep(ANSWER_WRITE_SETTLE);
     log::logger().flush();
     status
 }
 
-/// See [`stop_all`]: small answers are written into the socket buffer in microseconds.
-const ANSWER_WRITE_SETTLE: Duration = Duration::from_millis(50);
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use std::io::Write;
-
-    struct Panicky;
-
-    impl Handler for Panicky {
-        fn handle(&self, request: &HttpRequest) -> HttpResponse {
-            if request.path() == "/panic" {
-                panic!("a handler bug");
-            }
-            HttpResponse::json(200, &serde_json::json!({"ok": true}))
-        }
-    }
-
-    fn free_port() -> u16 {
-        std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|listener| listener.local_addr())
-            .map(|address| address.port())
-            .expect("a free port")
-    }
-
-    fn status_of(port: u16, path: &str) -> String {
-        let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connects");
-        stream
-            .set_read_timeout(Some(Duration::from_secs(5)))
-            .expect("timeout");
-        let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
-        stream.write_all(request.as_bytes()).expect("sent");
-        let mut answer = String::new();
-        let _ = stream.read_to_string(&mut answer);
-        answer.lines().next().unwrap_or("").to_string()
-    }
-
-    #[test]
-    fn a_panicking_handler_is_one_500_and_the_server_goes_on() {
-        let port = free_port();
-        serve("test", &format!("127.0.0.1:{port}"), Arc::new(Panicky), 4).expect("serves");
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while status_of(port, "/ok").is_empty() && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        // More panics than connection slots: none of them may cost a slot or the process.
-        for _ in 0..8 {
-            assert_eq!(
-                status_of(port, "/panic"),
-                "HTTP/1.1 500 Internal Server Error"
-            );
-        }
-        assert_eq!(status_of(port, "/ok"), "HTTP/1.1 200 OK");
-    }
-
-    #[test]
-    fn a_stopping_gate_refuses_new_requests_and_waits_for_those_in_progress() {
-        let gate = Gate {
-            name: "test",
-            stopping: AtomicBool::new(false),
-            in_flight: AtomicUsize::new(0),
-        };
-        let in_progress = gate.enter().expect("open gate admits");
-        assert!(!gate.close_and_drain(Instant::now() + Duration::from_millis(20)));
-        assert!(gate.enter().is_none(), "a closed gate admits nothing");
-        drop(in_progress);
-        assert!(gate.close_and_drain(Instant::now() + Duration::from_millis(20)));
-    }
-}
+mod tests;

@@ -1,0 +1,267 @@
+//! Connection slots: at most `MAX_CONNECTIONS` connections are served at once, and a full
+//! server makes room for a newcomer by displacing the connection that is worth least, never
+//! one whose request is being handled.
+//!
+//! Each connection's thread says what it is doing ([`Phase`]) and since when; the accept
+//! loop reads that when every slot is taken. A displaced connection is told through its
+//! slot's flag, which its thread checks between short reads (a thread blocked in `read`
+//! cannot be woken portably from outside), so it is gone within one poll interval while
+//! the newcomer is already being served.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+/// What a connection is doing, in the order in which a full server displaces them: the
+/// first kinds cost the platform nothing when closed, the last would lose work.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[repr(u8)]
+pub enum Phase {
+    /// Answered and closing: reading away what the client still sends (a lingering close).
+    Closing = 0,
+    /// Waiting for its next request (a new connection that has said nothing yet, or an
+    /// idle keep-alive one).
+    Idle = 1,
+    /// Has sent part of a request head, or a body that is being read away after a refusal.
+    ReadingHead = 2,
+    /// Sending the body of a request that was admitted.
+    ReadingBody = 3,
+    /// Being handled or answered: never displaced.
+    Busy = 4,
+}
+
+impl Phase {
+    fn from_u8(value: u8) -> Phase {
+        match value {
+            0 => Phase::Closing,
+            1 => Phase::Idle,
+            2 => Phase::ReadingHead,
+            3 => Phase::ReadingBody,
+            _ => Phase::Busy,
+        }
+    }
+}
+
+/// One connection's place: its phase, since when, and whether it has been displaced.
+#[derive(Debug)]
+pub struct Slot {
+    phase: AtomicU8,
+    since_ms: AtomicU64,
+    displaced: AtomicBool,
+    epoch: Instant,
+}
+
+impl Slot {
+    pub fn enter(&self, phase: Phase) {
+        self.since_ms
+            .store(millis_since(self.epoch), Ordering::Relaxed);
+        self.phase.store(phase as u8, Ordering::Relaxed);
+    }
+
+    pub fn phase(&self) -> Phase {
+        Phase::from_u8(self.phase.load(Ordering::Relaxed))
+    }
+
+    /// Whether a newcomer has taken this connection's place: it must close now.
+    pub fn displaced(&self) -> bool {
+        self.displaced.load(Ordering::Relaxed)
+    }
+
+    /// How a full server ranks this connection: lowest first out, `None` for never.
+    fn displacement_rank(&self) -> Option<(Phase, u64)> {
+        let phase = self.phase();
+        let since = self.since_ms.load(Ordering::Relaxed);
+        match phase {
+            Phase::Busy => None,
+            // Among idle and closing connections the oldest goes first; among those reading,
+            // the one that has been at it longest.
+            _ => Some((phase, since)),
+        }
+    }
+}
+
+fn millis_since(epoch: Instant) -> u64 {
+    u64::try_from(epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Every slot of one server.
+#[derive(Debug)]
+pub struct Slots {
+    capacity: usize,
+    epoch: Instant,
+    taken: Mutex<Vec<Arc<Slot>>>,
+    freed: Condvar,
+}
+
+/// A slot held by a connection's thread; dropping it frees the slot.
+pub struct SlotGuard {
+    slots: Arc<Slots>,
+    slot: Arc<Slot>,
+}
+
+impl std::ops::Deref for SlotGuard {
+    type Target = Slot;
+    fn deref(&self) -> &Slot {
+        &self.slot
+    }
+}
+
+impl Drop for SlotGuard {
+    fn drop(&mut self) {
+        let mut taken = self.slots.lock();
+        taken.retain(|slot| !Arc::ptr_eq(slot, &self.slot));
+        drop(taken);
+        self.slots.freed.notify_all();
+    }
+}
+
+/// How often a waiting accept loop looks again for a connection that became displaceable.
+const RECHECK: Duration = Duration::from_millis(50);
+
+impl Slots {
+    pub fn new(capacity: usize) -> Arc<Slots> {
+        Arc::new(Slots {
+            capacity: capacity.max(1),
+            epoch: Instant::now(),
+            taken: Mutex::new(Vec::new()),
+            freed: Condvar::new(),
+        })
+    }
+
+    /// A slot for a new connection: a free one, or the place of the connection worth least
+    /// (see [`Phase`]). While every connection is busy it waits; `None` once `give_up` says
+    /// so (the server is stopping).
+    pub fn claim(self: &Arc<Self>, give_up: &AtomicBool) -> Option<SlotGuard> {
+        let mut taken = self.lock();
+        loop {
+            if give_up.load(Ordering::SeqCst) {
+                return None;
+            }
+            if taken.len() >= self.capacity {
+                displace_one(&mut taken);
+            }
+            if taken.len() < self.capacity {
+                let slot = Arc::new(Slot {
+                    phase: AtomicU8::new(Phase::Idle as u8),
+                    since_ms: AtomicU64::new(millis_since(self.epoch)),
+                    displaced: AtomicBool::new(false),
+                    epoch: self.epoch,
+                });
+                taken.push(Arc::clone(&slot));
+                return Some(SlotGuard {
+                    slots: Arc::clone(self),
+                    slot,
+                });
+            }
+            taken = self
+                .freed
+                .wait_timeout(taken, RECHECK)
+                .map(|(guard, _)| guard)
+                .unwrap_or_else(|poisoned| poisoned.into_inner().0);
+        }
+    }
+
+    /// Displaces the connection worth least, if any can go: for when the process runs out of
+    /// file descriptors, so that the next connection can be accepted at all.
+    pub fn displace_for_descriptor(&self) -> bool {
+        displace_one(&mut self.lock())
+    }
+
+    /// How many connections hold a slot.
+    pub fn in_use(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// Waits until every slot is free, or `until`; whether they all are.
+    pub fn wait_until_empty(&self, until: Instant) -> bool {
+        let mut taken = self.lock();
+        while !taken.is_empty() {
+            let now = Instant::now();
+            if now >= until {
+                return false;
+            }
+            taken = self
+                .freed
+                .wait_timeout(taken, (until - now).min(RECHECK))
+                .map(|(guard, _)| guard)
+                .unwrap_or_else(|poisoned| poisoned.into_inner().0);
+        }
+        true
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Vec<Arc<Slot>>> {
+        self.taken
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// Takes the lowest-ranked connection out of `taken` and tells it to close; whether there
+/// was one that could go.
+fn displace_one(taken: &mut Vec<Arc<Slot>>) -> bool {
+    let victim = taken
+        .iter()
+        .enumerate()
+        .filter_map(|(index, slot)| slot.displacement_rank().map(|rank| (rank, index)))
+        .min()
+        .map(|(_, index)| index);
+    match victim {
+        Some(index) => {
+            let slot = taken.swap_remove(index);
+            slot.displaced.store(true, Ordering::Relaxed);
+            true
+        }
+        None => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_server_displaces_closing_then_idle_then_reading_never_busy() {
+        let slots = Slots::new(4);
+        let never = AtomicBool::new(false);
+        let claim = || slots.claim(&never).expect("a slot");
+        let (busy, reading, idle, closing) = (claim(), claim(), claim(), claim());
+        busy.enter(Phase::Busy);
+        reading.enter(Phase::ReadingHead);
+        idle.enter(Phase::Idle);
+        closing.enter(Phase::Closing);
+        let first = claim();
+        first.enter(Phase::Busy);
+        assert!(closing.displaced() && !idle.displaced());
+        let second = claim();
+        second.enter(Phase::Busy);
+        assert!(idle.displaced() && !reading.displaced());
+        let _third = claim();
+        assert!(reading.displaced());
+        assert!(!busy.displaced());
+        assert_eq!(slots.in_use(), 4);
+    }
+
+    #[test]
+    fn the_oldest_idle_connection_goes_first() {
+        let slots = Slots::new(2);
+        let never = AtomicBool::new(false);
+        let older = slots.claim(&never).expect("a slot");
+        std::thread::sleep(Duration::from_millis(5));
+        let newer = slots.claim(&never).expect("a slot");
+        newer.enter(Phase::Idle);
+        let _third = slots.claim(&never).expect("a slot");
+        assert!(older.displaced() && !newer.displaced());
+    }
+
+    #[test]
+    fn a_claim_waits_while_all_are_busy_and_gives_up_when_told() {
+        let slots = Slots::new(1);
+        let stop = AtomicBool::new(false);
+        let busy = slots.claim(&stop).expect("a slot");
+        busy.enter(Phase::Busy);
+        stop.store(true, Ordering::SeqCst);
+        assert!(slots.claim(&stop).is_none());
+        drop(busy);
+        assert!(slots.wait_until_empty(Instant::now() + Duration::from_millis(10)));
+    }
+}

@@ -1,0 +1,267 @@
+//! The connection code on bytes in memory (framing, pipelining, refusals, and random and
+//! mutated input), and the serving loop on a real socket (a panicking handler).
+
+use super::wire::tests::InMemory;
+use super::*;
+use proptest::prelude::*;
+use std::io::{Read, Write};
+
+/// Admits everything but requests with `X-Refuse` (401), answers with the path, and keeps
+/// every request it handled.
+#[derive(Default)]
+struct Recorder {
+    handled: Mutex<Vec<HttpRequest>>,
+}
+
+impl Handler for Recorder {
+    fn admit(&self, head: &HttpRequest) -> Result<(), HttpResponse> {
+        match head.header("X-Refuse") {
+            Some(_) => Err(HttpResponse::error(401, "Unauthorized", "refused")),
+            None => Ok(()),
+        }
+    }
+
+    fn handle(&self, request: &HttpRequest) -> HttpResponse {
+        if request.path() == "/panic" {
+            panic!("a handler bug");
+        }
+        self.handled
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .push(request.clone());
+        HttpResponse::json(200, &serde_json::json!({ "path": request.path() }))
+    }
+}
+
+fn test_server() -> Server {
+    Server {
+        name: "test",
+        slots: Slots::new(4),
+        max_connections: 4,
+        stopping: AtomicBool::new(false),
+        stop_reading_at_ms: AtomicU64::new(u64::MAX),
+        epoch: Instant::now(),
+        listening: AtomicBool::new(false),
+        wake_address: SocketAddr::from(([127, 0, 0, 1], 9)),
+    }
+}
+
+/// Runs one connection over `incoming` (read `step` bytes at a time); what the server wrote
+/// and the paths the handler saw.
+fn converse(incoming: &[u8], step: usize) -> (String, Vec<String>) {
+    let server = test_server();
+    let never = AtomicBool::new(false);
+    let slot = server.slots.claim(&never).expect("a slot");
+    let transport = InMemory::new(incoming, step);
+    let written = Arc::clone(&transport.written);
+    let handler = Recorder::default();
+    let wire = Wire::new(transport).expect("in memory");
+    serve_connection(wire, &slot, &server, &handler);
+    let written = written
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .clone();
+    let paths = handler
+        .handled
+        .into_inner()
+        .unwrap_or_default()
+        .iter()
+        .map(|request| request.path().to_string())
+        .collect();
+    (String::from_utf8_lossy(&written).into_owned(), paths)
+}
+
+/// The status codes of the final answers in `written`, in order.
+fn statuses(written: &str) -> Vec<u16> {
+    written
+        .split("HTTP/1.1 ")
+        .skip(1)
+        .filter_map(|answer| answer.get(..3)?.parse().ok())
+        .filter(|status| *status >= 200)
+        .collect()
+}
+
+const SMUGGLED: &str = "GET /smuggled HTTP/1.1\r\nHost: h\r\n\r\n";
+
+#[test]
+fn pipelined_requests_are_answered_in_order_with_date_and_length() {
+    let requests: String = (0..50)
+        .map(|n| format!("GET /{n} HTTP/1.1\r\nHost: h\r\n\r\n"))
+        .collect();
+    let (written, paths) = converse(requests.as_bytes(), 4096);
+    assert_eq!(paths.len(), 50);
+    assert_eq!(paths[49], "/49");
+    assert_eq!(written.matches("\r\nDate: ").count(), 50);
+    assert_eq!(written.matches("\r\nContent-Length: ").count(), 50);
+    assert!(!written.contains("Connection: close"));
+}
+
+#[test]
+fn a_refusal_without_a_body_or_with_a_short_one_keeps_the_connection() {
+    let input = format!(
+        "PATCH /a HTTP/1.1\r\nHost: h\r\nX-Refuse: 1\r\n\r\n\
+         PATCH /b HTTP/1.1\r\nHost: h\r\nX-Refuse: 1\r\nContent-Length: {}\r\n\r\n{SMUGGLED}\
+         PATCH /c HTTP/1.1\r\nHost: h\r\nX-Refuse: 1\r\nTransfer-Encoding: chunked\r\n\r\n{:x}\r\n{SMUGGLED}\r\n0\r\n\r\n\
+         PATCH /d HTTP/1.1\r\nHost: h\r\nContent-Length: 2\r\n\r\n{{}}",
+        SMUGGLED.len(),
+        SMUGGLED.len()
+    );
+    let (written, paths) = converse(input.as_bytes(), 5);
+    assert_eq!(statuses(&written), [401, 401, 401, 200]);
+    assert_eq!(paths, ["/d"]);
+    assert!(!written.contains("Connection: close"));
+}
+
+#[test]
+fn what_cannot_be_read_closes_the_connection_and_is_never_parsed() {
+    let closing = [
+        format!("PUT /big HTTP/1.1\r\nHost: h\r\nContent-Length: 70000\r\n\r\n{SMUGGLED}"),
+        format!("PUT /te HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: gzip\r\n\r\n{SMUGGLED}"),
+        format!("PUT /both HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n{SMUGGLED}"),
+        format!("PUT /wait HTTP/1.1\r\nHost: h\r\nX-Refuse: 1\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n{SMUGGLED}"),
+        format!("PUT /bad HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n{SMUGGLED}"),
+        format!("GET http://h/ HTTP/1.1\r\nHost: h\r\n\r\n{SMUGGLED}"),
+    ];
+    for input in closing {
+        let (written, paths) = converse(input.as_bytes(), 4096);
+        assert_eq!(statuses(&written).len(), 1, "{input:?}: {written}");
+        assert!(written.contains("Connection: close\r\n"), "{input:?}");
+        assert!(!written.contains("100 Continue"), "{input:?}");
+        assert!(paths.is_empty(), "{input:?}: {paths:?}");
+    }
+}
+
+#[test]
+fn continue_is_sent_only_to_an_admitted_request_and_head_keeps_the_length() {
+    let input = "PUT /x HTTP/1.1\r\nHost: h\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\n{}\
+                 HEAD /y HTTP/1.1\r\nHost: h\r\n\r\n";
+    let (written, paths) = converse(input.as_bytes(), 4096);
+    assert!(written.starts_with("HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\n"));
+    assert_eq!(paths, ["/x", "/y"]);
+    let head_answer = written.rsplit("HTTP/1.1 ").next().unwrap_or_default();
+    assert!(
+        head_answer.contains("Content-Length: 13\r\n"),
+        "{head_answer}"
+    );
+    assert!(
+        head_answer.ends_with("\r\n\r\n"),
+        "no body after HEAD: {head_answer}"
+    );
+}
+
+#[test]
+fn http_1_0_closes_unless_it_asks_for_keep_alive() {
+    let (written, paths) = converse(b"GET /a HTTP/1.0\r\n\r\nGET /b HTTP/1.0\r\n\r\n", 4096);
+    assert_eq!(paths, ["/a"]);
+    assert!(written.contains("Connection: close"));
+    let input = b"GET /a HTTP/1.0\r\nConnection: keep-alive\r\n\r\nGET /b HTTP/1.0\r\n\r\n";
+    let (written, paths) = converse(input, 4096);
+    assert_eq!(paths, ["/a", "/b"]);
+    assert!(written.contains("Connection: keep-alive"));
+}
+
+/// Well-formed requests of every framing, some refused, each body carrying a request of its
+/// own; a few that must close the connection.
+fn request_strategy() -> impl Strategy<Value = String> {
+    let body = prop::collection::vec(any::<u8>(), 0..64).prop_map(|bytes| {
+        let mut body = bytes;
+        body.extend_from_slice(SMUGGLED.as_bytes());
+        body
+    });
+    (0..7u8, body, any::<bool>()).prop_map(|(kind, body, refused)| {
+        let refuse = if refused { "X-Refuse: 1\r\n" } else { "" };
+        let text = String::from_utf8_lossy(&body).into_owned();
+        let length = text.len();
+        match kind {
+            0 => format!("GET /plain HTTP/1.1\r\nHost: h\r\n{refuse}\r\n"),
+            1 => format!(
+                "PUT /length HTTP/1.1\r\nHost: h\r\n{refuse}Content-Length: {length}\r\n\r\n{text}"
+            ),
+            2 => format!(
+                "PUT /chunked HTTP/1.1\r\nHost: h\r\n{refuse}Transfer-Encoding: chunked\r\n\r\n{length:x};ext\r\n{text}\r\n0\r\nT: 1\r\n\r\n"
+            ),
+            3 => format!("HEAD /head HTTP/1.1\r\nHost: h\r\n{refuse}\r\n"),
+            4 => format!("PUT /huge HTTP/1.1\r\nHost: h\r\nContent-Length: 99999\r\n\r\n{text}"),
+            5 => format!("PUT /ambiguous HTTP/1.1\r\nHost: h\r\nContent-Length: {length}\r\nContent-Length: {length}\r\n\r\n{text}"),
+            _ => format!("POST /close HTTP/1.1\r\nHost: h\r\nConnection: close\r\nContent-Length: {length}\r\n\r\n{text}"),
+        }
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    /// Whatever the framing, the split into reads or the refusals: one answer per request
+    /// up to the first that closes, nothing from a body ever handled as a request.
+    #[test]
+    fn requests_in_any_framing_get_one_answer_each_and_bodies_are_never_parsed(
+        requests in prop::collection::vec(request_strategy(), 1..8),
+        step in 1usize..200,
+    ) {
+        let input = requests.concat();
+        let (written, paths) = converse(input.as_bytes(), step);
+        let closes_at = requests
+            .iter()
+            .position(|request| ["/huge", "/ambiguous", "/close"].iter().any(|path| request.contains(path)));
+        let expected = closes_at.map_or(requests.len(), |index| index + 1);
+        prop_assert_eq!(statuses(&written).len(), expected, "{}", written);
+        prop_assert!(!paths.iter().any(|path| path == "/smuggled"));
+    }
+
+    /// Random bytes, and well-formed requests with bytes changed: never a panic, and never
+    /// more answers than heads sent (each answer ends a head, but for one that times out or
+    /// is cut short, after which the connection closes).
+    #[test]
+    fn random_and_mutated_bytes_never_panic_nor_answer_twice(
+        requests in prop::collection::vec(request_strategy(), 1..4),
+        noise in prop::collection::vec(any::<u8>(), 0..300),
+        mutations in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..8),
+        step in 1usize..64,
+    ) {
+        let mut input = requests.concat().into_bytes();
+        for (at, byte) in mutations {
+            let index = at.index(input.len());
+            input[index] = byte;
+        }
+        for bytes in [input, noise] {
+            let (written, _) = converse(&bytes, step);
+            let text = String::from_utf8_lossy(&bytes);
+            let heads = text.matches("\n\r\n").count() + text.matches("\n\n").count();
+            prop_assert!(statuses(&written).len() <= heads + 1, "{}", written);
+        }
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map(|address| address.port())
+        .expect("a free port")
+}
+
+fn status_of(port: u16, path: &str) -> String {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connects");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).expect("sent");
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    answer.lines().next().unwrap_or("").to_string()
+}
+
+#[test]
+fn a_panicking_handler_is_one_500_and_the_server_goes_on() {
+    let port = free_port();
+    let address = format!("127.0.0.1:{port}");
+    serve("test", &address, Arc::new(Recorder::default()), 4).expect("serves");
+    // More panics than connection slots: none of them may cost a slot or the process.
+    for _ in 0..8 {
+        assert_eq!(
+            status_of(port, "/panic"),
+            "HTTP/1.1 500 Internal Server Error"
+        );
+    }
+    assert_eq!(status_of(port, "/ok"), "HTTP/1.1 200 OK");
+}

@@ -1,0 +1,506 @@
+//! The bytes of one connection: a read buffer that keeps what a client sent ahead
+//! (pipelined requests), reads bounded by deadlines over the whole of a head or a body
+//! rather than per read, the chunked body decoding of RFC 9112 §7.1, bounded writes, and the
+//! lingering close.
+//!
+//! Reads wait at most [`POLL`] at a time; between them the connection's deadline and its
+//! interruptions (displaced by a newcomer, the server stopping) are checked. This is how a
+//! thread blocked on a socket is reached on every platform: another thread cannot portably
+//! wake it (on Windows, `shutdown` from elsewhere does not).
+
+use super::head::MAX_HEAD_BYTES;
+use std::io::{ErrorKind, Read, Write};
+use std::net::{Shutdown, TcpStream};
+use std::time::{Duration, Instant};
+
+/// The longest one read waits before the connection's deadline and flags are looked at
+/// again: how quickly a displaced or stopping connection lets go, at a cost of a wake-up
+/// per idle connection per interval.
+pub const POLL: Duration = Duration::from_millis(200);
+
+/// The longest chunk-size line (with its extensions) and trailer section accepted.
+const MAX_CHUNK_LINE: usize = 4096;
+const MAX_TRAILERS: usize = MAX_HEAD_BYTES;
+
+/// How much is read from the socket at a time.
+const READ_SIZE: usize = 8 * 1024;
+
+/// A connection's byte stream: a TCP socket, or bytes in memory in tests.
+pub trait Transport: Read + Write {
+    /// Bounds each read and write to [`POLL`] (nothing to do for bytes in memory).
+    fn poll_in_steps(&mut self) -> std::io::Result<()>;
+    /// Sends FIN: the client sees the end of the answers while it may still send.
+    fn shutdown_write(&mut self);
+}
+
+impl Transport for TcpStream {
+    fn poll_in_steps(&mut self) -> std::io::Result<()> {
+        self.set_read_timeout(Some(POLL))?;
+        self.set_write_timeout(Some(POLL))
+    }
+
+    fn shutdown_write(&mut self) {
+        let _ = self.shutdown(Shutdown::Write);
+    }
+}
+
+/// Why a read ended without the bytes it wanted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Interrupted {
+    /// The client closed its side (or the socket failed): nothing more will come.
+    Closed,
+    /// The deadline passed.
+    TimedOut,
+    /// The caller's own reason (displaced, stopping) said to stop waiting.
+    Called,
+}
+
+/// Why a body could not be read.
+#[derive(Debug)]
+pub enum BodyFailure {
+    TooLarge,
+    Malformed(&'static str),
+    Interrupted(Interrupted),
+}
+
+impl From<Interrupted> for BodyFailure {
+    fn from(interrupted: Interrupted) -> BodyFailure {
+        BodyFailure::Interrupted(interrupted)
+    }
+}
+
+/// Why a head could not be read.
+#[derive(Debug)]
+pub enum HeadFailure {
+    TooLarge,
+    Interrupted(Interrupted),
+}
+
+pub struct Wire<T: Transport> {
+    transport: T,
+    /// Bytes read; those before `start` are consumed.
+    buffer: Vec<u8>,
+    start: usize,
+}
+
+impl<T: Transport> Wire<T> {
+    pub fn new(mut transport: T) -> std::io::Result<Wire<T>> {
+        transport.poll_in_steps()?;
+        Ok(Wire {
+            transport,
+            buffer: Vec::new(),
+            start: 0,
+        })
+    }
+
+    fn unread(&self) -> &[u8] {
+        self.buffer.get(self.start..).unwrap_or_default()
+    }
+
+    pub fn has_unread(&self) -> bool {
+        self.start < self.buffer.len()
+    }
+
+    fn consume(&mut self, count: usize) {
+        self.start = (self.start + count).min(self.buffer.len());
+    }
+
+    /// Drops consumed bytes and, after a large request, the memory that held it, so an idle
+    /// connection keeps a small buffer.
+    pub fn compact(&mut self) {
+        self.buffer.drain(..self.start);
+        self.start = 0;
+        if self.buffer.capacity() > 2 * READ_SIZE && self.buffer.len() <= READ_SIZE {
+            self.buffer.shrink_to(READ_SIZE);
+        }
+    }
+
+    /// Reads at least one more byte into the buffer, unless `deadline` passes, the client
+    /// closes, or `stop_waiting` (asked between reads) says to give up.
+    fn fill(
+        &mut self,
+        deadline: Instant,
+        stop_waiting: &dyn Fn() -> bool,
+    ) -> Result<(), Interrupted> {
+        loop {
+            if stop_waiting() {
+                return Err(Interrupted::Called);
+            }
+            if Instant::now() >= deadline {
+                return Err(Interrupted::TimedOut);
+            }
+            let filled = self.buffer.len();
+            self.buffer.resize(filled + READ_SIZE, 0);
+            let read = self.transport.read(&mut self.buffer[filled..]);
+            self.buffer.truncate(filled + *read.as_ref().unwrap_or(&0));
+            match read {
+                Ok(0) => return Err(Interrupted::Closed),
+                Ok(_) => return Ok(()),
+                Err(error) if waits(&error) => {}
+                Err(_) => return Err(Interrupted::Closed),
+            }
+        }
+    }
+
+    /// Waits for the first byte of a request (unless one is already buffered).
+    pub fn await_request(
+        &mut self,
+        deadline: Instant,
+        stop_waiting: &dyn Fn() -> bool,
+    ) -> Result<(), Interrupted> {
+        if self.has_unread() {
+            return Ok(());
+        }
+        self.fill(deadline, stop_waiting)
+    }
+
+    /// Reads a whole request head, which must end within [`MAX_HEAD_BYTES`] and by
+    /// `deadline`; returns its bytes and consumes them. Empty lines before the request line
+    /// are skipped (RFC 9112 §2.2).
+    pub fn read_head(
+        &mut self,
+        deadline: Instant,
+        stop_waiting: &dyn Fn() -> bool,
+    ) -> Result<Vec<u8>, HeadFailure> {
+        let mut scanned = 0;
+        loop {
+            let leading = self
+                .unread()
+                .iter()
+                .take_while(|byte| matches!(byte, b'\r' | b'\n'))
+                .count();
+            if leading > 0 && leading < self.unread().len() {
+                self.consume(leading);
+                scanned = 0;
+            }
+            let unread = self.unread();
+            if let Some(end) = head_end(unread, scanned) {
+                let head = unread[..end].to_vec();
+                self.consume(end);
+                return Ok(head);
+            }
+            if unread.len() > MAX_HEAD_BYTES {
+                return Err(HeadFailure::TooLarge);
+            }
+            // A line ending may straddle two reads: look again from three bytes back.
+            scanned = unread.len().saturating_sub(3);
+            self.fill(deadline, stop_waiting)
+                .map_err(HeadFailure::Interrupted)?;
+        }
+    }
+
+    /// Reads a body framed as `framing`, at most `limit` bytes, by `deadline`. With `keep`
+    /// false the bytes are read and dropped (a refused request's body, read away so that the
+    /// connection can carry the next request).
+    pub fn read_body(
+        &mut self,
+        framing: super::head::Framing,
+        limit: usize,
+        keep: bool,
+        deadline: Instant,
+        stop_waiting: &dyn Fn() -> bool,
+    ) -> Result<Vec<u8>, BodyFailure> {
+        use super::head::Framing;
+        let mut body = Vec::new();
+        match framing {
+            Framing::None => {}
+            Framing::Length(length) => {
+                let length = usize::try_from(length)
+                    .ok()
+                    .filter(|length| *length <= limit)
+                    .ok_or(BodyFailure::TooLarge)?;
+                self.read_exact(length, keep.then_some(&mut body), deadline, stop_waiting)?;
+            }
+            Framing::Chunked => {
+                self.read_chunked(limit, keep.then_some(&mut body), deadline, stop_waiting)?;
+            }
+        }
+        Ok(body)
+    }
+
+    /// Reads `count` bytes, appending them to `into` when given.
+    fn read_exact(
+        &mut self,
+        mut count: usize,
+        mut into: Option<&mut Vec<u8>>,
+        deadline: Instant,
+        stop_waiting: &dyn Fn() -> bool,
+    ) -> Result<(), Interrupted> {
+        loop {
+            let available = self.unread().len().min(count);
+            if let Some(into) = into.as_deref_mut() {
+                into.extend_from_slice(&self.unread()[..available]);
+            }
+            self.consume(available);
+            count -= available;
+            if count == 0 {
+                return Ok(());
+            }
+            self.compact();
+            self.fill(deadline, stop_waiting)?;
+        }
+    }
+
+    /// RFC 9112 §7.1: chunks of `size[;extensions] CRLF data CRLF`, a last chunk of size 0,
+    /// then trailer lines (read and dropped) and an empty line. Every line must end in CRLF.
+    fn read_chunked(
+        &mut self,
+        limit: usize,
+        mut into: Option<&mut Vec<u8>>,
+        deadline: Instant,
+        stop_waiting: &dyn Fn() -> bool,
+    ) -> Result<(), BodyFailure> {
+        let mut total = 0usize;
+        loop {
+            let line = self.read_line(MAX_CHUNK_LINE, deadline, stop_waiting)?;
+            let size = chunk_size(&line).ok_or(BodyFailure::Malformed("a malformed chunk size"))?;
+            if size == 0 {
+                break;
+            }
+            total = total
+                .checked_add(size)
+                .filter(|total| *total <= limit)
+                .ok_or(BodyFailure::TooLarge)?;
+            self.read_exact(size, into.as_deref_mut(), deadline, stop_waiting)?;
+            if !self.read_line(0, deadline, stop_waiting)?.is_empty() {
+                return Err(BodyFailure::Malformed("a chunk longer than its size"));
+            }
+        }
+        let mut trailers = 0;
+        loop {
+            let room = MAX_TRAILERS.saturating_sub(trailers);
+            let line = self.read_line(room, deadline, stop_waiting)?;
+            if line.is_empty() {
+                return Ok(());
+            }
+            trailers += line.len() + 2;
+        }
+    }
+
+    /// One line ending in CRLF, without it, at most `max` bytes before the CRLF.
+    fn read_line(
+        &mut self,
+        max: usize,
+        deadline: Instant,
+        stop_waiting: &dyn Fn() -> bool,
+    ) -> Result<Vec<u8>, BodyFailure> {
+        let mut scanned = 0;
+        loop {
+            let unread = self.unread();
+            if let Some(newline) = unread[scanned..].iter().position(|byte| *byte == b'\n') {
+                let end = scanned + newline;
+                if end == 0 || unread[end - 1] != b'\r' || end - 1 > max {
+                    return Err(BodyFailure::Malformed("a chunk line not ended by CRLF"));
+                }
+                let line = unread[..end - 1].to_vec();
+                self.consume(end + 1);
+                return Ok(line);
+            }
+            if unread.len() > max + 1 {
+                return Err(BodyFailure::Malformed("a chunk line too long"));
+            }
+            scanned = unread.len();
+            self.fill(deadline, stop_waiting)?;
+        }
+    }
+
+    /// Writes all of `bytes` by `deadline` (a client that does not read its answers cannot
+    /// hold the connection longer).
+    pub fn write_all(&mut self, bytes: &[u8], deadline: Instant) -> std::io::Result<()> {
+        let mut written = 0;
+        while written < bytes.len() {
+            if Instant::now() >= deadline {
+                return Err(ErrorKind::TimedOut.into());
+            }
+            match self.transport.write(&bytes[written..]) {
+                Ok(0) => return Err(ErrorKind::WriteZero.into()),
+                Ok(count) => written += count,
+                Err(error) if waits(&error) => {}
+                Err(error) => return Err(error),
+            }
+        }
+        self.transport.flush()
+    }
+
+    /// The lingering close: says FIN, then reads and drops what the client is still
+    /// sending until it closes, `until`, or `stop_waiting`. Closing a socket with unread
+    /// bytes makes the kernel send a reset, and a reset can destroy the answer before the
+    /// client has read it (on Windows it always does).
+    pub fn close_lingering(mut self, until: Instant, stop_waiting: &dyn Fn() -> bool) {
+        self.transport.shutdown_write();
+        self.buffer = Vec::new();
+        self.start = 0;
+        while self.fill(until, stop_waiting).is_ok() {
+            self.buffer.clear();
+        }
+    }
+}
+
+/// Whether a read or write error only means "nothing yet": the step's timeout (Unix says
+/// `WouldBlock`, Windows `TimedOut`) or a signal.
+fn waits(error: &std::io::Error) -> bool {
+    matches!(
+        error.kind(),
+        ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted
+    )
+}
+
+/// Where the head in `bytes` ends (just past its blank line), looking from `from`: the first
+/// LF followed by an empty line (CRLF or a bare LF, which RFC 9112 §2.2 lets a server accept).
+fn head_end(bytes: &[u8], from: usize) -> Option<usize> {
+    let mut index = from;
+    while let Some(offset) = bytes.get(index..)?.iter().position(|byte| *byte == b'\n') {
+        let newline = index + offset;
+        match bytes.get(newline + 1..newline + 3) {
+            Some([b'\r', b'\n']) => return Some(newline + 3),
+            Some([b'\n', _]) => return Some(newline + 2),
+            None if bytes.get(newline + 1) == Some(&b'\n') => return Some(newline + 2),
+            _ => index = newline + 1,
+        }
+    }
+    None
+}
+
+/// The size of a chunk-size line: 1 to 8 hex digits (no chunk here is near 4 GiB), then
+/// nothing or `;` and extensions, which are ignored.
+fn chunk_size(line: &[u8]) -> Option<usize> {
+    let digits = line
+        .iter()
+        .take_while(|byte| byte.is_ascii_hexdigit())
+        .count();
+    let rest = &line[digits..];
+    let before_extensions = rest.iter().take_while(|byte| matches!(byte, b' ' | b'\t'));
+    let extension_ok = rest.is_empty() || rest.get(before_extensions.count()) == Some(&b';');
+    if digits == 0 || digits > 8 || !extension_ok {
+        return None;
+    }
+    let digits = std::str::from_utf8(&line[..digits]).ok()?;
+    usize::from_str_radix(digits, 16).ok()
+}
+
+#[cfg(test)]
+pub mod tests {
+    use super::*;
+    use crate::server::head::Framing;
+
+    /// Bytes in memory as a connection: reads give `incoming` in pieces of `step` bytes,
+    /// then the end of the stream; writes are kept.
+    pub struct InMemory {
+        pub incoming: Vec<u8>,
+        pub position: usize,
+        pub step: usize,
+        pub written: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+    }
+
+    impl InMemory {
+        pub fn new(incoming: &[u8], step: usize) -> InMemory {
+            InMemory {
+                incoming: incoming.to_vec(),
+                position: 0,
+                step: step.max(1),
+                written: Default::default(),
+            }
+        }
+    }
+
+    impl Read for InMemory {
+        fn read(&mut self, buffer: &mut [u8]) -> std::io::Result<usize> {
+            let rest = &self.incoming[self.position..];
+            let count = rest.len().min(buffer.len()).min(self.step);
+            buffer[..count].copy_from_slice(&rest[..count]);
+            self.position += count;
+            Ok(count)
+        }
+    }
+
+    impl Write for InMemory {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.written
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Transport for InMemory {
+        fn poll_in_steps(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+        fn shutdown_write(&mut self) {}
+    }
+
+    fn wire(bytes: &[u8], step: usize) -> Wire<InMemory> {
+        Wire::new(InMemory::new(bytes, step)).expect("in memory")
+    }
+
+    fn soon() -> Instant {
+        Instant::now() + Duration::from_secs(5)
+    }
+
+    #[test]
+    fn heads_end_at_a_blank_line_and_pipelined_bytes_stay() {
+        for step in [1, 3, 4096] {
+            let mut wire = wire(b"\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\nGET /2", step);
+            let head = wire.read_head(soon(), &|| false).expect("a head");
+            assert_eq!(head, b"GET / HTTP/1.1\r\nHost: a\r\n\r\n");
+            while wire.fill(soon(), &|| false).is_ok() {}
+            assert_eq!(wire.unread(), b"GET /2");
+        }
+        let mut bare = wire(b"GET / HTTP/1.1\nHost: a\n\nrest", 2);
+        assert_eq!(
+            bare.read_head(soon(), &|| false).expect("a head"),
+            b"GET / HTTP/1.1\nHost: a\n\n"
+        );
+    }
+
+    #[test]
+    fn a_head_over_the_limit_is_too_large() {
+        let endless = [b"GET / HTTP/1.1\r\nX: ".as_slice(), &[b'a'; 20_000]].concat();
+        let result = wire(&endless, 4096).read_head(soon(), &|| false);
+        assert!(matches!(result, Err(HeadFailure::TooLarge)));
+    }
+
+    #[test]
+    fn chunked_bodies_decode_with_extensions_and_trailers() {
+        let chunked = b"4;x=y\r\nWiki\r\n5\r\npedia\r\n0\r\nTrailer: t\r\n\r\nNEXT";
+        for step in [1, 7, 4096] {
+            let mut wire = wire(chunked, step);
+            let body = wire
+                .read_body(Framing::Chunked, 64, true, soon(), &|| false)
+                .expect("a body");
+            assert_eq!(body, b"Wikipedia");
+            while wire.fill(soon(), &|| false).is_ok() {}
+            assert_eq!(wire.unread(), b"NEXT");
+        }
+    }
+
+    #[test]
+    fn chunked_bodies_refuse_bad_framing_and_excess() {
+        for bad in [
+            b"4\nWiki\r\n0\r\n\r\n".as_slice(),
+            b"4\r\nWikipedia\r\n0\r\n\r\n",
+            b"x\r\n",
+            b"-1\r\n",
+            b"123456789\r\n",
+        ] {
+            let result = wire(bad, 4096).read_body(Framing::Chunked, 64, true, soon(), &|| false);
+            assert!(matches!(result, Err(BodyFailure::Malformed(_))), "{bad:?}");
+        }
+        let large = b"41\r\n";
+        let result = wire(large, 4096).read_body(Framing::Chunked, 64, true, soon(), &|| false);
+        assert!(matches!(result, Err(BodyFailure::TooLarge)));
+    }
+
+    #[test]
+    fn a_body_that_stops_short_is_interrupted() {
+        let result = wire(b"abc", 1).read_body(Framing::Length(5), 64, true, soon(), &|| false);
+        assert!(matches!(
+            result,
+            Err(BodyFailure::Interrupted(Interrupted::Closed))
+        ));
+    }
+}
