@@ -104,6 +104,10 @@ const REFUSED_BODY_WITHIN: Duration = Duration::from_secs(1);
 /// How long a closing connection reads what its client still sends (the lingering close).
 const LINGER: Duration = Duration::from_secs(2);
 
+/// How long a stopping server waits for the first request of a connection it accepted
+/// just before it stopped.
+const FRESH_CONNECTION_GRACE: Duration = Duration::from_secs(1);
+
 /// A connection thread's stack: what the handlers need (the broker's calls to the echo
 /// service, TLS included, and serde's recursion), with room to spare. Threads touch only
 /// a few pages of it; see the README's figures for an idle and a busy slot.
@@ -132,6 +136,7 @@ pub fn serve<H: Handler>(
         max_connections,
         stopping: AtomicBool::new(false),
         stop_reading_at_ms: AtomicU64::new(u64::MAX),
+        stop_started_ms: AtomicU64::new(u64::MAX),
         epoch: Instant::now(),
         listening: AtomicBool::new(true),
         wake_address: reachable(local),
@@ -162,6 +167,8 @@ struct Server {
     /// When a stopping server gives up on heads and bodies still arriving (milliseconds
     /// since `epoch`), so that it is done within its grace period.
     stop_reading_at_ms: AtomicU64,
+    /// When the stop began (milliseconds since `epoch`).
+    stop_started_ms: AtomicU64,
     epoch: Instant,
     /// Whether the accept loop still holds the listener.
     listening: AtomicBool,
@@ -174,10 +181,27 @@ impl Server {
         self.stopping.load(Ordering::SeqCst)
     }
 
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
     /// Whether a stopping server has waited long enough for requests still arriving.
     fn stop_reading(&self) -> bool {
-        let now = u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
-        now >= self.stop_reading_at_ms.load(Ordering::SeqCst)
+        self.now_ms() >= self.stop_reading_at_ms.load(Ordering::SeqCst)
+    }
+
+    /// Whether an idle connection should close now: when the server is stopping, at once
+    /// if it has served a request (a client that reuses it meanwhile retries elsewhere),
+    /// after [`FRESH_CONNECTION_GRACE`] if it is new (its client has just connected, and
+    /// its request is surely on the way).
+    fn closes_idle(&self, fresh: bool) -> bool {
+        let stop_started = self.stop_started_ms.load(Ordering::SeqCst);
+        let grace = if fresh {
+            FRESH_CONNECTION_GRACE
+        } else {
+            Duration::ZERO
+        };
+        self.stopping() && self.now_ms().saturating_sub(stop_started) >= grace.as_millis() as u64
     }
 }
 
@@ -299,19 +323,23 @@ fn serve_connection<T: Transport, H: Handler>(
     handler: &H,
 ) {
     let mut patience = HEAD_TIMEOUT;
+    let mut fresh = true;
     loop {
         // 1. Idle: nothing read yet, so a displaced or stopping connection closes silently.
         slot.enter(Phase::Idle);
         let idle_until = Instant::now() + patience;
-        let give_up_idle = || slot.displaced() || server.stopping();
+        let give_up_idle = || slot.displaced() || server.closes_idle(fresh);
         if wire.await_request(idle_until, &give_up_idle).is_err() {
             return;
         }
-        // 2. The head.
+        // 2. The head. A request that arrived just as the idle connection was displaced
+        // is served all the same (its client could not know), and then the connection closes.
         slot.enter(Phase::ReadingHead);
         let started = Instant::now();
         let arrived = SystemTime::now();
-        let give_up_reading = || slot.displaced() || server.stop_reading();
+        let displaced_while_idle = slot.displaced();
+        let give_up_reading =
+            || (slot.displaced() && !displaced_while_idle) || server.stop_reading();
         let head = match wire.read_head(started + HEAD_TIMEOUT, &give_up_reading) {
             Ok(bytes) => head::parse(&bytes),
             Err(HeadFailure::TooLarge) => Err(Refusal::headers_too_large(&format!(
@@ -340,13 +368,18 @@ fn serve_connection<T: Transport, H: Handler>(
         };
         // 3-6. Admit, read the body, handle, answer.
         slot.enter(Phase::Busy);
-        let keep = exchange(&mut wire, head, slot, server, handler, started, arrived);
+        let reading = Reading {
+            slot,
+            give_up: &give_up_reading,
+        };
+        let keep = exchange(&mut wire, head, &reading, server, handler, started, arrived);
         if !keep {
             return close(wire, slot);
         }
         // 7. Kept: the next request may already be buffered.
         wire.compact();
         patience = IDLE_TIMEOUT;
+        fresh = false;
     }
 }
 
@@ -354,7 +387,7 @@ fn serve_connection<T: Transport, H: Handler>(
 fn exchange<T: Transport, H: Handler>(
     wire: &mut Wire<T>,
     head: Head,
-    slot: &Slot,
+    reading: &Reading,
     server: &Server,
     handler: &H,
     started: Instant,
@@ -374,10 +407,10 @@ fn exchange<T: Transport, H: Handler>(
     }
     let (response, body_read_away, admitted) = match guarded(|| handler.admit(&request)).flatten() {
         Err(refusal) => {
-            let read_away = !expects_continue && read_away_body(wire, framing, slot);
+            let read_away = !expects_continue && read_away_body(wire, framing, reading);
             (refusal, read_away, false)
         }
-        Ok(()) => match receive_body(wire, framing, expects_continue, slot, server) {
+        Ok(()) => match receive_body(wire, framing, expects_continue, reading) {
             Ok(body) => {
                 request.body = body;
                 let response = guarded(|| handler.handle(&request)).unwrap_or_else(|e| e);
@@ -399,7 +432,7 @@ fn exchange<T: Transport, H: Handler>(
         elapsed,
         head_only,
     );
-    let keep = body_read_away && !wants_close && !server.stopping();
+    let keep = body_read_away && !wants_close && !server.stopping() && !reading.slot.displaced();
     let persistence = match (keep, http_1_0) {
         (false, _) => Persistence::Close,
         (true, true) => Persistence::KeepAliveHttp10,
@@ -414,8 +447,7 @@ fn receive_body<T: Transport>(
     wire: &mut Wire<T>,
     framing: Framing,
     expects_continue: bool,
-    slot: &Slot,
-    server: &Server,
+    reading: &Reading,
 ) -> Result<Vec<u8>, Option<Refusal>> {
     if !framing.has_body() {
         return Ok(Vec::new());
@@ -431,11 +463,10 @@ fn receive_body<T: Transport>(
     {
         return Err(None);
     }
-    slot.enter(Phase::ReadingBody);
+    reading.slot.enter(Phase::ReadingBody);
     let deadline = Instant::now() + BODY_TIMEOUT;
-    let give_up = || slot.displaced() || server.stop_reading();
-    let body = wire.read_body(framing, MAX_BODY_BYTES, true, deadline, &give_up);
-    slot.enter(Phase::Busy);
+    let body = wire.read_body(framing, MAX_BODY_BYTES, true, deadline, reading.give_up);
+    reading.slot.enter(Phase::Busy);
     body.map_err(|failure| match failure {
         BodyFailure::TooLarge => Some(Refusal::body_too_large()),
         BodyFailure::Malformed(what) => Some(Refusal::bad_request(&format!(
@@ -451,17 +482,21 @@ fn receive_body<T: Transport>(
 
 /// Reads away the body of a refused request, if it is short and arrives at once, so that
 /// the connection can carry the next request; whether it was.
-fn read_away_body<T: Transport>(wire: &mut Wire<T>, framing: Framing, slot: &Slot) -> bool {
+fn read_away_body<T: Transport>(wire: &mut Wire<T>, framing: Framing, reading: &Reading) -> bool {
     if !framing.has_body() {
         return true;
     }
-    slot.enter(Phase::ReadingHead);
+    reading.slot.enter(Phase::ReadingHead);
     let deadline = Instant::now() + REFUSED_BODY_WITHIN;
-    let read = wire.read_body(framing, MAX_BODY_BYTES, false, deadline, &|| {
-        slot.displaced()
-    });
-    slot.enter(Phase::Busy);
+    let read = wire.read_body(framing, MAX_BODY_BYTES, false, deadline, reading.give_up);
+    reading.slot.enter(Phase::Busy);
     read.is_ok()
+}
+
+/// A request being read: its connection's slot, and when to stop waiting for its bytes.
+struct Reading<'a> {
+    slot: &'a Slot,
+    give_up: &'a dyn Fn() -> bool,
 }
 
 /// Step 6: writes the answer; whether it went out whole.
@@ -604,6 +639,7 @@ impl Server {
             u64::try_from(stop_reading_at.as_millis()).unwrap_or(u64::MAX),
             Ordering::SeqCst,
         );
+        self.stop_started_ms.store(self.now_ms(), Ordering::SeqCst);
         self.stopping.store(true, Ordering::SeqCst);
         // The accept loop is blocked in `accept`: a connection of our own wakes it, and it
         // closes the listener (this connection, served like any, ends at once).

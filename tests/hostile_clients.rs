@@ -10,7 +10,10 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 /// How quickly a server must still answer a well-behaved client while it is under attack.
-const ANSWERED_WITHIN: Duration = Duration::from_secs(1);
+/// Generous on purpose: on a loaded machine (a debug build under wine, say) a plain
+/// `/health` has taken over a second, while a server that makes clients wait behind the
+/// attackers takes as long as the attackers' pace or a timeout (5 to 10 s).
+const ANSWERED_WITHIN: Duration = Duration::from_secs(3);
 
 const BROKER_CREDENTIALS: &str =
     "Authorization: Basic dXNlcjpwYXNz\r\nX-Broker-API-Version: 2.17\r\n";
@@ -131,14 +134,15 @@ fn huge_or_malformed_content_lengths_get_400_or_413_and_never_stop_a_server() {
     assert_still_serving(&system);
 }
 
-/// A 400, or nothing: the server closes while megabytes are still coming, and on Windows
-/// the reset that follows can discard its answer before the client reads it.
+/// A 400 or 431, or nothing: the server closes while megabytes are still coming, and on
+/// Windows the reset that follows can discard its answer before the client reads it.
 fn refused_or_reset(answer: &str) -> bool {
-    status_line(answer).contains("400") || answer.is_empty()
+    let status = status_line(answer);
+    status.contains("400") || status.contains("431") || answer.is_empty()
 }
 
 #[test]
-fn an_endless_header_line_or_a_million_headers_get_400_and_cost_no_memory() {
+fn an_endless_header_line_or_a_million_headers_get_431_and_cost_no_memory() {
     let system = start_system();
     let before = resident_kib(&system.broker);
     for (name, port, _) in servers(&system) {
@@ -274,7 +278,8 @@ fn header_values_are_never_reflected_raw_and_log_lines_cannot_be_forged() {
 
     let fine = catalog("4f1c-ok");
     assert!(
-        fine.contains("x-broker-api-request-identity: 4f1c-ok"),
+        fine.to_ascii_lowercase()
+            .contains("x-broker-api-request-identity: 4f1c-ok"),
         "{fine}"
     );
     let log = system.broker.log();
@@ -393,10 +398,9 @@ fn an_idle_connection_is_closed_in_bounded_time_and_the_server_keeps_accepting()
             took < Duration::from_secs(25),
             "{name}: closed after {took:?}"
         );
-        // oxhttp answers an idle connection's timeout before closing it: 408 where the
-        // system reports a timeout as such (Windows), 500 where it reports "would block".
+        // Nothing was asked, so nothing is answered: a silent close.
         let answer = String::from_utf8_lossy(&answer);
-        assert!(responses_in(&answer) <= 1, "{name}: {answer}");
+        assert_eq!(responses_in(&answer), 0, "{name}: {answer}");
     }
     assert_still_serving(&system);
 }

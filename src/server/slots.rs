@@ -129,14 +129,11 @@ impl Slots {
     }
 
     /// A slot for a new connection: a free one, or the place of the connection worth least
-    /// (see [`Phase`]). While every connection is busy it waits; `None` once `give_up` says
-    /// so (the server is stopping).
+    /// (see [`Phase`]). While every connection is busy it waits; `None` if `give_up` says so
+    /// meanwhile (the server is stopping).
     pub fn claim(self: &Arc<Self>, give_up: &AtomicBool) -> Option<SlotGuard> {
         let mut taken = self.lock();
         loop {
-            if give_up.load(Ordering::SeqCst) {
-                return None;
-            }
             if taken.len() >= self.capacity {
                 displace_one(&mut taken);
             }
@@ -152,6 +149,9 @@ impl Slots {
                     slots: Arc::clone(self),
                     slot,
                 });
+            }
+            if give_up.load(Ordering::SeqCst) {
+                return None;
             }
             taken = self
                 .freed

@@ -40,6 +40,7 @@ fn test_server() -> Server {
         max_connections: 4,
         stopping: AtomicBool::new(false),
         stop_reading_at_ms: AtomicU64::new(u64::MAX),
+        stop_started_ms: AtomicU64::new(u64::MAX),
         epoch: Instant::now(),
         listening: AtomicBool::new(false),
         wake_address: SocketAddr::from(([127, 0, 0, 1], 9)),

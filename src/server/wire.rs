@@ -122,13 +122,9 @@ impl<T: Transport> Wire<T> {
         deadline: Instant,
         stop_waiting: &dyn Fn() -> bool,
     ) -> Result<(), Interrupted> {
+        // Bytes that have arrived are taken before the reasons to stop are looked at: a
+        // request already sent on a connection that was about to be dropped gets served.
         loop {
-            if stop_waiting() {
-                return Err(Interrupted::Called);
-            }
-            if Instant::now() >= deadline {
-                return Err(Interrupted::TimedOut);
-            }
             let filled = self.buffer.len();
             self.buffer.resize(filled + READ_SIZE, 0);
             let read = self.transport.read(&mut self.buffer[filled..]);
@@ -138,6 +134,12 @@ impl<T: Transport> Wire<T> {
                 Ok(_) => return Ok(()),
                 Err(error) if waits(&error) => {}
                 Err(_) => return Err(Interrupted::Closed),
+            }
+            if stop_waiting() {
+                return Err(Interrupted::Called);
+            }
+            if Instant::now() >= deadline {
+                return Err(Interrupted::TimedOut);
             }
         }
     }

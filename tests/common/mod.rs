@@ -79,6 +79,33 @@ impl Process {
         Process::start_in(None, binary, port, env)
     }
 
+    /// [`Process::start`] with `binary` run by `wrapper` (a program and its first
+    /// arguments, the binary's path following them), as `sh -c 'ulimit -n 256 && exec "$0"'`.
+    pub fn start_wrapped(
+        wrapper: &[&str],
+        binary: &str,
+        port: u16,
+        env: &[(&str, &str)],
+    ) -> Process {
+        let dir = TempDir::new("process");
+        let log_path = dir.path().join("log.txt");
+        let port_text = port.to_string();
+        let mut full_env = vec![("PORT", port_text.as_str())];
+        full_env.extend_from_slice(env);
+        let mut args = wrapper[1..].to_vec();
+        args.push(binary);
+        let child = spawn_in(None, wrapper[0], &args, &full_env, &log_path);
+        let mut process = Process {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+            port,
+            log_path,
+            _dir: dir,
+        };
+        process.wait_until_healthy();
+        process
+    }
+
     /// [`Process::start`] with `working_dir` as the current directory (else the test's).
     pub fn start_in(
         working_dir: Option<&Path>,
@@ -131,6 +158,11 @@ impl Process {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()
     }
 
+    /// What the process wrote to standard error.
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(self.log_path.with_extension("stderr")).unwrap_or_default()
+    }
+
     /// Kills the process at once (SIGKILL on Unix), as a crash would.
     pub fn kill(&mut self) {
         let _ = self.child.kill();
@@ -145,7 +177,7 @@ impl Drop for Process {
 }
 
 /// Spawns `binary` with `args` and `env`, its stdout (the log) into `log_path` and its
-/// stderr (oxhttp's own connection errors) beside it, with `.stderr` added to the name.
+/// stderr (where nothing should appear) beside it, with `.stderr` added to the name.
 pub fn spawn(binary: &str, args: &[&str], env: &[(&str, &str)], log_path: &Path) -> Child {
     spawn_in(None, binary, args, env, log_path)
 }
