@@ -12,20 +12,17 @@
 //! the HTTP calls to it.
 
 use crate::catalog::{Catalog, Plan, Service};
-use crate::conversation::{self, Conversation, Exchange};
 use crate::echo::api::{
     non_empty, BindingAttributes, BindingView, InstanceAttributes, InstanceUpdate, InstanceView,
 };
 use crate::echo_client::{self, Bound, EchoClient, EchoError, Provisioned, Removed, TlsRoots};
 use crate::http::{self, HttpRequest, HttpResponse};
 use crate::logging::RequestContext;
-use crate::metrics::{self, RequestMetrics};
+use crate::observer::Observer;
 use crate::server::{Answered, Handler};
 use base64::Engine;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 
 // ---------------------------------------------------------------------------------------
 // The API version this broker speaks
@@ -36,8 +33,8 @@ use std::sync::Arc;
 /// Korifi 2.17.
 const API_MAJOR: u32 = 2;
 const OLDEST_API_MINOR: u32 = 3;
-const VERSION_HEADER: &str = "X-Broker-API-Version";
-const ORIGINATING_IDENTITY_HEADER: &str = "X-Broker-API-Originating-Identity";
+pub const VERSION_HEADER: &str = "X-Broker-API-Version";
+pub const ORIGINATING_IDENTITY_HEADER: &str = "X-Broker-API-Originating-Identity";
 const REQUEST_IDENTITY_HEADER: &str = crate::echo::api::REQUEST_IDENTITY_HEADER;
 
 // ---------------------------------------------------------------------------------------
@@ -65,15 +62,16 @@ pub struct Broker {
     /// binding's credentials: [`Broker::binding_credentials`].)
     login: (String, String),
     echo: EchoClient,
-    /// What this process saw, for the conversation page and `/metrics` (end of this file).
-    seen: Seen,
+    /// What this process answered, for the conversation page and `/metrics`
+    /// (`observer.rs`).
+    observer: Observer,
 }
 
 impl Broker {
     pub fn new(config: BrokerConfig) -> Broker {
         let catalog_json = config.catalog.to_json();
         Broker {
-            seen: Seen::new(&catalog_json),
+            observer: Observer::new(&catalog_json),
             catalog_json,
             catalog: config.catalog,
             login: config.credentials,
@@ -102,7 +100,7 @@ pub enum BrokerError {
     /// 404: no such resource (fetch, bind to a missing instance, unknown path).
     NotFound(String),
     /// 405: a known path with a method it does not answer, and the methods it does (`Allow`).
-    MethodNotAllowed(String, &'static str),
+    MethodNotAllowed(String, String),
     /// 409: the resource exists with other attributes.
     Conflict(String),
     /// 410: the resource to delete does not exist. The spec's body is `{}`.
@@ -127,6 +125,10 @@ impl From<EchoError> for BrokerError {
 }
 
 impl BrokerError {
+    fn update_failed(self) -> BrokerError {
+        BrokerError::UpdateFailed(Box::new(self))
+    }
+
     pub fn to_response(&self) -> HttpResponse {
         self.response_with(Map::new())
     }
@@ -176,9 +178,7 @@ impl BrokerError {
             BrokerError::Unauthorized => {
                 response.with_header("WWW-Authenticate", "Basic realm=\"echo-broker\"".into())
             }
-            BrokerError::MethodNotAllowed(_, allow) => {
-                response.with_header("Allow", allow.to_string())
-            }
+            BrokerError::MethodNotAllowed(_, allow) => response.with_header("Allow", allow.clone()),
             _ => response,
         }
     }
@@ -258,17 +258,41 @@ pub fn originating_user(request: &HttpRequest) -> Result<Option<String>, BrokerE
 // The router: every route of the API on one screen
 // ---------------------------------------------------------------------------------------
 
-impl Broker {
-    /// Answers one request: the checks, then the route. Every answer echoes the platform's
-    /// `X-Broker-API-Request-Identity`, and every call to the echo service on its behalf
-    /// carries it, so one request can be followed through both servers' logs. (On the
-    /// wire, `server.rs` runs the checks on the headers alone, before the body has been
-    /// read, through `admit` at the end of this file.)
-    pub fn handle(&self, request: &HttpRequest) -> HttpResponse {
-        let answer = self.checks(request).and_then(|()| self.route(request));
-        respond(request, answer)
+/// How a request is answered, in this order (`server.rs` calls these): `admit` runs the
+/// checks on the headers alone, so that no body is read for a client without credentials;
+/// `handle` routes the request, body and all; `observe` hands the answer to the page and
+/// the metrics. Every answer echoes the platform's `X-Broker-API-Request-Identity`, and
+/// every call to the echo service on its behalf carries it, so one request can be followed
+/// through both servers' logs.
+impl Handler for Broker {
+    fn admit(&self, head: &HttpRequest) -> Result<(), HttpResponse> {
+        self.checks(head)
+            .map_err(|refusal| respond(head, Err(refusal)))
     }
 
+    fn handle(&self, request: &HttpRequest) -> HttpResponse {
+        respond(request, self.answer(request))
+    }
+
+    /// The answer, with the name the router gives its route.
+    fn observe(&self, answered: &Answered) {
+        let request = answered.request;
+        let segments = request.path_segments().unwrap_or_default();
+        let path: Vec<&str> = segments.iter().map(String::as_str).collect();
+        let named = route(&request.method, &path).map(|route| (route.name, route.spec_section));
+        self.observer.observe(answered, named);
+    }
+
+    /// The platform's request identity and the originating user, for the log line.
+    fn log_context(&self, request: &HttpRequest) -> RequestContext {
+        RequestContext {
+            request_identity: request.header(REQUEST_IDENTITY_HEADER).map(str::to_string),
+            user: originating_user(request).ok().flatten(),
+        }
+    }
+}
+
+impl Broker {
     /// The checks of the section above, in order. The platform's health check needs none;
     /// the pages for people (the conversation, `/metrics`) need only the credentials.
     fn checks(&self, request: &HttpRequest) -> Result<(), BrokerError> {
@@ -280,80 +304,100 @@ impl Broker {
             return Ok(());
         }
         check_api_version(request)?;
-        // Only whether the header reads matters here (a malformed one is a 400). The user it
-        // names is decoded again, from the same header, for the log line (`log_context`) and
-        // the conversation page (`remember`): the server asks for those separately, after
-        // the answer, and a header of a few hundred bytes costs less to decode twice than
-        // the user would cost to carry through the server.
+        // A malformed identity is a 400; the user it names is for the log and the page.
         originating_user(request)?;
         Ok(())
     }
 
-    fn route(&self, request: &HttpRequest) -> Answer {
+    /// Finds the request's route and runs its handler. Every call to the echo service on
+    /// the platform's behalf carries its request identity, for as long as `_forwarded`
+    /// lives: to the end of this function.
+    fn answer(&self, request: &HttpRequest) -> Answer {
         let identity = request.header(REQUEST_IDENTITY_HEADER);
         let _forwarded = echo_client::forward_request_identity(identity);
-        if is_health_check(request) {
-            return Ok(HttpResponse::json(200, &json!({"status": "ok"})));
-        }
         let segments = request.path_segments().ok_or_else(|| {
             BrokerError::BadRequest("the path is not valid percent-encoded UTF-8".into())
         })?;
-        let segments: Vec<&str> = segments.iter().map(String::as_str).collect();
-        match (request.method.as_str(), segments.as_slice()) {
-            ("GET", ["v2", "catalog"]) => Ok(self.catalog()),
-            ("PUT", ["v2", "service_instances", instance_id]) => {
-                self.provision(instance_id, request)
-            }
-            ("GET", ["v2", "service_instances", instance_id]) => self.fetch_instance(instance_id),
-            ("PATCH", ["v2", "service_instances", instance_id]) => self
-                .update(instance_id, request)
-                .map_err(|error| BrokerError::UpdateFailed(Box::new(error))),
-            ("DELETE", ["v2", "service_instances", instance_id]) => {
-                self.deprovision(instance_id, request)
-            }
-            ("PUT", ["v2", "service_instances", instance_id, "service_bindings", binding_id]) => {
-                self.bind(instance_id, binding_id, request)
-            }
-            ("GET", ["v2", "service_instances", instance_id, "service_bindings", binding_id]) => {
-                self.fetch_binding(instance_id, binding_id)
-            }
-            (
-                "DELETE",
-                ["v2", "service_instances", instance_id, "service_bindings", binding_id],
-            ) => self.unbind(instance_id, binding_id, request),
-            ("GET", ["v2", "service_instances", instance_id, "last_operation"]) => {
-                self.instance_last_operation(instance_id)
-            }
-            (
-                "GET",
-                ["v2", "service_instances", instance_id, "service_bindings", binding_id, "last_operation"],
-            ) => self.binding_last_operation(instance_id, binding_id),
-            // Beyond the OSB API: for people and for monitoring (the end of this file).
-            ("GET", []) => Ok(self.conversation_page(request)),
-            ("GET", ["metrics"]) => Ok(self.metrics()),
-            (method, path) => match allowed_methods(path) {
-                Some(allow) => Err(BrokerError::MethodNotAllowed(
-                    format!("{method} is not part of the API at {}", request.path()),
-                    allow,
-                )),
-                None => Err(BrokerError::NotFound(format!(
-                    "{} is not part of the API",
-                    request.path()
-                ))),
-            },
-        }
+        let path: Vec<&str> = segments.iter().map(String::as_str).collect();
+        let answer = match route(&request.method, &path) {
+            Some(route) => (route.handler)(self, request),
+            None => Err(not_routed(&request.method, &path, request.path())),
+        };
+        answer
     }
 }
 
-/// The methods a known path answers (a 405's `Allow` header); `None` for unknown paths.
-fn allowed_methods(segments: &[&str]) -> Option<&'static str> {
-    match segments {
-        ["health"] | ["v2", "catalog"] | [] | ["metrics"] => Some("GET"),
-        ["v2", "service_instances", _] => Some("GET, PUT, PATCH, DELETE"),
-        ["v2", "service_instances", _, "service_bindings", _] => Some("GET, PUT, DELETE"),
-        ["v2", "service_instances", _, "last_operation"]
-        | ["v2", "service_instances", _, "service_bindings", _, "last_operation"] => Some("GET"),
+/// A route: the handler of this file that answers it, and its name and section of the spec
+/// (for the conversation page and the `route` label of `/metrics`, in `observer.rs`).
+struct Route<'p> {
+    name: &'static str,
+    spec_section: &'static str,
+    handler: Box<RouteHandler<'p>>,
+}
+
+/// A handler with the route's ids in hand, waiting for the request.
+type RouteHandler<'p> = dyn FnOnce(&Broker, &HttpRequest) -> Answer + 'p;
+
+fn to<'p>(
+    name: &'static str,
+    spec_section: &'static str,
+    handler: impl FnOnce(&Broker, &HttpRequest) -> Answer + 'p,
+) -> Option<Route<'p>> {
+    Some(Route {
+        name,
+        spec_section,
+        handler: Box::new(handler),
+    })
+}
+
+/// Every route, in lifecycle order: the one table that picks a handler and names it.
+#[rustfmt::skip]
+fn route<'p>(method: &str, path: &'p [&'p str]) -> Option<Route<'p>> {
+    match (method, path) {
+        ("GET", ["v2", "catalog"]) =>
+            to("catalog", "catalog-management", |broker, _| Ok(broker.catalog())),
+        ("PUT", ["v2", "service_instances", instance_id]) =>
+            to("provision", "provisioning", move |broker, request| broker.provision(instance_id, request)),
+        ("GET", ["v2", "service_instances", instance_id]) =>
+            to("fetch_instance", "fetching-a-service-instance", move |broker, _| broker.fetch_instance(instance_id)),
+        ("PATCH", ["v2", "service_instances", instance_id]) =>
+            to("update", "updating-a-service-instance", move |broker, request| broker.update(instance_id, request).map_err(BrokerError::update_failed)),
+        ("DELETE", ["v2", "service_instances", instance_id]) =>
+            to("deprovision", "deprovisioning", move |broker, request| broker.deprovision(instance_id, request)),
+        ("PUT", ["v2", "service_instances", instance_id, "service_bindings", binding_id]) =>
+            to("bind", "binding", move |broker, request| broker.bind(instance_id, binding_id, request)),
+        ("GET", ["v2", "service_instances", instance_id, "service_bindings", binding_id]) =>
+            to("fetch_binding", "fetching-a-service-binding", move |broker, _| broker.fetch_binding(instance_id, binding_id)),
+        ("DELETE", ["v2", "service_instances", instance_id, "service_bindings", binding_id]) =>
+            to("unbind", "unbinding", move |broker, request| broker.unbind(instance_id, binding_id, request)),
+        ("GET", ["v2", "service_instances", instance_id, "last_operation"]) =>
+            to("instance_last_operation", "polling-last-operation-for-service-instances",
+               move |broker, _| broker.instance_last_operation(instance_id)),
+        ("GET", ["v2", "service_instances", instance_id, "service_bindings", binding_id, "last_operation"]) =>
+            to("binding_last_operation", "polling-last-operation-for-service-bindings",
+               move |broker, _| broker.binding_last_operation(instance_id, binding_id)),
+        // Beyond the OSB API: the platform's health check, and for people and monitoring
+        // what this process answered (`observer.rs`).
+        ("GET", ["health"]) => to("health", "", |_, _| Ok(HttpResponse::json(200, &json!({"status": "ok"})))),
+        ("GET", []) => to("conversation_page", "", |broker, request| Ok(broker.observer.conversation_page(request))),
+        ("GET", ["metrics"]) => to("metrics", "", |broker, _| Ok(broker.observer.metrics())),
         _ => None,
+    }
+}
+
+/// No route: a 405 with the methods the path does answer (`Allow`), or a 404.
+fn not_routed(method: &str, path: &[&str], raw_path: &str) -> BrokerError {
+    let allowed: Vec<&str> = ["GET", "PUT", "PATCH", "DELETE"]
+        .into_iter()
+        .filter(|method| route(method, path).is_some())
+        .collect();
+    if allowed.is_empty() {
+        BrokerError::NotFound(format!("{raw_path} is not part of the API"))
+    } else {
+        BrokerError::MethodNotAllowed(
+            format!("{method} is not part of the API at {raw_path}"),
+            allowed.join(", "),
+        )
     }
 }
 
@@ -368,24 +412,14 @@ fn is_osb_call(request: &HttpRequest) -> bool {
 /// The answer as HTTP, with the request identity echoed.
 fn respond(request: &HttpRequest, answer: Answer) -> HttpResponse {
     let mut response = answer.unwrap_or_else(|error| error.to_response());
-    if let Some(identity) = echoable_request_identity(request) {
+    // Platforms send a UUID; a value that could forge a header is never sent back.
+    if let Some(identity) = http::safe_to_echo(request.header(REQUEST_IDENTITY_HEADER)) {
         response
             .headers
             .push((REQUEST_IDENTITY_HEADER, identity.to_string()));
     }
     response
 }
-
-/// The request identity, if it is safe to send back: a value with control characters or
-/// over [`MAX_REQUEST_IDENTITY_BYTES`] is never reflected (it could forge headers).
-fn echoable_request_identity(request: &HttpRequest) -> Option<&str> {
-    request.header(REQUEST_IDENTITY_HEADER).filter(|identity| {
-        identity.len() <= MAX_REQUEST_IDENTITY_BYTES && !identity.chars().any(char::is_control)
-    })
-}
-
-/// Platforms send a UUID; anything much longer is not a request identity.
-const MAX_REQUEST_IDENTITY_BYTES: usize = 256;
 
 // ---------------------------------------------------------------------------------------
 // Catalog
@@ -438,7 +472,8 @@ impl Broker {
     /// - 422 `MaintenanceInfoConflict`: maintenance_info.version is not the plan's.
     fn provision(&self, instance_id: &str, request: &HttpRequest) -> Answer {
         check_id("instance_id", instance_id)?;
-        let body: ProvisionRequest = parse_body(request, "provision")?;
+        let body: ProvisionRequest =
+            http::parse_json_body(&request.body, "provision").map_err(BrokerError::BadRequest)?;
         let (_, plan) = self.find_plan(&body.service_id, &body.plan_id)?;
         check_maintenance_info(plan, body.maintenance_info.as_ref())?;
         check_id("organization_guid", &body.organization_guid)?;
@@ -559,7 +594,8 @@ impl Broker {
     /// changes nothing.
     fn update(&self, instance_id: &str, request: &HttpRequest) -> Answer {
         check_id("instance_id", instance_id)?;
-        let body: UpdateRequest = parse_body(request, "update")?;
+        let body: UpdateRequest =
+            http::parse_json_body(&request.body, "update").map_err(BrokerError::BadRequest)?;
         let service = self.find_service(&body.service_id)?;
         let current_plan_id = self.current_plan_id(instance_id, service)?;
         let target_plan_id = body.plan_id.as_deref().unwrap_or(&current_plan_id);
@@ -677,7 +713,8 @@ impl Broker {
     fn bind(&self, instance_id: &str, binding_id: &str, request: &HttpRequest) -> Answer {
         check_id("instance_id", instance_id)?;
         check_id("binding_id", binding_id)?;
-        let body: BindRequest = parse_body(request, "bind")?;
+        let body: BindRequest =
+            http::parse_json_body(&request.body, "bind").map_err(BrokerError::BadRequest)?;
         let (service, plan) = self.find_plan(&body.service_id, &body.plan_id)?;
         if !plan.bindable.unwrap_or(service.bindable) {
             return Err(BrokerError::BadRequest(format!(
@@ -937,245 +974,6 @@ fn check_maintenance_info(
         plan.id,
         catalog_version.unwrap_or("none")
     )))
-}
-
-/// Parses a JSON object body into `T`; anything else is a 400 that says what is wrong.
-fn parse_body<T: serde::de::DeserializeOwned>(
-    request: &HttpRequest,
-    operation: &str,
-) -> Result<T, BrokerError> {
-    let object = http::parse_json_object(&request.body).map_err(BrokerError::BadRequest)?;
-    serde_json::from_value(Value::Object(object)).map_err(|error| {
-        BrokerError::BadRequest(format!(
-            "the {operation} request body is not valid: {error}"
-        ))
-    })
-}
-
-// ---------------------------------------------------------------------------------------
-// Beyond the OSB API: the conversation page and metrics
-// ---------------------------------------------------------------------------------------
-
-/// What this broker process saw: the recent conversation, request counts and latencies,
-/// and the echo service's failures by kind (502 a bad answer, 503 unreachable, 504 too slow).
-struct Seen {
-    conversation: Conversation,
-    requests: RequestMetrics,
-    backend_failures: [AtomicU64; 3],
-    /// The catalog as the page shows it, made once: the catalog is the most frequent call.
-    catalog_shown: Arc<str>,
-}
-
-const BACKEND_FAILURE_KINDS: [(u16, &str); 3] =
-    [(502, "bad_answer"), (503, "unavailable"), (504, "timeout")];
-
-impl Seen {
-    fn new(catalog_json: &[u8]) -> Seen {
-        Seen {
-            conversation: Conversation::default(),
-            requests: RequestMetrics::default(),
-            backend_failures: Default::default(),
-            catalog_shown: Arc::from(conversation::redacted_body(catalog_json)),
-        }
-    }
-}
-
-/// Which handler of this file answers a request, and the section of the spec it
-/// implements: for the conversation page and the `route` label of `/metrics`.
-fn handler_of(method: &str, segments: &[&str]) -> (&'static str, &'static str) {
-    match (method, segments) {
-        ("GET", ["v2", "catalog"]) => ("catalog", "catalog-management"),
-        ("PUT", ["v2", "service_instances", _]) => ("provision", "provisioning"),
-        ("GET", ["v2", "service_instances", _]) => {
-            ("fetch_instance", "fetching-a-service-instance")
-        }
-        ("PATCH", ["v2", "service_instances", _]) => ("update", "updating-a-service-instance"),
-        ("DELETE", ["v2", "service_instances", _]) => ("deprovision", "deprovisioning"),
-        ("PUT", ["v2", "service_instances", _, "service_bindings", _]) => ("bind", "binding"),
-        ("GET", ["v2", "service_instances", _, "service_bindings", _]) => {
-            ("fetch_binding", "fetching-a-service-binding")
-        }
-        ("DELETE", ["v2", "service_instances", _, "service_bindings", _]) => {
-            ("unbind", "unbinding")
-        }
-        ("GET", ["v2", "service_instances", _, "last_operation"]) => (
-            "instance_last_operation",
-            "polling-last-operation-for-service-instances",
-        ),
-        ("GET", ["v2", "service_instances", _, "service_bindings", _, "last_operation"]) => (
-            "binding_last_operation",
-            "polling-last-operation-for-service-bindings",
-        ),
-        ("GET", ["health"]) => ("health", ""),
-        ("GET", []) => ("conversation_page", ""),
-        ("GET", ["metrics"]) => ("metrics", ""),
-        _ => ("router", "service-broker-errors"),
-    }
-}
-
-/// The address of a section of the spec, for the page's links.
-fn spec_link(anchor: &str) -> String {
-    const SPEC_URL: &str =
-        "https://github.com/openservicebrokerapi/servicebroker/blob/v2.17/spec.md";
-    if anchor.is_empty() {
-        String::new()
-    } else {
-        format!("{SPEC_URL}#{anchor}")
-    }
-}
-
-impl Broker {
-    /// `GET /` (`?instance=ID` to filter, `?format=json` for tools): the conversation page.
-    fn conversation_page(&self, request: &HttpRequest) -> HttpResponse {
-        let instance_id = request.query("instance");
-        let exchanges = self.seen.conversation.recent(instance_id.as_deref());
-        if request.query("format").as_deref() == Some("json") {
-            return HttpResponse::json(200, &conversation::render_json(&exchanges));
-        }
-        let now = std::time::SystemTime::now();
-        HttpResponse::page(conversation::render_html(
-            &exchanges,
-            instance_id.as_deref(),
-            now,
-        ))
-    }
-
-    /// `GET /metrics`: the Prometheus text format.
-    fn metrics(&self) -> HttpResponse {
-        let mut out = String::new();
-        self.seen.requests.render("echo_broker", &mut out);
-        let name = "echo_broker_backend_failures_total";
-        metrics::header(
-            &mut out,
-            name,
-            "counter",
-            "Failed calls to the echo service, by kind.",
-        );
-        for ((_, kind), count) in BACKEND_FAILURE_KINDS
-            .iter()
-            .zip(&self.seen.backend_failures)
-        {
-            let count = count.load(Ordering::Relaxed);
-            out.push_str(&format!("{name}{{kind=\"{kind}\"}} {count}\n"));
-        }
-        HttpResponse {
-            status: 200,
-            content_type: metrics::CONTENT_TYPE,
-            headers: Vec::new(),
-            body: out.into_bytes(),
-        }
-    }
-
-    /// Whether this answer is one more catalog fetch like the newest one kept (no request
-    /// identity or user to tell them apart, the same answer), and was counted on it: a
-    /// load test's thousands of fetches a second then cost the page one entry.
-    fn repeats_newest_catalog_fetch(&self, answered: &Answered, handler: &str) -> bool {
-        let request = answered.request;
-        let anonymous = request.header(REQUEST_IDENTITY_HEADER).is_none()
-            && request.header(ORIGINATING_IDENTITY_HEADER).is_none();
-        if handler != "catalog" || !anonymous || log::log_enabled!(log::Level::Debug) {
-            return false;
-        }
-        let same = |newest: &Exchange| {
-            newest.handler == "catalog"
-                && newest.status == answered.response.status
-                && newest.request_identity.is_none()
-                && newest.user.is_none()
-                && newest.api_version.as_deref() == request.header(VERSION_HEADER)
-        };
-        self.seen.conversation.count_repeat(same, answered.at)
-    }
-
-    /// Counts an answer, and keeps it for the page when it was an OSB call (with `LOG_LEVEL=debug`
-    /// its bodies are logged too, redacted the same way).
-    fn remember(&self, answered: &Answered) {
-        let (request, response) = (answered.request, answered.response);
-        // Only the routing words matter here: the raw segments do, undecoded.
-        let segments: Vec<&str> = request
-            .path()
-            .split('/')
-            .filter(|s| !s.is_empty())
-            .collect();
-        let (handler, spec_section) = if answered.admitted {
-            handler_of(&request.method, &segments)
-        } else {
-            ("checks", "headers")
-        };
-        self.seen
-            .requests
-            .record(handler, response.status, answered.elapsed);
-        if let Some(at) = BACKEND_FAILURE_KINDS
-            .iter()
-            .position(|(status, _)| *status == response.status)
-        {
-            self.seen.backend_failures[at].fetch_add(1, Ordering::Relaxed);
-        }
-        let debugging = log::log_enabled!(log::Level::Debug);
-        if segments.first() != Some(&"v2") && !debugging
-            || self.repeats_newest_catalog_fetch(answered, handler)
-        {
-            return;
-        }
-        let request_body = Arc::from(conversation::redacted_body(&request.body));
-        let response_body = if handler == "catalog" && response.status == 200 {
-            Arc::clone(&self.seen.catalog_shown)
-        } else {
-            Arc::from(conversation::redacted_body(&response.body))
-        };
-        if debugging {
-            log::debug!(
-                "{} {}: request body {request_body} / response body {response_body}",
-                request.method,
-                conversation::redact_text(&request.url)
-            );
-        }
-        let instance_id = match segments.as_slice() {
-            ["v2", "service_instances", instance_id, ..] => http::percent_decode(instance_id),
-            _ => None,
-        };
-        self.seen.conversation.record(Exchange {
-            time: crate::logging::rfc3339(answered.at),
-            repeats: 0,
-            last_repeat: None,
-            method: request.method.clone(),
-            url: conversation::redact_text(&request.url),
-            status: response.status,
-            duration_ms: (answered.elapsed.as_secs_f64() * 10_000.0).round() / 10.0,
-            api_version: request.header(VERSION_HEADER).map(str::to_string),
-            request_identity: request.header(REQUEST_IDENTITY_HEADER).map(str::to_string),
-            user: originating_user(request).ok().flatten(),
-            handler,
-            spec_section: spec_link(spec_section),
-            instance_id,
-            request_body,
-            response_body,
-        });
-    }
-}
-
-/// How `server.rs` serves the broker: the checks on the headers alone, so that no body is
-/// read for a client without credentials; then the route.
-impl Handler for Broker {
-    fn admit(&self, head: &HttpRequest) -> Result<(), HttpResponse> {
-        self.checks(head)
-            .map_err(|refusal| respond(head, Err(refusal)))
-    }
-
-    fn handle(&self, request: &HttpRequest) -> HttpResponse {
-        respond(request, self.route(request))
-    }
-
-    fn observe(&self, answered: &Answered) {
-        self.remember(answered);
-    }
-
-    /// The platform's request identity and the originating user, for the log line.
-    fn log_context(&self, request: &HttpRequest) -> RequestContext {
-        RequestContext {
-            request_identity: request.header(REQUEST_IDENTITY_HEADER).map(str::to_string),
-            user: originating_user(request).ok().flatten(),
-        }
-    }
 }
 
 // ---------------------------------------------------------------------------------------
