@@ -264,13 +264,13 @@ const STYLE: &str = "\
 @media (prefers-color-scheme: dark) {
   :root { --text: #e4e7ec; --muted: #a3acb9; --faint: #7d8694; --page: #14171c; --card: #1e232a; --rule: #2e343d; --ok: #4ac26b; --bad: #f97066; --code: #272d35; }
 }
-body { font-family: system-ui, sans-serif; line-height: 1.45; margin: 0 auto; max-width: 64rem; padding: 1rem; color: var(--text); background: var(--page); }
+body { font-family: system-ui, sans-serif; line-height: 1.45; margin: 0 auto; max-width: 76rem; padding: 1rem; color: var(--text); background: var(--page); }
 h1 { font-size: 1.4rem; margin: .5rem 0; }
 p { color: var(--muted); }
 details { background: var(--card); border-bottom: 1px solid var(--rule); }
 details:first-of-type { border-radius: .5rem .5rem 0 0; }
 details[open] { padding-bottom: .5rem; }
-summary { display: grid; grid-template-columns: 1rem 6.5rem 4rem minmax(0, 1fr) 2.5rem 4.5rem 11rem; gap: .5rem; align-items: baseline; padding: .35rem .6rem; cursor: pointer; list-style: none; font-family: ui-monospace, monospace; font-size: .85rem; }
+summary { display: grid; grid-template-columns: 1rem 6.5rem 4rem minmax(0, 1fr) 2.5rem 4.5rem 12rem; gap: .5rem; align-items: baseline; padding: .35rem .6rem; cursor: pointer; list-style: none; font-family: ui-monospace, monospace; font-size: .85rem; }
 summary::-webkit-details-marker { display: none; }
 summary::before { content: '\\25B8'; color: var(--faint); }
 details[open] > summary::before { content: '\\25BE'; }
@@ -288,9 +288,8 @@ pre { background: var(--code); padding: .5rem; border-radius: .3rem; overflow-x:
 .none { color: var(--faint); }
 @media (max-width: 40rem) {
   body { padding: .5rem; }
-  summary { grid-template-columns: 1rem auto auto 1fr; row-gap: 0; }
+  summary { grid-template-columns: 1rem auto auto auto 1fr; row-gap: 0; }
   summary .path { grid-column: 2 / -1; grid-row: 2; }
-  summary .duration { text-align: left; }
   summary .handler { display: none; }
   dl { grid-template-columns: minmax(0, 1fr); margin: .2rem .6rem; }
   dt { margin-top: .3rem; }
