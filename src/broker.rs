@@ -7,9 +7,18 @@
 //! bind, fetch binding, unbind, last operation. Each handler's doc comment shows the
 //! request it answers and its responses.
 //!
-//! The broker keeps no state of its own. The echo service is the source of truth (as in the
-//! original), so several brokers can run behind one platform router; `echo_client.rs` holds
-//! the HTTP calls to it.
+//! The broker keeps no state of its own: it asks the echo service (`echo_client.rs`), so
+//! several brokers can run behind one platform router. The source of truth is the platform
+//! (spec, "Orphan Mitigation"): a broker must hold every instance and binding the platform
+//! knows of, and none other.
+//!
+//! Why the protocol is shaped as it is: platforms retry. A platform that got a 5xx, or no
+//! answer in time, on provision or bind cannot know whether the resource now exists, so it
+//! sends DELETE until the broker answers success (orphan mitigation). Every call must
+//! therefore be safe to repeat: a PUT repeated with the same attributes is 200 ("already
+//! done"), an id reused with other attributes is 409, and a DELETE of what is not there is
+//! 410, which the platform takes as success. A 4xx MUST leave the resources unchanged (a
+//! 5xx SHOULD): a refused request changes nothing, so the platform may fix it and resend.
 
 use crate::catalog::{Catalog, Plan, Service};
 use crate::echo::api::{
@@ -89,8 +98,10 @@ impl Broker {
 // ---------------------------------------------------------------------------------------
 
 /// Why a request failed. Handlers return these; [`BrokerError::to_response`] is the one
-/// place that turns them into HTTP. Every body has a `description`, and an `error` code
-/// where the spec defines one.
+/// place that turns them into HTTP. Every body has a `description` for people and an
+/// `error` word for programs. The spec defines four `error` codes (`AsyncRequired`,
+/// `ConcurrencyError`, `RequiresApp`, `MaintenanceInfoConflict`), for the cases it names;
+/// the other words below are this broker's own, which the spec allows.
 #[derive(Debug, Clone, PartialEq)]
 pub enum BrokerError {
     /// 400: the request is malformed or misses mandatory data.
@@ -111,7 +122,8 @@ pub enum BrokerError {
     MaintenanceInfoConflict(String),
     /// 422: an update this service cannot make (e.g. a plan change where plans are fixed).
     UnsupportedChange(String),
-    /// 502, 503 or 504: the echo service failed; nothing was recorded.
+    /// 502, 503 or 504: the echo service failed, or did not answer in time. After a timeout
+    /// it may still have done the work: the platform's DELETEs (orphan mitigation) undo it.
     Backend(EchoError),
     /// An update failed: the inner error's answer, plus `instance_usable` and
     /// `update_repeatable` as the spec defines them for updates only.
@@ -157,7 +169,6 @@ impl BrokerError {
             BrokerError::NotFound(text) => (404, "NotFound", text.as_str()),
             BrokerError::MethodNotAllowed(text, _) => (405, "MethodNotAllowed", text.as_str()),
             BrokerError::Conflict(text) => (409, "Conflict", text.as_str()),
-            // The spec's body for a 410 is `{}`.
             BrokerError::Gone => return HttpResponse::json(410, &extra),
             BrokerError::PreconditionFailed(text) => (412, "PreconditionFailed", text.as_str()),
             BrokerError::MaintenanceInfoConflict(text) => {
@@ -191,8 +202,7 @@ type Answer = Result<HttpResponse, BrokerError>;
 // ---------------------------------------------------------------------------------------
 
 impl Broker {
-    /// Basic auth, compared in constant time. A malformed header is simply not valid
-    /// credentials.
+    /// Basic auth, compared in constant time; a malformed header is wrong credentials.
     fn check_credentials(&self, request: &HttpRequest) -> Result<(), BrokerError> {
         let (user, password) = &self.login;
         if http::credentials_match(request.header("Authorization"), user, password) {
@@ -205,18 +215,16 @@ impl Broker {
 
 /// `X-Broker-API-Version`: absent is 400; present but not `2.x` with x >= 3 is 412.
 fn check_api_version(request: &HttpRequest) -> Result<(), BrokerError> {
-    let expected = format!("send {VERSION_HEADER}: {API_MAJOR}.{OLDEST_API_MINOR} or later {API_MAJOR}.x (this broker implements 2.17)");
+    let expected =
+        format!("send {VERSION_HEADER}: {API_MAJOR}.{OLDEST_API_MINOR} or a later {API_MAJOR}.x");
     let Some(value) = request.header(VERSION_HEADER) else {
         return Err(BrokerError::BadRequest(format!(
             "the {VERSION_HEADER} header is missing; {expected}"
         )));
     };
-    let parsed = value
-        .trim()
-        .split_once('.')
-        .and_then(|(major, minor)| Some((major.parse::<u32>().ok()?, minor.parse::<u32>().ok()?)));
-    match parsed {
-        Some((API_MAJOR, minor)) if minor >= OLDEST_API_MINOR => Ok(()),
+    let (major, minor) = value.trim().split_once('.').unwrap_or_default();
+    match (major.parse::<u32>(), minor.parse::<u32>()) {
+        (Ok(API_MAJOR), Ok(minor)) if minor >= OLDEST_API_MINOR => Ok(()),
         _ => Err(BrokerError::PreconditionFailed(format!(
             "API version '{value}' is not supported; {expected}"
         ))),
@@ -225,6 +233,8 @@ fn check_api_version(request: &HttpRequest) -> Result<(), BrokerError> {
 
 /// `X-Broker-API-Originating-Identity: PLATFORM BASE64(JSON)`: who on the platform asked.
 /// Returns the user it names (Cloud Foundry's `user_id`, Kubernetes' `username`), if any.
+/// PLATFORM MUST equal `context.platform` when a body carries `context`; this broker only
+/// reads the user, for the log and the conversation page.
 pub fn originating_user(request: &HttpRequest) -> Result<Option<String>, BrokerError> {
     let Some(value) = request.header(ORIGINATING_IDENTITY_HEADER) else {
         return Ok(None);
@@ -276,10 +286,10 @@ impl Handler for Broker {
 
     /// The answer, with the name the router gives its route.
     fn observe(&self, answered: &Answered) {
-        let request = answered.request;
-        let segments = request.path_segments().unwrap_or_default();
+        let segments = answered.request.path_segments().unwrap_or_default();
         let path: Vec<&str> = segments.iter().map(String::as_str).collect();
-        let named = route(&request.method, &path).map(|route| (route.name, route.spec_section));
+        let method = &answered.request.method;
+        let named = route(method, &path).map(|route| (route.name, route.spec_section));
         self.observer.observe(answered, named);
     }
 
@@ -428,7 +438,13 @@ fn respond(request: &HttpRequest, answer: Answer) -> HttpResponse {
 impl Broker {
     /// `GET /v2/catalog`
     ///
-    /// 200 `{"services": [...]}`: the services and plans on offer (catalog.toml).
+    /// 200 `{"services": [...]}`: the services and plans on offer, from `catalog.toml`. Its
+    /// fields are promises the handlers below keep: `bindable = true` (a plan's own value
+    /// wins over its service's; a platform MUST NOT bind a plan that is not bindable),
+    /// `plan_updateable = false` (a plan change is a 422), `instances_retrievable` and
+    /// `bindings_retrievable = true` (the two fetch endpoints exist; without them a platform
+    /// never calls them), and each plan's `maintenance_info.version` (when it changes, the
+    /// platform knows an upgrade is available: an update that carries the new version).
     fn catalog(&self) -> HttpResponse {
         HttpResponse::raw_json(200, self.catalog_json.clone())
     }
@@ -439,6 +455,9 @@ impl Broker {
 // ---------------------------------------------------------------------------------------
 
 /// The body of a provision request. Unknown fields are ignored (vendor extensions).
+/// `context` (with `context.platform`, e.g. `cloudfoundry`) is where a platform says where
+/// the instance lives; `organization_guid` and `space_guid` are deprecated in its favour
+/// but still required, so that old and new brokers both understand the request.
 #[derive(Deserialize)]
 struct ProvisionRequest {
     service_id: String,
@@ -478,9 +497,7 @@ impl Broker {
         check_maintenance_info(plan, body.maintenance_info.as_ref())?;
         check_id("organization_guid", &body.organization_guid)?;
         check_id("space_guid", &body.space_guid)?;
-        // What the echo service stores and compares a repeat with. `non_empty` (from
-        // `echo::api`, which both sides share) makes `{}` and `null` mean "absent", as
-        // platforms send them, so `{}` repeats a request that sent nothing.
+        // What the echo service stores and compares a repeat with (`{}` counts as absent).
         let attributes = InstanceAttributes {
             service_id: body.service_id,
             plan_id: body.plan_id,
@@ -489,12 +506,11 @@ impl Broker {
             context: non_empty(body.context.map(Value::Object)),
             parameters: non_empty(body.parameters.map(Value::Object)),
         };
-        // The client (`echo_client`) answers in the backend's terms: `Provisioned::Created`,
-        // or `AlreadyExists` with what it holds; this handler decides what the spec says.
-        // Its failures (unreachable, slow, a bad answer) are `BrokerError::Backend` via `?`.
+        // The translation, as the original Python broker did it: the echo service answers
+        // 201, or 409 with what it holds; the spec wants 201, 200 for a repeat, 409 for a
+        // reused id. Its failures (unreachable, slow, a bad answer) are 502-504 via `?`.
         match self.echo.provision(instance_id, &attributes)? {
-            Provisioned::Created(view) => Ok(self.provisioned(201, instance_id, &view)),
-            // `repeats`: identical attributes, or none stored (the original echo service).
+            Provisioned::Created(view) => Ok(self.provisioned(201, instance_id, &view)), // 201
             Provisioned::AlreadyExists(view) if repeats(view.attributes.as_ref(), &attributes) => {
                 Ok(self.provisioned(200, instance_id, &view))
             }
@@ -503,7 +519,17 @@ impl Broker {
             ))),
         }
     }
+}
 
+/// 200 or 409 for a provision or bind whose id exists: 200 only if it asks for exactly what
+/// is stored (a platform's retry). The original echo service stored nothing
+/// (`attributes: None`, tests/original_backend.rs): every repeat is then a 200, as the
+/// original broker answered.
+fn repeats<T: PartialEq>(stored: Option<&T>, requested: &T) -> bool {
+    stored.is_none_or(|stored| stored == requested)
+}
+
+impl Broker {
     fn provisioned(&self, status: u16, instance_id: &str, view: &InstanceView) -> HttpResponse {
         HttpResponse::json(
             status,
@@ -511,17 +537,11 @@ impl Broker {
         )
     }
 
-    /// `{SERVICE_BASE}/echo/dashboard/{instance_id}?token=...`, the id percent-encoded.
+    /// `{SERVICE_BASE}/echo/dashboard/{instance_id}?token=...`.
     fn dashboard_url(&self, instance_id: &str, view: &InstanceView) -> String {
-        let url = format!(
-            "{}/echo/dashboard/{}",
-            self.echo.base_url(),
-            http::percent_encode(instance_id)
-        );
-        match &view.dashboard_token {
-            Some(token) => format!("{url}?token={}", http::percent_encode(token)),
-            None => url,
-        }
+        let token = view.dashboard_token.as_deref();
+        self.echo
+            .url(&["echo", "dashboard", instance_id], None, token)
     }
 }
 
@@ -575,7 +595,8 @@ struct UpdateRequest {
     context: Option<Map<String, Value>>,
     #[serde(default)]
     maintenance_info: Option<MaintenanceInfoRequest>,
-    /// Not needed, but like every field of the spec's it must have the spec's type.
+    /// Not needed (the echo service knows the current values), but read so that, like
+    /// every field of the spec's, it must have the spec's type; hence the `_`.
     #[serde(default, rename = "previous_values")]
     _previous_values: Option<Map<String, Value>>,
 }
@@ -591,7 +612,9 @@ impl Broker {
     ///   maintenance_info that is not the catalog's.
     ///
     /// Every error body carries `instance_usable` and `update_repeatable`; a failed update
-    /// changes nothing.
+    /// changes nothing. What is absent is kept: an update without `plan_id` and `parameters`
+    /// changes neither. One that carries the catalog's newer `maintenance_info.version` is
+    /// the upgrade the catalog announced (here there is nothing to upgrade but the number).
     fn update(&self, instance_id: &str, request: &HttpRequest) -> Answer {
         check_id("instance_id", instance_id)?;
         let body: UpdateRequest =
@@ -639,6 +662,7 @@ fn check_plan_change(
     if target.id == current_plan_id {
         return Ok(());
     }
+    // A current plan gone from the catalog is judged by the target plan's flag.
     let current = service.plan(current_plan_id).unwrap_or(target);
     if service.plan_is_updateable(current) {
         Ok(())
@@ -649,6 +673,15 @@ fn check_plan_change(
     }
 }
 
+/// The plan an update starts from when the backend did not record one: the service's first
+/// plan (the original's services had one plan each).
+fn unrecorded_plan_id(service: &Service) -> String {
+    service
+        .plans
+        .first()
+        .map_or_else(String::new, |plan| plan.id.clone())
+}
+
 // ---------------------------------------------------------------------------------------
 // Deprovisioning
 // ---------------------------------------------------------------------------------------
@@ -656,18 +689,19 @@ fn check_plan_change(
 impl Broker {
     /// `DELETE /v2/service_instances/{instance_id}?service_id=..&plan_id=..`
     ///
-    /// - 200 `{}`: deprovisioned, with its bindings and messages.
-    /// - 410 `{}`: it does not exist.
+    /// - 200 `{}`: deprovisioned, with its messages. (The platform MUST unbind every binding
+    ///   first; the echo service removes any left over.)
+    /// - 410 `{}`: it does not exist; the platform takes this as success (a repeat).
     /// - 400: service_id or plan_id missing, unknown, or not the instance's.
     fn deprovision(&self, instance_id: &str, request: &HttpRequest) -> Answer {
         check_id("instance_id", instance_id)?;
         let (service_id, plan_id) = self.ids_from_query(request)?;
-        // `Removed`: the client's answer to a removal (of an instance here, of a binding in
-        // `unbind`): removed, not there, or not of this service and plan (`Mismatch`, why).
+        // The translation: the echo service's 200 is 200, its 404 is the spec's 410 (gone),
+        // its 400 (another service or plan) stays 400.
         match self.echo.deprovision(instance_id, &service_id, &plan_id)? {
-            Removed::Removed => Ok(HttpResponse::json(200, &json!({}))),
-            Removed::NotFound => Err(BrokerError::Gone),
-            Removed::Mismatch(why) => Err(BrokerError::BadRequest(why)),
+            Removed::Removed => Ok(HttpResponse::json(200, &json!({}))), // 200
+            Removed::NotFound => Err(BrokerError::Gone),                 // 404 -> 410
+            Removed::Mismatch(why) => Err(BrokerError::BadRequest(why)), // 400
         }
     }
 
@@ -684,7 +718,8 @@ impl Broker {
 // Binding
 // ---------------------------------------------------------------------------------------
 
-/// The body of a bind request.
+/// The body of a bind request. `app_guid` is deprecated in favour of
+/// `bind_resource.app_guid`; platforms send both.
 #[derive(Deserialize)]
 struct BindRequest {
     service_id: String,
@@ -710,6 +745,11 @@ impl Broker {
     /// - 409: it already exists with other attributes.
     /// - 404: the instance does not exist.
     /// - 400: a missing field, an unknown service or plan, or not the instance's.
+    ///
+    /// This broker's bindings are of the spec's credentials kind. A bind answer may also
+    /// carry `syslog_drain_url` (a log drain), `route_service_url` (a route service, with
+    /// `requires: ["route_forwarding"]` in the catalog), `volume_mounts` (a volume service),
+    /// and `endpoints`, the hosts and ports an app connects to, for network configuration.
     fn bind(&self, instance_id: &str, binding_id: &str, request: &HttpRequest) -> Answer {
         check_id("instance_id", instance_id)?;
         check_id("binding_id", binding_id)?;
@@ -717,10 +757,8 @@ impl Broker {
             http::parse_json_body(&request.body, "bind").map_err(BrokerError::BadRequest)?;
         let (service, plan) = self.find_plan(&body.service_id, &body.plan_id)?;
         if !plan.bindable.unwrap_or(service.bindable) {
-            return Err(BrokerError::BadRequest(format!(
-                "plan '{}' is not bindable",
-                plan.id
-            )));
+            let why = format!("plan '{}' is not bindable", plan.id);
+            return Err(BrokerError::BadRequest(why));
         }
         if let Some(app_guid) = &body.app_guid {
             check_id("app_guid", app_guid)?;
@@ -732,10 +770,10 @@ impl Broker {
             bind_resource: non_empty(body.bind_resource.map(Value::Object)),
             parameters: non_empty(body.parameters.map(Value::Object)),
         };
-        // `Bound`, like `Provisioned`, plus what only a bind can meet: no such instance, or
-        // an instance of another service or plan (`Mismatch`, why).
+        // The translation, as for provision: the echo service's 201 or 409 becomes 201, 200
+        // or 409; its 404 (no such instance) stays 404, its 400 (another service) 400.
         match self.echo.bind(instance_id, binding_id, &attributes)? {
-            Bound::Created(view) => Ok(self.bound(201, instance_id, binding_id, &view)),
+            Bound::Created(view) => Ok(self.bound(201, instance_id, binding_id, &view)), // 201
             Bound::AlreadyExists(view) if repeats(view.attributes.as_ref(), &attributes) => {
                 Ok(self.bound(200, instance_id, binding_id, &view))
             }
@@ -762,35 +800,22 @@ impl Broker {
         )
     }
 
-    /// What the bound app gets: the seed's `uri`, plus the binding's own user and password,
-    /// also placed in the uri as userinfo (the usual form of a service URI).
+    /// What the bound app gets: the original's `uri`, plus the binding's own user and
+    /// password, also placed in the uri as userinfo (the usual form of a service URI).
     fn binding_credentials(
         &self,
         instance_id: &str,
         binding_id: &str,
         view: &BindingView,
     ) -> Value {
-        let path = format!(
-            "/echo/{}/{}",
-            http::percent_encode(instance_id),
-            http::percent_encode(binding_id)
-        );
-        let base = self.echo.base_url();
+        let path = ["echo", instance_id, binding_id];
         match (&view.username, &view.password) {
-            (Some(username), Some(password)) => {
-                let (scheme, host) = base.split_once("://").unwrap_or(("http", base));
-                let userinfo = format!(
-                    "{}:{}",
-                    http::percent_encode(username),
-                    http::percent_encode(password)
-                );
-                json!({
-                    "uri": format!("{scheme}://{userinfo}@{host}{path}"),
-                    "username": username,
-                    "password": password,
-                })
-            }
-            _ => json!({ "uri": format!("{base}{path}") }),
+            (Some(username), Some(password)) => json!({
+                "uri": self.echo.url(&path, Some((username, password)), None),
+                "username": username,
+                "password": password,
+            }),
+            _ => json!({ "uri": self.echo.url(&path, None, None) }),
         }
     }
 }
@@ -846,10 +871,11 @@ impl Broker {
         check_id("instance_id", instance_id)?;
         check_id("binding_id", binding_id)?;
         let (service_id, plan_id) = self.ids_from_query(request)?;
-        match self
+        let removed = self
             .echo
-            .unbind(instance_id, binding_id, &service_id, &plan_id)?
-        {
+            .unbind(instance_id, binding_id, &service_id, &plan_id)?;
+        // The same translation as deprovision's: 200 stays, 404 is 410, 400 stays.
+        match removed {
             Removed::Removed => Ok(HttpResponse::json(200, &json!({}))),
             Removed::NotFound => Err(BrokerError::Gone),
             Removed::Mismatch(why) => Err(BrokerError::BadRequest(why)),
@@ -858,11 +884,9 @@ impl Broker {
 }
 
 // ---------------------------------------------------------------------------------------
-// Last operation: every operation here completes before it is answered
+// Last operation: every operation here completes before it is answered (why, and what an
+// asynchronous broker would add: the end of this file)
 // ---------------------------------------------------------------------------------------
-
-// Why these answer as they do, and what an asynchronous broker would add: the end of this
-// file.
 
 impl Broker {
     /// `GET /v2/service_instances/{instance_id}/last_operation`
@@ -885,30 +909,6 @@ impl Broker {
         self.existing_binding(instance_id, binding_id)?;
         Ok(HttpResponse::json(200, &json!({"state": "succeeded"})))
     }
-}
-
-// ---------------------------------------------------------------------------------------
-// The original echo service: a backend that records nothing
-// ---------------------------------------------------------------------------------------
-//
-// The 2014 echo service kept no attributes: its instances and bindings come back with
-// `attributes: None`. The only two places where the handlers above answer differently for
-// it are these, so a reader of the handlers meets them by name (tests/original_backend.rs).
-
-/// A repeated provision or bind is answered 200 only if it asks for exactly what is stored.
-/// A backend that stores nothing makes every repeat a 200, as the original broker answered.
-fn repeats<T: PartialEq>(stored: Option<&T>, requested: &T) -> bool {
-    stored.is_none_or(|stored| stored == requested)
-}
-
-/// The plan an update starts from when the backend did not record one: the service's first
-/// plan (the original's services had one plan each).
-fn unrecorded_plan_id(service: &Service) -> String {
-    service
-        .plans
-        .first()
-        .map(|plan| plan.id.clone())
-        .unwrap_or_default()
 }
 
 // ---------------------------------------------------------------------------------------
