@@ -17,8 +17,9 @@
 //! sends DELETE until the broker answers success (orphan mitigation). Every call must
 //! therefore be safe to repeat: a PUT repeated with the same attributes is 200 ("already
 //! done"), an id reused with other attributes is 409, and a DELETE of what is not there is
-//! 410, which the platform takes as success. A 4xx MUST leave the resources unchanged (a
-//! 5xx SHOULD): a refused request changes nothing, so the platform may fix it and resend.
+//! 410 ("already gone": a repeated DELETE learns that its work is done, and Cloud Foundry
+//! counts it a success). A 4xx MUST leave the resources unchanged (a 5xx SHOULD): a refused
+//! request changes nothing, so the platform may fix it and send it again.
 
 use crate::catalog::{Catalog, Plan, Service};
 use crate::echo::api::{
@@ -47,18 +48,18 @@ pub const ORIGINATING_IDENTITY_HEADER: &str = "X-Broker-API-Originating-Identity
 const REQUEST_IDENTITY_HEADER: &str = crate::echo::api::REQUEST_IDENTITY_HEADER;
 
 // ---------------------------------------------------------------------------------------
-// The broker: its catalog, its credentials, and where the backend is
+// The broker: its catalog, its login, and where the backend is
 // ---------------------------------------------------------------------------------------
 
 /// What the broker needs to run.
 pub struct BrokerConfig {
     pub catalog: Catalog,
     /// The basic-auth user and password the platform must send (the broker's own login).
-    pub credentials: (String, String),
+    pub login: (String, String),
     /// The echo service, e.g. `http://127.0.0.1:8090` (the original's `service_base`).
     pub service_base: String,
-    /// The echo service's management credentials, if it has any.
-    pub echo_credentials: Option<(String, String)>,
+    /// The echo service's management login, if it has one.
+    pub echo_login: Option<(String, String)>,
     /// The CAs an `https://` echo service's certificate must chain to.
     pub tls_roots: TlsRoots,
 }
@@ -83,12 +84,8 @@ impl Broker {
             observer: Observer::new(&catalog_json),
             catalog_json,
             catalog: config.catalog,
-            login: config.credentials,
-            echo: EchoClient::new(
-                &config.service_base,
-                config.echo_credentials,
-                &config.tls_roots,
-            ),
+            login: config.login,
+            echo: EchoClient::new(&config.service_base, config.echo_login, &config.tls_roots),
         }
     }
 }
@@ -442,9 +439,9 @@ impl Broker {
     /// fields are promises the handlers below keep: `bindable = true` (a plan's own value
     /// wins over its service's; a platform MUST NOT bind a plan that is not bindable),
     /// `plan_updateable = false` (a plan change is a 422), `instances_retrievable` and
-    /// `bindings_retrievable = true` (the two fetch endpoints exist; without them a platform
-    /// never calls them), and each plan's `maintenance_info.version` (when it changes, the
-    /// platform knows an upgrade is available: an update that carries the new version).
+    /// `bindings_retrievable = true` (a promise that the two fetch endpoints work for every
+    /// plan), and each plan's `maintenance_info.version` (when it changes, a platform may
+    /// offer an upgrade: an update that carries the new version).
     fn catalog(&self) -> HttpResponse {
         HttpResponse::raw_json(200, self.catalog_json.clone())
     }
@@ -719,7 +716,7 @@ impl Broker {
 // ---------------------------------------------------------------------------------------
 
 /// The body of a bind request. `app_guid` is deprecated in favour of
-/// `bind_resource.app_guid`; platforms send both.
+/// `bind_resource.app_guid`; a platform may send either, or both.
 #[derive(Deserialize)]
 struct BindRequest {
     service_id: String,
@@ -730,7 +727,8 @@ struct BindRequest {
     bind_resource: Option<Map<String, Value>>,
     #[serde(default)]
     parameters: Option<Map<String, Value>>,
-    /// Not stored, but like every field of the spec's it must have the spec's type.
+    /// Not stored, but read so that, like every field of the spec's, it must have the
+    /// spec's type; hence the `_`.
     #[serde(default, rename = "context")]
     _context: Option<Map<String, Value>>,
 }

@@ -43,9 +43,9 @@ fn broker() -> &'static Broker {
             .catalog;
         Broker::new(BrokerConfig {
             catalog,
-            credentials: ("user".into(), "pass".into()),
+            login: ("user".into(), "pass".into()),
             service_base: format!("http://127.0.0.1:{port}"),
-            echo_credentials: Some((MANAGEMENT.0.to_string(), MANAGEMENT.1.to_string())),
+            echo_login: Some((MANAGEMENT.0.to_string(), MANAGEMENT.1.to_string())),
             tls_roots: Default::default(),
         })
     })
