@@ -265,98 +265,6 @@ pub fn originating_user(request: &HttpRequest) -> Result<Option<String>, BrokerE
 // The router: every route of the API on one screen
 // ---------------------------------------------------------------------------------------
 
-/// How a request is answered, in this order (`server.rs` calls these): `admit` runs the
-/// checks on the headers alone, so that no body is read for a client without credentials;
-/// `handle` routes the request, body and all; `observe` hands the answer to the page and
-/// the metrics. Every answer echoes the platform's `X-Broker-API-Request-Identity`, and
-/// every call to the echo service on its behalf carries it, so one request can be followed
-/// through both servers' logs.
-impl Handler for Broker {
-    fn admit(&self, head: &HttpRequest) -> Result<(), HttpResponse> {
-        self.checks(head)
-            .map_err(|refusal| respond(head, Err(refusal)))
-    }
-
-    fn handle(&self, request: &HttpRequest) -> HttpResponse {
-        respond(request, self.answer(request))
-    }
-
-    /// The answer, with the name the router gives its route.
-    fn observe(&self, answered: &Answered) {
-        let segments = answered.request.path_segments().unwrap_or_default();
-        let path: Vec<&str> = segments.iter().map(String::as_str).collect();
-        let method = &answered.request.method;
-        let named = route(method, &path).map(|route| (route.name, route.spec_section));
-        self.observer.observe(answered, named);
-    }
-
-    /// The platform's request identity and the originating user, for the log line.
-    fn log_context(&self, request: &HttpRequest) -> RequestContext {
-        RequestContext {
-            request_identity: request.header(REQUEST_IDENTITY_HEADER).map(str::to_string),
-            user: originating_user(request).ok().flatten(),
-        }
-    }
-}
-
-impl Broker {
-    /// The checks of the section above, in order. The platform's health check needs none;
-    /// the pages for people (the conversation, `/metrics`) need only the credentials.
-    fn checks(&self, request: &HttpRequest) -> Result<(), BrokerError> {
-        if is_health_check(request) {
-            return Ok(());
-        }
-        self.check_credentials(request)?;
-        if !is_osb_call(request) {
-            return Ok(());
-        }
-        check_api_version(request)?;
-        // A malformed identity is a 400; the user it names is for the log and the page.
-        originating_user(request)?;
-        Ok(())
-    }
-
-    /// Finds the request's route and runs its handler. Every call to the echo service on
-    /// the platform's behalf carries its request identity, for as long as `_forwarded`
-    /// lives: to the end of this function.
-    fn answer(&self, request: &HttpRequest) -> Answer {
-        let identity = request.header(REQUEST_IDENTITY_HEADER);
-        let _forwarded = echo_client::forward_request_identity(identity);
-        let segments = request.path_segments().ok_or_else(|| {
-            BrokerError::BadRequest("the path is not valid percent-encoded UTF-8".into())
-        })?;
-        let path: Vec<&str> = segments.iter().map(String::as_str).collect();
-        let answer = match route(&request.method, &path) {
-            Some(route) => (route.handler)(self, request),
-            None => Err(not_routed(&request.method, &path, request.path())),
-        };
-        answer
-    }
-}
-
-/// A route: the handler of this file that answers it, and its name and section of the spec
-/// (for the conversation page and the `route` label of `/metrics`, in `observer.rs`).
-struct Route<'p> {
-    name: &'static str,
-    spec_section: &'static str,
-    handler: Box<RouteHandler<'p>>,
-}
-
-/// A handler with the route's ids in hand, waiting for the request.
-type RouteHandler<'p> = dyn FnOnce(&Broker, &HttpRequest) -> Answer + 'p;
-
-fn to<'p>(
-    name: &'static str,
-    spec_section: &'static str,
-    handler: impl FnOnce(&Broker, &HttpRequest) -> Answer + 'p,
-) -> Option<Route<'p>> {
-    Some(Route {
-        name,
-        spec_section,
-        handler: Box::new(handler),
-    })
-}
-
 /// Every route, in lifecycle order: the one table that picks a handler and names it.
 #[rustfmt::skip]
 fn route<'p>(method: &str, path: &'p [&'p str]) -> Option<Route<'p>> {
@@ -368,7 +276,8 @@ fn route<'p>(method: &str, path: &'p [&'p str]) -> Option<Route<'p>> {
         ("GET", ["v2", "service_instances", instance_id]) =>
             to("fetch_instance", "fetching-a-service-instance", move |broker, _| broker.fetch_instance(instance_id)),
         ("PATCH", ["v2", "service_instances", instance_id]) =>
-            to("update", "updating-a-service-instance", move |broker, request| broker.update(instance_id, request).map_err(BrokerError::update_failed)),
+            to("update", "updating-a-service-instance",
+               move |broker, request| broker.update(instance_id, request).map_err(BrokerError::update_failed)),
         ("DELETE", ["v2", "service_instances", instance_id]) =>
             to("deprovision", "deprovisioning", move |broker, request| broker.deprovision(instance_id, request)),
         ("PUT", ["v2", "service_instances", instance_id, "service_bindings", binding_id]) =>
@@ -408,8 +317,98 @@ fn not_routed(method: &str, path: &[&str], raw_path: &str) -> BrokerError {
     }
 }
 
-fn is_health_check(request: &HttpRequest) -> bool {
-    request.method == "GET" && request.path() == "/health"
+/// A route: the handler of this file that answers it, and its name and section of the spec
+/// (for the conversation page and the `route` label of `/metrics`, in `observer.rs`).
+struct Route<'p> {
+    name: &'static str,
+    spec_section: &'static str,
+    handler: Box<RouteHandler<'p>>,
+}
+
+/// A handler with the route's ids in hand, waiting for the request.
+type RouteHandler<'p> = dyn FnOnce(&Broker, &HttpRequest) -> Answer + 'p;
+
+fn to<'p>(
+    name: &'static str,
+    spec_section: &'static str,
+    handler: impl FnOnce(&Broker, &HttpRequest) -> Answer + 'p,
+) -> Option<Route<'p>> {
+    Some(Route {
+        name,
+        spec_section,
+        handler: Box::new(handler),
+    })
+}
+
+/// How a request is answered, in this order (`server.rs` calls these): `admit` runs the
+/// checks on the headers alone, so that no body is read for a client without credentials;
+/// `handle` routes the request, body and all; `observe` hands the answer to the page and
+/// the metrics. Every answer echoes the platform's `X-Broker-API-Request-Identity`, and
+/// every call to the echo service on its behalf carries it, so one request can be followed
+/// through both servers' logs.
+impl Handler for Broker {
+    fn admit(&self, head: &HttpRequest) -> Result<(), HttpResponse> {
+        self.checks(head)
+            .map_err(|refusal| respond(head, Err(refusal)))
+    }
+
+    fn handle(&self, request: &HttpRequest) -> HttpResponse {
+        respond(request, self.answer(request))
+    }
+
+    /// The answer, with the name the router gives its route.
+    fn observe(&self, answered: &Answered) {
+        let Some(segments) = answered.request.path_segments() else {
+            return self.observer.observe(answered, None); // a path no route can match
+        };
+        let path: Vec<&str> = segments.iter().map(String::as_str).collect();
+        let method = &answered.request.method;
+        let named = route(method, &path).map(|route| (route.name, route.spec_section));
+        self.observer.observe(answered, named);
+    }
+
+    /// The platform's request identity and the originating user, for the log line.
+    fn log_context(&self, request: &HttpRequest) -> RequestContext {
+        RequestContext {
+            request_identity: request.header(REQUEST_IDENTITY_HEADER).map(str::to_string),
+            user: originating_user(request).ok().flatten(),
+        }
+    }
+}
+
+impl Broker {
+    /// The checks of the section above, in order. The platform's health check needs none;
+    /// the pages for people (the conversation, `/metrics`) need only the credentials.
+    fn checks(&self, request: &HttpRequest) -> Result<(), BrokerError> {
+        if request.method == "GET" && request.path() == "/health" {
+            return Ok(());
+        }
+        self.check_credentials(request)?;
+        if !is_osb_call(request) {
+            return Ok(());
+        }
+        check_api_version(request)?;
+        // A malformed identity is a 400; the user it names is for the log and the page.
+        originating_user(request)?;
+        Ok(())
+    }
+
+    /// Finds the request's route and runs its handler. Every call to the echo service on
+    /// the platform's behalf carries its request identity, for as long as `_forwarded`
+    /// lives: to the end of this function.
+    fn answer(&self, request: &HttpRequest) -> Answer {
+        let identity = request.header(REQUEST_IDENTITY_HEADER);
+        let _forwarded = echo_client::forward_request_identity(identity);
+        let segments = request.path_segments().ok_or_else(|| {
+            BrokerError::BadRequest("the path is not valid percent-encoded UTF-8".into())
+        })?;
+        let path: Vec<&str> = segments.iter().map(String::as_str).collect();
+        let answer = match route(&request.method, &path) {
+            Some(route) => (route.handler)(self, request),
+            None => Err(not_routed(&request.method, &path, request.path())),
+        };
+        answer
+    }
 }
 
 fn is_osb_call(request: &HttpRequest) -> bool {
@@ -503,14 +502,16 @@ impl Broker {
             context: non_empty(body.context.map(Value::Object)),
             parameters: non_empty(body.parameters.map(Value::Object)),
         };
-        // The translation, as the original Python broker did it: the echo service answers
-        // 201, or 409 with what it holds; the spec wants 201, 200 for a repeat, 409 for a
-        // reused id. Its failures (unreachable, slow, a bad answer) are 502-504 via `?`.
+        // The echo service's answer, translated into the spec's, as the original Python
+        // broker did it. Its failures (unreachable, slow, a bad answer) are 502-504 via `?`.
         match self.echo.provision(instance_id, &attributes)? {
-            Provisioned::Created(view) => Ok(self.provisioned(201, instance_id, &view)), // 201
+            // echo 201: made now.
+            Provisioned::Created(view) => Ok(self.provisioned(201, instance_id, &view)),
+            // echo 409 with the same attributes: a platform's retry, already done.
             Provisioned::AlreadyExists(view) if repeats(view.attributes.as_ref(), &attributes) => {
                 Ok(self.provisioned(200, instance_id, &view))
             }
+            // echo 409 with other attributes: the id is reused.
             Provisioned::AlreadyExists(_) => Err(BrokerError::Conflict(format!(
                 "instance '{instance_id}' already exists with other attributes"
             ))),
@@ -608,10 +609,10 @@ impl Broker {
     /// - 422: a plan change the plan does not allow (`plan_updateable`), or a
     ///   maintenance_info that is not the catalog's.
     ///
-    /// Every error body carries `instance_usable` and `update_repeatable`; a failed update
-    /// changes nothing. What is absent is kept: an update without `plan_id` and `parameters`
-    /// changes neither. One that carries the catalog's newer `maintenance_info.version` is
-    /// the upgrade the catalog announced (here there is nothing to upgrade but the number).
+    /// A failed update changes nothing; its body adds `instance_usable` and `update_repeatable`
+    /// (the router wraps its errors for that). What is absent is kept: an update without
+    /// `plan_id` and `parameters` changes neither. One that carries the catalog's newer
+    /// `maintenance_info.version` is the upgrade the catalog announced (here, only a number).
     fn update(&self, instance_id: &str, request: &HttpRequest) -> Answer {
         check_id("instance_id", instance_id)?;
         let body: UpdateRequest =
@@ -693,12 +694,14 @@ impl Broker {
     fn deprovision(&self, instance_id: &str, request: &HttpRequest) -> Answer {
         check_id("instance_id", instance_id)?;
         let (service_id, plan_id) = self.ids_from_query(request)?;
-        // The translation: the echo service's 200 is 200, its 404 is the spec's 410 (gone),
-        // its 400 (another service or plan) stays 400.
+        // The echo service's answer, translated into the spec's.
         match self.echo.deprovision(instance_id, &service_id, &plan_id)? {
-            Removed::Removed => Ok(HttpResponse::json(200, &json!({}))), // 200
-            Removed::NotFound => Err(BrokerError::Gone),                 // 404 -> 410
-            Removed::Mismatch(why) => Err(BrokerError::BadRequest(why)), // 400
+            // echo 200: removed now.
+            Removed::Removed => Ok(HttpResponse::json(200, &json!({}))),
+            // echo 404: already gone, which the spec says with 410.
+            Removed::NotFound => Err(BrokerError::Gone),
+            // echo 400: the instance is of another service or plan.
+            Removed::Mismatch(why) => Err(BrokerError::BadRequest(why)),
         }
     }
 
@@ -768,10 +771,10 @@ impl Broker {
             bind_resource: non_empty(body.bind_resource.map(Value::Object)),
             parameters: non_empty(body.parameters.map(Value::Object)),
         };
-        // The translation, as for provision: the echo service's 201 or 409 becomes 201, 200
-        // or 409; its 404 (no such instance) stays 404, its 400 (another service) 400.
+        // The echo service's answer, translated into the spec's, as in `provision`: echo
+        // 201 is 201, 409 is 200 or 409, 404 (no such instance) 404, 400 (another service) 400.
         match self.echo.bind(instance_id, binding_id, &attributes)? {
-            Bound::Created(view) => Ok(self.bound(201, instance_id, binding_id, &view)), // 201
+            Bound::Created(view) => Ok(self.bound(201, instance_id, binding_id, &view)),
             Bound::AlreadyExists(view) if repeats(view.attributes.as_ref(), &attributes) => {
                 Ok(self.bound(200, instance_id, binding_id, &view))
             }
@@ -872,7 +875,7 @@ impl Broker {
         let removed = self
             .echo
             .unbind(instance_id, binding_id, &service_id, &plan_id)?;
-        // The same translation as deprovision's: 200 stays, 404 is 410, 400 stays.
+        // The echo service's answer, translated as in `deprovision`: 200, 404 is 410, 400.
         match removed {
             Removed::Removed => Ok(HttpResponse::json(200, &json!({}))),
             Removed::NotFound => Err(BrokerError::Gone),
@@ -960,18 +963,15 @@ fn check_maintenance_info(
     let Some(requested_version) = requested.and_then(|info| info.version.as_deref()) else {
         return Ok(());
     };
-    let catalog_version = plan
-        .maintenance_info
-        .as_ref()
-        .map(|info| info.version.as_str());
-    if catalog_version == Some(requested_version) {
-        return Ok(());
+    match &plan.maintenance_info {
+        Some(info) if info.version == requested_version => Ok(()),
+        info => Err(BrokerError::MaintenanceInfoConflict(format!(
+            "maintenance_info.version '{requested_version}' is not plan '{}''s version ({}); \
+             fetch the catalog again",
+            plan.id,
+            info.as_ref().map_or("none", |info| info.version.as_str())
+        ))),
     }
-    Err(BrokerError::MaintenanceInfoConflict(format!(
-        "maintenance_info.version '{requested_version}' is not plan '{}''s version ({}); fetch the catalog again",
-        plan.id,
-        catalog_version.unwrap_or("none")
-    )))
 }
 
 // ---------------------------------------------------------------------------------------
