@@ -119,8 +119,9 @@ pub enum BrokerError {
     MaintenanceInfoConflict(String),
     /// 422: an update this service cannot make (e.g. a plan change where plans are fixed).
     UnsupportedChange(String),
-    /// 502, 503 or 504: the echo service failed, or did not answer in time. After a timeout
-    /// it may still have done the work: the platform's DELETEs (orphan mitigation) undo it.
+    /// 502, 503 or 504: the echo service failed, or did not answer in time. A provision or
+    /// bind that timed out may still be done: the platform's DELETEs (orphan mitigation)
+    /// undo it.
     Backend(EchoError),
     /// An update failed: the inner error's answer, plus `instance_usable` and
     /// `update_repeatable` as the spec defines them for updates only.
