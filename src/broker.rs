@@ -7,25 +7,32 @@
 //! bind, fetch binding, unbind, last operation. Each handler's doc comment shows the
 //! request it answers and its responses.
 //!
-//! The broker keeps no state of its own. The echo service is the source of truth (as in the
-//! original), so several brokers can run behind one platform router; `echo_client.rs` holds
-//! the HTTP calls to it.
+//! The broker keeps no state of its own: it asks the echo service (`echo_client.rs`), so
+//! several brokers can run behind one platform router. The source of truth is the platform
+//! (spec, "Orphan Mitigation"): a broker must hold every instance and binding the platform
+//! knows of, and none other.
+//!
+//! Why the protocol is shaped as it is: platforms retry. A platform that got a 5xx, or no
+//! answer in time, on provision or bind cannot know whether the resource now exists, so it
+//! sends DELETE until the broker answers success (orphan mitigation). Every call must
+//! therefore be safe to repeat: a PUT repeated with the same attributes is 200 ("already
+//! done"), an id reused with other attributes is 409, and a DELETE of what is not there is
+//! 410 ("already gone": a repeated DELETE learns that its work is done, and Cloud Foundry
+//! counts it a success). A 4xx MUST leave the resources unchanged (a 5xx SHOULD): a refused
+//! request changes nothing, so the platform may fix it and send it again.
 
 use crate::catalog::{Catalog, Plan, Service};
-use crate::conversation::{self, Conversation, Exchange};
 use crate::echo::api::{
     non_empty, BindingAttributes, BindingView, InstanceAttributes, InstanceUpdate, InstanceView,
 };
 use crate::echo_client::{self, Bound, EchoClient, EchoError, Provisioned, Removed, TlsRoots};
 use crate::http::{self, HttpRequest, HttpResponse};
 use crate::logging::RequestContext;
-use crate::metrics::{self, RequestMetrics};
+use crate::observer::Observer;
 use crate::server::{Answered, Handler};
 use base64::Engine;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 
 // ---------------------------------------------------------------------------------------
 // The API version this broker speaks
@@ -36,23 +43,23 @@ use std::sync::Arc;
 /// Korifi 2.17.
 const API_MAJOR: u32 = 2;
 const OLDEST_API_MINOR: u32 = 3;
-const VERSION_HEADER: &str = "X-Broker-API-Version";
-const ORIGINATING_IDENTITY_HEADER: &str = "X-Broker-API-Originating-Identity";
+pub const VERSION_HEADER: &str = "X-Broker-API-Version";
+pub const ORIGINATING_IDENTITY_HEADER: &str = "X-Broker-API-Originating-Identity";
 const REQUEST_IDENTITY_HEADER: &str = crate::echo::api::REQUEST_IDENTITY_HEADER;
 
 // ---------------------------------------------------------------------------------------
-// The broker: its catalog, its credentials, and where the backend is
+// The broker: its catalog, its login, and where the backend is
 // ---------------------------------------------------------------------------------------
 
 /// What the broker needs to run.
 pub struct BrokerConfig {
     pub catalog: Catalog,
     /// The basic-auth user and password the platform must send (the broker's own login).
-    pub credentials: (String, String),
+    pub login: (String, String),
     /// The echo service, e.g. `http://127.0.0.1:8090` (the original's `service_base`).
     pub service_base: String,
-    /// The echo service's management credentials, if it has any.
-    pub echo_credentials: Option<(String, String)>,
+    /// The echo service's management login, if it has one.
+    pub echo_login: Option<(String, String)>,
     /// The CAs an `https://` echo service's certificate must chain to.
     pub tls_roots: TlsRoots,
 }
@@ -65,23 +72,20 @@ pub struct Broker {
     /// binding's credentials: [`Broker::binding_credentials`].)
     login: (String, String),
     echo: EchoClient,
-    /// What this process saw, for the conversation page and `/metrics` (end of this file).
-    seen: Seen,
+    /// What this process answered, for the conversation page and `/metrics`
+    /// (`observer.rs`).
+    observer: Observer,
 }
 
 impl Broker {
     pub fn new(config: BrokerConfig) -> Broker {
         let catalog_json = config.catalog.to_json();
         Broker {
-            seen: Seen::new(&catalog_json),
+            observer: Observer::new(&catalog_json),
             catalog_json,
             catalog: config.catalog,
-            login: config.credentials,
-            echo: EchoClient::new(
-                &config.service_base,
-                config.echo_credentials,
-                &config.tls_roots,
-            ),
+            login: config.login,
+            echo: EchoClient::new(&config.service_base, config.echo_login, &config.tls_roots),
         }
     }
 }
@@ -91,8 +95,10 @@ impl Broker {
 // ---------------------------------------------------------------------------------------
 
 /// Why a request failed. Handlers return these; [`BrokerError::to_response`] is the one
-/// place that turns them into HTTP. Every body has a `description`, and an `error` code
-/// where the spec defines one.
+/// place that turns them into HTTP. Every body has a `description` for people and an
+/// `error` word for programs. The spec defines four `error` codes (`AsyncRequired`,
+/// `ConcurrencyError`, `RequiresApp`, `MaintenanceInfoConflict`), for the cases it names;
+/// the other words below are this broker's own, which the spec allows.
 #[derive(Debug, Clone, PartialEq)]
 pub enum BrokerError {
     /// 400: the request is malformed or misses mandatory data.
@@ -102,7 +108,7 @@ pub enum BrokerError {
     /// 404: no such resource (fetch, bind to a missing instance, unknown path).
     NotFound(String),
     /// 405: a known path with a method it does not answer, and the methods it does (`Allow`).
-    MethodNotAllowed(String, &'static str),
+    MethodNotAllowed(String, String),
     /// 409: the resource exists with other attributes.
     Conflict(String),
     /// 410: the resource to delete does not exist. The spec's body is `{}`.
@@ -113,7 +119,9 @@ pub enum BrokerError {
     MaintenanceInfoConflict(String),
     /// 422: an update this service cannot make (e.g. a plan change where plans are fixed).
     UnsupportedChange(String),
-    /// 502, 503 or 504: the echo service failed; nothing was recorded.
+    /// 502, 503 or 504: the echo service failed, or did not answer in time. A provision or
+    /// bind that timed out may still be done: the platform's DELETEs (orphan mitigation)
+    /// undo it.
     Backend(EchoError),
     /// An update failed: the inner error's answer, plus `instance_usable` and
     /// `update_repeatable` as the spec defines them for updates only.
@@ -127,6 +135,10 @@ impl From<EchoError> for BrokerError {
 }
 
 impl BrokerError {
+    fn update_failed(self) -> BrokerError {
+        BrokerError::UpdateFailed(Box::new(self))
+    }
+
     pub fn to_response(&self) -> HttpResponse {
         self.response_with(Map::new())
     }
@@ -155,7 +167,6 @@ impl BrokerError {
             BrokerError::NotFound(text) => (404, "NotFound", text.as_str()),
             BrokerError::MethodNotAllowed(text, _) => (405, "MethodNotAllowed", text.as_str()),
             BrokerError::Conflict(text) => (409, "Conflict", text.as_str()),
-            // The spec's body for a 410 is `{}`.
             BrokerError::Gone => return HttpResponse::json(410, &extra),
             BrokerError::PreconditionFailed(text) => (412, "PreconditionFailed", text.as_str()),
             BrokerError::MaintenanceInfoConflict(text) => {
@@ -176,9 +187,7 @@ impl BrokerError {
             BrokerError::Unauthorized => {
                 response.with_header("WWW-Authenticate", "Basic realm=\"echo-broker\"".into())
             }
-            BrokerError::MethodNotAllowed(_, allow) => {
-                response.with_header("Allow", allow.to_string())
-            }
+            BrokerError::MethodNotAllowed(_, allow) => response.with_header("Allow", allow.clone()),
             _ => response,
         }
     }
@@ -191,8 +200,7 @@ type Answer = Result<HttpResponse, BrokerError>;
 // ---------------------------------------------------------------------------------------
 
 impl Broker {
-    /// Basic auth, compared in constant time. A malformed header is simply not valid
-    /// credentials.
+    /// Basic auth, compared in constant time; a malformed header is wrong credentials.
     fn check_credentials(&self, request: &HttpRequest) -> Result<(), BrokerError> {
         let (user, password) = &self.login;
         if http::credentials_match(request.header("Authorization"), user, password) {
@@ -205,18 +213,16 @@ impl Broker {
 
 /// `X-Broker-API-Version`: absent is 400; present but not `2.x` with x >= 3 is 412.
 fn check_api_version(request: &HttpRequest) -> Result<(), BrokerError> {
-    let expected = format!("send {VERSION_HEADER}: {API_MAJOR}.{OLDEST_API_MINOR} or later {API_MAJOR}.x (this broker implements 2.17)");
+    let expected =
+        format!("send {VERSION_HEADER}: {API_MAJOR}.{OLDEST_API_MINOR} or a later {API_MAJOR}.x");
     let Some(value) = request.header(VERSION_HEADER) else {
         return Err(BrokerError::BadRequest(format!(
             "the {VERSION_HEADER} header is missing; {expected}"
         )));
     };
-    let parsed = value
-        .trim()
-        .split_once('.')
-        .and_then(|(major, minor)| Some((major.parse::<u32>().ok()?, minor.parse::<u32>().ok()?)));
-    match parsed {
-        Some((API_MAJOR, minor)) if minor >= OLDEST_API_MINOR => Ok(()),
+    let (major, minor) = value.trim().split_once('.').unwrap_or_default();
+    match (major.parse::<u32>(), minor.parse::<u32>()) {
+        (Ok(API_MAJOR), Ok(minor)) if minor >= OLDEST_API_MINOR => Ok(()),
         _ => Err(BrokerError::PreconditionFailed(format!(
             "API version '{value}' is not supported; {expected}"
         ))),
@@ -225,6 +231,8 @@ fn check_api_version(request: &HttpRequest) -> Result<(), BrokerError> {
 
 /// `X-Broker-API-Originating-Identity: PLATFORM BASE64(JSON)`: who on the platform asked.
 /// Returns the user it names (Cloud Foundry's `user_id`, Kubernetes' `username`), if any.
+/// PLATFORM MUST equal `context.platform` when a body carries `context`; this broker only
+/// reads the user, for the log and the conversation page.
 pub fn originating_user(request: &HttpRequest) -> Result<Option<String>, BrokerError> {
     let Some(value) = request.header(ORIGINATING_IDENTITY_HEADER) else {
         return Ok(None);
@@ -258,21 +266,122 @@ pub fn originating_user(request: &HttpRequest) -> Result<Option<String>, BrokerE
 // The router: every route of the API on one screen
 // ---------------------------------------------------------------------------------------
 
-impl Broker {
-    /// Answers one request: the checks, then the route. Every answer echoes the platform's
-    /// `X-Broker-API-Request-Identity`, and every call to the echo service on its behalf
-    /// carries it, so one request can be followed through both servers' logs. (On the
-    /// wire, `server.rs` runs the checks on the headers alone, before the body has been
-    /// read, through `admit` at the end of this file.)
-    pub fn handle(&self, request: &HttpRequest) -> HttpResponse {
-        let answer = self.checks(request).and_then(|()| self.route(request));
-        respond(request, answer)
+/// Every route, in lifecycle order: the one table that picks a handler and names it.
+#[rustfmt::skip]
+fn route<'p>(method: &str, path: &'p [&'p str]) -> Option<Route<'p>> {
+    match (method, path) {
+        ("GET", ["v2", "catalog"]) =>
+            to("catalog", "catalog-management", |broker, _| Ok(broker.catalog())),
+        ("PUT", ["v2", "service_instances", instance_id]) =>
+            to("provision", "provisioning", move |broker, request| broker.provision(instance_id, request)),
+        ("GET", ["v2", "service_instances", instance_id]) =>
+            to("fetch_instance", "fetching-a-service-instance", move |broker, _| broker.fetch_instance(instance_id)),
+        ("PATCH", ["v2", "service_instances", instance_id]) =>
+            to("update", "updating-a-service-instance",
+               move |broker, request| broker.update(instance_id, request).map_err(BrokerError::update_failed)),
+        ("DELETE", ["v2", "service_instances", instance_id]) =>
+            to("deprovision", "deprovisioning", move |broker, request| broker.deprovision(instance_id, request)),
+        ("PUT", ["v2", "service_instances", instance_id, "service_bindings", binding_id]) =>
+            to("bind", "binding", move |broker, request| broker.bind(instance_id, binding_id, request)),
+        ("GET", ["v2", "service_instances", instance_id, "service_bindings", binding_id]) =>
+            to("fetch_binding", "fetching-a-service-binding", move |broker, _| broker.fetch_binding(instance_id, binding_id)),
+        ("DELETE", ["v2", "service_instances", instance_id, "service_bindings", binding_id]) =>
+            to("unbind", "unbinding", move |broker, request| broker.unbind(instance_id, binding_id, request)),
+        ("GET", ["v2", "service_instances", instance_id, "last_operation"]) =>
+            to("instance_last_operation", "polling-last-operation-for-service-instances",
+               move |broker, _| broker.instance_last_operation(instance_id)),
+        ("GET", ["v2", "service_instances", instance_id, "service_bindings", binding_id, "last_operation"]) =>
+            to("binding_last_operation", "polling-last-operation-for-service-bindings",
+               move |broker, _| broker.binding_last_operation(instance_id, binding_id)),
+        // Beyond the OSB API: the platform's health check, and for people and monitoring
+        // what this process answered (`observer.rs`).
+        ("GET", ["health"]) => to("health", "", |_, _| Ok(HttpResponse::json(200, &json!({"status": "ok"})))),
+        ("GET", []) => to("conversation_page", "", |broker, request| Ok(broker.observer.conversation_page(request))),
+        ("GET", ["metrics"]) => to("metrics", "", |broker, _| Ok(broker.observer.metrics())),
+        _ => None,
+    }
+}
+
+/// No route: a 405 with the methods the path does answer (`Allow`), or a 404.
+fn not_routed(method: &str, path: &[&str], raw_path: &str) -> BrokerError {
+    let allowed: Vec<&str> = ["GET", "PUT", "PATCH", "DELETE"]
+        .into_iter()
+        .filter(|method| route(method, path).is_some())
+        .collect();
+    if allowed.is_empty() {
+        BrokerError::NotFound(format!("{raw_path} is not part of the API"))
+    } else {
+        BrokerError::MethodNotAllowed(
+            format!("{method} is not part of the API at {raw_path}"),
+            allowed.join(", "),
+        )
+    }
+}
+
+/// A route: the handler of this file that answers it, and its name and section of the spec
+/// (for the conversation page and the `route` label of `/metrics`, in `observer.rs`).
+struct Route<'p> {
+    name: &'static str,
+    spec_section: &'static str,
+    handler: Box<RouteHandler<'p>>,
+}
+
+/// A handler with the route's ids in hand, waiting for the request.
+type RouteHandler<'p> = dyn FnOnce(&Broker, &HttpRequest) -> Answer + 'p;
+
+fn to<'p>(
+    name: &'static str,
+    spec_section: &'static str,
+    handler: impl FnOnce(&Broker, &HttpRequest) -> Answer + 'p,
+) -> Option<Route<'p>> {
+    Some(Route {
+        name,
+        spec_section,
+        handler: Box::new(handler),
+    })
+}
+
+/// How a request is answered, in this order (`server.rs` calls these): `admit` runs the
+/// checks on the headers alone, so that no body is read for a client without credentials;
+/// `handle` routes the request, body and all; `observe` hands the answer to the page and
+/// the metrics. Every answer echoes the platform's `X-Broker-API-Request-Identity`, and
+/// every call to the echo service on its behalf carries it, so one request can be followed
+/// through both servers' logs.
+impl Handler for Broker {
+    fn admit(&self, head: &HttpRequest) -> Result<(), HttpResponse> {
+        self.checks(head)
+            .map_err(|refusal| respond(head, Err(refusal)))
     }
 
+    fn handle(&self, request: &HttpRequest) -> HttpResponse {
+        respond(request, self.answer(request))
+    }
+
+    /// The answer, with the name the router gives its route.
+    fn observe(&self, answered: &Answered) {
+        let Some(segments) = answered.request.path_segments() else {
+            return self.observer.observe(answered, None); // a path no route can match
+        };
+        let path: Vec<&str> = segments.iter().map(String::as_str).collect();
+        let method = &answered.request.method;
+        let named = route(method, &path).map(|route| (route.name, route.spec_section));
+        self.observer.observe(answered, named);
+    }
+
+    /// The platform's request identity and the originating user, for the log line.
+    fn log_context(&self, request: &HttpRequest) -> RequestContext {
+        RequestContext {
+            request_identity: request.header(REQUEST_IDENTITY_HEADER).map(str::to_string),
+            user: originating_user(request).ok().flatten(),
+        }
+    }
+}
+
+impl Broker {
     /// The checks of the section above, in order. The platform's health check needs none;
     /// the pages for people (the conversation, `/metrics`) need only the credentials.
     fn checks(&self, request: &HttpRequest) -> Result<(), BrokerError> {
-        if is_health_check(request) {
+        if request.method == "GET" && request.path() == "/health" {
             return Ok(());
         }
         self.check_credentials(request)?;
@@ -280,85 +389,27 @@ impl Broker {
             return Ok(());
         }
         check_api_version(request)?;
-        // Only whether the header reads matters here (a malformed one is a 400). The user it
-        // names is decoded again, from the same header, for the log line (`log_context`) and
-        // the conversation page (`remember`): the server asks for those separately, after
-        // the answer, and a header of a few hundred bytes costs less to decode twice than
-        // the user would cost to carry through the server.
+        // A malformed identity is a 400; the user it names is for the log and the page.
         originating_user(request)?;
         Ok(())
     }
 
-    fn route(&self, request: &HttpRequest) -> Answer {
+    /// Finds the request's route and runs its handler. Every call to the echo service on
+    /// the platform's behalf carries its request identity, for as long as `_forwarded`
+    /// lives: to the end of this function.
+    fn answer(&self, request: &HttpRequest) -> Answer {
         let identity = request.header(REQUEST_IDENTITY_HEADER);
         let _forwarded = echo_client::forward_request_identity(identity);
-        if is_health_check(request) {
-            return Ok(HttpResponse::json(200, &json!({"status": "ok"})));
-        }
         let segments = request.path_segments().ok_or_else(|| {
             BrokerError::BadRequest("the path is not valid percent-encoded UTF-8".into())
         })?;
-        let segments: Vec<&str> = segments.iter().map(String::as_str).collect();
-        match (request.method.as_str(), segments.as_slice()) {
-            ("GET", ["v2", "catalog"]) => Ok(self.catalog()),
-            ("PUT", ["v2", "service_instances", instance_id]) => {
-                self.provision(instance_id, request)
-            }
-            ("GET", ["v2", "service_instances", instance_id]) => self.fetch_instance(instance_id),
-            ("PATCH", ["v2", "service_instances", instance_id]) => self
-                .update(instance_id, request)
-                .map_err(|error| BrokerError::UpdateFailed(Box::new(error))),
-            ("DELETE", ["v2", "service_instances", instance_id]) => {
-                self.deprovision(instance_id, request)
-            }
-            ("PUT", ["v2", "service_instances", instance_id, "service_bindings", binding_id]) => {
-                self.bind(instance_id, binding_id, request)
-            }
-            ("GET", ["v2", "service_instances", instance_id, "service_bindings", binding_id]) => {
-                self.fetch_binding(instance_id, binding_id)
-            }
-            (
-                "DELETE",
-                ["v2", "service_instances", instance_id, "service_bindings", binding_id],
-            ) => self.unbind(instance_id, binding_id, request),
-            ("GET", ["v2", "service_instances", instance_id, "last_operation"]) => {
-                self.instance_last_operation(instance_id)
-            }
-            (
-                "GET",
-                ["v2", "service_instances", instance_id, "service_bindings", binding_id, "last_operation"],
-            ) => self.binding_last_operation(instance_id, binding_id),
-            // Beyond the OSB API: for people and for monitoring (the end of this file).
-            ("GET", []) => Ok(self.conversation_page(request)),
-            ("GET", ["metrics"]) => Ok(self.metrics()),
-            (method, path) => match allowed_methods(path) {
-                Some(allow) => Err(BrokerError::MethodNotAllowed(
-                    format!("{method} is not part of the API at {}", request.path()),
-                    allow,
-                )),
-                None => Err(BrokerError::NotFound(format!(
-                    "{} is not part of the API",
-                    request.path()
-                ))),
-            },
-        }
+        let path: Vec<&str> = segments.iter().map(String::as_str).collect();
+        let answer = match route(&request.method, &path) {
+            Some(route) => (route.handler)(self, request),
+            None => Err(not_routed(&request.method, &path, request.path())),
+        };
+        answer
     }
-}
-
-/// The methods a known path answers (a 405's `Allow` header); `None` for unknown paths.
-fn allowed_methods(segments: &[&str]) -> Option<&'static str> {
-    match segments {
-        ["health"] | ["v2", "catalog"] | [] | ["metrics"] => Some("GET"),
-        ["v2", "service_instances", _] => Some("GET, PUT, PATCH, DELETE"),
-        ["v2", "service_instances", _, "service_bindings", _] => Some("GET, PUT, DELETE"),
-        ["v2", "service_instances", _, "last_operation"]
-        | ["v2", "service_instances", _, "service_bindings", _, "last_operation"] => Some("GET"),
-        _ => None,
-    }
-}
-
-fn is_health_check(request: &HttpRequest) -> bool {
-    request.method == "GET" && request.path() == "/health"
 }
 
 fn is_osb_call(request: &HttpRequest) -> bool {
@@ -368,24 +419,14 @@ fn is_osb_call(request: &HttpRequest) -> bool {
 /// The answer as HTTP, with the request identity echoed.
 fn respond(request: &HttpRequest, answer: Answer) -> HttpResponse {
     let mut response = answer.unwrap_or_else(|error| error.to_response());
-    if let Some(identity) = echoable_request_identity(request) {
+    // Platforms send a UUID; a value that could forge a header is never sent back.
+    if let Some(identity) = http::safe_to_echo(request.header(REQUEST_IDENTITY_HEADER)) {
         response
             .headers
             .push((REQUEST_IDENTITY_HEADER, identity.to_string()));
     }
     response
 }
-
-/// The request identity, if it is safe to send back: a value with control characters or
-/// over [`MAX_REQUEST_IDENTITY_BYTES`] is never reflected (it could forge headers).
-fn echoable_request_identity(request: &HttpRequest) -> Option<&str> {
-    request.header(REQUEST_IDENTITY_HEADER).filter(|identity| {
-        identity.len() <= MAX_REQUEST_IDENTITY_BYTES && !identity.chars().any(char::is_control)
-    })
-}
-
-/// Platforms send a UUID; anything much longer is not a request identity.
-const MAX_REQUEST_IDENTITY_BYTES: usize = 256;
 
 // ---------------------------------------------------------------------------------------
 // Catalog
@@ -394,7 +435,13 @@ const MAX_REQUEST_IDENTITY_BYTES: usize = 256;
 impl Broker {
     /// `GET /v2/catalog`
     ///
-    /// 200 `{"services": [...]}`: the services and plans on offer (catalog.toml).
+    /// 200 `{"services": [...]}`: the services and plans on offer, from `catalog.toml`. Its
+    /// fields are promises the handlers below keep: `bindable = true` (a plan's own value
+    /// wins over its service's; a platform MUST NOT bind a plan that is not bindable),
+    /// `plan_updateable = false` (a plan change is a 422), `instances_retrievable` and
+    /// `bindings_retrievable = true` (a promise that the two fetch endpoints work for every
+    /// plan), and each plan's `maintenance_info.version` (when it changes, a platform may
+    /// offer an upgrade: an update that carries the new version).
     fn catalog(&self) -> HttpResponse {
         HttpResponse::raw_json(200, self.catalog_json.clone())
     }
@@ -405,6 +452,9 @@ impl Broker {
 // ---------------------------------------------------------------------------------------
 
 /// The body of a provision request. Unknown fields are ignored (vendor extensions).
+/// `context` (with `context.platform`, e.g. `cloudfoundry`) is where a platform says where
+/// the instance lives; `organization_guid` and `space_guid` are deprecated in its favour
+/// but still required, so that old and new brokers both understand the request.
 #[derive(Deserialize)]
 struct ProvisionRequest {
     service_id: String,
@@ -438,14 +488,13 @@ impl Broker {
     /// - 422 `MaintenanceInfoConflict`: maintenance_info.version is not the plan's.
     fn provision(&self, instance_id: &str, request: &HttpRequest) -> Answer {
         check_id("instance_id", instance_id)?;
-        let body: ProvisionRequest = parse_body(request, "provision")?;
+        let body: ProvisionRequest =
+            http::parse_json_body(&request.body, "provision").map_err(BrokerError::BadRequest)?;
         let (_, plan) = self.find_plan(&body.service_id, &body.plan_id)?;
         check_maintenance_info(plan, body.maintenance_info.as_ref())?;
         check_id("organization_guid", &body.organization_guid)?;
         check_id("space_guid", &body.space_guid)?;
-        // What the echo service stores and compares a repeat with. `non_empty` (from
-        // `echo::api`, which both sides share) makes `{}` and `null` mean "absent", as
-        // platforms send them, so `{}` repeats a request that sent nothing.
+        // What the echo service stores and compares a repeat with (`{}` counts as absent).
         let attributes = InstanceAttributes {
             service_id: body.service_id,
             plan_id: body.plan_id,
@@ -454,21 +503,32 @@ impl Broker {
             context: non_empty(body.context.map(Value::Object)),
             parameters: non_empty(body.parameters.map(Value::Object)),
         };
-        // The client (`echo_client`) answers in the backend's terms: `Provisioned::Created`,
-        // or `AlreadyExists` with what it holds; this handler decides what the spec says.
-        // Its failures (unreachable, slow, a bad answer) are `BrokerError::Backend` via `?`.
+        // The echo service's answer, translated into the spec's, as the original Python
+        // broker did it. Its failures (unreachable, slow, a bad answer) are 502-504 via `?`.
         match self.echo.provision(instance_id, &attributes)? {
+            // echo 201: made now.
             Provisioned::Created(view) => Ok(self.provisioned(201, instance_id, &view)),
-            // `repeats`: identical attributes, or none stored (the original echo service).
+            // echo 409 with the same attributes: a platform's retry, already done.
             Provisioned::AlreadyExists(view) if repeats(view.attributes.as_ref(), &attributes) => {
                 Ok(self.provisioned(200, instance_id, &view))
             }
+            // echo 409 with other attributes: the id is reused.
             Provisioned::AlreadyExists(_) => Err(BrokerError::Conflict(format!(
                 "instance '{instance_id}' already exists with other attributes"
             ))),
         }
     }
+}
 
+/// 200 or 409 for a provision or bind whose id exists: 200 only if it asks for exactly what
+/// is stored (a platform's retry). The original echo service stored nothing
+/// (`attributes: None`, tests/original_backend.rs): every repeat is then a 200, as the
+/// original broker answered.
+fn repeats<T: PartialEq>(stored: Option<&T>, requested: &T) -> bool {
+    stored.is_none_or(|stored| stored == requested)
+}
+
+impl Broker {
     fn provisioned(&self, status: u16, instance_id: &str, view: &InstanceView) -> HttpResponse {
         HttpResponse::json(
             status,
@@ -476,17 +536,11 @@ impl Broker {
         )
     }
 
-    /// `{SERVICE_BASE}/echo/dashboard/{instance_id}?token=...`, the id percent-encoded.
+    /// `{SERVICE_BASE}/echo/dashboard/{instance_id}?token=...`.
     fn dashboard_url(&self, instance_id: &str, view: &InstanceView) -> String {
-        let url = format!(
-            "{}/echo/dashboard/{}",
-            self.echo.base_url(),
-            http::percent_encode(instance_id)
-        );
-        match &view.dashboard_token {
-            Some(token) => format!("{url}?token={}", http::percent_encode(token)),
-            None => url,
-        }
+        let token = view.dashboard_token.as_deref();
+        self.echo
+            .url(&["echo", "dashboard", instance_id], None, token)
     }
 }
 
@@ -540,7 +594,8 @@ struct UpdateRequest {
     context: Option<Map<String, Value>>,
     #[serde(default)]
     maintenance_info: Option<MaintenanceInfoRequest>,
-    /// Not needed, but like every field of the spec's it must have the spec's type.
+    /// Not needed (the echo service knows the current values), but read so that, like
+    /// every field of the spec's, it must have the spec's type; hence the `_`.
     #[serde(default, rename = "previous_values")]
     _previous_values: Option<Map<String, Value>>,
 }
@@ -555,11 +610,14 @@ impl Broker {
     /// - 422: a plan change the plan does not allow (`plan_updateable`), or a
     ///   maintenance_info that is not the catalog's.
     ///
-    /// Every error body carries `instance_usable` and `update_repeatable`; a failed update
-    /// changes nothing.
+    /// A failed update changes nothing; its body adds `instance_usable` and `update_repeatable`
+    /// (the router wraps its errors for that). What is absent is kept: an update without
+    /// `plan_id` and `parameters` changes neither. One that carries the catalog's newer
+    /// `maintenance_info.version` is the upgrade the catalog announced (here, only a number).
     fn update(&self, instance_id: &str, request: &HttpRequest) -> Answer {
         check_id("instance_id", instance_id)?;
-        let body: UpdateRequest = parse_body(request, "update")?;
+        let body: UpdateRequest =
+            http::parse_json_body(&request.body, "update").map_err(BrokerError::BadRequest)?;
         let service = self.find_service(&body.service_id)?;
         let current_plan_id = self.current_plan_id(instance_id, service)?;
         let target_plan_id = body.plan_id.as_deref().unwrap_or(&current_plan_id);
@@ -603,6 +661,7 @@ fn check_plan_change(
     if target.id == current_plan_id {
         return Ok(());
     }
+    // A current plan gone from the catalog is judged by the target plan's flag.
     let current = service.plan(current_plan_id).unwrap_or(target);
     if service.plan_is_updateable(current) {
         Ok(())
@@ -613,6 +672,15 @@ fn check_plan_change(
     }
 }
 
+/// The plan an update starts from when the backend did not record one: the service's first
+/// plan (the original's services had one plan each).
+fn unrecorded_plan_id(service: &Service) -> String {
+    service
+        .plans
+        .first()
+        .map_or_else(String::new, |plan| plan.id.clone())
+}
+
 // ---------------------------------------------------------------------------------------
 // Deprovisioning
 // ---------------------------------------------------------------------------------------
@@ -620,17 +688,20 @@ fn check_plan_change(
 impl Broker {
     /// `DELETE /v2/service_instances/{instance_id}?service_id=..&plan_id=..`
     ///
-    /// - 200 `{}`: deprovisioned, with its bindings and messages.
-    /// - 410 `{}`: it does not exist.
+    /// - 200 `{}`: deprovisioned, with its messages. (The platform MUST unbind every binding
+    ///   first; the echo service removes any left over.)
+    /// - 410 `{}`: it does not exist; the platform takes this as success (a repeat).
     /// - 400: service_id or plan_id missing, unknown, or not the instance's.
     fn deprovision(&self, instance_id: &str, request: &HttpRequest) -> Answer {
         check_id("instance_id", instance_id)?;
         let (service_id, plan_id) = self.ids_from_query(request)?;
-        // `Removed`: the client's answer to a removal (of an instance here, of a binding in
-        // `unbind`): removed, not there, or not of this service and plan (`Mismatch`, why).
+        // The echo service's answer, translated into the spec's.
         match self.echo.deprovision(instance_id, &service_id, &plan_id)? {
+            // echo 200: removed now.
             Removed::Removed => Ok(HttpResponse::json(200, &json!({}))),
+            // echo 404: already gone, which the spec says with 410.
             Removed::NotFound => Err(BrokerError::Gone),
+            // echo 400: the instance is of another service or plan.
             Removed::Mismatch(why) => Err(BrokerError::BadRequest(why)),
         }
     }
@@ -648,7 +719,8 @@ impl Broker {
 // Binding
 // ---------------------------------------------------------------------------------------
 
-/// The body of a bind request.
+/// The body of a bind request. `app_guid` is deprecated in favour of
+/// `bind_resource.app_guid`; a platform may send either, or both.
 #[derive(Deserialize)]
 struct BindRequest {
     service_id: String,
@@ -659,7 +731,8 @@ struct BindRequest {
     bind_resource: Option<Map<String, Value>>,
     #[serde(default)]
     parameters: Option<Map<String, Value>>,
-    /// Not stored, but like every field of the spec's it must have the spec's type.
+    /// Not stored, but read so that, like every field of the spec's, it must have the
+    /// spec's type; hence the `_`.
     #[serde(default, rename = "context")]
     _context: Option<Map<String, Value>>,
 }
@@ -674,16 +747,20 @@ impl Broker {
     /// - 409: it already exists with other attributes.
     /// - 404: the instance does not exist.
     /// - 400: a missing field, an unknown service or plan, or not the instance's.
+    ///
+    /// This broker's bindings are of the spec's credentials kind. A bind answer may also
+    /// carry `syslog_drain_url` (a log drain), `route_service_url` (a route service, with
+    /// `requires: ["route_forwarding"]` in the catalog), `volume_mounts` (a volume service),
+    /// and `endpoints`, the hosts and ports an app connects to, for network configuration.
     fn bind(&self, instance_id: &str, binding_id: &str, request: &HttpRequest) -> Answer {
         check_id("instance_id", instance_id)?;
         check_id("binding_id", binding_id)?;
-        let body: BindRequest = parse_body(request, "bind")?;
+        let body: BindRequest =
+            http::parse_json_body(&request.body, "bind").map_err(BrokerError::BadRequest)?;
         let (service, plan) = self.find_plan(&body.service_id, &body.plan_id)?;
         if !plan.bindable.unwrap_or(service.bindable) {
-            return Err(BrokerError::BadRequest(format!(
-                "plan '{}' is not bindable",
-                plan.id
-            )));
+            let why = format!("plan '{}' is not bindable", plan.id);
+            return Err(BrokerError::BadRequest(why));
         }
         if let Some(app_guid) = &body.app_guid {
             check_id("app_guid", app_guid)?;
@@ -695,8 +772,8 @@ impl Broker {
             bind_resource: non_empty(body.bind_resource.map(Value::Object)),
             parameters: non_empty(body.parameters.map(Value::Object)),
         };
-        // `Bound`, like `Provisioned`, plus what only a bind can meet: no such instance, or
-        // an instance of another service or plan (`Mismatch`, why).
+        // The echo service's answer, translated into the spec's, as in `provision`: echo
+        // 201 is 201, 409 is 200 or 409, 404 (no such instance) 404, 400 (another service) 400.
         match self.echo.bind(instance_id, binding_id, &attributes)? {
             Bound::Created(view) => Ok(self.bound(201, instance_id, binding_id, &view)),
             Bound::AlreadyExists(view) if repeats(view.attributes.as_ref(), &attributes) => {
@@ -725,35 +802,22 @@ impl Broker {
         )
     }
 
-    /// What the bound app gets: the seed's `uri`, plus the binding's own user and password,
-    /// also placed in the uri as userinfo (the usual form of a service URI).
+    /// What the bound app gets: the original's `uri`, plus the binding's own user and
+    /// password, also placed in the uri as userinfo (the usual form of a service URI).
     fn binding_credentials(
         &self,
         instance_id: &str,
         binding_id: &str,
         view: &BindingView,
     ) -> Value {
-        let path = format!(
-            "/echo/{}/{}",
-            http::percent_encode(instance_id),
-            http::percent_encode(binding_id)
-        );
-        let base = self.echo.base_url();
+        let path = ["echo", instance_id, binding_id];
         match (&view.username, &view.password) {
-            (Some(username), Some(password)) => {
-                let (scheme, host) = base.split_once("://").unwrap_or(("http", base));
-                let userinfo = format!(
-                    "{}:{}",
-                    http::percent_encode(username),
-                    http::percent_encode(password)
-                );
-                json!({
-                    "uri": format!("{scheme}://{userinfo}@{host}{path}"),
-                    "username": username,
-                    "password": password,
-                })
-            }
-            _ => json!({ "uri": format!("{base}{path}") }),
+            (Some(username), Some(password)) => json!({
+                "uri": self.echo.url(&path, Some((username, password)), None),
+                "username": username,
+                "password": password,
+            }),
+            _ => json!({ "uri": self.echo.url(&path, None, None) }),
         }
     }
 }
@@ -809,10 +873,11 @@ impl Broker {
         check_id("instance_id", instance_id)?;
         check_id("binding_id", binding_id)?;
         let (service_id, plan_id) = self.ids_from_query(request)?;
-        match self
+        let removed = self
             .echo
-            .unbind(instance_id, binding_id, &service_id, &plan_id)?
-        {
+            .unbind(instance_id, binding_id, &service_id, &plan_id)?;
+        // The echo service's answer, translated as in `deprovision`: 200, 404 is 410, 400.
+        match removed {
             Removed::Removed => Ok(HttpResponse::json(200, &json!({}))),
             Removed::NotFound => Err(BrokerError::Gone),
             Removed::Mismatch(why) => Err(BrokerError::BadRequest(why)),
@@ -821,11 +886,9 @@ impl Broker {
 }
 
 // ---------------------------------------------------------------------------------------
-// Last operation: every operation here completes before it is answered
+// Last operation: every operation here completes before it is answered (why, and what an
+// asynchronous broker would add: the end of this file)
 // ---------------------------------------------------------------------------------------
-
-// Why these answer as they do, and what an asynchronous broker would add: the end of this
-// file.
 
 impl Broker {
     /// `GET /v2/service_instances/{instance_id}/last_operation`
@@ -848,30 +911,6 @@ impl Broker {
         self.existing_binding(instance_id, binding_id)?;
         Ok(HttpResponse::json(200, &json!({"state": "succeeded"})))
     }
-}
-
-// ---------------------------------------------------------------------------------------
-// The original echo service: a backend that records nothing
-// ---------------------------------------------------------------------------------------
-//
-// The 2014 echo service kept no attributes: its instances and bindings come back with
-// `attributes: None`. The only two places where the handlers above answer differently for
-// it are these, so a reader of the handlers meets them by name (tests/original_backend.rs).
-
-/// A repeated provision or bind is answered 200 only if it asks for exactly what is stored.
-/// A backend that stores nothing makes every repeat a 200, as the original broker answered.
-fn repeats<T: PartialEq>(stored: Option<&T>, requested: &T) -> bool {
-    stored.is_none_or(|stored| stored == requested)
-}
-
-/// The plan an update starts from when the backend did not record one: the service's first
-/// plan (the original's services had one plan each).
-fn unrecorded_plan_id(service: &Service) -> String {
-    service
-        .plans
-        .first()
-        .map(|plan| plan.id.clone())
-        .unwrap_or_default()
 }
 
 // ---------------------------------------------------------------------------------------
@@ -925,256 +964,14 @@ fn check_maintenance_info(
     let Some(requested_version) = requested.and_then(|info| info.version.as_deref()) else {
         return Ok(());
     };
-    let catalog_version = plan
-        .maintenance_info
-        .as_ref()
-        .map(|info| info.version.as_str());
-    if catalog_version == Some(requested_version) {
-        return Ok(());
-    }
-    Err(BrokerError::MaintenanceInfoConflict(format!(
-        "maintenance_info.version '{requested_version}' is not plan '{}''s version ({}); fetch the catalog again",
-        plan.id,
-        catalog_version.unwrap_or("none")
-    )))
-}
-
-/// Parses a JSON object body into `T`; anything else is a 400 that says what is wrong.
-fn parse_body<T: serde::de::DeserializeOwned>(
-    request: &HttpRequest,
-    operation: &str,
-) -> Result<T, BrokerError> {
-    let object = http::parse_json_object(&request.body).map_err(BrokerError::BadRequest)?;
-    serde_json::from_value(Value::Object(object)).map_err(|error| {
-        BrokerError::BadRequest(format!(
-            "the {operation} request body is not valid: {error}"
-        ))
-    })
-}
-
-// ---------------------------------------------------------------------------------------
-// Beyond the OSB API: the conversation page and metrics
-// ---------------------------------------------------------------------------------------
-
-/// What this broker process saw: the recent conversation, request counts and latencies,
-/// and the echo service's failures by kind (502 a bad answer, 503 unreachable, 504 too slow).
-struct Seen {
-    conversation: Conversation,
-    requests: RequestMetrics,
-    backend_failures: [AtomicU64; 3],
-    /// The catalog as the page shows it, made once: the catalog is the most frequent call.
-    catalog_shown: Arc<str>,
-}
-
-const BACKEND_FAILURE_KINDS: [(u16, &str); 3] =
-    [(502, "bad_answer"), (503, "unavailable"), (504, "timeout")];
-
-impl Seen {
-    fn new(catalog_json: &[u8]) -> Seen {
-        Seen {
-            conversation: Conversation::default(),
-            requests: RequestMetrics::default(),
-            backend_failures: Default::default(),
-            catalog_shown: Arc::from(conversation::redacted_body(catalog_json)),
-        }
-    }
-}
-
-/// Which handler of this file answers a request, and the section of the spec it
-/// implements: for the conversation page and the `route` label of `/metrics`.
-fn handler_of(method: &str, segments: &[&str]) -> (&'static str, &'static str) {
-    match (method, segments) {
-        ("GET", ["v2", "catalog"]) => ("catalog", "catalog-management"),
-        ("PUT", ["v2", "service_instances", _]) => ("provision", "provisioning"),
-        ("GET", ["v2", "service_instances", _]) => {
-            ("fetch_instance", "fetching-a-service-instance")
-        }
-        ("PATCH", ["v2", "service_instances", _]) => ("update", "updating-a-service-instance"),
-        ("DELETE", ["v2", "service_instances", _]) => ("deprovision", "deprovisioning"),
-        ("PUT", ["v2", "service_instances", _, "service_bindings", _]) => ("bind", "binding"),
-        ("GET", ["v2", "service_instances", _, "service_bindings", _]) => {
-            ("fetch_binding", "fetching-a-service-binding")
-        }
-        ("DELETE", ["v2", "service_instances", _, "service_bindings", _]) => {
-            ("unbind", "unbinding")
-        }
-        ("GET", ["v2", "service_instances", _, "last_operation"]) => (
-            "instance_last_operation",
-            "polling-last-operation-for-service-instances",
-        ),
-        ("GET", ["v2", "service_instances", _, "service_bindings", _, "last_operation"]) => (
-            "binding_last_operation",
-            "polling-last-operation-for-service-bindings",
-        ),
-        ("GET", ["health"]) => ("health", ""),
-        ("GET", []) => ("conversation_page", ""),
-        ("GET", ["metrics"]) => ("metrics", ""),
-        _ => ("router", "service-broker-errors"),
-    }
-}
-
-/// The address of a section of the spec, for the page's links.
-fn spec_link(anchor: &str) -> String {
-    const SPEC_URL: &str =
-        "https://github.com/openservicebrokerapi/servicebroker/blob/v2.17/spec.md";
-    if anchor.is_empty() {
-        String::new()
-    } else {
-        format!("{SPEC_URL}#{anchor}")
-    }
-}
-
-impl Broker {
-    /// `GET /` (`?instance=ID` to filter, `?format=json` for tools): the conversation page.
-    fn conversation_page(&self, request: &HttpRequest) -> HttpResponse {
-        let instance_id = request.query("instance");
-        let exchanges = self.seen.conversation.recent(instance_id.as_deref());
-        if request.query("format").as_deref() == Some("json") {
-            return HttpResponse::json(200, &conversation::render_json(&exchanges));
-        }
-        let now = std::time::SystemTime::now();
-        HttpResponse::page(conversation::render_html(
-            &exchanges,
-            instance_id.as_deref(),
-            now,
-        ))
-    }
-
-    /// `GET /metrics`: the Prometheus text format.
-    fn metrics(&self) -> HttpResponse {
-        let mut out = String::new();
-        self.seen.requests.render("echo_broker", &mut out);
-        let name = "echo_broker_backend_failures_total";
-        metrics::header(
-            &mut out,
-            name,
-            "counter",
-            "Failed calls to the echo service, by kind.",
-        );
-        for ((_, kind), count) in BACKEND_FAILURE_KINDS
-            .iter()
-            .zip(&self.seen.backend_failures)
-        {
-            let count = count.load(Ordering::Relaxed);
-            out.push_str(&format!("{name}{{kind=\"{kind}\"}} {count}\n"));
-        }
-        HttpResponse {
-            status: 200,
-            content_type: metrics::CONTENT_TYPE,
-            headers: Vec::new(),
-            body: out.into_bytes(),
-        }
-    }
-
-    /// Whether this answer is one more catalog fetch like the newest one kept (no request
-    /// identity or user to tell them apart, the same answer), and was counted on it: a
-    /// load test's thousands of fetches a second then cost the page one entry.
-    fn repeats_newest_catalog_fetch(&self, answered: &Answered, handler: &str) -> bool {
-        let request = answered.request;
-        let anonymous = request.header(REQUEST_IDENTITY_HEADER).is_none()
-            && request.header(ORIGINATING_IDENTITY_HEADER).is_none();
-        if handler != "catalog" || !anonymous || log::log_enabled!(log::Level::Debug) {
-            return false;
-        }
-        let same = |newest: &Exchange| {
-            newest.handler == "catalog"
-                && newest.status == answered.response.status
-                && newest.request_identity.is_none()
-                && newest.user.is_none()
-                && newest.api_version.as_deref() == request.header(VERSION_HEADER)
-        };
-        self.seen.conversation.count_repeat(same, answered.at)
-    }
-
-    /// Counts an answer, and keeps it for the page when it was an OSB call (with `LOG_LEVEL=debug`
-    /// its bodies are logged too, redacted the same way).
-    fn remember(&self, answered: &Answered) {
-        let (request, response) = (answered.request, answered.response);
-        // Only the routing words matter here: the raw segments do, undecoded.
-        let segments: Vec<&str> = request
-            .path()
-            .split('/')
-            .filter(|s| !s.is_empty())
-            .collect();
-        let (handler, spec_section) = if answered.admitted {
-            handler_of(&request.method, &segments)
-        } else {
-            ("checks", "headers")
-        };
-        self.seen
-            .requests
-            .record(handler, response.status, answered.elapsed);
-        if let Some(at) = BACKEND_FAILURE_KINDS
-            .iter()
-            .position(|(status, _)| *status == response.status)
-        {
-            self.seen.backend_failures[at].fetch_add(1, Ordering::Relaxed);
-        }
-        let debugging = log::log_enabled!(log::Level::Debug);
-        if segments.first() != Some(&"v2") && !debugging
-            || self.repeats_newest_catalog_fetch(answered, handler)
-        {
-            return;
-        }
-        let request_body = Arc::from(conversation::redacted_body(&request.body));
-        let response_body = if handler == "catalog" && response.status == 200 {
-            Arc::clone(&self.seen.catalog_shown)
-        } else {
-            Arc::from(conversation::redacted_body(&response.body))
-        };
-        if debugging {
-            log::debug!(
-                "{} {}: request body {request_body} / response body {response_body}",
-                request.method,
-                conversation::redact_text(&request.url)
-            );
-        }
-        let instance_id = match segments.as_slice() {
-            ["v2", "service_instances", instance_id, ..] => http::percent_decode(instance_id),
-            _ => None,
-        };
-        self.seen.conversation.record(Exchange {
-            time: crate::logging::rfc3339(answered.at),
-            repeats: 0,
-            last_repeat: None,
-            method: request.method.clone(),
-            url: conversation::redact_text(&request.url),
-            status: response.status,
-            duration_ms: (answered.elapsed.as_secs_f64() * 10_000.0).round() / 10.0,
-            api_version: request.header(VERSION_HEADER).map(str::to_string),
-            request_identity: request.header(REQUEST_IDENTITY_HEADER).map(str::to_string),
-            user: originating_user(request).ok().flatten(),
-            handler,
-            spec_section: spec_link(spec_section),
-            instance_id,
-            request_body,
-            response_body,
-        });
-    }
-}
-
-/// How `server.rs` serves the broker: the checks on the headers alone, so that no body is
-/// read for a client without credentials; then the route.
-impl Handler for Broker {
-    fn admit(&self, head: &HttpRequest) -> Result<(), HttpResponse> {
-        self.checks(head)
-            .map_err(|refusal| respond(head, Err(refusal)))
-    }
-
-    fn handle(&self, request: &HttpRequest) -> HttpResponse {
-        respond(request, self.route(request))
-    }
-
-    fn observe(&self, answered: &Answered) {
-        self.remember(answered);
-    }
-
-    /// The platform's request identity and the originating user, for the log line.
-    fn log_context(&self, request: &HttpRequest) -> RequestContext {
-        RequestContext {
-            request_identity: request.header(REQUEST_IDENTITY_HEADER).map(str::to_string),
-            user: originating_user(request).ok().flatten(),
-        }
+    match &plan.maintenance_info {
+        Some(info) if info.version == requested_version => Ok(()),
+        info => Err(BrokerError::MaintenanceInfoConflict(format!(
+            "maintenance_info.version '{requested_version}' is not plan '{}''s version ({}); \
+             fetch the catalog again",
+            plan.id,
+            info.as_ref().map_or("none", |info| info.version.as_str())
+        ))),
     }
 }
 

@@ -1,31 +1,39 @@
 //! The conversation page: the last [`CAPACITY`] exchanges a platform had with this broker
-//! process, newest first, as the broker saw them: what was asked (method, path, headers that
-//! matter, body) and what was answered, with the handler of `src/broker.rs` that answered and
-//! its section of the spec. Nothing secret is kept: no `Authorization` header, and in bodies
-//! every password, token, secret and the password of every URL is replaced by [`REDACTED`].
+//! process, newest first, as the broker saw them: what was asked (method, path, the headers
+//! that matter, body) and what was answered, with the handler of `src/broker.rs` that
+//! answered and its section of the spec. Only requests that passed the broker's checks are
+//! kept (`crate::observer`), so no client without the broker's credentials can add an entry.
 //!
-//! Bounded: [`CAPACITY`] entries, each body cut at [`MAX_BODY_CHARS`].
+//! Nothing secret is shown: no `Authorization` header, and everything else through the rule
+//! of [`crate::redact`]. Everything is bounded: [`CAPACITY`] entries, each body cut at
+//! [`MAX_BODY_BYTES`] while it is printed, each header value at [`MAX_HEADER_BYTES`], the URL
+//! at [`MAX_URL_BYTES`], and the page and its JSON at [`MAX_PAGE_BYTES`], newest first.
 
-use crate::http::html_escape;
+use crate::http::{html_escape, percent_encode};
+use crate::redact::{redact_text, REDACTED};
 use serde::Serialize;
-use serde_json::Value;
 use std::collections::VecDeque;
+use std::fmt::Write;
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 /// How many exchanges are kept.
 pub const CAPACITY: usize = 100;
 
-/// How much of each body is kept (after redaction and pretty-printing).
-pub const MAX_BODY_CHARS: usize = 2048;
+/// How much of each body is shown: it is cut while it is printed.
+pub const MAX_BODY_BYTES: usize = 2048;
 
-/// What replaces a secret.
-pub const REDACTED: &str = "[redacted]";
+/// How much of a header's value is shown.
+pub const MAX_HEADER_BYTES: usize = 256;
 
-/// JSON keys whose values are secrets wherever they appear.
-const SECRET_KEYS: [&str; 4] = ["password", "secret", "token", "client_secret"];
+/// How much of a request's path and query is shown.
+pub const MAX_URL_BYTES: usize = 1024;
 
-/// One request and its answer, redacted.
+/// The most the page (or its JSON) may weigh: older exchanges that do not fit are left out,
+/// and the page says how many.
+pub const MAX_PAGE_BYTES: usize = 768 * 1024;
+
+/// One request and its answer, as shown: redacted and bounded when it was made.
 #[derive(Debug, Clone, Serialize)]
 pub struct Exchange {
     /// RFC 3339, UTC.
@@ -36,7 +44,7 @@ pub struct Exchange {
     #[serde(serialize_with = "rfc3339_or_null")]
     pub last_repeat: Option<SystemTime>,
     pub method: String,
-    /// Path and query as received (dashboard tokens masked).
+    /// Path and query as received, redacted, at most [`MAX_URL_BYTES`].
     pub url: String,
     pub status: u16,
     pub duration_ms: f64,
@@ -48,9 +56,24 @@ pub struct Exchange {
     pub spec_section: String,
     /// The instance the request was about, for the page's filter.
     pub instance_id: Option<String>,
-    /// As [`redacted_body`] shows them; shared, since most answers repeat (the catalog).
+    /// As [`crate::redact::json_for_people`] shows them; shared, since most answers repeat
+    /// (the catalog).
     pub request_body: Arc<str>,
     pub response_body: Arc<str>,
+}
+
+/// A value as the page shows it: redacted, then cut at `limit` bytes.
+pub fn shown(value: &str, limit: usize) -> String {
+    let mut text = redact_text(value);
+    if text.len() > limit {
+        let mut cut = limit;
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        text.truncate(cut);
+        text.push('…');
+    }
+    text
 }
 
 /// The recent exchanges of one broker process.
@@ -118,144 +141,162 @@ fn rfc3339_or_null<S: serde::Serializer>(
     }
 }
 
-/// A body as the page shows it: JSON pretty-printed with its secrets replaced, cut at
-/// [`MAX_BODY_CHARS`]; anything that is not JSON is not shown (it could hold anything).
-pub fn redacted_body(body: &[u8]) -> String {
-    if body.is_empty() {
-        return String::new();
-    }
-    let Ok(mut value) = serde_json::from_slice::<Value>(body) else {
-        return format!("({} bytes that are not JSON, not shown)", body.len());
-    };
-    redact(&mut value);
-    let text = serde_json::to_string_pretty(&value).unwrap_or_default();
-    match text.char_indices().nth(MAX_BODY_CHARS) {
-        Some((cut, _)) => format!("{}\n… (cut at {MAX_BODY_CHARS} characters)", &text[..cut]),
-        None => text,
+/// The JSON for tools: the newest exchanges that fit in [`MAX_PAGE_BYTES`].
+#[derive(Serialize)]
+pub struct ConversationJson<'a> {
+    scope: &'static str,
+    capacity: usize,
+    /// Older exchanges kept but left out to stay within [`MAX_PAGE_BYTES`].
+    left_out: usize,
+    exchanges: &'a [Exchange],
+}
+
+/// The exchanges as JSON, for tools: as many of the newest as fit in [`MAX_PAGE_BYTES`].
+pub fn render_json(exchanges: &[Exchange]) -> ConversationJson<'_> {
+    let mut size = 0;
+    let fitting = exchanges
+        .iter()
+        .take_while(|exchange| {
+            size += serialized_size(exchange) + 1;
+            size <= MAX_PAGE_BYTES - 1024
+        })
+        .count();
+    ConversationJson {
+        scope: "this broker process",
+        capacity: CAPACITY,
+        left_out: exchanges.len() - fitting,
+        exchanges: &exchanges[..fitting],
     }
 }
 
-/// Replaces secrets in a JSON value, at any depth.
-fn redact(value: &mut Value) {
-    match value {
-        Value::Object(members) => {
-            for (key, member) in members.iter_mut() {
-                if SECRET_KEYS.contains(&key.to_ascii_lowercase().as_str()) {
-                    *member = Value::from(REDACTED);
-                } else {
-                    redact(member);
-                }
-            }
+/// The length of `value` as JSON, counted without keeping the text.
+fn serialized_size(value: &impl Serialize) -> usize {
+    struct Counter(usize);
+    impl std::io::Write for Counter {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0 += bytes.len();
+            Ok(bytes.len())
         }
-        Value::Array(items) => items.iter_mut().for_each(redact),
-        Value::String(text) => *text = redact_text(text),
-        _ => {}
-    }
-}
-
-/// A string with the password of any URL in it (`scheme://user:PASSWORD@host`) and any
-/// `token=` query value replaced.
-pub fn redact_text(text: &str) -> String {
-    mask_token_parameters(&mask_url_passwords(text))
-}
-
-fn mask_url_passwords(text: &str) -> String {
-    let mut masked = String::with_capacity(text.len());
-    let mut rest = text;
-    while let Some(scheme_end) = rest.find("://") {
-        let (before, after) = rest.split_at(scheme_end + 3);
-        masked.push_str(before);
-        let authority_end = after.find(['/', '?', '#']).unwrap_or(after.len());
-        let authority = &after[..authority_end];
-        match (authority.rfind('@'), authority.find(':')) {
-            (Some(at), Some(colon)) if colon < at => {
-                masked.push_str(&authority[..=colon]);
-                masked.push_str(REDACTED);
-                masked.push_str(&authority[at..]);
-            }
-            _ => masked.push_str(authority),
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
         }
-        rest = &after[authority_end..];
     }
-    masked.push_str(rest);
-    masked
+    let mut counter = Counter(0);
+    let _ = serde_json::to_writer(&mut counter, value);
+    counter.0
 }
 
-fn mask_token_parameters(text: &str) -> String {
-    let mut masked = String::with_capacity(text.len());
-    let mut rest = text;
-    while let Some(at) = rest.find("token=") {
-        let (before, after) = rest.split_at(at + "token=".len());
-        masked.push_str(before);
-        masked.push_str(REDACTED);
-        rest = &after[after.find(['&', '#', '"', ' ']).unwrap_or(after.len())..];
-    }
-    masked.push_str(rest);
-    masked
-}
-
-/// The exchanges as JSON, for tools.
-pub fn render_json(exchanges: &[Exchange]) -> Value {
-    serde_json::json!({
-        "scope": "this broker process",
-        "capacity": CAPACITY,
-        "exchanges": exchanges,
-    })
-}
-
-/// The exchanges as a self-contained HTML page (inline CSS, no script), every value escaped.
+/// The exchanges as a self-contained HTML page (inline CSS, no script), every value escaped:
+/// one line per exchange, newest on top, its details folded beneath it. The newest that fit
+/// in [`MAX_PAGE_BYTES`] are shown: they are measured first, so that the page is made at
+/// its final size.
 pub fn render_html(exchanges: &[Exchange], instance_id: Option<&str>, now: SystemTime) -> String {
-    let filter = match instance_id {
-        Some(id) => format!(
-            "<p>Only instance <code>{}</code>. <a href=\"/\">Show all</a>.</p>",
-            html_escape(id)
-        ),
-        None => String::new(),
-    };
-    let items: String = if exchanges.is_empty() {
-        "<p class=\"none\">No requests from a platform yet. Register the broker and run \
-         <code>cf create-service</code>, or send the walk-through's curl commands.</p>"
-            .to_string()
-    } else {
-        exchanges.iter().map(render_exchange).collect()
-    };
-    let body = format!(
-        r#"<h1>What the platform said, and what this broker answered</h1>
-<p>The last {capacity} requests to this broker process, newest first (several broker
-instances each show their own traffic). Passwords, tokens and secrets are replaced by
-<code>{redacted}</code>. As of {now}. Also as <a href="/?format=json">JSON</a>.</p>
-{filter}{items}
-"#,
-        capacity = CAPACITY,
-        redacted = REDACTED,
+    let mut introduction = String::new();
+    write_introduction(&mut introduction, instance_id, now);
+    let room = MAX_PAGE_BYTES - STYLE.len() - introduction.len() - 1024;
+    let (shown, shown_bytes) = fitting(exchanges, room);
+    let title = "echo-broker: the conversation";
+    crate::http::html_document_with(
+        title,
+        STYLE,
+        introduction.len() + shown_bytes + 512,
+        |page| {
+            page.push_str(&introduction);
+            if exchanges.is_empty() {
+                page.push_str(
+                "<p class=\"none\">No requests from a platform yet. Register the broker and run \
+                 <code>cf create-service</code>, or send the walk-through's curl commands.</p>\n",
+            );
+            }
+            for exchange in &exchanges[..shown] {
+                write_exchange(page, exchange);
+            }
+            if shown < exchanges.len() {
+                let _ = writeln!(
+                    page,
+                    "<p class=\"none\">{} older exchanges are kept but not shown: the page stops \
+                 at {} KiB.</p>",
+                    exchanges.len() - shown,
+                    MAX_PAGE_BYTES / 1024
+                );
+            }
+        },
+    )
+}
+
+/// How many of the newest exchanges fit in `room` bytes of HTML, and their size.
+fn fitting(exchanges: &[Exchange], room: usize) -> (usize, usize) {
+    let mut item = String::new();
+    let mut total = 0;
+    for (count, exchange) in exchanges.iter().enumerate() {
+        item.clear();
+        write_exchange(&mut item, exchange);
+        if total + item.len() > room {
+            return (count, total);
+        }
+        total += item.len();
+    }
+    (exchanges.len(), total)
+}
+
+fn write_introduction(page: &mut String, instance_id: Option<&str>, now: SystemTime) {
+    let _ = write!(
+        page,
+        "<h1>What the platform said, and what this broker answered</h1>\n\
+         <p>The last {CAPACITY} requests that passed this broker process's checks (credentials \
+         and API version), newest on top; open one for its details. Several broker instances \
+         each show their own traffic. Passwords, tokens, keys and credentials are replaced by \
+         <code>{REDACTED}</code>. As of {now}. Also as <a href=\"/?format=json\">JSON</a>.</p>\n",
         now = crate::logging::rfc3339(now),
     );
-    crate::http::html_document("echo-broker: the conversation", STYLE, &body)
+    if let Some(id) = instance_id {
+        let _ = writeln!(
+            page,
+            "<p>Only instance <code>{}</code>. <a href=\"/\">Show all</a>.</p>",
+            html_escape(id)
+        );
+    }
 }
 
-/// The page's look: one card per exchange, bodies in code blocks, light and dark.
+/// The page's look: one line per exchange, its details beneath, light and dark.
 const STYLE: &str = "\
 :root { --text: #1d2430; --muted: #566070; --faint: #8a93a0; --page: #f6f7f9; --card: #fff; --rule: #e3e6ea; --ok: #1a7f37; --bad: #b42318; --code: #eef1f4; }
 @media (prefers-color-scheme: dark) {
   :root { --text: #e4e7ec; --muted: #a3acb9; --faint: #7d8694; --page: #14171c; --card: #1e232a; --rule: #2e343d; --ok: #4ac26b; --bad: #f97066; --code: #272d35; }
 }
-body { font-family: system-ui, sans-serif; line-height: 1.45; margin: 0 auto; max-width: 60rem; padding: 1rem; color: var(--text); background: var(--page); }
+body { font-family: system-ui, sans-serif; line-height: 1.45; margin: 0 auto; max-width: 76rem; padding: 1rem; color: var(--text); background: var(--page); }
 h1 { font-size: 1.4rem; margin: .5rem 0; }
 p { color: var(--muted); }
-article { background: var(--card); border-radius: .5rem; padding: .5rem 1rem; margin-bottom: 1rem; box-shadow: 0 1px 2px rgba(0,0,0,.08); }
-h2 { font-size: 1rem; margin: .3rem 0; overflow-wrap: anywhere; font-family: ui-monospace, monospace; }
+details { background: var(--card); border-bottom: 1px solid var(--rule); }
+details:first-of-type { border-radius: .5rem .5rem 0 0; }
+details[open] { padding-bottom: .5rem; }
+summary { display: grid; grid-template-columns: 1rem 6.5rem 4rem minmax(0, 1fr) 2.5rem 4.5rem 12rem; gap: .5rem; align-items: baseline; padding: .35rem .6rem; cursor: pointer; list-style: none; font-family: ui-monospace, monospace; font-size: .85rem; }
+summary::-webkit-details-marker { display: none; }
+summary::before { content: '\\25B8'; color: var(--faint); }
+details[open] > summary::before { content: '\\25BE'; }
+summary:hover { background: var(--code); }
+.path { overflow-wrap: anywhere; }
+.time, .duration { color: var(--muted); }
+.duration { text-align: right; }
 .status { font-weight: 700; }
 .ok { color: var(--ok); }
 .bad { color: var(--bad); }
-dl { display: grid; grid-template-columns: max-content 1fr; gap: .15rem .8rem; margin: .4rem 0; }
+dl { display: grid; grid-template-columns: max-content minmax(0, 1fr); gap: .15rem .8rem; margin: .2rem 1rem .2rem 2.1rem; }
 dt { color: var(--muted); }
 dd { margin: 0; overflow-wrap: anywhere; }
 pre { background: var(--code); padding: .5rem; border-radius: .3rem; overflow-x: auto; font-size: .85rem; margin: .2rem 0 .5rem; white-space: pre-wrap; overflow-wrap: anywhere; }
 .none { color: var(--faint); }
-@media (max-width: 30rem) { dl { grid-template-columns: 1fr; } dt { margin-top: .3rem; } }
+@media (max-width: 40rem) {
+  body { padding: .5rem; }
+  summary { grid-template-columns: 1rem auto auto auto 1fr; row-gap: 0; }
+  summary .path { grid-column: 2 / -1; grid-row: 2; }
+  summary .handler { display: none; }
+  dl { grid-template-columns: minmax(0, 1fr); margin: .2rem .6rem; }
+  dt { margin-top: .3rem; }
+}
 ";
 
-/// ", then 41 more times, the last at ..." for a counted repeat.
+/// ", then 41 more times alike, the last at ..." for a counted repeat.
 fn repeats_note(exchange: &Exchange) -> String {
     match exchange.last_repeat {
         Some(last) if exchange.repeats > 0 => format!(
@@ -267,106 +308,111 @@ fn repeats_note(exchange: &Exchange) -> String {
     }
 }
 
-fn render_exchange(exchange: &Exchange) -> String {
+/// One exchange: its line (time, method, path, status, duration, handler), then the details.
+fn write_exchange(out: &mut String, exchange: &Exchange) {
     let status_class = if exchange.status < 400 { "ok" } else { "bad" };
-    let optional = |value: &Option<String>| {
-        value.as_deref().map_or_else(
-            || "<span class=\"none\">none</span>".to_string(),
-            |v| format!("<code>{}</code>", html_escape(v)),
-        )
-    };
-    let instance_link = exchange.instance_id.as_deref().map_or(String::new(), |id| {
-        format!(
-            "<dt>Instance</dt><dd><a href=\"/?instance={}\">{}</a></dd>",
-            crate::http::percent_encode(id),
-            html_escape(id)
-        )
-    });
-    let body = |title: &str, text: &str| {
-        if text.is_empty() {
-            format!("<dt>{title}</dt><dd><span class=\"none\">empty</span></dd>")
-        } else {
-            format!("<dt>{title}</dt><dd><pre>{}</pre></dd>", html_escape(text))
-        }
-    };
-    format!(
-        "<article>\n<h2>{method} {url} <span class=\"status {status_class}\">{status}</span></h2>\n<dl>\
+    // `2026-11-27T07:56:36.518Z` is shown as `07:56:36.518`; the details have the date.
+    let clock = exchange.time.get(11..23).unwrap_or(&exchange.time);
+    let _ = write!(
+        out,
+        "<details>\n<summary><span class=\"time\">{clock}</span><b>{method}</b>\
+         <span class=\"path\">{url}</span><span class=\"status {status_class}\">{status}</span>\
+         <span class=\"duration\">{duration} ms</span><span class=\"handler\">{handler}</span></summary>\n<dl>\
          <dt>Time</dt><dd>{time}, {duration} ms{repeats}</dd>\
-         <dt>Answered by</dt><dd><code>{handler}</code> in src/broker.rs, spec: <a href=\"{spec}\">{spec_name}</a></dd>\
-         {instance_link}\
-         <dt>API version</dt><dd>{version}</dd>\
-         <dt>Request identity</dt><dd>{identity}</dd>\
-         <dt>Originating user</dt><dd>{user}</dd>\
-         {request_body}{response_body}</dl>\n</article>\n",
+         <dt>Answered by</dt><dd><code>{handler}</code> in src/broker.rs",
+        clock = html_escape(clock),
         method = html_escape(&exchange.method),
         url = html_escape(&exchange.url),
         status = exchange.status,
-        time = html_escape(&exchange.time),
-        repeats = repeats_note(exchange),
         duration = exchange.duration_ms,
         handler = exchange.handler,
-        spec = html_escape(&exchange.spec_section),
-        spec_name = html_escape(exchange.spec_section.rsplit('#').next().unwrap_or("")),
-        version = optional(&exchange.api_version),
-        identity = optional(&exchange.request_identity),
-        user = optional(&exchange.user),
-        request_body = body("Request body", &exchange.request_body),
-        response_body = body("Response body", &exchange.response_body),
-    )
+        time = html_escape(&exchange.time),
+        repeats = repeats_note(exchange),
+    );
+    if let Some(section) = exchange.spec_section.rsplit_once('#').map(|(_, name)| name) {
+        let _ = write!(
+            out,
+            ", spec: <a href=\"{}\">{}</a>",
+            html_escape(&exchange.spec_section),
+            html_escape(section)
+        );
+    }
+    out.push_str("</dd>");
+    if let Some(id) = &exchange.instance_id {
+        let _ = write!(
+            out,
+            "<dt>Instance</dt><dd><a href=\"/?instance={}\">{}</a></dd>",
+            percent_encode(id),
+            html_escape(id)
+        );
+    }
+    write_optional(out, "API version", &exchange.api_version);
+    write_optional(out, "Request identity", &exchange.request_identity);
+    write_optional(out, "Originating user", &exchange.user);
+    write_body(out, "Request body", &exchange.request_body);
+    write_body(out, "Response body", &exchange.response_body);
+    out.push_str("</dl>\n</details>\n");
+}
+
+fn write_optional(out: &mut String, title: &str, value: &Option<String>) {
+    let _ = match value {
+        Some(value) => write!(
+            out,
+            "<dt>{title}</dt><dd><code>{}</code></dd>",
+            html_escape(value)
+        ),
+        None => write!(
+            out,
+            "<dt>{title}</dt><dd><span class=\"none\">none</span></dd>"
+        ),
+    };
+}
+
+fn write_body(out: &mut String, title: &str, text: &str) {
+    let _ = if text.is_empty() {
+        write!(
+            out,
+            "<dt>{title}</dt><dd><span class=\"none\">empty</span></dd>"
+        )
+    } else {
+        write!(
+            out,
+            "<dt>{title}</dt><dd><pre>{}</pre></dd>",
+            html_escape(text)
+        )
+    };
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn secrets_are_redacted_at_any_depth_and_in_urls() {
-        let body = br#"{"credentials":{"username":"u","password":"p4ss","uri":"http://u:p4ss@echo.example/echo/i/b"},
-            "dashboard_url":"http://echo/echo/dashboard/i?token=t0k3n&x=1","dashboard_client":{"id":"c","secret":"s3"}}"#;
-        let shown = redacted_body(body);
-        for secret in ["p4ss", "t0k3n", "s3\""] {
-            assert!(!shown.contains(secret), "{secret} in {shown}");
+    fn exchange(url: &str, instance_id: Option<&str>, body: &str) -> Exchange {
+        Exchange {
+            time: "2026-11-27T07:56:36.518Z".into(),
+            repeats: 0,
+            last_repeat: None,
+            method: "GET".into(),
+            url: url.into(),
+            status: 200,
+            duration_ms: 0.1,
+            api_version: None,
+            request_identity: None,
+            user: None,
+            handler: "catalog",
+            spec_section: String::new(),
+            instance_id: instance_id.map(str::to_string),
+            request_body: Arc::from(body),
+            response_body: Arc::from(body),
         }
-        assert!(
-            shown.contains("http://u:[redacted]@echo.example/echo/i/b"),
-            "{shown}"
-        );
-        assert!(shown.contains("token=[redacted]&x=1"), "{shown}");
-    }
-
-    #[test]
-    fn bodies_are_cut_and_non_json_is_not_shown() {
-        let long = format!("{{\"a\":\"{}\"}}", "x".repeat(5000));
-        let shown = redacted_body(long.as_bytes());
-        assert!(shown.chars().count() < MAX_BODY_CHARS + 64);
-        assert!(shown.ends_with("(cut at 2048 characters)"));
-        assert_eq!(
-            redacted_body(b"password=hunter2"),
-            "(16 bytes that are not JSON, not shown)"
-        );
     }
 
     #[test]
     fn the_conversation_keeps_the_newest_hundred() {
         let conversation = Conversation::default();
         for n in 0..(CAPACITY + 5) {
-            conversation.record(Exchange {
-                time: String::new(),
-                repeats: 0,
-                last_repeat: None,
-                method: "GET".into(),
-                url: format!("/v2/{n}"),
-                status: 200,
-                duration_ms: 0.1,
-                api_version: None,
-                request_identity: None,
-                user: None,
-                handler: "catalog",
-                spec_section: String::new(),
-                instance_id: (n % 2 == 0).then(|| "even".to_string()),
-                request_body: Arc::from(""),
-                response_body: Arc::from(""),
-            });
+            let instance_id = (n % 2 == 0).then_some("even");
+            conversation.record(exchange(&format!("/v2/{n}"), instance_id, ""));
         }
         let recent = conversation.recent(None);
         assert_eq!(recent.len(), CAPACITY);
@@ -375,5 +421,24 @@ mod tests {
             .recent(Some("even"))
             .iter()
             .all(|exchange| exchange.instance_id.as_deref() == Some("even")));
+    }
+
+    #[test]
+    fn the_page_and_its_json_stay_within_their_bound() {
+        let heavy = "\"&'".repeat(MAX_BODY_BYTES / 3);
+        let exchanges: Vec<Exchange> = (0..CAPACITY)
+            .map(|n| exchange(&format!("/v2/{n}"), None, &heavy))
+            .collect();
+        let page = render_html(&exchanges, None, SystemTime::now());
+        assert!(page.len() <= MAX_PAGE_BYTES, "{}", page.len());
+        assert!(page.contains("older exchanges are kept but not shown"));
+        let json = serde_json::to_vec(&render_json(&exchanges)).unwrap_or_default();
+        assert!(json.len() <= MAX_PAGE_BYTES, "{}", json.len());
+    }
+
+    #[test]
+    fn shown_values_are_redacted_and_cut() {
+        assert_eq!(shown("/x?token=abc", 100), "/x?token=[redacted]");
+        assert_eq!(shown(&"é".repeat(200), 255).len(), 254 + '…'.len_utf8());
     }
 }

@@ -304,9 +304,31 @@ impl EchoClient {
         self.removal("unbind", reply)
     }
 
-    /// The echo service's base URL, for the URLs the broker hands out.
-    pub fn base_url(&self) -> &str {
-        &self.base_url
+    /// A URL the broker hands out: the echo service's base, then `segments`, each
+    /// percent-encoded, with `user:password@` and `?token=` when given.
+    pub fn url(
+        &self,
+        segments: &[&str],
+        login: Option<(&str, &str)>,
+        token: Option<&str>,
+    ) -> String {
+        let base = self.base_url.as_str();
+        let mut url = match login {
+            Some((user, password)) => {
+                let (scheme, host) = base.split_once("://").unwrap_or(("http", base));
+                let (user, password) = (percent_encode(user), percent_encode(password));
+                format!("{scheme}://{user}:{password}@{host}")
+            }
+            None => base.to_string(),
+        };
+        for segment in segments {
+            url.push('/');
+            url.push_str(&percent_encode(segment));
+        }
+        if let Some(token) = token {
+            url.push_str(&format!("?token={}", percent_encode(token)));
+        }
+        url
     }
 
     fn removal(&self, operation: &str, reply: Reply) -> Result<Removed, EchoError> {

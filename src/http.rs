@@ -203,13 +203,29 @@ pub fn percent_decode(text: &str) -> Option<String> {
 /// light and dark colours, `style` inline (no external assets: a platform's users may have
 /// no internet), then `body`. `title` is escaped here; `style` and `body` are markup.
 pub fn html_document(title: &str, style: &str, body: &str) -> String {
-    format!(
+    html_document_with(title, style, body.len(), |page| page.push_str(body))
+}
+
+/// [`html_document`], its body written by `write_body` into the page itself, which has room
+/// for `body_bytes` from the start: a large page is built once, never copied or regrown.
+pub fn html_document_with(
+    title: &str,
+    style: &str,
+    body_bytes: usize,
+    write_body: impl FnOnce(&mut String),
+) -> String {
+    let head = format!(
         "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n\
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n\
          <meta name=\"color-scheme\" content=\"light dark\">\n<title>{}</title>\n\
-         <style>\n{style}</style>\n</head>\n<body>\n{body}</body>\n</html>\n",
+         <style>\n{style}</style>\n</head>\n<body>\n",
         html_escape(title)
-    )
+    );
+    let mut page = String::with_capacity(head.len() + body_bytes + 64);
+    page.push_str(&head);
+    write_body(&mut page);
+    page.push_str("</body>\n</html>\n");
+    page
 }
 
 /// Escapes text for HTML element content and attribute values.
@@ -226,6 +242,12 @@ pub fn html_escape(text: &str) -> String {
         }
     }
     escaped
+}
+
+/// A request's header value, if it is safe to send back in an answer: one with control
+/// characters or over 256 bytes (no identifier is that long) is never reflected.
+pub fn safe_to_echo(value: Option<&str>) -> Option<&str> {
+    value.filter(|value| value.len() <= 256 && !value.chars().any(char::is_control))
 }
 
 /// Why an id is unacceptable, or `None` if it is fine: ids must be non-empty, at most
@@ -270,6 +292,17 @@ pub fn parse_json_object(
         serde_json::Value::Object(map) => Ok(map),
         _ => Err("the body must be a JSON object".into()),
     }
+}
+
+/// Parses a JSON object body into `T` (the body of an `operation`); the error text says
+/// what is wrong, for a 400 answer.
+pub fn parse_json_body<T: serde::de::DeserializeOwned>(
+    body: &[u8],
+    operation: &str,
+) -> Result<T, String> {
+    let object = parse_json_object(body)?;
+    serde_json::from_value(serde_json::Value::Object(object))
+        .map_err(|error| format!("the {operation} request body is not valid: {error}"))
 }
 
 /// The deepest nesting of `[` and `{` outside strings.

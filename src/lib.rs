@@ -5,13 +5,15 @@
 //!
 //! - The broker (`src/main.rs`): [`broker`], the OSB API request path, one file, top to
 //!   bottom (start reading here); [`catalog`], the catalog model, loading and validation;
-//!   [`echo_client`], its calls to the echo service; [`conversation`], what it saw, for people.
+//!   [`echo_client`], its calls to the echo service; [`observer`], what it does with what it
+//!   answered (metrics, the debug log), and [`conversation`], the page that shows it.
 //! - The echo service (`src/bin/echo-service.rs`, or inside the broker's process): [`echo`],
 //!   its service, management API types, journal and dashboard.
 //! - Shared by both servers: [`http`], the HTTP vocabulary; [`server`], the serving loop on
 //!   oxhttp; [`settings`], configuration from the environment; [`logging`], log lines as text
 //!   or JSON, with no secrets in them; [`platform`], what Cloud Foundry and Stackato offer (a
-//!   volume for the state) and forbid (published secrets); [`metrics`], the Prometheus text.
+//!   volume for the state) and forbid (published secrets); [`metrics`], the Prometheus text;
+//!   [`redact`], the one rule that keeps secrets off every page and log line.
 
 // The broker.
 pub mod broker;
@@ -26,6 +28,8 @@ pub mod echo;
 pub mod http;
 pub mod logging;
 pub mod metrics;
+pub mod observer;
 pub mod platform;
+pub mod redact;
 pub mod server;
 pub mod settings;

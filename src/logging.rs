@@ -8,8 +8,9 @@
 //! {"time":"2026-04-14T09:30:00.123Z","level":"INFO","target":"broker","message":"GET /v2/catalog 200 0.4ms request_identity=4f1c","server":"broker","method":"GET","path":"/v2/catalog","query":null,"status":200,"duration_ms":0.4,"request_identity":"4f1c","user":null}
 //! ```
 //!
-//! Secrets stay out of every line at every level: the servers never log headers or bodies,
-//! dashboard tokens in logged URLs are masked, and the HTTP client's own debug and trace
+//! Secrets stay out of every line at every level: the servers never log headers, the
+//! broker logs bodies only at `debug` and only as its conversation page shows them, every
+//! logged URL passes the rule of [`crate::redact`], and the HTTP client's own debug and trace
 //! output (ureq dumps whole requests, Authorization headers included) is capped at `info`.
 //! No client can forge a line: control characters are escaped in text lines (`\n`), and
 //! JSON escapes them anyway.
@@ -43,9 +44,6 @@ impl Format {
 /// Crates (target prefixes) whose debug and trace output shows raw requests and responses:
 /// they never log below `info`, whatever `LOG_LEVEL` says.
 const CHATTY_CRATES: [&str; 2] = ["ureq", "rustls"];
-
-/// Query parameters whose values are secrets (the dashboard's token) and are masked.
-const SECRET_QUERY_PARAMETERS: [&str; 1] = ["token"];
 
 /// The format chosen at start-up; `Text` until [`init`] runs.
 static FORMAT: OnceLock<Format> = OnceLock::new();
@@ -174,7 +172,7 @@ pub fn request(
     if !log::log_enabled!(target: server, level) {
         return;
     }
-    let url = mask_secrets(url);
+    let url = crate::redact::redact_text(url);
     let duration_ms = (elapsed.as_secs_f64() * 10_000.0).round() / 10.0;
     let mut message = format!("{method} {url} {status} {duration_ms:.1}ms");
     if let Some(identity) = &context.request_identity {
@@ -251,21 +249,6 @@ fn escape_controls(text: &str) -> String {
         .collect()
 }
 
-/// The URL with the values of secret query parameters replaced by `***`.
-fn mask_secrets(url: &str) -> String {
-    let Some((path, query)) = url.split_once('?') else {
-        return url.to_string();
-    };
-    let pairs: Vec<String> = query
-        .split('&')
-        .map(|pair| match pair.split_once('=') {
-            Some((key, _)) if SECRET_QUERY_PARAMETERS.contains(&key) => format!("{key}=***"),
-            _ => pair.to_string(),
-        })
-        .collect();
-    format!("{path}?{}", pairs.join("&"))
-}
-
 /// `time` as RFC 3339 in UTC with milliseconds: `2026-04-14T09:30:00.123Z`.
 pub fn rfc3339(time: SystemTime) -> String {
     let since_epoch = time.duration_since(UNIX_EPOCH).unwrap_or_default();
@@ -324,16 +307,17 @@ mod tests {
     }
 
     #[test]
-    fn dashboard_tokens_are_masked_and_other_queries_kept() {
+    fn secrets_in_logged_urls_are_masked_and_other_queries_kept() {
+        let redact = crate::redact::redact_text;
         assert_eq!(
-            mask_secrets("/echo/dashboard/i?token=abc123"),
-            "/echo/dashboard/i?token=***"
+            redact("/echo/dashboard/i?token=abc123"),
+            "/echo/dashboard/i?token=[redacted]"
         );
         assert_eq!(
-            mask_secrets("/v2/service_instances/i?service_id=a&plan_id=b"),
+            redact("/v2/service_instances/i?service_id=a&plan_id=b"),
             "/v2/service_instances/i?service_id=a&plan_id=b"
         );
-        assert_eq!(mask_secrets("/health"), "/health");
+        assert_eq!(redact("/health"), "/health");
     }
 
     #[test]

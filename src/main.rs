@@ -106,9 +106,9 @@ fn run() {
     }
     let broker = Broker::new(BrokerConfig {
         catalog,
-        credentials: broker_credentials(configured, &host),
+        login: broker_credentials(configured, &host),
         service_base,
-        echo_credentials,
+        echo_login: echo_credentials,
         tls_roots,
     });
     let address = format!("{}:{port}", settings::url_host(&host));

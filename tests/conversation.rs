@@ -75,7 +75,10 @@ fn the_page_shows_the_conversation_newest_first_with_no_secret_in_it() {
     assert_eq!(tag_balance_problem(&html.text), None);
     assert!(!html.text.contains("<script"), "no script is needed");
     for shown in [
-        "PUT /v2/service_instances/conv-1 ",
+        "<b>PUT</b><span class=\"path\">/v2/service_instances/conv-1</span>",
+        "<span class=\"status ok\">201</span>",
+        "<span class=\"handler\">provision</span></summary>",
+        "<details>",
         "<code>provision</code>",
         "spec.md#provisioning",
         "<code>conversation-1</code>",
@@ -87,11 +90,11 @@ fn the_page_shows_the_conversation_newest_first_with_no_secret_in_it() {
     }
     let newest = html
         .text
-        .find("DELETE /v2/service_instances/conv-1?")
+        .find("<b>DELETE</b><span class=\"path\">/v2/service_instances/conv-1?")
         .expect("deprovision");
     let oldest = html
         .text
-        .find("PUT /v2/service_instances/conv-1 ")
+        .find("<b>PUT</b><span class=\"path\">/v2/service_instances/conv-1<")
         .expect("provision");
     assert!(newest < oldest, "newest first");
 
@@ -172,8 +175,8 @@ fn debug_logs_show_each_exchange_with_its_bodies_redacted() {
         "{log}"
     );
     assert!(
-        log.contains("\"username\""),
-        "the bind answer is logged: {log}"
+        log.contains("\"credentials\": \"[redacted]\""),
+        "the bind answer is logged, its credentials hidden: {log}"
     );
     for secret in &secrets {
         assert!(!log.contains(secret.as_str()), "{secret} is in the log");
@@ -242,4 +245,345 @@ fn repeated_anonymous_catalog_fetches_are_one_entry_with_a_count() {
         "{}",
         html.text
     );
+}
+
+/// Sends raw bytes on a fresh connection and returns the status of the answer (0 if none).
+fn send_raw(system: &System, request: &[u8]) -> u16 {
+    use std::io::{Read, Write};
+    let address = system.broker.url.trim_start_matches("http://").to_string();
+    let Ok(mut stream) = std::net::TcpStream::connect(address) else {
+        return 0;
+    };
+    let _ = stream.set_read_timeout(Some(std::time::Duration::from_secs(10)));
+    let _ = stream.write_all(request);
+    let mut head = [0u8; 12];
+    if stream.read_exact(&mut head).is_err() {
+        return 0;
+    }
+    String::from_utf8_lossy(&head[9..12]).parse().unwrap_or(0)
+}
+
+/// A request with the given headers (CRLF-terminated lines) and body, closing after it.
+fn raw_request(method: &str, path: &str, headers: &str, body: &str) -> Vec<u8> {
+    format!(
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n{headers}Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+/// Runs `work` on `count` threads at once and waits for all of them.
+fn at_once(count: usize, work: impl Fn(usize) + Sync) {
+    std::thread::scope(|scope| {
+        for n in 0..count {
+            let work = &work;
+            scope.spawn(move || work(n));
+        }
+    });
+}
+
+#[test]
+fn refused_requests_are_counted_by_status_and_shown_nowhere() {
+    let system = System::start();
+    lifecycle(&system, "real-1");
+    // {"user_id": "mallory"}
+    let forged = "cloudfoundry eyJ1c2VyX2lkIjogIm1hbGxvcnkifQ==";
+    for _ in 0..100 {
+        let reply = call(
+            "PUT",
+            &system.url("/v2/service_instances/VICTIM"),
+            &[
+                ("Authorization", "Basic dXNlcjp3cm9uZw=="),
+                ("X-Broker-API-Version", "2.17"),
+                ("X-Broker-API-Originating-Identity", forged),
+                ("X-Broker-API-Request-Identity", "forged-identity"),
+            ],
+            Some(PROVISION_ECHO),
+        )
+        .expect("the broker answers");
+        reply.assert_error(401);
+    }
+    // Right credentials, wrong API version: refused by the checks as well.
+    let old_version = call(
+        "GET",
+        &system.url("/v2/service_instances/VICTIM"),
+        &[PAGE_CREDENTIALS, ("X-Broker-API-Version", "1.0")],
+        None,
+    )
+    .expect("the broker answers");
+    old_version.assert_error(412);
+
+    let json = page(&system, "/?format=json").json();
+    let exchanges = json["exchanges"].as_array().expect("exchanges");
+    assert_eq!(exchanges.len(), 6, "only the lifecycle is kept: {json}");
+    for path in ["/", "/?format=json", "/?instance=VICTIM&format=json"] {
+        let text = page(&system, path).text;
+        for forgery in ["VICTIM\"", "VICTIM<", "mallory", "forged-identity"] {
+            assert!(!text.contains(forgery), "{forgery} on {path}: {text}");
+        }
+    }
+    let metrics = page(&system, "/metrics").text;
+    for line in [
+        "echo_broker_requests_total{route=\"checks\",status=\"401\"} 100\n",
+        "echo_broker_requests_total{route=\"checks\",status=\"412\"} 1\n",
+    ] {
+        assert!(metrics.contains(line), "{line} is not in:\n{metrics}");
+    }
+}
+
+/// The broker's peak resident memory so far, in KiB (Linux: `VmHWM`).
+#[cfg(target_os = "linux")]
+fn peak_resident_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM in /proc/PID/status")
+}
+
+/// A JSON array nested `depth` deep holding `leaves` ones, about two bytes a leaf.
+fn deep_json(depth: usize, leaves: usize) -> String {
+    let ones = vec!["1"; leaves].join(",");
+    format!("{}{ones}{}", "[".repeat(depth), "]".repeat(depth))
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn hostile_input_leaves_the_page_bounded_and_sixteen_views_within_32_mib() {
+    let system = System::start_with(&[("LOG_LEVEL", "debug"), ("MALLOC_ARENA_MAX", "2")]);
+    lifecycle(&system, "real-2");
+    // About 8 KiB of `"`, `'` and `&` in a header, with no credentials: refused unread.
+    let filler = "\"'&".repeat(2600);
+    for _ in 0..100 {
+        let request = raw_request(
+            "PUT",
+            "/v2/service_instances/VICTIM",
+            &format!("X-Filler: {filler}\r\n"),
+            PROVISION_ECHO,
+        );
+        assert_eq!(send_raw(&system, &request), 401);
+    }
+    // The same through the one route that needs no credentials, with a body: at debug level
+    // too, nothing of it is kept or logged.
+    let deep = deep_json(120, 30_000);
+    let health = raw_request("GET", "/health", &format!("X-Filler: {filler}\r\n"), &deep);
+    assert_eq!(send_raw(&system, &health), 200);
+    // Authenticated provisions whose 60 KB bodies are nested 120 deep with 30,000 leaves:
+    // refused with 400, kept on the page, each cut while it is printed.
+    let provision = format!(
+        r#"{{"service_id": "echo_service", "plan_id": "big_0001", "organization_guid": "HP", "space_guid": "IT", "parameters": {{"p": {deep}}}}}"#
+    );
+    assert!(provision.len() > 60_000);
+    at_once(32, |n| {
+        let url = system.url(&format!("/v2/service_instances/deep-{n}"));
+        platform("PUT", &url, Some(&provision)).assert_error(400);
+    });
+    // The platform itself filling the page with the heaviest entries it can: header values
+    // and bodies of characters that HTML escapes the most.
+    let identity = filler[..6000].to_string();
+    let heavy_body = serde_json::json!({ "service_id": filler }).to_string();
+    at_once(4, |n| {
+        for k in 0..25 {
+            let reply = call(
+                "PUT",
+                &system.url(&format!("/v2/service_instances/heavy-{n}-{k}")),
+                &[
+                    PAGE_CREDENTIALS,
+                    ("X-Broker-API-Version", "2.17"),
+                    ("X-Broker-API-Request-Identity", identity.as_str()),
+                ],
+                Some(&heavy_body),
+            )
+            .expect("the broker answers");
+            reply.assert_error(400);
+        }
+    });
+
+    let html = page(&system, "/");
+    assert_eq!(html.status, 200);
+    assert!(html.text.len() <= 1024 * 1024, "{} bytes", html.text.len());
+    assert!(
+        html.text.contains("older exchanges are kept but not shown"),
+        "the page is full to its bound ({} bytes)",
+        html.text.len()
+    );
+    assert_eq!(tag_balance_problem(&html.text), None);
+    assert!(!html.text.contains("VICTIM"), "refusals are not kept");
+    let json = page(&system, "/?format=json");
+    assert!(json.text.len() <= 1024 * 1024, "{} bytes", json.text.len());
+    for exchange in json.json()["exchanges"].as_array().expect("exchanges") {
+        let identity = exchange["request_identity"].as_str().unwrap_or("");
+        assert!(identity.len() <= 256 + 3, "{} bytes", identity.len());
+        let body = exchange["request_body"].as_str().unwrap_or("");
+        assert!(body.len() <= 2048 + 64, "{} bytes", body.len());
+    }
+    let log = system.broker.log();
+    assert!(!log.contains("X-Filler") && !log.contains("[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[["));
+
+    let before = peak_resident_kib(system.broker.child.id());
+    at_once(16, |_| {
+        let view = page(&system, "/");
+        assert_eq!(view.status, 200);
+    });
+    let peak = peak_resident_kib(system.broker.child.id());
+    println!("the broker's peak resident memory: {before} KiB, then {peak} KiB after the views");
+    assert!(peak <= 32 * 1024, "peak resident memory {peak} KiB");
+}
+
+/// A secret no page or log may show, numbered to be told apart.
+fn planted(n: usize) -> String {
+    format!("planted{n:02}x9Q")
+}
+
+#[test]
+fn no_planted_secret_is_shown_on_the_page_in_its_json_or_in_the_debug_log() {
+    let system = System::start_with(&[("LOG_LEVEL", "debug")]);
+    let s = planted;
+    let parameters = serde_json::json!({
+        "password": s(1), "db_password": s(2), "apiKey": s(3), "api_key": s(4),
+        "client-secret": s(5), "aws_secret_access_key": s(6), "access_token": s(7),
+        "refresh_token": s(8), "passwd": s(9), "pwd": s(10), "private_key": s(11),
+        "nested": {"list": [{"Authorization": s(12)}]}, "session_id": s(13),
+        "cookie": s(14), "X-Amz-Signature": s(15),
+        "uri": format!("postgres://admin:{}@db.example:5432/app", s(16)),
+        "jdbc": format!("jdbc:mysql://db.example/app?user=admin&password={}&ssl=true", s(17)),
+        "dsn": format!("Server=db;Uid=admin;Pwd={};", s(18)),
+        "header": format!("Bearer {}", s(19)),
+        "login": format!("Basic {}", s(20)),
+        "credentials": {"user": "admin", "anything": s(21)},
+        "size": "large",
+    });
+    let context = serde_json::json!({
+        "platform": "cloudfoundry", "token": s(22), "nested": {"secretValue": s(23)},
+        "note": format!("log in with password={} please", s(24)),
+    });
+    let provision = serde_json::json!({
+        "service_id": "echo_service", "plan_id": "big_0001", "organization_guid": "HP",
+        "space_guid": "IT", "parameters": parameters, "context": context,
+    });
+    let bind = serde_json::json!({
+        "service_id": "echo_service", "plan_id": "big_0001", "app_guid": "app-1",
+        "parameters": {"signing_key": s(25), "config": format!("{{\"password\":\"{}\"}}", s(26))},
+    });
+    let update = serde_json::json!({
+        "service_id": "echo_service", "parameters": {"new_password": s(27)},
+    });
+    let instance = "/v2/service_instances/secrets-1";
+    let binding = format!("{instance}/service_bindings/b-1");
+    let send = |method: &str, path: &str, body: Option<String>| {
+        platform(method, &system.url(path), body.as_deref())
+    };
+    let provisioned = send(
+        "PUT",
+        &format!("{instance}?accepts_incomplete=true&password={}", s(28)),
+        Some(provision.to_string()),
+    );
+    assert_eq!(provisioned.status, 201, "{}", provisioned.text);
+    let bound = send("PUT", &binding, Some(bind.to_string()));
+    assert_eq!(bound.status, 201, "{}", bound.text);
+    let updated = send("PATCH", instance, Some(update.to_string()));
+    assert_eq!(updated.status, 200, "{}", updated.text);
+    assert_eq!(
+        send("GET", &format!("{instance}?api_key={}", s(29)), None).status,
+        200
+    );
+    assert_eq!(
+        send("GET", &format!("{binding}?sig=1&Signature={}", s(30)), None).status,
+        200
+    );
+    assert_eq!(
+        send("GET", &format!("/v2/catalog?session={}", s(31)), None).status,
+        200
+    );
+
+    let mut secrets: Vec<String> = (1..=31).map(planted).collect();
+    // And what the broker's answers carried: the binding's password, the dashboard's token,
+    // the catalog's dashboard client secret.
+    let credentials = &bound.json()["credentials"];
+    secrets.push(
+        credentials["password"]
+            .as_str()
+            .expect("a password")
+            .to_string(),
+    );
+    let dashboard_url = provisioned.json()["dashboard_url"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
+    secrets.push(
+        dashboard_url
+            .split("token=")
+            .nth(1)
+            .expect("a token")
+            .to_string(),
+    );
+    secrets.push("secret-1".to_string());
+    let ids = format!("?{ECHO_IDS}");
+    let unbind = format!("{binding}{ids}&client_secret={}", s(32));
+    assert_eq!(send("DELETE", &unbind, None).status, 200);
+    let deprovision = format!("{instance}{ids}&access_token={}", s(33));
+    assert_eq!(send("DELETE", &deprovision, None).status, 200);
+    secrets.extend([planted(32), planted(33)]);
+    assert!(secrets.len() >= 30);
+
+    let html = page(&system, "/").text;
+    let json = page(&system, "/?format=json").text;
+    let log = system.broker.log();
+    assert!(html.contains("[redacted]") && json.contains("[redacted]"));
+    assert!(
+        log.contains("request body {"),
+        "bodies are logged at debug: {log}"
+    );
+    for secret in &secrets {
+        assert!(!html.contains(secret.as_str()), "{secret} is on the page");
+        assert!(!json.contains(secret.as_str()), "{secret} is in the JSON");
+        assert!(!log.contains(secret.as_str()), "{secret} is in the log");
+    }
+    // What is not secret still shows.
+    assert!(html.contains("large") && html.contains("cloudfoundry"));
+}
+
+#[test]
+fn every_route_is_named_on_the_page_and_in_metrics_by_the_router() {
+    let system = System::start();
+    lifecycle(&system, "named-1");
+    assert_eq!(
+        platform(
+            "GET",
+            &system.url("/v2/service_instances/named-1/last_operation"),
+            None
+        )
+        .status,
+        404
+    );
+    platform("POST", &system.url("/v2/catalog"), None).assert_error(405);
+    let json = page(&system, "/?format=json").json();
+    let handlers: Vec<&str> = json["exchanges"]
+        .as_array()
+        .expect("exchanges")
+        .iter()
+        .filter_map(|exchange| exchange["handler"].as_str())
+        .collect();
+    assert_eq!(
+        handlers,
+        [
+            "router",
+            "instance_last_operation",
+            "deprovision",
+            "unbind",
+            "fetch_binding",
+            "catalog",
+            "bind",
+            "provision"
+        ]
+    );
+    let metrics = page(&system, "/metrics").text;
+    for line in [
+        "route=\"instance_last_operation\",status=\"404\"} 1",
+        "route=\"router\",status=\"405\"} 1",
+        "route=\"fetch_binding\",status=\"200\"} 1",
+    ] {
+        assert!(metrics.contains(line), "{line} is not in:\n{metrics}");
+    }
 }
