@@ -74,6 +74,8 @@ Usage: cargo run --release --example bench -- [OPTIONS]
   --instances N      live instances for the 'broker-10k' phase         [10000]
   --no-build         use the binaries in target/release as they are
   --no-nginx         leave nginx out even when it is installed (its column reads n/a)
+  --before DIR       also measure the binaries in DIR (another build's target/release) as
+                     'broker-before', beside this build, in the same rounds
   --drive ADDR       only run the load generator against a broker at ADDR (127.0.0.1:PORT),
                      e.g. one started under valgrind; with --work, --conns and --secs
   --work KIND        catalog, lifecycle or burst (with --drive)        [catalog]
@@ -88,11 +90,11 @@ Everything listens on 127.0.0.1 only. DATA_DIR and the copies of the binaries li
 fresh directory under the system's temporary directory (TMPDIR), removed at the end.
 ";
 
-/// The broker's basic-auth pair (user:pass), as the task's requests send it.
 /// The idle and body timeout the servers ran with on oxhttp and tiny_http, for their
 /// bare-server ceilings.
 const OLD_SERVERS_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// The broker's basic-auth pair (user:pass), as the platform sends it.
 const AUTHORIZATION: &str = "Basic dXNlcjpwYXNz";
 const BROKER_USER: &str = "user";
 const BROKER_PASSWORD: &str = "pass";
@@ -142,6 +144,8 @@ struct Options {
     instances: u64,
     build: bool,
     nginx: bool,
+    /// Another build's `target/release`, measured beside this one as `broker-before`.
+    before: Option<PathBuf>,
     drive: Option<SocketAddr>,
     work: Work,
     conns: usize,
@@ -158,6 +162,7 @@ impl Options {
             instances: 10_000,
             build: true,
             nginx: true,
+            before: None,
             drive: None,
             work: Work::Catalog,
             conns: LIFECYCLE_CONNS,
@@ -173,6 +178,7 @@ impl Options {
                 "--quick" => {}
                 "--no-build" => options.build = false,
                 "--no-nginx" => options.nginx = false,
+                "--before" => options.before = Some(PathBuf::from(value(arg)?)),
                 "--rounds" => {
                     options.rounds = parse_number(&value(arg)?, arg, 1.0, 100.0)? as usize
                 }
@@ -1541,7 +1547,12 @@ fn main() {
         nginx: None,
     };
     let binaries = copy_binaries(&binaries_dir, &dir);
-    run(&options, &binaries, &mut fleet);
+    let before = options.before.as_ref().map(|before_dir| {
+        let copies = dir.join("before");
+        fs::create_dir_all(&copies).expect("cannot create a directory in the temp dir");
+        copy_binaries(before_dir, &copies)
+    });
+    run(&options, &binaries, before.as_ref(), &mut fleet);
 }
 
 fn build() {
@@ -1628,7 +1639,7 @@ fn drive(address: SocketAddr, options: &Options) {
     );
 }
 
-fn run(options: &Options, binaries: &Binaries, fleet: &mut Fleet) {
+fn run(options: &Options, binaries: &Binaries, before: Option<&Binaries>, fleet: &mut Fleet) {
     let dir = fleet.dir.clone();
     let started = Instant::now();
     println!("# echo-broker benchmark");
@@ -1702,6 +1713,7 @@ fn run(options: &Options, binaries: &Binaries, fleet: &mut Fleet) {
         echo: echo_b,
         broker: broker_b,
     } = start_pair(binaries, &dir, "broker-10k");
+    let before_pair = before.map(|before| start_pair(before, &dir, "broker-before"));
 
     // The catalog's bytes, as the broker answers them, for the ceilings.
     let mut client = Client::new(broker_a.address);
@@ -1758,6 +1770,11 @@ fn run(options: &Options, binaries: &Binaries, fleet: &mut Fleet) {
         address: broker_b.address,
         pids: vec![broker_b.pid(), echo_b.pid()],
     };
+    let broker_before = before_pair.as_ref().map(|pair| Target {
+        label: "broker-before",
+        address: pair.broker.address,
+        pids: vec![pair.broker.pid(), pair.echo.pid()],
+    });
 
     // 10,000 live instances in the second echo service, provisioned through its broker.
     progress(
@@ -1787,10 +1804,18 @@ fn run(options: &Options, binaries: &Binaries, fleet: &mut Fleet) {
     // Warm-up: every server, both kinds of work, briefly.
     progress(started, "warming up");
     let warm = (options.secs / 2.0).clamp(0.2, 1.0);
-    for target in ceilings.iter().chain([&broker, &broker_logging]) {
+    for target in ceilings
+        .iter()
+        .chain([&broker, &broker_logging])
+        .chain(&broker_before)
+    {
         run_load(target.address, Work::Catalog, 16, warm, u64::MAX, "warm");
     }
-    for target in ceilings.iter().chain([&broker, &broker_full]) {
+    for target in ceilings
+        .iter()
+        .chain([&broker, &broker_full])
+        .chain(&broker_before)
+    {
         run_load(target.address, Work::Lifecycle, 16, warm, u64::MAX, "warm");
     }
 
@@ -1803,6 +1828,7 @@ fn run(options: &Options, binaries: &Binaries, fleet: &mut Fleet) {
         for conns in CATALOG_CONNS {
             let mut targets = ceilings.clone();
             targets.push(broker.clone());
+            targets.extend(broker_before.clone());
             if conns == 16 {
                 targets.push(broker_logging.clone());
             }
@@ -1819,6 +1845,7 @@ fn run(options: &Options, binaries: &Binaries, fleet: &mut Fleet) {
         let mut targets = ceilings.clone();
         targets.push(broker.clone());
         targets.push(broker_full.clone());
+        targets.extend(broker_before.clone());
         run_rounds(
             &mut results,
             "lifecycle",
@@ -1841,13 +1868,13 @@ fn run(options: &Options, binaries: &Binaries, fleet: &mut Fleet) {
     if !options.quick {
         progress(started, "bursts of new connections");
         std::thread::sleep(Duration::from_secs(6));
-        for target in ceilings.iter().chain([&broker]) {
+        for target in ceilings.iter().chain([&broker]).chain(&broker_before) {
             bursts.push((target.label, first_answers(target.address, BURST_CONNS)));
         }
     }
 
     // Memory after all of it.
-    let memory = vec![
+    let mut memory = vec![
         (
             "echo-broker (SERVICE_BASE set), peak",
             status_kb(broker_a.pid(), "VmHWM"),
@@ -1878,6 +1905,12 @@ fn run(options: &Options, binaries: &Binaries, fleet: &mut Fleet) {
             status_kb(bare_tiny_http.pid(), "VmHWM"),
         ),
     ];
+    if let Some(pair) = &before_pair {
+        memory.push((
+            "echo-broker before (SERVICE_BASE set), peak",
+            status_kb(pair.broker.pid(), "VmHWM"),
+        ));
+    }
     let log_bytes = fs::metadata(&broker_info.log).map_or(0, |meta| meta.len());
 
     // The default form, one process: peak memory after a short load of each kind.
@@ -2158,15 +2191,25 @@ fn report(report: Report) {
         .get(&("lifecycle", 16, "broker"))
         .map_or(0, |samples| samples.iter().map(|s| s.errors).sum());
     let kb_mib = |kb: Option<u64>| kb.map_or(f64::NAN, |kb| kb as f64 / 1024.0);
-    // The ratio to bare oxhttp is in the table: the broker does more per request (routing,
-    // auth, metrics, the conversation page), and the issue's targets are against nginx.
+    // The ratios to the bare servers are in the table: the broker does more per request
+    // (routing, auth, metrics, the conversation page); the targets are against nginx, and
+    // against the build given with --before.
     let mut goals = Vec::new();
     if has_nginx {
         goals.push(at_least(
             "catalog16_vs_nginx",
             "catalog at 16 conns vs nginx (same bytes, same load generator)",
             ratio(results, "catalog", 16, "broker", "nginx"),
-            0.8,
+            1.0,
+            "x",
+        ));
+    }
+    if results.contains_key(&("lifecycle", 16, "broker-before")) {
+        goals.push(at_least(
+            "lifecycle16_vs_before",
+            "lifecycles/s at 16 conns vs the --before build",
+            ratio(results, "lifecycle", 16, "broker", "broker-before"),
+            1.0,
             "x",
         ));
     }
