@@ -1,5 +1,4 @@
-//! Logging for both binaries, always on standard output (standard error is left to oxhttp's
-//! own few connection errors): one human-readable line per event (the default,
+//! Logging for both binaries, always on standard output: one human-readable line per event (the default,
 //! `LOG_FORMAT=text`) or one JSON object per line (`LOG_FORMAT=json`) for a log collector.
 //! Request lines carry their parts as JSON fields too, and the server's name as target.
 //!

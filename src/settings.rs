@@ -49,16 +49,15 @@ echo service's):
   LOG_LEVEL        both    error, warn, info, debug, trace                          [info]
   LOG_FORMAT       both    text (a readable line per event) or json (an object per line)
                                                                                     [text]
-  MAX_CONNECTIONS  both    connections each server serves at once; more wait to be
-                           accepted                                                 [256]
+  MAX_CONNECTIONS  both    connections each server serves at once; when all are
+                           taken, an idle one makes room for a newcomer             [256]
 Without DATA_DIR the echo service keeps its state on the first read-write volume mount
 bound on Cloud Foundry (VCAP_SERVICES), else on Stackato's filesystem service
 (STACKATO_FILESYSTEM), and warns on a platform (VCAP_APPLICATION) that ./echo-data is lost
 at every restart. Beyond loopback, a password published in the echo-broker repository (the
 seed's, vars.example.yml's) is refused.
 
-Logs go to standard output (the HTTP server's own connection errors, if any, to
-standard error). Secrets (passwords, Authorization headers, binding credentials,
+Logs go to standard output; nothing is written to standard error. Secrets (passwords, Authorization headers, binding credentials,
 dashboard tokens) are never logged, at any level. SIGTERM or Ctrl-C: finish the requests
 in progress, then exit 0.
 ";
@@ -133,26 +132,7 @@ pub fn max_connections() -> Result<usize, String> {
         .ok()
         .filter(|connections| (1..=10_000).contains(connections))
         .ok_or_else(|| format!("MAX_CONNECTIONS: '{value}' is not a number from 1 to 10000"))?;
-    warn_if_descriptors_run_short(connections);
     Ok(connections)
-}
-
-/// Each connection is a file descriptor, and the broker also holds one per call to the echo
-/// service: a cap the process's descriptor limit cannot hold would make accepting fail.
-/// Linux says the limit in /proc; elsewhere there is nothing cheap to read.
-fn warn_if_descriptors_run_short(connections: usize) {
-    let Ok(limits) = std::fs::read_to_string("/proc/self/limits") else {
-        return;
-    };
-    let soft_limit = limits
-        .lines()
-        .find(|line| line.starts_with("Max open files"))
-        .and_then(|line| line.split_whitespace().nth(3))
-        .and_then(|limit| limit.parse::<usize>().ok());
-    let needed = 2 * connections + 64;
-    if let Some(limit) = soft_limit.filter(|limit| *limit < needed) {
-        log::warn!("MAX_CONNECTIONS={connections} needs about {needed} file descriptors, but the limit is {limit} (ulimit -n)");
-    }
 }
 
 /// A user and password from two variables: both or neither.
