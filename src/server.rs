@@ -340,21 +340,10 @@ fn serve_connection<T: Transport, H: Handler>(
         let displaced_while_idle = slot.displaced();
         let give_up_reading =
             || (slot.displaced() && !displaced_while_idle) || server.stop_reading();
-        let head = match wire.read_head(started + HEAD_TIMEOUT, &give_up_reading) {
-            Ok(bytes) => head::parse(&bytes),
-            Err(HeadFailure::TooLarge) => Err(Refusal::headers_too_large(&format!(
-                "the request head exceeds {} bytes",
-                head::MAX_HEAD_BYTES
-            ))),
-            Err(HeadFailure::Interrupted(Interrupted::Closed)) => return,
-            Err(HeadFailure::Interrupted(Interrupted::TimedOut)) => {
-                Err(Refusal::timed_out("head", HEAD_TIMEOUT.as_secs()))
-            }
-            Err(HeadFailure::Interrupted(Interrupted::Called)) => Err(Refusal::busy()),
-        };
-        let head = match head {
+        let head = match receive_head(&mut wire, started + HEAD_TIMEOUT, &give_up_reading) {
             Ok(head) => head,
-            Err(refusal) => {
+            Err(None) => return,
+            Err(Some(refusal)) => {
                 log::info!(
                     target: server.name,
                     "refused a request head: {} {}",
@@ -380,6 +369,27 @@ fn serve_connection<T: Transport, H: Handler>(
         wire.compact();
         patience = IDLE_TIMEOUT;
         fresh = false;
+    }
+}
+
+/// Step 2: a request head, read by `deadline` and parsed; or the refusal to answer instead
+/// (`None` when the client has gone and there is nobody to answer).
+fn receive_head<T: Transport>(
+    wire: &mut Wire<T>,
+    deadline: Instant,
+    give_up: &dyn Fn() -> bool,
+) -> Result<Head, Option<Refusal>> {
+    match wire.read_head(deadline, give_up) {
+        Ok(bytes) => head::parse(&bytes).map_err(Some),
+        Err(HeadFailure::TooLarge) => Err(Some(Refusal::headers_too_large(&format!(
+            "the request head exceeds {} bytes",
+            head::MAX_HEAD_BYTES
+        )))),
+        Err(HeadFailure::Interrupted(Interrupted::TimedOut)) => {
+            Err(Some(Refusal::timed_out("head", HEAD_TIMEOUT.as_secs())))
+        }
+        Err(HeadFailure::Interrupted(Interrupted::Called)) => Err(Some(Refusal::busy())),
+        Err(HeadFailure::Interrupted(Interrupted::Closed)) => Err(None),
     }
 }
 
@@ -421,17 +431,14 @@ fn exchange<T: Transport, H: Handler>(
             Err(None) => return false,
         },
     };
-    let elapsed = started.elapsed();
-    report(
-        server.name,
-        handler,
-        &request,
-        &response,
+    let answered = Answered {
+        request: &request,
+        response: &response,
         admitted,
-        arrived,
-        elapsed,
-        head_only,
-    );
+        at: arrived,
+        elapsed: started.elapsed(),
+    };
+    report(server.name, handler, &answered, head_only);
     let keep = body_read_away && !wants_close && !server.stopping() && !reading.slot.displaced();
     let persistence = match (keep, http_1_0) {
         (false, _) => Persistence::Close,
@@ -518,38 +525,23 @@ fn close<T: Transport>(wire: Wire<T>, slot: &Slot) {
 }
 
 /// The request's log line, and the handler's observation of it.
-#[allow(clippy::too_many_arguments)]
-fn report<H: Handler>(
-    name: &str,
-    handler: &H,
-    request: &HttpRequest,
-    response: &HttpResponse,
-    admitted: bool,
-    at: SystemTime,
-    elapsed: Duration,
-    head_only: bool,
-) {
-    let answered = Answered {
-        request,
-        response,
-        admitted,
-        at,
-        elapsed,
-    };
+fn report<H: Handler>(name: &str, handler: &H, answered: &Answered, head_only: bool) {
     // Like the handler's, a panic here costs nothing but the observation.
-    let _ = guarded(|| handler.observe(&answered));
+    let _ = guarded(|| handler.observe(answered));
+    let request = answered.request;
     let context = if log::log_enabled!(log::Level::Info) {
         guarded(|| handler.log_context(request)).unwrap_or_default()
     } else {
         RequestContext::default()
     };
     let method = if head_only { "HEAD" } else { &request.method };
+    let status = answered.response.status;
     crate::logging::request(
         name,
         method,
         &request.url,
-        response.status,
-        elapsed,
+        status,
+        answered.elapsed,
         &context,
     );
 }
