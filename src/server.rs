@@ -388,7 +388,7 @@ fn receive_head<T: Transport>(
         Err(HeadFailure::Interrupted(Interrupted::TimedOut)) => {
             Err(Some(Refusal::timed_out("head", HEAD_TIMEOUT.as_secs())))
         }
-        Err(HeadFailure::Interrupted(Interrupted::Called)) => Err(Some(Refusal::busy())),
+        Err(HeadFailure::Interrupted(Interrupted::Called)) => Err(Some(Refusal::cut_short())),
         Err(HeadFailure::Interrupted(Interrupted::Closed)) => Err(None),
     }
 }
@@ -482,7 +482,7 @@ fn receive_body<T: Transport>(
         BodyFailure::Interrupted(Interrupted::TimedOut) => {
             Some(Refusal::timed_out("body", BODY_TIMEOUT.as_secs()))
         }
-        BodyFailure::Interrupted(Interrupted::Called) => Some(Refusal::busy()),
+        BodyFailure::Interrupted(Interrupted::Called) => Some(Refusal::cut_short()),
         BodyFailure::Interrupted(Interrupted::Closed) => None,
     })
 }

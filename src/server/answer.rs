@@ -54,11 +54,13 @@ impl Refusal {
         )
     }
 
-    pub fn busy() -> Refusal {
+    /// For a request still arriving when its connection must end: its slot went to a
+    /// newcomer, or the server is stopping.
+    pub fn cut_short() -> Refusal {
         Refusal::new(
             503,
             "Unavailable",
-            "the server needed this connection's slot; try again",
+            "the server had to end this connection before the request arrived whole; try again",
         )
     }
 }
