@@ -119,7 +119,7 @@ fn run() {
 }
 
 /// Beyond loopback, the broker's and the echo service's passwords must be secrets of the
-/// operator's own, not values anyone can read in this repository.
+/// operator's own: strong, and not values anyone can read in this repository.
 fn refuse_published_secrets(
     host: &str,
     broker: Option<&(String, String)>,
@@ -135,8 +135,8 @@ fn refuse_published_secrets(
     platform::refuse_published_secrets(host, &secrets)
 }
 
-/// Beyond loopback, a catalog whose dashboard client secret is published (the embedded
-/// catalog's `secret-1`) would make the platform create a UAA client anyone can use.
+/// Beyond loopback, a catalog whose dashboard client secret is weak or published (the
+/// embedded catalog's `secret-1`) would make the platform create a UAA client anyone can use.
 fn refuse_published_catalog_secret(host: &str, catalog: &Catalog) -> Result<(), String> {
     let secrets: Vec<(&str, &str)> = catalog
         .services
@@ -145,7 +145,7 @@ fn refuse_published_catalog_secret(host: &str, catalog: &Catalog) -> Result<(), 
         .map(|client| ("CATALOG_PATH", client.secret.as_str()))
         .collect();
     platform::refuse_published_secrets(host, &secrets).map_err(|problem| {
-        format!("{problem}; the catalog's dashboard_client secret is the one published: deploy catalog-cf.toml (no dashboard_client) or a catalog with a secret of your own")
+        format!("{problem}; this is the catalog's dashboard_client secret: deploy catalog-cf.toml (no dashboard_client) or a catalog with a secret of your own")
     })
 }
 

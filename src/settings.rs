@@ -54,8 +54,12 @@ echo service's):
 Without DATA_DIR the echo service keeps its state on the first read-write volume mount
 bound on Cloud Foundry (VCAP_SERVICES), else on Stackato's filesystem service
 (STACKATO_FILESYSTEM), and warns on a platform (VCAP_APPLICATION) that ./echo-data is lost
-at every restart. Beyond loopback, a password published in the echo-broker repository (the
-seed's, vars.example.yml's) is refused.
+at every restart.
+
+Beyond loopback (HOST not 127.0.0.1 or ::1) BROKER_PASSWORD, ECHO_PASSWORD and a catalog's
+dashboard client secret must have at least 16 characters with letters and digits, and
+appear in none of the files the echo-broker repository publishes (README, docs, manifest,
+vars.example.yml, catalogs): make one with e.g. openssl rand -hex 24.
 
 Logs go to standard output (the HTTP server's own connection errors, if any, to
 standard error). Secrets (passwords, Authorization headers, binding credentials,
