@@ -70,7 +70,7 @@ fn seed_walkthrough_runs_end_to_end_on_the_embedded_default() {
         (unbound.status, unbound.json()),
         (200, serde_json::json!({}))
     );
-    assert_eq!(post_message(&uri, "still there?").status, 404);
+    assert_eq!(post_message(&uri, "still there?").status, 401);
 
     let deprovisioned = platform(
         "DELETE",
