@@ -472,7 +472,12 @@ fn a_removed_lock_file_lets_no_second_writer_in() {
     );
     let output = output.trim_end();
     assert_eq!(output.lines().count(), 1, "one line: {output}");
-    assert!(output.contains("another process"), "{output}");
+    // Windows may keep a removed open file as "delete pending", which cannot be opened.
+    let lock_file_unusable = cfg!(windows) && output.contains("journal.lock");
+    assert!(
+        output.contains("another process") || lock_file_unusable,
+        "{output}"
+    );
 
     // The first goes on acknowledging, and keeps everything it acknowledged.
     for id in &ids[50..] {
