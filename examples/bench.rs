@@ -1,7 +1,7 @@
 //! The benchmark: throughput, latency, memory, start-up time and size of `echo-broker` and
 //! `echo-service`, each figure next to three ceilings measured in the same run, all answering
 //! the same bytes: a bare oxhttp server (the servers' own HTTP stack with their settings, and
-//! no routing, auth or logging), a bare tiny_http 0.12 server (the design card's original
+//! no routing, auth or logging), a bare tiny_http 0.12 server (the project's original
 //! HTTP stack, which the servers used before oxhttp), and nginx when it is installed.
 //!
 //! ```text
@@ -2196,7 +2196,7 @@ fn report(report: Report) {
         .map_or(0, |samples| samples.iter().map(|s| s.errors).sum());
     let kb_mib = |kb: Option<u64>| kb.map_or(f64::NAN, |kb| kb as f64 / 1024.0);
     // The ratio to bare oxhttp is in the table: the broker does more per request (routing,
-    // auth, metrics, the conversation page), and the issue's targets are against nginx.
+    // auth, metrics, the conversation page), and the project's targets are against nginx.
     let mut goals = Vec::new();
     if has_nginx {
         goals.push(at_least(
