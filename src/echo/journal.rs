@@ -989,17 +989,13 @@ fn open_locked_log(path: &Path) -> Result<Option<File>, String> {
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(error) => return Err(format!("{}: cannot open: {error}", path.display())),
     };
-    match file.try_lock() {
-        Ok(()) => Ok(Some(file)),
-        Err(std::fs::TryLockError::WouldBlock) => Err(format!(
+    if !take_log_lock(&file, path) {
+        return Err(format!(
             "{}: locked: another process is using this journal",
             path.display()
-        )),
-        Err(std::fs::TryLockError::Error(error)) => Err(format!(
-            "{}: cannot lock ({error}); make sure no other process uses this journal",
-            path.display()
-        )),
+        ));
     }
+    Ok(Some(file))
 }
 
 /// Creates (or empties) the log at `path` and locks it; emptied only once locked, so a log
@@ -1011,9 +1007,30 @@ fn create_locked_log(path: &Path) -> std::io::Result<File> {
         .create(true)
         .truncate(false)
         .open(path)?;
-    file.try_lock().map_err(std::io::Error::from)?;
+    if !take_log_lock(&file, path) {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::WouldBlock,
+            "locked: another process is using this journal",
+        ));
+    }
     file.set_len(0)?;
     Ok(file)
+}
+
+/// Locks a log for this process: `false` if another process holds it. A filesystem that
+/// cannot lock at all (some network mounts) gets a warning, as for `journal.lock`.
+fn take_log_lock(file: &File, path: &Path) -> bool {
+    match file.try_lock() {
+        Ok(()) => true,
+        Err(std::fs::TryLockError::WouldBlock) => false,
+        Err(std::fs::TryLockError::Error(error)) => {
+            log::warn!(
+                "journal: {}: cannot lock ({error}); make sure no other process uses this journal",
+                path.display()
+            );
+            true
+        }
+    }
 }
 
 /// What changes when a file is replaced or rewritten: its identity, size and modification
