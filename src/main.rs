@@ -31,7 +31,8 @@ Usage: echo-broker [--help | --version | --check-catalog FILE]
 const EXIT_CODES: &str = "\
 Exit codes: 0 success; 1 invalid catalog (--check-catalog only); 2 bad configuration
 (an unknown argument, a bad variable, an unreadable or invalid catalog, a busy port,
-unreadable state in DATA_DIR), reported in one line that names the variable.
+unreadable state in DATA_DIR, a weak or published password beyond loopback), reported in
+one line that names the variable.
 ";
 
 /// Where the broker's echo service is.
