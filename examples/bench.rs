@@ -1,18 +1,25 @@
 //! The benchmark: throughput, latency, memory, start-up time and size of `echo-broker` and
 //! `echo-service`, each figure next to three ceilings measured in the same run, all answering
 //! the same bytes: a bare oxhttp server (the servers' own HTTP stack with their settings, and
-//! no routing, auth or logging), a bare tiny_http 0.12 server (the design card's original
+//! no routing, auth or logging), a bare tiny_http 0.12 server (the project's original
 //! HTTP stack, which the servers used before oxhttp), and nginx when it is installed.
 //!
 //! ```text
-//! cargo run --release --example bench              # the full run: a few minutes
-//! cargo run --release --example bench -- --quick   # about 30 s, for a smoke check
-//! cargo run --release --example bench -- --help    # every option
+//! cargo benchmark              # the full run
+//! cargo benchmark --quick      # a short run, for a smoke check
+//! cargo benchmark --help       # every option
 //! ```
 //!
-//! It builds the release binaries first (`cargo build --release --bins`; `--no-build` skips
-//! that), copies them into a fresh temporary directory, starts everything it measures on free
-//! loopback ports (127.0.0.1 only), and stops and removes all of it at the end. Every load
+//! `cargo benchmark` is an alias (in `.cargo/config.toml`) for
+//! `cargo run --release --target-dir target/bench --example bench --`: the benchmark and the
+//! release binaries it measures are built in a target directory of their own, so switching
+//! between it and the usual builds recompiles nothing. How long each takes is in
+//! docs/performance.md.
+//!
+//! It builds the release binaries first (`cargo build --release --bins`, into the target
+//! directory it was itself built in; `--no-build` skips that), copies them into a fresh
+//! temporary directory, starts everything it measures on free loopback ports (127.0.0.1
+//! only), and stops and removes all of it at the end, also when interrupted (Ctrl-C). Every load
 //! loop is bounded in time and in count. The load generator is in this file: one thread per
 //! keep-alive HTTP/1.1 connection, each with one request in flight (a closed loop), with a
 //! hand-written client so that its own cost stays small and is the same for every server.
@@ -65,14 +72,15 @@ const USAGE: &str = "\
 bench: throughput, latency, memory, start-up time and size of echo-broker and echo-service,
 next to a bare oxhttp server, a bare tiny_http server and nginx serving the same bytes.
 
-Usage: cargo run --release --example bench -- [OPTIONS]
+Usage: cargo benchmark [OPTIONS]
+  (an alias for: cargo run --release --target-dir target/bench --example bench --)
 
-  --quick            a ~30 s run (3 short rounds, fewer starts, no burst phase)
+  --quick            a short run (3 short rounds, fewer starts, no burst phase)
   --rounds N         rounds per phase                                  [5; quick: 3]
   --secs S           seconds per round and server                      [2; quick: 0.5]
   --starts N         start-ups to time, per program                    [7; quick: 3]
   --instances N      live instances for the 'broker-10k' phase         [10000]
-  --no-build         use the binaries in target/release as they are
+  --no-build         use the binaries beside this program (target/bench/release) as they are
   --no-nginx         leave nginx out even when it is installed (its column reads n/a)
   --before DIR       also measure the binaries in DIR (another build's target/release) as
                      'broker-before', beside this build, in the same rounds
@@ -87,7 +95,8 @@ The ceilings: 'bare-oxhttp' (oxhttp with the servers' settings), 'bare-tiny_http
 0.12, the servers' HTTP stack before oxhttp) and 'nginx' (when installed: apt-get install
 nginx-light), each answering /v2/catalog with the broker's catalog bytes and all else {}.
 Everything listens on 127.0.0.1 only. DATA_DIR and the copies of the binaries live in a
-fresh directory under the system's temporary directory (TMPDIR), removed at the end.
+fresh directory under the system's temporary directory (TMPDIR), removed at the end and
+when interrupted (Ctrl-C).
 ";
 
 /// The idle and body timeout the servers ran with on oxhttp and tiny_http, for their
@@ -879,7 +888,7 @@ fn fail_with_log(process: &Process, what: &str) -> ! {
 struct Binaries {
     broker: PathBuf,
     echo: PathBuf,
-    /// The originals in target/release, for their sizes.
+    /// The originals in the release directory, for their sizes.
     broker_original: PathBuf,
     echo_original: PathBuf,
 }
@@ -1524,16 +1533,20 @@ fn main() {
         return;
     }
     if cfg!(debug_assertions) {
-        eprintln!("bench: run it with --release (cargo run --release --example bench)");
+        eprintln!("bench: run it with --release (cargo benchmark)");
         std::process::exit(2);
     }
-    if options.build {
-        build();
-    }
+    // This program is <target dir>/release/examples/bench: the binaries are built beside it.
     let binaries_dir = std::env::current_exe()
         .ok()
         .and_then(|exe| Some(exe.parent()?.parent()?.to_path_buf()))
-        .expect("cannot find target/release from this program's path");
+        .expect("cannot find the release directory from this program's path");
+    if options.build {
+        let target_dir = binaries_dir
+            .parent()
+            .expect("the release directory is in a target directory");
+        build(target_dir);
+    }
     let dir = std::env::temp_dir().join(format!(
         "echo-broker-bench-{}-{}",
         std::process::id(),
@@ -1542,6 +1555,7 @@ fn main() {
             .map_or(0, |time| time.as_millis())
     ));
     fs::create_dir_all(&dir).expect("cannot create the temp dir");
+    remove_when_interrupted(dir.clone());
     let mut fleet = Fleet {
         dir: dir.clone(),
         nginx: None,
@@ -1555,12 +1569,39 @@ fn main() {
     run(&options, &binaries, before.as_ref(), &mut fleet);
 }
 
-fn build() {
+/// On Ctrl-C (or SIGTERM), removes the run's directory and exits. The servers it started
+/// got the same Ctrl-C from the terminal and stop by themselves; their open files do not
+/// keep the directory from being removed, but a file one of them creates meanwhile can make
+/// a removal fail, so it is tried a few times.
+fn remove_when_interrupted(dir: PathBuf) {
+    let installed = ctrlc::set_handler(move || {
+        for _ in 0..20 {
+            if fs::remove_dir_all(&dir).is_ok() || !dir.exists() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        eprintln!("bench: interrupted; removed {}", dir.display());
+        std::process::exit(130);
+    });
+    if let Err(error) = installed {
+        eprintln!("bench: an interrupted run will leave its directory behind ({error})");
+    }
+}
+
+/// Builds the release binaries into `target_dir`, the target directory this program was
+/// built in (`target/bench` with `cargo benchmark`), so the usual `target/` is not touched.
+fn build(target_dir: &Path) {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let manifest = concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml");
-    eprintln!("bench: cargo build --release --bins");
+    eprintln!(
+        "bench: cargo build --release --bins --target-dir {}",
+        target_dir.display()
+    );
     let status: io::Result<ExitStatus> = Command::new(cargo)
         .args(["build", "--release", "--bins", "--manifest-path", manifest])
+        .arg("--target-dir")
+        .arg(target_dir)
         .status();
     match status {
         Ok(status) if status.success() => {}
@@ -1585,7 +1626,7 @@ fn copy_binaries(binaries_dir: &Path, dir: &Path) -> Binaries {
         let copy = dir.join(name(base));
         fs::copy(&original, &copy).unwrap_or_else(|error| {
             panic!(
-                "cannot copy {} ({error}); run `cargo build --release` first, or drop --no-build",
+                "cannot copy {} ({error}); drop --no-build, or build the binaries there first",
                 original.display()
             )
         });

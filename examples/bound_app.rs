@@ -47,7 +47,7 @@ pub fn vcap_services_document(value: Option<String>) -> Result<String, String> {
         .filter(|value| !value.trim().is_empty())
         .ok_or_else(|| {
             "VCAP_SERVICES is not set: run this as an app bound to an echo service (cf run-task), \
-         or set it yourself, e.g. VCAP_SERVICES=\"$(cat vcap.json)\" (see the README)"
+         or set it yourself, e.g. VCAP_SERVICES=\"$(cat vcap.json)\" (see docs/cloud-foundry.md, step 7)"
                 .to_string()
         })
 }

@@ -16,6 +16,10 @@ pub const EMBEDDED_CATALOG: &str = include_str!("../catalog.toml");
 /// How the catalog file is named in messages when it is the embedded one.
 pub const EMBEDDED_CATALOG_NAME: &str = "embedded catalog.toml";
 
+/// The largest catalog file read (the embedded one is under 2 KiB; a whole
+/// marketplace's would fit).
+const MAX_CATALOG_BYTES: u64 = 1024 * 1024;
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Catalog {
@@ -129,12 +133,16 @@ impl Catalog {
             None => Catalog::parse(EMBEDDED_CATALOG, EMBEDDED_CATALOG_NAME),
             Some(path) => {
                 let file = path.display().to_string();
-                let text = std::fs::read_to_string(path).map_err(|error| CatalogError {
+                let unreadable = |problem: String| CatalogError {
                     file: file.clone(),
                     field: String::new(),
-                    problem: format!("cannot be read: {error}"),
+                    problem,
                     unreadable: true,
-                })?;
+                };
+                let bytes = crate::settings::read_config_file(path, MAX_CATALOG_BYTES)
+                    .map_err(unreadable)?;
+                let text = String::from_utf8(bytes)
+                    .map_err(|_| unreadable("cannot be read: not UTF-8 text".into()))?;
                 Catalog::parse(&text, &file)
             }
         }

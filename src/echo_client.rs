@@ -62,6 +62,9 @@ pub const BACKEND_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long connecting, sending the request, and reading an answer's body may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// The largest `SSL_CERT_FILE` read (a system's whole CA bundle is about 200 KiB).
+const MAX_PEM_BYTES: u64 = 4 * 1024 * 1024;
+
 /// The largest answer the broker reads from the echo service.
 const MAX_REPLY_BYTES: u64 = 1024 * 1024;
 
@@ -113,8 +116,8 @@ pub enum TlsRoots {
 impl TlsRoots {
     /// The certificates of a PEM file; an error names the file and what is wrong.
     pub fn from_pem_file(path: &Path) -> Result<TlsRoots, String> {
-        let pem = std::fs::read(path)
-            .map_err(|error| format!("{} cannot be read: {error}", path.display()))?;
+        let pem = crate::settings::read_config_file(path, MAX_PEM_BYTES)
+            .map_err(|problem| format!("{} {problem}", path.display()))?;
         let mut certificates = Vec::new();
         for item in ureq::tls::parse_pem(&pem) {
             match item {
@@ -376,10 +379,7 @@ impl EchoClient {
 
     fn failed(&self, url: &str, error: ureq::Error) -> EchoError {
         let (status, what) = match &error {
-            ureq::Error::Timeout(_) => (
-                504,
-                format!("did not answer within {} s", BACKEND_TIMEOUT.as_secs()),
-            ),
+            ureq::Error::Timeout(phase) => (504, too_slow(*phase)),
             ureq::Error::Io(io) if is_refused_handshake(url, io) => (
                 502,
                 format!("failed the TLS handshake ({io}): {HANDSHAKE_HINT}"),
@@ -492,4 +492,17 @@ fn description_of(reply: &Reply) -> String {
         .or_else(|| body.get("error"))
         .and_then(|text| text.as_str())
         .map_or_else(|| "no description".to_string(), str::to_string)
+}
+/// What the echo service was too slow for, with the time it was given (the timeout of the
+/// phase that expired: 5 s for the answer to begin, 2 s for the rest).
+fn too_slow(phase: ureq::Timeout) -> String {
+    let (what, allowed) = match phase {
+        ureq::Timeout::RecvResponse => ("did not answer", BACKEND_TIMEOUT),
+        ureq::Timeout::RecvBody => ("did not send its whole answer", CONNECT_TIMEOUT),
+        ureq::Timeout::Resolve | ureq::Timeout::Connect => {
+            ("could not be connected to", CONNECT_TIMEOUT)
+        }
+        _ => ("did not take the request", CONNECT_TIMEOUT),
+    };
+    format!("{what} within {} s", allowed.as_secs())
 }

@@ -31,7 +31,8 @@ Usage: echo-broker [--help | --version | --check-catalog FILE]
 const EXIT_CODES: &str = "\
 Exit codes: 0 success; 1 invalid catalog (--check-catalog only); 2 bad configuration
 (an unknown argument, a bad variable, an unreadable or invalid catalog, a busy port,
-unreadable state in DATA_DIR), reported in one line that names the variable.
+unreadable state in DATA_DIR, a weak or published password beyond loopback), reported in
+one line that names the variable.
 ";
 
 /// Where the broker's echo service is.
@@ -119,7 +120,7 @@ fn run() {
 }
 
 /// Beyond loopback, the broker's and the echo service's passwords must be secrets of the
-/// operator's own, not values anyone can read in this repository.
+/// operator's own: strong, and not values anyone can read in this repository.
 fn refuse_published_secrets(
     host: &str,
     broker: Option<&(String, String)>,
@@ -135,8 +136,8 @@ fn refuse_published_secrets(
     platform::refuse_published_secrets(host, &secrets)
 }
 
-/// Beyond loopback, a catalog whose dashboard client secret is published (the embedded
-/// catalog's `secret-1`) would make the platform create a UAA client anyone can use.
+/// Beyond loopback, a catalog whose dashboard client secret is weak or published (the
+/// embedded catalog's `secret-1`) would make the platform create a UAA client anyone can use.
 fn refuse_published_catalog_secret(host: &str, catalog: &Catalog) -> Result<(), String> {
     let secrets: Vec<(&str, &str)> = catalog
         .services
@@ -145,7 +146,7 @@ fn refuse_published_catalog_secret(host: &str, catalog: &Catalog) -> Result<(), 
         .map(|client| ("CATALOG_PATH", client.secret.as_str()))
         .collect();
     platform::refuse_published_secrets(host, &secrets).map_err(|problem| {
-        format!("{problem}; the catalog's dashboard_client secret is the one published: deploy catalog-cf.toml (no dashboard_client) or a catalog with a secret of your own")
+        format!("{problem}; this is the catalog's dashboard_client secret: deploy catalog-cf.toml (no dashboard_client) or a catalog with a secret of your own")
     })
 }
 

@@ -54,8 +54,12 @@ echo service's):
 Without DATA_DIR the echo service keeps its state on the first read-write volume mount
 bound on Cloud Foundry (VCAP_SERVICES), else on Stackato's filesystem service
 (STACKATO_FILESYSTEM), and warns on a platform (VCAP_APPLICATION) that ./echo-data is lost
-at every restart. Beyond loopback, a password published in the echo-broker repository (the
-seed's, vars.example.yml's) is refused.
+at every restart.
+
+Beyond loopback (HOST not 127.0.0.1 or ::1) BROKER_PASSWORD, ECHO_PASSWORD and a catalog's
+dashboard client secret must have at least 16 characters with letters and digits, and
+appear in none of the files the echo-broker repository publishes (README, docs, manifest,
+vars.example.yml, catalogs): make one with e.g. openssl rand -hex 24.
 
 Logs go to standard output; nothing is written to standard error. Secrets (passwords, Authorization headers, binding credentials,
 dashboard tokens) are never logged, at any level. SIGTERM or Ctrl-C: finish the requests
@@ -214,7 +218,9 @@ pub fn init_logging() -> Result<(), String> {
 }
 
 /// `SERVICE_BASE`: the echo service's base URL, `http://` or `https://`. A bare host name
-/// means `http://host`, as in the original.
+/// means `http://host`, as in the original. The broker appends its paths to it, so a query
+/// or fragment has no place in it, and credentials belong in `ECHO_USERNAME` and
+/// `ECHO_PASSWORD` (a URL's userinfo would be logged and shown where the URL is).
 pub fn service_base(value: &str) -> Result<String, String> {
     let value = value.trim();
     let url = if value.contains("://") {
@@ -222,6 +228,14 @@ pub fn service_base(value: &str) -> Result<String, String> {
     } else {
         format!("http://{value}")
     };
+    let authority = |rest: &str| rest.split('/').next().unwrap_or("").to_string();
+    if url
+        .split_once("://")
+        .is_some_and(|(_, rest)| authority(rest).contains('@'))
+    {
+        // The value is not repeated: it holds a password.
+        return Err("SERVICE_BASE: credentials do not belong in the URL; set ECHO_USERNAME and ECHO_PASSWORD".into());
+    }
     let Some((scheme, rest)) = url.split_once("://").filter(|(scheme, _)| {
         scheme.eq_ignore_ascii_case("http") || scheme.eq_ignore_ascii_case("https")
     }) else {
@@ -230,17 +244,82 @@ pub fn service_base(value: &str) -> Result<String, String> {
         ));
     };
     let rest = rest.trim_end_matches('/');
-    let host = rest.split('/').next().unwrap_or("");
-    let host_is_valid = !host.is_empty()
-        && host
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-.:[]_".contains(c));
-    if !host_is_valid {
+    if rest.contains(['?', '#']) {
         return Err(format!(
-            "SERVICE_BASE: '{value}' is not a URL with a host name"
+            "SERVICE_BASE: '{value}' has a query or fragment; give the echo service's base URL only (the broker appends its paths)"
         ));
     }
+    check_authority(&authority(rest))
+        .map_err(|problem| format!("SERVICE_BASE: '{value}' {problem}"))?;
     Ok(format!("{}://{rest}", scheme.to_ascii_lowercase()))
+}
+
+/// `host[:port]` with a host name, an IPv4 address or a bracketed IPv6 address, and a port
+/// from 1 to 65535: what is wrong with it, if anything.
+fn check_authority(authority: &str) -> Result<(), &'static str> {
+    let port = match authority.strip_prefix('[') {
+        Some(bracketed) => {
+            let (address, after) = bracketed
+                .split_once(']')
+                .ok_or("has an IPv6 address without its closing ']'")?;
+            if address.parse::<std::net::Ipv6Addr>().is_err() {
+                return Err("has a malformed IPv6 address");
+            }
+            match after {
+                "" => None,
+                _ => Some(
+                    after
+                        .strip_prefix(':')
+                        .ok_or("has text after its IPv6 address")?,
+                ),
+            }
+        }
+        None => {
+            let (host, port) = match authority.split_once(':') {
+                Some((host, port)) => (host, Some(port)),
+                None => (authority, None),
+            };
+            if port.is_some_and(|port| port.contains(':')) {
+                return Err("has an IPv6 address without brackets (write http://[::1]:8090)");
+            }
+            let host_is_valid = !host.is_empty()
+                && host
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-._".contains(c));
+            if !host_is_valid {
+                return Err("is not a URL with a host name");
+            }
+            port
+        }
+    };
+    match port {
+        Some(port)
+            if !port.bytes().all(|b| b.is_ascii_digit())
+                || !matches!(port.parse::<u16>(), Ok(1..)) =>
+        {
+            Err("has a port that is not a number from 1 to 65535")
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Reads a configuration file whole, at most `limit` bytes: a path that names something
+/// endless or huge (`/dev/zero`, a disk image) is refused after `limit` bytes instead of
+/// filling memory. The error says what is wrong, without the path.
+pub fn read_config_file(path: &std::path::Path, limit: u64) -> Result<Vec<u8>, String> {
+    use std::io::Read;
+    let file = std::fs::File::open(path).map_err(|error| format!("cannot be read: {error}"))?;
+    let mut bytes = Vec::new();
+    file.take(limit + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|error| format!("cannot be read: {error}"))?;
+    if bytes.len() as u64 > limit {
+        return Err(format!(
+            "cannot be read: larger than {} KiB, which no such file needs",
+            limit / 1024
+        ));
+    }
+    Ok(bytes)
 }
 
 /// `SSL_CERT_FILE`: a PEM file of the CAs an `https://` echo service's certificate must
@@ -286,9 +365,37 @@ mod tests {
             service_base("https://echo.apps.internal:61443").as_deref(),
             Ok("https://echo.apps.internal:61443")
         );
+        assert_eq!(
+            service_base("http://[::1]:8090").as_deref(),
+            Ok("http://[::1]:8090")
+        );
         assert!(service_base("ftp://x").is_err());
         assert!(service_base("http://").is_err());
         assert!(service_base("not a url").is_err());
+    }
+
+    #[test]
+    fn service_base_refuses_queries_fragments_credentials_and_malformed_hosts() {
+        let refusals = [
+            ("http://echo:8090/?debug=1", "query or fragment"),
+            ("http://echo:8090#top", "query or fragment"),
+            ("http://user:hunter2@echo:8090", "credentials"),
+            ("http://[::1:8090", "closing ']'"),
+            ("http://[::g]:8090", "malformed IPv6"),
+            ("http://[::1]x", "after its IPv6"),
+            ("http://::1:8090", "without brackets"),
+            ("http://echo:0", "port"),
+            ("http://echo:99999", "port"),
+            ("http://echo:+80", "port"),
+            ("gopher://echo", "http:// or https://"),
+        ];
+        for (value, problem) in refusals {
+            let refused = service_base(value).expect_err(value);
+            assert!(refused.starts_with("SERVICE_BASE: "), "{refused}");
+            assert!(refused.contains(problem), "{value}: {refused}");
+        }
+        let refused = service_base("ftp://user:hunter2@echo").expect_err("credentials");
+        assert!(!refused.contains("hunter2"), "{refused}");
     }
 
     #[test]

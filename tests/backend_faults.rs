@@ -20,6 +20,15 @@ fn broker_with_backend(service_base: &str) -> Process {
 /// `reply` (or, with `None`, accepts and never answers). Reading the request first matters
 /// on Windows (see `read_http_message`). Its threads end with the test process.
 fn misbehaving_backend(reply: Option<&'static [u8]>) -> u16 {
+    match reply {
+        Some(bytes) => fake_backend(bytes, false),
+        None => fake_backend(b"", true),
+    }
+}
+
+/// [`misbehaving_backend`] that writes `reply` and then, with `keep_open`, holds the
+/// connection open without another byte.
+fn fake_backend(reply: &'static [u8], keep_open: bool) -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").expect("a loopback port is free");
     let port = listener.local_addr().expect("it has an address").port();
     std::thread::spawn(move || {
@@ -29,15 +38,24 @@ fn misbehaving_backend(reply: Option<&'static [u8]>) -> u16 {
             if let Ok(clone) = stream.try_clone() {
                 let _ = read_http_message(&mut BufReader::new(clone));
             }
-            match reply {
-                Some(bytes) => {
-                    let _ = stream.write_all(bytes);
-                }
-                None => held.push(stream),
+            let _ = stream.write_all(reply);
+            if keep_open {
+                held.push(stream);
             }
         }
     });
     port
+}
+
+/// The seconds a 504's description says the echo service was given (`within N s`).
+fn stated_timeout(description: &str) -> Duration {
+    let seconds = description
+        .split("within ")
+        .nth(1)
+        .and_then(|rest| rest.split(" s").next())
+        .and_then(|number| number.parse().ok())
+        .unwrap_or_else(|| panic!("no 'within N s' in {description}"));
+    Duration::from_secs(seconds)
 }
 
 fn provision(broker: &Process, instance_id: &str) -> (Reply, Duration) {
@@ -74,13 +92,25 @@ fn a_backend_that_never_answers_is_a_504_within_the_timeout() {
     let broker = broker_with_backend(&format!("http://127.0.0.1:{port}"));
     let (reply, took) = provision(&broker, "silent");
     let body = reply.assert_error(504);
-    assert!(
-        body["description"]
-            .as_str()
-            .unwrap_or("")
-            .contains("did not answer"),
-        "{body}"
+    let description = body["description"].as_str().unwrap_or("");
+    assert!(description.contains("did not answer"), "{body}");
+    assert!(took >= stated_timeout(description), "took {took:?}: {body}");
+    assert!(took < WITHIN_TIMEOUT, "took {took:?}");
+}
+
+#[test]
+fn a_backend_that_stops_in_the_middle_of_its_answer_is_a_504_naming_the_time_it_had() {
+    let port = fake_backend(
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"half\":",
+        true,
     );
+    let broker = broker_with_backend(&format!("http://127.0.0.1:{port}"));
+    let (reply, took) = provision(&broker, "half-answer");
+    let body = reply.assert_error(504);
+    let description = body["description"].as_str().unwrap_or("");
+    assert!(description.contains("whole answer"), "{body}");
+    // The time it names is the time it waited, not a longer one.
+    assert!(took >= stated_timeout(description), "took {took:?}: {body}");
     assert!(took < WITHIN_TIMEOUT, "took {took:?}");
 }
 

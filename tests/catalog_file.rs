@@ -128,11 +128,12 @@ fn the_deployed_catalog_is_the_embedded_one_without_its_dashboard_client() {
 #[test]
 fn beyond_loopback_a_catalog_with_the_published_client_secret_is_refused() {
     let port = free_port().to_string();
+    let password = fresh_password();
     let credentials = [
         ("PORT", port.as_str()),
         ("HOST", "0.0.0.0"),
         ("BROKER_USERNAME", "platform"),
-        ("BROKER_PASSWORD", "a-secret-of-our-own-3f9c"),
+        ("BROKER_PASSWORD", password.as_str()),
         ("SERVICE_BASE", "http://127.0.0.1:9"),
     ];
     let (code, output) = run_to_end(BROKER, &[], &credentials);

@@ -1,6 +1,6 @@
 //! The echo service's durability, black-box: `kill -9` under concurrent load loses no change
-//! that was answered 200, and a corrupt journal stops start-up (exit code 2, one line naming
-//! the file and line) without being touched.
+//! that was answered 200, a corrupt journal stops start-up (exit code 2, one line naming the
+//! file and line) without being touched, and a removed lock file lets no second writer in.
 
 mod common;
 use common::*;
@@ -433,4 +433,61 @@ fn a_corrupt_journal_stops_start_up_and_is_left_untouched() {
     std::fs::write(&snapshot_path, &snapshot).expect("the snapshot is written");
     let service = start(data.path());
     assert!(instance_exists(&service, "two"));
+}
+
+fn provision(service: &Process, id: &str) {
+    let reply = call(
+        "PUT",
+        &format!("{}/echo/{id}", service.url),
+        &[("Content-Type", "application/json")],
+        Some(INSTANCE),
+    )
+    .expect("the echo service answers");
+    assert_eq!(reply.status, 200, "{}", reply.text);
+}
+
+#[test]
+fn a_removed_lock_file_lets_no_second_writer_in() {
+    let data = TempDir::new("lock-removed");
+    let mut first = start(data.path());
+    let ids: Vec<String> = (0..100).map(|n| format!("lock-{n}")).collect();
+    for id in &ids[..50] {
+        provision(&first, id);
+    }
+
+    // A "stale lock" clean-up while the service runs.
+    std::fs::remove_file(data.path().join("journal.lock")).expect("the lock file is removed");
+    let port = free_port().to_string();
+    let dir_text = data.path().display().to_string();
+    let env = [
+        ("PORT", port.as_str()),
+        ("DATA_DIR", dir_text.as_str()),
+        ("LOG_LEVEL", "error"),
+    ];
+    let (code, output) = run_to_end(ECHO_SERVICE, &[], &env);
+    assert_eq!(
+        code,
+        Some(2),
+        "the second service refuses to start: {output}"
+    );
+    let output = output.trim_end();
+    assert_eq!(output.lines().count(), 1, "one line: {output}");
+    // Windows may keep a removed open file as "delete pending", which cannot be opened.
+    let lock_file_unusable = cfg!(windows) && output.contains("journal.lock");
+    assert!(
+        output.contains("another process") || lock_file_unusable,
+        "{output}"
+    );
+
+    // The first goes on acknowledging, and keeps everything it acknowledged.
+    for id in &ids[50..] {
+        provision(&first, id);
+    }
+    first.kill();
+    let restarted = start(data.path());
+    let missing: Vec<&String> = ids
+        .iter()
+        .filter(|id| !instance_exists(&restarted, id))
+        .collect();
+    assert!(missing.is_empty(), "lost after a restart: {missing:?}");
 }

@@ -248,6 +248,66 @@ fn serving_beyond_loopback_without_credentials_is_refused() {
     assert_refused(ECHO_SERVICE, &[("HOST", "0.0.0.0")], "HOST");
 }
 
+/// A configuration file that names something endless or huge is refused after a bounded
+/// read (exit 2, one line), instead of being read into memory until the process is killed.
+#[test]
+fn endless_or_huge_configuration_files_are_refused_after_a_bounded_read() {
+    let dir = TempDir::new("huge");
+    let huge = dir.path().join("huge.toml");
+    let file = std::fs::File::create(&huge).expect("a file is created");
+    file.set_len(64 * 1024 * 1024)
+        .expect("the file is made large");
+    let huge = huge.display().to_string();
+    let mut paths = vec![huge.as_str()];
+    if cfg!(unix) {
+        paths.push("/dev/zero");
+    }
+    let port = free_port().to_string();
+    for path in paths {
+        for variable in ["CATALOG_PATH", "SSL_CERT_FILE"] {
+            let line = assert_refused(BROKER, &[("PORT", &port), (variable, path)], variable);
+            assert!(line.contains("larger than"), "{line}");
+        }
+        let (code, output) = run_to_end(BROKER, &["--check-catalog", path], &[]);
+        assert_eq!(code, Some(2), "{output}");
+        assert!(output.contains("larger than"), "{output}");
+    }
+}
+
+#[test]
+fn a_service_base_with_a_query_credentials_a_bad_host_or_scheme_is_refused() {
+    let port = free_port().to_string();
+    for (service_base, problem) in [
+        ("http://127.0.0.1:9/?x=1", "query or fragment"),
+        ("http://127.0.0.1:9/#top", "query or fragment"),
+        ("http://[::1:9", "IPv6"),
+        ("http://[fe80::zz]:9", "IPv6"),
+        ("file:///etc/passwd", "http:// or https://"),
+        ("ftp://127.0.0.1:9", "http:// or https://"),
+        ("http://127.0.0.1:70000", "port"),
+    ] {
+        let line = assert_refused(
+            BROKER,
+            &[("PORT", &port), ("SERVICE_BASE", service_base)],
+            "SERVICE_BASE",
+        );
+        assert!(line.contains(problem), "{service_base}: {line}");
+    }
+    let line = assert_refused(
+        BROKER,
+        &[
+            ("PORT", &port),
+            ("SERVICE_BASE", "http://broker:s3cr3t-value@127.0.0.1:9"),
+        ],
+        "SERVICE_BASE",
+    );
+    assert!(line.contains("ECHO_USERNAME and ECHO_PASSWORD"), "{line}");
+    assert!(
+        !line.contains("s3cr3t-value"),
+        "the refusal repeats the password: {line}"
+    );
+}
+
 #[test]
 fn start_up_refusals_are_one_json_object_with_log_format_json() {
     let line = assert_refused(BROKER, &[("LOG_FORMAT", "json"), ("PORT", "abc")], "PORT");

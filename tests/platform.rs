@@ -1,10 +1,11 @@
 //! True on its platforms: the echo service keeps its state on a volume the platform binds
 //! (Cloud Foundry's `VCAP_SERVICES`, Stackato's `STACKATO_FILESYSTEM`) when no `DATA_DIR`
-//! is set, and says so; and no secret published in this repository is accepted beyond
-//! loopback.
+//! is set, and says so; and beyond loopback no weak password, nor any credential-looking
+//! value found in this repository, is accepted.
 
 mod common;
 use common::*;
+use std::path::PathBuf;
 
 /// `VCAP_SERVICES` as Cloud Foundry hands it to an app bound to an NFS volume service
 /// instance whose read-write mount is `dir`.
@@ -171,17 +172,137 @@ fn assert_refused(binary: &str, env: &[(&str, &str)], variable: &str) -> String 
     output
 }
 
+/// The repository's text files (not `target/` or `.git/`), with their paths.
+fn repository_files() -> Vec<(PathBuf, String)> {
+    let mut files = Vec::new();
+    let mut pending = vec![PathBuf::from(env!("CARGO_MANIFEST_DIR"))];
+    while let Some(dir) = pending.pop() {
+        let entries = std::fs::read_dir(&dir).expect("the repository lists");
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let name = entry.file_name().to_string_lossy().to_string();
+            if path.is_dir() {
+                if name != "target" && !name.starts_with('.') {
+                    pending.push(path);
+                }
+            } else if let Ok(text) = std::fs::read_to_string(&path) {
+                files.push((path, text));
+            }
+        }
+    }
+    files
+}
+
+/// A value as the text writes it: quotes, brackets and trailing punctuation taken off.
+fn bare_value(text: &str) -> &str {
+    let text = text.trim_start_matches(['"', '\'', '`', ' ', '{', '(', '[']);
+    let end = text
+        .find(|c: char| c.is_whitespace() || "\"'`,;)]}".contains(c))
+        .unwrap_or(text.len());
+    &text[..end]
+}
+
+/// Every value the text `line` sets for something named like a credential (`password:`,
+/// `BROKER_PASSWORD=`, `"secret" = `, `token:`), the password of `user:password@` in a URL
+/// and of `-u user:password`, and the password argument of `cf create-service-broker`.
+fn credential_values(line: &str) -> Vec<String> {
+    let mut values = Vec::new();
+    let lower = line.to_ascii_lowercase();
+    for key in ["password", "passwd", "secret", "token"] {
+        for (at, _) in lower.match_indices(key) {
+            let rest = &line[at + key.len()..];
+            let rest =
+                rest.trim_start_matches(|c: char| c.is_alphanumeric() || "_-\"'` ".contains(c));
+            if let Some(value) = rest.strip_prefix([':', '=']) {
+                values.push(bare_value(value.trim_start_matches('=')).to_string());
+            }
+        }
+    }
+    for (at, _) in line.match_indices("://") {
+        let authority = bare_value(&line[at + 3..]);
+        if let Some((userinfo, _)) = authority.split_once('@') {
+            values.extend(
+                userinfo
+                    .split_once(':')
+                    .map(|(_, password)| password.to_string()),
+            );
+        }
+    }
+    let words: Vec<&str> = line.split_whitespace().collect();
+    for pair in words.windows(2) {
+        if pair[0] == "-u" {
+            values.extend(
+                bare_value(pair[1])
+                    .split_once(':')
+                    .map(|(_, p)| p.to_string()),
+            );
+        }
+    }
+    if let Some(at) = words
+        .iter()
+        .position(|word| *word == "create-service-broker")
+    {
+        values.extend(words.get(at + 3).map(|word| bare_value(word).to_string()));
+    }
+    values.retain(|value| !value.is_empty());
+    values
+}
+
+/// The rule stays true as the repository changes: whatever credential-looking value any of
+/// its files holds (README and docs, manifest, vars.example.yml, catalogs, sources, tests),
+/// the real binary refuses it beyond loopback. Tests that need a password that is accepted
+/// make a fresh one at run time (`fresh_password`).
 #[test]
-fn beyond_loopback_a_password_published_in_the_repository_is_refused() {
+fn beyond_loopback_every_credential_looking_value_in_the_repository_is_refused() {
+    let mut found: Vec<(String, PathBuf)> = Vec::new();
+    for (path, text) in repository_files() {
+        for value in text.lines().flat_map(credential_values) {
+            if !found.iter().any(|(known, _)| *known == value) {
+                found.push((value, path.clone()));
+            }
+        }
+    }
+    for expected in [
+        "pass",
+        "THE-BROKER-PASSWORD",
+        "change-me-broker-password",
+        "secret-1",
+    ] {
+        assert!(
+            found.iter().any(|(value, _)| value == expected),
+            "the search finds {expected}"
+        );
+    }
+    let port = free_port().to_string();
+    for (password, path) in &found {
+        let env = [
+            ("PORT", port.as_str()),
+            ("HOST", "0.0.0.0"),
+            ("ECHO_USERNAME", "broker"),
+            ("ECHO_PASSWORD", password.as_str()),
+        ];
+        let (code, output) = run_to_end(ECHO_SERVICE, &[], &env);
+        assert_eq!(
+            code,
+            Some(2),
+            "{password} (from {}) is accepted: {output}",
+            path.display()
+        );
+        assert_eq!(output.trim().lines().count(), 1, "{output}");
+        assert!(output.contains("ECHO_PASSWORD: this value "), "{output}");
+    }
+}
+
+#[test]
+fn beyond_loopback_a_weak_or_published_password_is_refused_by_both_binaries_naming_the_rule() {
     let port = free_port().to_string();
     let port = port.as_str();
-    let published = [
-        "pass",
-        "change-me-broker-password",
-        "change-me-echo-password",
-        "secret-1",
-    ];
-    for password in published {
+    let own = fresh_password();
+    for (password, problem) in [
+        ("THE-BROKER-PASSWORD", "too easy to guess"),
+        ("secret", "too easy to guess"),
+        ("change-me-echo-password", "too easy to guess"),
+    ] {
         let output = assert_refused(
             BROKER,
             &[
@@ -193,31 +314,76 @@ fn beyond_loopback_a_password_published_in_the_repository_is_refused() {
             ],
             "BROKER_PASSWORD",
         );
-        assert!(output.contains("published"), "{output}");
+        assert!(output.contains(problem), "{output}");
+        assert!(output.contains("at least 16 characters"), "{output}");
         assert_refused(
             BROKER,
             &[
                 ("PORT", port),
                 ("HOST", "0.0.0.0"),
                 ("BROKER_USERNAME", "platform"),
-                ("BROKER_PASSWORD", "a-secret-of-our-own-3f9c"),
+                ("BROKER_PASSWORD", own.as_str()),
                 ("ECHO_USERNAME", "broker"),
                 ("ECHO_PASSWORD", password),
                 ("SERVICE_BASE", "http://127.0.0.1:9"),
             ],
             "ECHO_PASSWORD",
         );
-        assert_refused(
-            ECHO_SERVICE,
-            &[
-                ("PORT", port),
-                ("HOST", "0.0.0.0"),
-                ("ECHO_USERNAME", "broker"),
-                ("ECHO_PASSWORD", password),
-            ],
-            "ECHO_PASSWORD",
+    }
+    // A strong-looking value from the README's samples is published all the same.
+    let readme = include_str!("../README.md");
+    let sample = readme
+        .split(|c: char| !c.is_ascii_hexdigit())
+        .find(|word| word.len() >= 32 && word.chars().any(|c| c.is_ascii_digit()))
+        .expect("the README shows a random credential");
+    let output = assert_refused(
+        ECHO_SERVICE,
+        &[
+            ("PORT", port),
+            ("HOST", "0.0.0.0"),
+            ("ECHO_USERNAME", "broker"),
+            ("ECHO_PASSWORD", sample),
+        ],
+        "ECHO_PASSWORD",
+    );
+    assert!(output.contains("published"), "{output}");
+}
+
+#[test]
+fn the_password_rule_is_in_both_helps() {
+    for binary in [BROKER, ECHO_SERVICE] {
+        let (code, help) = run_to_end(binary, &["--help"], &[]);
+        assert_eq!(code, Some(0));
+        assert!(
+            help.contains("at least 16 characters with letters and digits"),
+            "{help}"
         );
     }
+}
+
+/// Beyond loopback a fresh strong password passes the check: the service goes on to the
+/// next step of its start (here a `DATA_DIR` that is a file, so it never listens).
+#[test]
+fn beyond_loopback_a_fresh_strong_password_is_accepted() {
+    let data = TempDir::new("not-a-dir");
+    let file = data.path().join("file");
+    std::fs::write(&file, "").expect("a file is written");
+    let port = free_port().to_string();
+    let file_text = file.display().to_string();
+    let password = fresh_password();
+    let output = assert_refused(
+        ECHO_SERVICE,
+        &[
+            ("PORT", port.as_str()),
+            ("HOST", "0.0.0.0"),
+            ("ECHO_USERNAME", "broker"),
+            ("ECHO_PASSWORD", password.as_str()),
+            ("DATA_DIR", file_text.as_str()),
+            ("LOG_LEVEL", "error"),
+        ],
+        "DATA_DIR",
+    );
+    assert!(!output.contains("ECHO_PASSWORD"), "{output}");
 }
 
 #[test]

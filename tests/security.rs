@@ -162,7 +162,40 @@ fn a_binding_is_usable_only_with_its_own_credentials_and_not_after_unbind() {
 
     let unbind = format!("/v2/service_instances/secured/service_bindings/first?{ECHO_IDS}");
     assert_eq!(platform("DELETE", &system.url(&unbind), None).status, 200);
-    assert_eq!(post_message(first_uri, "revoked?").status, 404);
+    assert_eq!(post_message(first_uri, "revoked?").status, 401);
+}
+
+/// Without credentials, a message to a binding that exists, to one that does not, and to an
+/// instance that does not, all get the same 401: nobody learns what exists.
+#[test]
+fn an_unauthenticated_message_is_a_401_whether_or_not_the_binding_exists() {
+    let system = System::start();
+    let credentials = provision_and_bind(&system, "known", "bound");
+    let (bound_uri, _) = split_userinfo(credentials["uri"].as_str().expect("uri"));
+    let elsewhere = |path: &str| bound_uri.replace("/echo/known/bound", path);
+    let json = [("Content-Type", "application/json")];
+    let answers: Vec<(u16, String, Option<String>)> = [
+        bound_uri.clone(),
+        elsewhere("/echo/known/unknown"),
+        elsewhere("/echo/unknown/unknown"),
+    ]
+    .iter()
+    .map(|uri| {
+        let reply = call("POST", uri, &json, Some(r#"{"message": "x"}"#)).expect("echo answers");
+        let challenge = reply
+            .headers
+            .iter()
+            .find(|(name, _)| name.eq_ignore_ascii_case("WWW-Authenticate"))
+            .map(|(_, value)| value.clone());
+        (reply.status, reply.text, challenge)
+    })
+    .collect();
+    assert_eq!(answers[0].0, 401, "{answers:?}");
+    assert!(answers[0].2.is_some(), "{answers:?}");
+    assert!(
+        answers.iter().all(|answer| *answer == answers[0]),
+        "{answers:?}"
+    );
 }
 
 #[test]

@@ -18,7 +18,7 @@ Usage: echo-service [--help | --version]
 
 const EXIT_CODES: &str = "\
 Exit codes: 0 success; 2 bad configuration (an unknown argument, a bad variable, a busy
-port, a password published in the repository beyond loopback) or unreadable state in
+port, a weak or published password beyond loopback) or unreadable state in
 DATA_DIR, reported in one line that names the variable.
 ";
 
@@ -33,7 +33,7 @@ fn main() {
     }
 }
 
-/// Beyond loopback, the management password must be a secret of the operator's own.
+/// Beyond loopback, the management password must be a strong secret of the operator's own.
 fn refuse_published_secret(
     host: &str,
     credentials: Option<&(String, String)>,

@@ -13,6 +13,10 @@
 //! | `state.snapshot.tmp` | a snapshot being written (removed at start: an interrupted compaction) |
 //! | `journal.lock` | held (an OS file lock) while a process uses the directory |
 //!
+//! The current log is locked as well, from its creation until it is replaced: removing
+//! `journal.lock` while the journal runs (a "stale lock" clean-up) does not let a second
+//! process in, because it finds the log locked before it changes anything.
+//!
 //! Every line is `<crc> <payload>\n`: `crc` is the CRC-32 (IEEE, as zlib and PNG use it;
 //! computed by `crc32fast`) of the payload's bytes as 8 lowercase hex digits. A snapshot's
 //! payload is `{"format":1,"generation":G,"sequence":S,"state":{...}}`; a log line's payload is
@@ -247,7 +251,8 @@ struct Loaded<S> {
     /// The length of the log's complete lines (a torn tail beyond it is cut off).
     log_valid_len: u64,
     log_torn_bytes: u64,
-    log_exists: bool,
+    /// The log, open and locked; `None` if it does not exist yet.
+    log_file: Option<File>,
     /// Files that a finished or interrupted compaction left behind.
     leftovers: Vec<PathBuf>,
 }
@@ -278,13 +283,12 @@ impl<S: Recorded> Journal<S> {
             }
         }
         let log_path = dir.join(log_name(loaded.generation));
-        let mut file = private_file()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&log_path)
-            .map_err(|error| format!("{}: cannot open: {error}", log_path.display()))?;
+        let log_exists = loaded.log_file.is_some();
+        let mut file = match loaded.log_file {
+            Some(file) => file,
+            None => create_locked_log(&log_path)
+                .map_err(|error| format!("{}: cannot create: {error}", log_path.display()))?,
+        };
         let log_identity = file
             .metadata()
             .map(|metadata| identity_of(&metadata))
@@ -306,7 +310,7 @@ impl<S: Recorded> Journal<S> {
         }
         file.seek(SeekFrom::Start(loaded.log_valid_len))
             .map_err(|error| format!("{}: cannot seek: {error}", log_path.display()))?;
-        if !loaded.log_exists {
+        if !log_exists {
             file.sync_all()
                 .and_then(|()| sync_dir(dir))
                 .map_err(|error| format!("{}: cannot create: {error}", log_path.display()))?;
@@ -606,12 +610,7 @@ impl<S: Recorded> Journal<S> {
         sequence: u64,
     ) -> Result<(File, u64), Failure> {
         let log_path = self.dir.join(log_name(generation));
-        let file = private_file()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&log_path)
+        let file = create_locked_log(&log_path)
             .and_then(|file| file.sync_all().map(|()| file))
             .and_then(|file| sync_dir(&self.dir).map(|()| file))
             .map_err(|error| Failure::Retry(format!("{}: {error}", log_path.display())))?;
@@ -864,6 +863,7 @@ fn lock_directory(dir: &Path) -> Result<File, String> {
 /// Reads snapshot and log, changing nothing on disk.
 fn load<S: Recorded>(dir: &Path) -> Result<Loaded<S>, String> {
     let snapshot_path = dir.join(SNAPSHOT);
+    let snapshot_before = stamp_of(&snapshot_path);
     let mut leftovers = Vec::new();
     let tmp_path = dir.join(SNAPSHOT_TMP);
     if tmp_path.exists() {
@@ -918,7 +918,19 @@ fn load<S: Recorded>(dir: &Path) -> Result<Loaded<S>, String> {
     }
 
     let log_path = dir.join(log_name(generation));
-    let log = read_file(&log_path)?;
+    let log_file = open_locked_log(&log_path)?;
+    // The log was locked by whoever used it: a compaction between reading the snapshot and
+    // taking that lock would have replaced the snapshot.
+    if stamp_of(&snapshot_path) != snapshot_before {
+        return Err(format!(
+            "{}: changed while it was read: another process is using this journal",
+            snapshot_path.display()
+        ));
+    }
+    let log = match &log_file {
+        Some(file) => Some(read_all(file, &log_path)?),
+        None => None,
+    };
     if log.is_none() && (generation > 0 || saw_newer) {
         let reason = if generation > 0 {
             format!("{} needs it", snapshot_path.display())
@@ -930,7 +942,6 @@ fn load<S: Recorded>(dir: &Path) -> Result<Loaded<S>, String> {
             log_path.display(),
         ));
     }
-    let log_exists = log.is_some();
     let log = log.unwrap_or_default();
     let replayed = replay(&log, sequence, &mut state)
         .map_err(|(line, problem)| corrupt(&log_path, line, &problem))?;
@@ -942,7 +953,7 @@ fn load<S: Recorded>(dir: &Path) -> Result<Loaded<S>, String> {
         log_entries: replayed.entries,
         log_valid_len: replayed.valid_len,
         log_torn_bytes: log.len() as u64 - replayed.valid_len,
-        log_exists,
+        log_file,
         leftovers,
     })
 }
@@ -956,15 +967,81 @@ fn corrupt(path: &Path, line: usize, problem: &str) -> String {
 
 /// A file's bytes, `None` if it does not exist.
 fn read_file(path: &Path) -> Result<Option<Vec<u8>>, String> {
-    let mut file = match File::open(path) {
+    match File::open(path) {
+        Ok(file) => read_all(&file, path).map(Some),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(error) => Err(format!("{}: cannot open: {error}", path.display())),
+    }
+}
+
+fn read_all(mut file: &File, path: &Path) -> Result<Vec<u8>, String> {
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes)
+        .map_err(|error| format!("{}: cannot read: {error}", path.display()))?;
+    Ok(bytes)
+}
+
+/// Opens the existing log at `path` for reading and appending, and locks it; `None` if it
+/// does not exist. Changes nothing on disk.
+fn open_locked_log(path: &Path) -> Result<Option<File>, String> {
+    let file = match private_file().read(true).write(true).open(path) {
         Ok(file) => file,
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(error) => return Err(format!("{}: cannot open: {error}", path.display())),
     };
-    let mut bytes = Vec::new();
-    file.read_to_end(&mut bytes)
-        .map_err(|error| format!("{}: cannot read: {error}", path.display()))?;
-    Ok(Some(bytes))
+    if !take_log_lock(&file, path) {
+        return Err(format!(
+            "{}: locked: another process is using this journal",
+            path.display()
+        ));
+    }
+    Ok(Some(file))
+}
+
+/// Creates (or empties) the log at `path` and locks it; emptied only once locked, so a log
+/// another process holds is never cut.
+fn create_locked_log(path: &Path) -> std::io::Result<File> {
+    let file = private_file()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)?;
+    if !take_log_lock(&file, path) {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::WouldBlock,
+            "locked: another process is using this journal",
+        ));
+    }
+    file.set_len(0)?;
+    Ok(file)
+}
+
+/// Locks a log for this process: `false` if another process holds it. A filesystem that
+/// cannot lock at all (some network mounts) gets a warning, as for `journal.lock`.
+fn take_log_lock(file: &File, path: &Path) -> bool {
+    match file.try_lock() {
+        Ok(()) => true,
+        Err(std::fs::TryLockError::WouldBlock) => false,
+        Err(std::fs::TryLockError::Error(error)) => {
+            log::warn!(
+                "journal: {}: cannot lock ({error}); make sure no other process uses this journal",
+                path.display()
+            );
+            true
+        }
+    }
+}
+
+/// What changes when a file is replaced or rewritten: its identity, size and modification
+/// time (`None` if it does not exist).
+fn stamp_of(path: &Path) -> Option<(Option<FileIdentity>, u64, Option<std::time::SystemTime>)> {
+    let metadata = std::fs::metadata(path).ok()?;
+    Some((
+        identity_of(&metadata),
+        metadata.len(),
+        metadata.modified().ok(),
+    ))
 }
 
 fn parse_snapshot<S: Recorded>(bytes: &[u8]) -> Result<SnapshotIn<S>, String> {
@@ -1665,6 +1742,24 @@ mod tests {
             .err()
             .expect("refused");
         assert!(problem.contains("another process"), "{problem}");
+        drop(journal);
+        open(&dir, 1_000_000);
+    }
+
+    #[test]
+    fn a_removed_lock_file_does_not_let_a_second_journal_in() {
+        let dir = TestDir::new("lock-removed");
+        let (journal, _) = open(&dir, 1_000_000);
+        std::fs::remove_file(dir.0.join(LOCK)).expect("the lock file is removed");
+        let problem = Journal::open_with(&dir.0, limits(1_000_000))
+            .err()
+            .expect("refused");
+        // Windows may keep a removed open file as "delete pending", which cannot be opened.
+        let lock_file_unusable = cfg!(windows) && problem.contains(LOCK);
+        assert!(
+            problem.contains("another process") || lock_file_unusable,
+            "{problem}"
+        );
         drop(journal);
         open(&dir, 1_000_000);
     }

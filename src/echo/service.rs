@@ -15,7 +15,7 @@
 //! | `PUT /echo/{instance_id}/{binding_id}` (management) | 200 with credentials, 409 exists, 404 no instance |
 //! | `GET /echo/{instance_id}/{binding_id}` (management) | 200 the binding, 404 |
 //! | `DELETE /echo/{instance_id}/{binding_id}` (management) | 200, 404 |
-//! | `POST /echo/{instance_id}/{binding_id}` (binding credentials) | 200 `{"response": ...}` |
+//! | `POST /echo/{instance_id}/{binding_id}` (binding credentials) | 200 `{"response": ...}`, 401 (also for a binding that does not exist) |
 //! | `GET /echo/dashboard/{instance_id}?token=...` | 200 HTML page, 404 |
 //! | `GET /health` | 200 `{"status": "ok"}`; 503 while the journal cannot take changes |
 //!
@@ -1053,8 +1053,9 @@ fn route_of(method: &str, segments: &[&str]) -> &'static str {
     }
 }
 
-/// A bound app's call must carry its binding's credentials: 404 for a binding that does not
-/// exist, 401 for the wrong credentials.
+/// A bound app's call must carry its binding's credentials. A binding that does not exist
+/// (or no longer does) gets the same 401 as wrong credentials, after the same comparison:
+/// a caller without credentials learns nothing about which instances and bindings exist.
 fn check_binding_caller(
     state: &EchoState,
     request: &HttpRequest,
@@ -1064,13 +1065,12 @@ fn check_binding_caller(
     let binding = state
         .instances
         .get(instance_id)
-        .and_then(|instance| instance.bindings.get(binding_id))
-        .ok_or_else(|| not_found("no such instance or binding"))?;
-    if http::credentials_match(
-        request.header("Authorization"),
-        &binding.username,
-        &binding.password,
-    ) {
+        .and_then(|instance| instance.bindings.get(binding_id));
+    let (username, password) = binding.map_or(("", ""), |binding| {
+        (binding.username.as_str(), binding.password.as_str())
+    });
+    let matches = http::credentials_match(request.header("Authorization"), username, password);
+    if matches && binding.is_some() {
         Ok(())
     } else {
         Err(

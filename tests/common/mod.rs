@@ -495,3 +495,11 @@ pub fn read_http_message(reader: &mut impl std::io::BufRead) -> Option<Vec<u8>> 
     message.extend_from_slice(&body);
     Some(message)
 }
+
+/// A password made at run time, as an operator would (`openssl rand -hex 24`): strong, and in
+/// no file of the repository, so it is accepted beyond loopback.
+pub fn fresh_password() -> String {
+    let mut bytes = [0u8; 24];
+    getrandom::fill(&mut bytes).expect("the OS gives random bytes");
+    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
+}
