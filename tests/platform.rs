@@ -193,11 +193,12 @@ fn repository_files() -> Vec<(PathBuf, String)> {
     files
 }
 
-/// A value as the text writes it: quotes, brackets and trailing punctuation taken off.
+/// A value as the text writes it: quotes, brackets and trailing punctuation taken off, and
+/// what follows an `&` (the next parameter of a query string).
 fn bare_value(text: &str) -> &str {
     let text = text.trim_start_matches(['"', '\'', '`', ' ', '{', '(', '[']);
     let end = text
-        .find(|c: char| c.is_whitespace() || "\"'`,;)]}".contains(c))
+        .find(|c: char| c.is_whitespace() || "\"'`,;)]}&".contains(c))
         .unwrap_or(text.len());
     &text[..end]
 }
