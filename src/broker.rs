@@ -5,8 +5,8 @@
 //! request passes (basic auth, API version, originating identity), the router, and then one
 //! handler per call in lifecycle order: catalog, provision, fetch, update, deprovision,
 //! bind, fetch binding, unbind, last operation. Each handler's doc comment shows the
-//! request it answers and its responses. After the handlers: how the server calls this
-//! file; at the end, what it leaves out (asynchronous operations).
+//! request it answers and its responses. The file ends with what it leaves out: asynchronous
+//! operations. (How the server calls it: `broker/serving.rs`.)
 //!
 //! "The original" below is the original Python broker and its echo service (2014, Service
 //! Broker API v2.3), which this file re-implements: the same catalog, the same calls to the
@@ -74,7 +74,7 @@ pub struct BrokerConfig {
 
 pub struct Broker {
     catalog: Catalog,
-    /// `GET /v2/catalog`'s body, serialised once at start.
+    /// `GET /v2/catalog`'s body, made once: the catalog never changes while the broker runs.
     catalog_json: Vec<u8>,
     /// The user and password the platform logs in with. (What a bound app gets is its
     /// binding's credentials: [`Broker::binding_credentials`].)
@@ -115,8 +115,8 @@ impl Broker {
 ///   catalog's.
 ///
 /// This broker sends only the last: it finishes every operation before it answers, and binds
-/// with or without an app. Every other word, in the `match` of [`BrokerError::response_with`],
-/// is this broker's own name for the failure (the spec asks only for one camel-case word).
+/// with or without an app. Every other word, in the `match` of `response_with` below, is
+/// this broker's own name for the failure (the spec asks only for one camel-case word).
 #[derive(Debug, Clone, PartialEq)]
 pub enum BrokerError {
     /// 400: the request is malformed or misses mandatory data.
@@ -141,14 +141,14 @@ pub enum BrokerError {
     /// 502, 503 or 504 `BackendFailed`: the echo service gave no answer a handler can use,
     /// and the status says how, as a gateway's does:
     ///
-    /// | the echo service                                          | answer                  |
-    /// |-----------------------------------------------------------|-------------------------|
-    /// | answered a status the handler has no arm for, or not HTTP | 502 Bad Gateway         |
-    /// | answered a body that is not what its status promises      | 502 Bad Gateway         |
-    /// | failed the TLS handshake (its certificate is not trusted) | 502 Bad Gateway         |
-    /// | cannot be reached: refused, unknown host, connection lost | 503 Service Unavailable |
-    /// | answered 503 itself (its storage cannot take changes now) | 503 Service Unavailable |
-    /// | did not answer in time (`echo_client::BACKEND_TIMEOUT`)   | 504 Gateway Timeout     |
+    /// | the echo service                                           | answer                  |
+    /// |------------------------------------------------------------|-------------------------|
+    /// | answered a status the handler has no arm for, or not HTTP  | 502 Bad Gateway         |
+    /// | answered a body that is not what its status promises       | 502 Bad Gateway         |
+    /// | failed the TLS handshake (its certificate is not trusted)  | 502 Bad Gateway         |
+    /// | cannot be reached: refused, unknown host, connection lost  | 503 Service Unavailable |
+    /// | answered 503 itself (say, a change it cannot make durable) | 503 Service Unavailable |
+    /// | did not answer in time (`echo_client::BACKEND_TIMEOUT`)    | 504 Gateway Timeout     |
     ///
     /// A provision or bind that timed out may still be done: the platform's DELETEs
     /// (orphan mitigation) undo it.
@@ -321,8 +321,7 @@ fn is_osb_call(request: &HttpRequest) -> bool {
 // The router: every route of the API on one screen
 // ---------------------------------------------------------------------------------------
 
-// How the server calls the checks, then this router, then the page and metrics, and what a
-// request no route takes gets (404, or 405 with `Allow`): `broker/serving.rs`.
+// How the server calls the checks, then this router (or a 404 or 405): `broker/serving.rs`.
 mod serving;
 use serving::{to, Route};
 
@@ -438,13 +437,13 @@ impl Broker {
         };
         // The echo service's status, translated into the spec's as the original did it. Any
         // other answer, or none (the `?`s), is a 502-504: table at `BrokerError::Backend`.
-        let echoed = self.echo.provision(instance_id, &attributes)?;
-        match echoed.status {
+        let reply = self.echo.provision(instance_id, &attributes)?;
+        match reply.status {
             // Made now (the original echo service says so with 200).
-            200 | 201 => Ok(self.provisioned(201, instance_id, &echoed.instance(instance_id)?)),
+            200 | 201 => Ok(self.provisioned(201, instance_id, &reply.instance(instance_id)?)),
             // It exists: a platform's retry if it asks for what is stored, else a reused id.
             409 => {
-                let stored = echoed.instance(instance_id)?;
+                let stored = reply.instance(instance_id)?;
                 if repeats(stored.attributes.as_ref(), &attributes) {
                     Ok(self.provisioned(200, instance_id, &stored))
                 } else {
@@ -453,7 +452,7 @@ impl Broker {
                     )))
                 }
             }
-            _ => Err(BrokerError::Backend(echoed.unexpected())),
+            _ => Err(BrokerError::Backend(reply.unexpected())),
         }
     }
 }
@@ -511,13 +510,13 @@ impl Broker {
 
     /// The instance, if the echo service has it.
     fn existing_instance(&self, instance_id: &str) -> Result<InstanceView, BrokerError> {
-        let echoed = self.echo.fetch_instance(instance_id)?;
-        match echoed.status {
-            200 => Ok(echoed.instance(instance_id)?),
+        let reply = self.echo.fetch_instance(instance_id)?;
+        match reply.status {
+            200 => Ok(reply.instance(instance_id)?),
             404 | 410 => Err(BrokerError::NotFound(format!(
                 "instance '{instance_id}' does not exist"
             ))),
-            _ => Err(BrokerError::Backend(echoed.unexpected())),
+            _ => Err(BrokerError::Backend(reply.unexpected())),
         }
     }
 }
@@ -556,10 +555,10 @@ impl Broker {
     ///   maintenance_info that is not the catalog's.
     ///
     /// A failed update's body adds `instance_usable` and `update_repeatable`
-    /// ([`BrokerError::UpdateFailed`]), hence `update` around `apply_update`. What is absent is kept: an update
-    /// without `plan_id` and `parameters` changes neither. One that carries the catalog's
-    /// newer `maintenance_info.version` is the upgrade the catalog announced (here, only a
-    /// number).
+    /// ([`BrokerError::UpdateFailed`]), hence `update` around `apply_update`. What is absent
+    /// is kept: an update without `plan_id` and `parameters` changes neither. One that
+    /// carries the catalog's newer `maintenance_info.version` is the upgrade the catalog
+    /// announced (here, only a number).
     fn update(&self, instance_id: &str, request: &HttpRequest) -> Answer {
         self.apply_update(instance_id, request)
             .map_err(BrokerError::update_failed)
@@ -580,17 +579,17 @@ impl Broker {
             parameters: body.parameters.map(Value::Object),
             context: body.context.map(Value::Object),
         };
-        let echoed = self.echo.update(instance_id, &update)?;
-        match echoed.status {
+        let reply = self.echo.update(instance_id, &update)?;
+        match reply.status {
             // Changed; its answer is the instance as it is now (anything else is a 502).
             200 => {
-                echoed.instance(instance_id)?;
+                reply.instance(instance_id)?;
                 Ok(HttpResponse::json(200, &json!({})))
             }
             404 => Err(BrokerError::NotFound(format!(
                 "instance '{instance_id}' does not exist"
             ))),
-            _ => Err(BrokerError::Backend(echoed.unexpected())),
+            _ => Err(BrokerError::Backend(reply.unexpected())),
         }
     }
 
@@ -661,15 +660,15 @@ impl Broker {
         check_id("instance_id", instance_id)?;
         let (service_id, plan_id) = self.ids_from_query(request)?;
         // The echo service's status, translated into the spec's.
-        let echoed = self.echo.deprovision(instance_id, &service_id, &plan_id)?;
-        match echoed.status {
+        let reply = self.echo.deprovision(instance_id, &service_id, &plan_id)?;
+        match reply.status {
             // Removed now (204 is the same, without a body).
             200 | 204 => Ok(HttpResponse::json(200, &json!({}))),
             // Already gone, which the spec says with 410 (as the original did).
             404 | 410 => Err(BrokerError::Gone),
             // The instance is of another service or plan.
-            400 => Err(BrokerError::BadRequest(echoed.description())),
-            _ => Err(BrokerError::Backend(echoed.unexpected())),
+            400 => Err(BrokerError::BadRequest(reply.description())),
+            _ => Err(BrokerError::Backend(reply.unexpected())),
         }
     }
 
@@ -741,11 +740,13 @@ impl Broker {
             parameters: non_empty(body.parameters.map(Value::Object)),
         };
         // The echo service's status, translated into the spec's, as in `provision`.
-        let echoed = self.echo.bind(instance_id, binding_id, &attributes)?;
-        match echoed.status {
-            200 | 201 => Ok(self.bound(201, instance_id, binding_id, &echoed.binding(binding_id)?)),
+        let reply = self.echo.bind(instance_id, binding_id, &attributes)?;
+        match reply.status {
+            // Made now.
+            200 | 201 => Ok(self.bound(201, instance_id, binding_id, &reply.binding(binding_id)?)),
+            // It exists: a platform's retry if it asks for what is stored, else a reused id.
             409 => {
-                let stored = echoed.binding(binding_id)?;
+                let stored = reply.binding(binding_id)?;
                 if repeats(stored.attributes.as_ref(), &attributes) {
                     Ok(self.bound(200, instance_id, binding_id, &stored))
                 } else {
@@ -759,8 +760,8 @@ impl Broker {
                 "instance '{instance_id}' does not exist"
             ))),
             // The instance is of another service or plan.
-            400 => Err(BrokerError::BadRequest(echoed.description())),
-            _ => Err(BrokerError::Backend(echoed.unexpected())),
+            400 => Err(BrokerError::BadRequest(reply.description())),
+            _ => Err(BrokerError::Backend(reply.unexpected())),
         }
     }
 
@@ -829,13 +830,13 @@ impl Broker {
         instance_id: &str,
         binding_id: &str,
     ) -> Result<BindingView, BrokerError> {
-        let echoed = self.echo.fetch_binding(instance_id, binding_id)?;
-        match echoed.status {
-            200 => Ok(echoed.binding(binding_id)?),
+        let reply = self.echo.fetch_binding(instance_id, binding_id)?;
+        match reply.status {
+            200 => Ok(reply.binding(binding_id)?),
             404 | 410 => Err(BrokerError::NotFound(format!(
                 "binding '{binding_id}' does not exist"
             ))),
-            _ => Err(BrokerError::Backend(echoed.unexpected())),
+            _ => Err(BrokerError::Backend(reply.unexpected())),
         }
     }
 }
@@ -855,14 +856,14 @@ impl Broker {
         check_id("binding_id", binding_id)?;
         let (service_id, plan_id) = self.ids_from_query(request)?;
         // The echo service's status, translated as in `deprovision`.
-        let echoed = self
+        let reply = self
             .echo
             .unbind(instance_id, binding_id, &service_id, &plan_id)?;
-        match echoed.status {
+        match reply.status {
             200 | 204 => Ok(HttpResponse::json(200, &json!({}))),
             404 | 410 => Err(BrokerError::Gone),
-            400 => Err(BrokerError::BadRequest(echoed.description())),
-            _ => Err(BrokerError::Backend(echoed.unexpected())),
+            400 => Err(BrokerError::BadRequest(reply.description())),
+            _ => Err(BrokerError::Backend(reply.unexpected())),
         }
     }
 }

@@ -4,7 +4,7 @@
 //! An `https://` echo service is reached over TLS (rustls), its certificate checked against
 //! the operating system's trust store, or the CAs of `SSL_CERT_FILE` when that is set.
 //!
-//! Each method returns what the echo service answered, an [`Echoed`]: its status code, which
+//! Each method returns what the echo service answered, a [`Reply`]: its status code, which
 //! the broker's handlers translate into the OSB API's, and its body, read as the status says.
 //! No answer at all (refused, timed out, a failed handshake) is an [`EchoError`] whose text
 //! says what failed, for the broker's error description.
@@ -76,7 +76,7 @@ pub struct EchoError {
 }
 
 /// What the echo service answered to one call.
-pub struct Echoed {
+pub struct Reply {
     pub status: u16,
     body: Vec<u8>,
     /// Where the echo service is and what was asked, for an error's description.
@@ -187,18 +187,18 @@ impl EchoClient {
         &self,
         instance_id: &str,
         attributes: &InstanceAttributes,
-    ) -> Result<Echoed, EchoError> {
+    ) -> Result<Reply, EchoError> {
         let path = instance_path(instance_id);
         self.send("provision", "PUT", &path, Some(to_body(attributes)))
     }
 
     /// `GET /echo/{instance_id}`.
-    pub fn fetch_instance(&self, instance_id: &str) -> Result<Echoed, EchoError> {
+    pub fn fetch_instance(&self, instance_id: &str) -> Result<Reply, EchoError> {
         self.send("fetch instance", "GET", &instance_path(instance_id), None)
     }
 
     /// `PATCH /echo/{instance_id}`.
-    pub fn update(&self, instance_id: &str, update: &InstanceUpdate) -> Result<Echoed, EchoError> {
+    pub fn update(&self, instance_id: &str, update: &InstanceUpdate) -> Result<Reply, EchoError> {
         let path = instance_path(instance_id);
         self.send("update", "PATCH", &path, Some(to_body(update)))
     }
@@ -209,7 +209,7 @@ impl EchoClient {
         instance_id: &str,
         service_id: &str,
         plan_id: &str,
-    ) -> Result<Echoed, EchoError> {
+    ) -> Result<Reply, EchoError> {
         let path = instance_path(instance_id) + &ids_query(service_id, plan_id);
         self.send("deprovision", "DELETE", &path, None)
     }
@@ -220,13 +220,13 @@ impl EchoClient {
         instance_id: &str,
         binding_id: &str,
         attributes: &BindingAttributes,
-    ) -> Result<Echoed, EchoError> {
+    ) -> Result<Reply, EchoError> {
         let path = binding_path(instance_id, binding_id);
         self.send("bind", "PUT", &path, Some(to_body(attributes)))
     }
 
     /// `GET /echo/{instance_id}/{binding_id}`.
-    pub fn fetch_binding(&self, instance_id: &str, binding_id: &str) -> Result<Echoed, EchoError> {
+    pub fn fetch_binding(&self, instance_id: &str, binding_id: &str) -> Result<Reply, EchoError> {
         let path = binding_path(instance_id, binding_id);
         self.send("fetch binding", "GET", &path, None)
     }
@@ -238,7 +238,7 @@ impl EchoClient {
         binding_id: &str,
         service_id: &str,
         plan_id: &str,
-    ) -> Result<Echoed, EchoError> {
+    ) -> Result<Reply, EchoError> {
         let path = binding_path(instance_id, binding_id) + &ids_query(service_id, plan_id);
         self.send("unbind", "DELETE", &path, None)
     }
@@ -276,7 +276,7 @@ impl EchoClient {
         method: &str,
         path: &str,
         body: Option<Vec<u8>>,
-    ) -> Result<Echoed, EchoError> {
+    ) -> Result<Reply, EchoError> {
         let url = format!("{}{}", self.base_url, path);
         let mut builder = ureq::http::Request::builder().method(method).uri(&url);
         if let Some(authorization) = &self.authorization {
@@ -307,7 +307,7 @@ impl EchoClient {
             .limit(MAX_REPLY_BYTES)
             .read_to_vec()
             .map_err(|error| self.failed(&url, error))?;
-        Ok(Echoed {
+        Ok(Reply {
             status,
             body,
             base_url: self.base_url.clone(),
@@ -340,7 +340,7 @@ impl EchoClient {
     }
 }
 
-impl Echoed {
+impl Reply {
     /// The instance the answer carries. The original echo service's 409 has no body worth
     /// reading: an unreadable 409 is an instance with nothing recorded.
     pub fn instance(&self, instance_id: &str) -> Result<InstanceView, EchoError> {
