@@ -29,7 +29,8 @@
 //! The bodies of provision, update and bind may carry `context`: what the platform knows of
 //! where the resource lives. `context.platform` names the platform (e.g. `cloudfoundry`);
 //! the other fields are that platform's own (Cloud Foundry's organization and space ids,
-//! the instance's name). This broker stores it and acts on none of it.
+//! the instance's name). This broker acts on none of it; it keeps an instance's with the
+//! instance.
 
 use crate::catalog::{Catalog, Plan, Service};
 use crate::echo::api::{
@@ -970,9 +971,9 @@ fn check_maintenance_info(
 // `succeeded` or `failed` (with a `description` for people); a `Retry-After` header sets
 // the pace. Such a broker must also remember each operation in flight, answer a repeated
 // request while it runs with 202 again, and may refuse another operation on the same
-// resource with 422 `ConcurrencyError`. A polled update or deprovision that `failed` says
-// what it left behind with the flags a failed update carries here (`instance_usable`, and
-// for an update `update_repeatable`: see `BrokerError::UpdateFailed`).
+// resource with 422 `ConcurrencyError`. A polled update or deprovision that `failed` may
+// say what it left behind with the flags a failed update carries here (`instance_usable`,
+// and for an update `update_repeatable`: see `BrokerError::UpdateFailed`).
 //
 // The echo service does each change in one request that returns after an fsync, so this
 // broker finishes every operation before it answers, never answers 202, and ignores
