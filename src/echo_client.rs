@@ -365,14 +365,9 @@ impl Reply {
         }
     }
 
-    /// The `description` (or the original's `error`) of an error answer, else a note that
-    /// it had none.
+    /// What an error answer says went wrong.
     pub fn description(&self) -> String {
-        let body: serde_json::Value = serde_json::from_slice(&self.body).unwrap_or_default();
-        body.get("description")
-            .or_else(|| body.get("error"))
-            .and_then(|text| text.as_str())
-            .map_or_else(|| "no description".to_string(), str::to_string)
+        description_of(self)
     }
 
     /// A status the call does not expect: 502, or 503 when the echo service says it is
@@ -445,4 +440,13 @@ fn empty_binding(binding_id: &str) -> BindingView {
         username: None,
         password: None,
     }
+}
+
+/// The `description` (or the original's `error`) of an error answer, else a note that it had none.
+fn description_of(reply: &Reply) -> String {
+    let body: serde_json::Value = serde_json::from_slice(&reply.body).unwrap_or_default();
+    body.get("description")
+        .or_else(|| body.get("error"))
+        .and_then(|text| text.as_str())
+        .map_or_else(|| "no description".to_string(), str::to_string)
 }
