@@ -5,7 +5,12 @@
 //! request passes (basic auth, API version, originating identity), the router, and then one
 //! handler per call in lifecycle order: catalog, provision, fetch, update, deprovision,
 //! bind, fetch binding, unbind, last operation. Each handler's doc comment shows the
-//! request it answers and its responses.
+//! request it answers and its responses. The file ends with what it leaves out: asynchronous
+//! operations. (How the server calls it: `broker/serving.rs`.)
+//!
+//! "The original" below is the original Python broker and its echo service (2014, Service
+//! Broker API v2.3), which this file re-implements: the same catalog, the same calls to the
+//! echo service, in the same order. Where this broker differs from it, it follows the spec.
 //!
 //! The broker keeps no state of its own: it asks the echo service (`echo_client.rs`), so
 //! several brokers can run behind one platform router. The source of truth is the platform
@@ -20,16 +25,20 @@
 //! 410 ("already gone": a repeated DELETE learns that its work is done, and Cloud Foundry
 //! counts it a success). A 4xx MUST leave the resources unchanged (a 5xx SHOULD): a refused
 //! request changes nothing, so the platform may fix it and send it again.
+//!
+//! The bodies of provision, update and bind may carry `context`: what the platform knows of
+//! where the resource lives. `context.platform` names the platform (e.g. `cloudfoundry`);
+//! the other fields are that platform's own (Cloud Foundry's organization and space ids,
+//! the instance's name). This broker acts on none of it; it keeps an instance's with the
+//! instance.
 
 use crate::catalog::{Catalog, Plan, Service};
 use crate::echo::api::{
     non_empty, BindingAttributes, BindingView, InstanceAttributes, InstanceUpdate, InstanceView,
 };
-use crate::echo_client::{self, Bound, EchoClient, EchoError, Provisioned, Removed, TlsRoots};
+use crate::echo_client::{EchoClient, EchoError, TlsRoots};
 use crate::http::{self, HttpRequest, HttpResponse};
-use crate::logging::RequestContext;
 use crate::observer::Observer;
-use crate::server::{Answered, Handler};
 use base64::Engine;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
@@ -66,7 +75,7 @@ pub struct BrokerConfig {
 
 pub struct Broker {
     catalog: Catalog,
-    /// `GET /v2/catalog`'s body, serialised once at start.
+    /// `GET /v2/catalog`'s body, made once: the catalog never changes while the broker runs.
     catalog_json: Vec<u8>,
     /// The user and password the platform logs in with. (What a bound app gets is its
     /// binding's credentials: [`Broker::binding_credentials`].)
@@ -95,10 +104,20 @@ impl Broker {
 // ---------------------------------------------------------------------------------------
 
 /// Why a request failed. Handlers return these; [`BrokerError::to_response`] is the one
-/// place that turns them into HTTP. Every body has a `description` for people and an
-/// `error` word for programs. The spec defines four `error` codes (`AsyncRequired`,
-/// `ConcurrencyError`, `RequiresApp`, `MaintenanceInfoConflict`), for the cases it names;
-/// the other words below are this broker's own, which the spec allows.
+/// place that turns them into HTTP: `{"error": WORD, "description": TEXT}`, the text for
+/// people and the camel-case word for programs. The spec fixes the status of each failure,
+/// and the word for four failures only (spec, "Error Codes"):
+///
+/// - `AsyncRequired`: the broker can do the work only asynchronously, and the request
+///   lacks `?accepts_incomplete=true` (the note at the end of this file);
+/// - `ConcurrencyError`: another request that changes the same resource is in progress;
+/// - `RequiresApp`: a bind without `app_guid`, to a service that binds only to apps;
+/// - `MaintenanceInfoConflict`: the request's `maintenance_info.version` is not the
+///   catalog's.
+///
+/// This broker sends only the last: it finishes every operation before it answers, and binds
+/// with or without an app. Every other word, in the `match` of `response_with` below, is
+/// this broker's own name for the failure (the spec asks only for one camel-case word).
 #[derive(Debug, Clone, PartialEq)]
 pub enum BrokerError {
     /// 400: the request is malformed or misses mandatory data.
@@ -115,16 +134,33 @@ pub enum BrokerError {
     Gone,
     /// 412: the platform speaks an API version this broker does not.
     PreconditionFailed(String),
-    /// 422 `MaintenanceInfoConflict`: the platform's maintenance_info is not the catalog's.
+    /// 422 with the spec's `MaintenanceInfoConflict`: the request's maintenance_info is not
+    /// the catalog's.
     MaintenanceInfoConflict(String),
     /// 422: an update this service cannot make (e.g. a plan change where plans are fixed).
     UnsupportedChange(String),
-    /// 502, 503 or 504: the echo service failed, or did not answer in time. A provision or
-    /// bind that timed out may still be done: the platform's DELETEs (orphan mitigation)
-    /// undo it.
+    /// 502, 503 or 504 `BackendFailed`: the echo service gave no answer a handler can use,
+    /// and the status says how, as a gateway's does:
+    ///
+    /// | the echo service                                           | answer                  |
+    /// |------------------------------------------------------------|-------------------------|
+    /// | answered a status the handler has no arm for, or not HTTP  | 502 Bad Gateway         |
+    /// | answered a body that is not what its status promises       | 502 Bad Gateway         |
+    /// | failed the TLS handshake (its certificate is not trusted)  | 502 Bad Gateway         |
+    /// | cannot be reached: refused, unknown host, connection lost  | 503 Service Unavailable |
+    /// | answered 503 itself (say, a change it cannot make durable) | 503 Service Unavailable |
+    /// | did not answer in time (`echo_client::BACKEND_TIMEOUT`)    | 504 Gateway Timeout     |
+    ///
+    /// A provision or bind that timed out may still be done: the platform's DELETEs
+    /// (orphan mitigation) undo it.
     Backend(EchoError),
-    /// An update failed: the inner error's answer, plus `instance_usable` and
-    /// `update_repeatable` as the spec defines them for updates only.
+    /// An update failed: the cause's answer plus two flags that tell the platform what the
+    /// failure left behind: `instance_usable`, may apps go on using the instance, and
+    /// `update_repeatable`, may the same update succeed if sent again (both default to
+    /// true; the spec allows them on a failed update only, and `instance_usable` also on a
+    /// failed deprovision). An update refused here (4xx) changes nothing, so the instance
+    /// stays usable unless it does not exist, and the same update would be refused again;
+    /// one the echo service failed (5xx) may pass if sent again.
     UpdateFailed(Box<BrokerError>),
 }
 
@@ -135,29 +171,18 @@ impl From<EchoError> for BrokerError {
 }
 
 impl BrokerError {
-    fn update_failed(self) -> BrokerError {
-        BrokerError::UpdateFailed(Box::new(self))
-    }
-
     pub fn to_response(&self) -> HttpResponse {
         self.response_with(Map::new())
     }
 
-    /// The spec: a failed update leaves the instance as it was, so it stays usable unless it
-    /// does not exist; an update refused for what it asks will be refused again.
-    fn update_failure_response(&self) -> HttpResponse {
-        let mut flags = Map::new();
-        let usable = !matches!(self, BrokerError::NotFound(_));
-        let repeatable = matches!(self, BrokerError::Backend(_));
-        flags.insert("instance_usable".into(), usable.into());
-        flags.insert("update_repeatable".into(), repeatable.into());
-        self.response_with(flags)
-    }
-
-    /// `{"error": ..., "description": ...}` with the fields of `extra` (an update's flags),
-    /// serialised once.
+    /// The error body, plus `extra` fields (a failed update's flags).
     fn response_with(&self, extra: Map<String, Value>) -> HttpResponse {
         let (status, error, description) = match self {
+            // The spec's error code.
+            BrokerError::MaintenanceInfoConflict(text) => {
+                (422, "MaintenanceInfoConflict", text.as_str())
+            }
+            // This broker's own words, named after the status.
             BrokerError::BadRequest(text) => (400, "BadRequest", text.as_str()),
             BrokerError::Unauthorized => (
                 401,
@@ -167,16 +192,13 @@ impl BrokerError {
             BrokerError::NotFound(text) => (404, "NotFound", text.as_str()),
             BrokerError::MethodNotAllowed(text, _) => (405, "MethodNotAllowed", text.as_str()),
             BrokerError::Conflict(text) => (409, "Conflict", text.as_str()),
-            BrokerError::Gone => return HttpResponse::json(410, &extra),
             BrokerError::PreconditionFailed(text) => (412, "PreconditionFailed", text.as_str()),
-            BrokerError::MaintenanceInfoConflict(text) => {
-                (422, "MaintenanceInfoConflict", text.as_str())
-            }
             BrokerError::UnsupportedChange(text) => (422, "UnsupportedChange", text.as_str()),
             BrokerError::Backend(error) => {
                 (error.status, "BackendFailed", error.description.as_str())
             }
-            BrokerError::UpdateFailed(inner) => return inner.update_failure_response(),
+            BrokerError::Gone => return HttpResponse::json(410, &json!({})),
+            BrokerError::UpdateFailed(cause) => return cause.response_with(cause.update_flags()),
         };
         let mut body = Map::new();
         body.insert("error".into(), error.into());
@@ -190,6 +212,16 @@ impl BrokerError {
             BrokerError::MethodNotAllowed(_, allow) => response.with_header("Allow", allow.clone()),
             _ => response,
         }
+    }
+
+    /// `instance_usable` and `update_repeatable` for an update that failed with this error.
+    fn update_flags(&self) -> Map<String, Value> {
+        let usable = !matches!(self, BrokerError::NotFound(_));
+        let repeatable = matches!(self, BrokerError::Backend(_));
+        let mut flags = Map::new();
+        flags.insert("instance_usable".into(), usable.into());
+        flags.insert("update_repeatable".into(), repeatable.into());
+        flags
     }
 }
 
@@ -231,8 +263,8 @@ fn check_api_version(request: &HttpRequest) -> Result<(), BrokerError> {
 
 /// `X-Broker-API-Originating-Identity: PLATFORM BASE64(JSON)`: who on the platform asked.
 /// Returns the user it names (Cloud Foundry's `user_id`, Kubernetes' `username`), if any.
-/// PLATFORM MUST equal `context.platform` when a body carries `context`; this broker only
-/// reads the user, for the log and the conversation page.
+/// PLATFORM MUST equal the body's `context.platform` when it carries `context`; this broker
+/// only reads the user, for the log and the conversation page.
 pub fn originating_user(request: &HttpRequest) -> Result<Option<String>, BrokerError> {
     let Some(value) = request.header(ORIGINATING_IDENTITY_HEADER) else {
         return Ok(None);
@@ -262,11 +294,40 @@ pub fn originating_user(request: &HttpRequest) -> Result<Option<String>, BrokerE
     Ok(Some(user.unwrap_or_else(|| format!("({platform} user)"))))
 }
 
+impl Broker {
+    /// The checks of this section, in order, on the headers alone: no body is read for a
+    /// client without credentials. The platform's health check needs none; the pages for
+    /// people (the conversation, `/metrics`) need only the credentials.
+    fn checks(&self, request: &HttpRequest) -> Result<(), BrokerError> {
+        if request.method == "GET" && request.path() == "/health" {
+            return Ok(());
+        }
+        self.check_credentials(request)?;
+        if !is_osb_call(request) {
+            return Ok(());
+        }
+        check_api_version(request)?;
+        // A malformed identity is a 400; the user it names is for the log and the page.
+        originating_user(request)?;
+        Ok(())
+    }
+}
+
+/// The OSB API's own paths: the checks of the API version and identity apply to these.
+fn is_osb_call(request: &HttpRequest) -> bool {
+    request.path() == "/v2" || request.path().starts_with("/v2/")
+}
+
 // ---------------------------------------------------------------------------------------
 // The router: every route of the API on one screen
 // ---------------------------------------------------------------------------------------
 
-/// Every route, in lifecycle order: the one table that picks a handler and names it.
+// How the server calls the checks, then this router (or a 404 or 405): `broker/serving.rs`.
+mod serving;
+use serving::{to, Route};
+
+/// Every route, in lifecycle order: the one table that picks a handler and names it (the
+/// handler's own name, for the conversation page and `/metrics`).
 #[rustfmt::skip]
 fn route<'p>(method: &str, path: &'p [&'p str]) -> Option<Route<'p>> {
     match (method, path) {
@@ -277,8 +338,7 @@ fn route<'p>(method: &str, path: &'p [&'p str]) -> Option<Route<'p>> {
         ("GET", ["v2", "service_instances", instance_id]) =>
             to("fetch_instance", "fetching-a-service-instance", move |broker, _| broker.fetch_instance(instance_id)),
         ("PATCH", ["v2", "service_instances", instance_id]) =>
-            to("update", "updating-a-service-instance",
-               move |broker, request| broker.update(instance_id, request).map_err(BrokerError::update_failed)),
+            to("update", "updating-a-service-instance", move |broker, request| broker.update(instance_id, request)),
         ("DELETE", ["v2", "service_instances", instance_id]) =>
             to("deprovision", "deprovisioning", move |broker, request| broker.deprovision(instance_id, request)),
         ("PUT", ["v2", "service_instances", instance_id, "service_bindings", binding_id]) =>
@@ -300,132 +360,6 @@ fn route<'p>(method: &str, path: &'p [&'p str]) -> Option<Route<'p>> {
         ("GET", ["metrics"]) => to("metrics", "", |broker, _| Ok(broker.observer.metrics())),
         _ => None,
     }
-}
-
-/// No route: a 405 with the methods the path does answer (`Allow`), or a 404.
-fn not_routed(method: &str, path: &[&str], raw_path: &str) -> BrokerError {
-    let allowed: Vec<&str> = ["GET", "PUT", "PATCH", "DELETE"]
-        .into_iter()
-        .filter(|method| route(method, path).is_some())
-        .collect();
-    if allowed.is_empty() {
-        BrokerError::NotFound(format!("{raw_path} is not part of the API"))
-    } else {
-        BrokerError::MethodNotAllowed(
-            format!("{method} is not part of the API at {raw_path}"),
-            allowed.join(", "),
-        )
-    }
-}
-
-/// A route: the handler of this file that answers it, and its name and section of the spec
-/// (for the conversation page and the `route` label of `/metrics`, in `observer.rs`).
-struct Route<'p> {
-    name: &'static str,
-    spec_section: &'static str,
-    handler: Box<RouteHandler<'p>>,
-}
-
-/// A handler with the route's ids in hand, waiting for the request.
-type RouteHandler<'p> = dyn FnOnce(&Broker, &HttpRequest) -> Answer + 'p;
-
-fn to<'p>(
-    name: &'static str,
-    spec_section: &'static str,
-    handler: impl FnOnce(&Broker, &HttpRequest) -> Answer + 'p,
-) -> Option<Route<'p>> {
-    Some(Route {
-        name,
-        spec_section,
-        handler: Box::new(handler),
-    })
-}
-
-/// How a request is answered, in this order (`server.rs` calls these): `admit` runs the
-/// checks on the headers alone, so that no body is read for a client without credentials;
-/// `handle` routes the request, body and all; `observe` hands the answer to the page and
-/// the metrics. Every answer echoes the platform's `X-Broker-API-Request-Identity`, and
-/// every call to the echo service on its behalf carries it, so one request can be followed
-/// through both servers' logs.
-impl Handler for Broker {
-    fn admit(&self, head: &HttpRequest) -> Result<(), HttpResponse> {
-        self.checks(head)
-            .map_err(|refusal| respond(head, Err(refusal)))
-    }
-
-    fn handle(&self, request: &HttpRequest) -> HttpResponse {
-        respond(request, self.answer(request))
-    }
-
-    /// The answer, with the name the router gives its route.
-    fn observe(&self, answered: &Answered) {
-        let Some(segments) = answered.request.path_segments() else {
-            return self.observer.observe(answered, None); // a path no route can match
-        };
-        let path: Vec<&str> = segments.iter().map(String::as_str).collect();
-        let method = &answered.request.method;
-        let named = route(method, &path).map(|route| (route.name, route.spec_section));
-        self.observer.observe(answered, named);
-    }
-
-    /// The platform's request identity and the originating user, for the log line.
-    fn log_context(&self, request: &HttpRequest) -> RequestContext {
-        RequestContext {
-            request_identity: request.header(REQUEST_IDENTITY_HEADER).map(str::to_string),
-            user: originating_user(request).ok().flatten(),
-        }
-    }
-}
-
-impl Broker {
-    /// The checks of the section above, in order. The platform's health check needs none;
-    /// the pages for people (the conversation, `/metrics`) need only the credentials.
-    fn checks(&self, request: &HttpRequest) -> Result<(), BrokerError> {
-        if request.method == "GET" && request.path() == "/health" {
-            return Ok(());
-        }
-        self.check_credentials(request)?;
-        if !is_osb_call(request) {
-            return Ok(());
-        }
-        check_api_version(request)?;
-        // A malformed identity is a 400; the user it names is for the log and the page.
-        originating_user(request)?;
-        Ok(())
-    }
-
-    /// Finds the request's route and runs its handler. Every call to the echo service on
-    /// the platform's behalf carries its request identity, for as long as `_forwarded`
-    /// lives: to the end of this function.
-    fn answer(&self, request: &HttpRequest) -> Answer {
-        let identity = request.header(REQUEST_IDENTITY_HEADER);
-        let _forwarded = echo_client::forward_request_identity(identity);
-        let segments = request.path_segments().ok_or_else(|| {
-            BrokerError::BadRequest("the path is not valid percent-encoded UTF-8".into())
-        })?;
-        let path: Vec<&str> = segments.iter().map(String::as_str).collect();
-        let answer = match route(&request.method, &path) {
-            Some(route) => (route.handler)(self, request),
-            None => Err(not_routed(&request.method, &path, request.path())),
-        };
-        answer
-    }
-}
-
-fn is_osb_call(request: &HttpRequest) -> bool {
-    request.path() == "/v2" || request.path().starts_with("/v2/")
-}
-
-/// The answer as HTTP, with the request identity echoed.
-fn respond(request: &HttpRequest, answer: Answer) -> HttpResponse {
-    let mut response = answer.unwrap_or_else(|error| error.to_response());
-    // Platforms send a UUID; a value that could forge a header is never sent back.
-    if let Some(identity) = http::safe_to_echo(request.header(REQUEST_IDENTITY_HEADER)) {
-        response
-            .headers
-            .push((REQUEST_IDENTITY_HEADER, identity.to_string()));
-    }
-    response
 }
 
 // ---------------------------------------------------------------------------------------
@@ -452,9 +386,8 @@ impl Broker {
 // ---------------------------------------------------------------------------------------
 
 /// The body of a provision request. Unknown fields are ignored (vendor extensions).
-/// `context` (with `context.platform`, e.g. `cloudfoundry`) is where a platform says where
-/// the instance lives; `organization_guid` and `space_guid` are deprecated in its favour
-/// but still required, so that old and new brokers both understand the request.
+/// `organization_guid` and `space_guid` are deprecated in favour of `context` but still
+/// required, so that old and new brokers both understand the request.
 #[derive(Deserialize)]
 struct ProvisionRequest {
     service_id: String,
@@ -479,7 +412,7 @@ struct MaintenanceInfoRequest {
 impl Broker {
     /// `PUT /v2/service_instances/{instance_id}`
     /// `{"service_id": "echo_service", "plan_id": "big_0001", "organization_guid": "HP",
-    ///   "space_guid": "IT", "parameters": {...}, "context": {...}}`
+    ///   "space_guid": "IT", "context": {"platform": "cloudfoundry"}, "parameters": {...}}`
     ///
     /// - 201 `{"dashboard_url": ".../echo/dashboard/{instance_id}?token=..."}`: provisioned.
     /// - 200 with the same body: it already exists with identical attributes.
@@ -503,27 +436,31 @@ impl Broker {
             context: non_empty(body.context.map(Value::Object)),
             parameters: non_empty(body.parameters.map(Value::Object)),
         };
-        // The echo service's answer, translated into the spec's, as the original Python
-        // broker did it. Its failures (unreachable, slow, a bad answer) are 502-504 via `?`.
-        match self.echo.provision(instance_id, &attributes)? {
-            // echo 201: made now.
-            Provisioned::Created(view) => Ok(self.provisioned(201, instance_id, &view)),
-            // echo 409 with the same attributes: a platform's retry, already done.
-            Provisioned::AlreadyExists(view) if repeats(view.attributes.as_ref(), &attributes) => {
-                Ok(self.provisioned(200, instance_id, &view))
+        // The echo service's status, translated into the spec's as the original did it. Any
+        // other answer, or none (the `?`s), is a 502-504: table at `BrokerError::Backend`.
+        let reply = self.echo.provision(instance_id, &attributes)?;
+        match reply.status {
+            // Made now (the original echo service says so with 200).
+            200 | 201 => Ok(self.provisioned(201, instance_id, &reply.instance(instance_id)?)),
+            // It exists: a platform's retry if it asks for what is stored, else a reused id.
+            409 => {
+                let stored = reply.instance(instance_id)?;
+                if repeats(stored.attributes.as_ref(), &attributes) {
+                    Ok(self.provisioned(200, instance_id, &stored))
+                } else {
+                    Err(BrokerError::Conflict(format!(
+                        "instance '{instance_id}' already exists with other attributes"
+                    )))
+                }
             }
-            // echo 409 with other attributes: the id is reused.
-            Provisioned::AlreadyExists(_) => Err(BrokerError::Conflict(format!(
-                "instance '{instance_id}' already exists with other attributes"
-            ))),
+            _ => Err(BrokerError::Backend(reply.unexpected())),
         }
     }
 }
 
 /// 200 or 409 for a provision or bind whose id exists: 200 only if it asks for exactly what
 /// is stored (a platform's retry). The original echo service stored nothing
-/// (`attributes: None`, tests/original_backend.rs): every repeat is then a 200, as the
-/// original broker answered.
+/// (`attributes: None`): every repeat is then a 200, as the original broker answered.
 fn repeats<T: PartialEq>(stored: Option<&T>, requested: &T) -> bool {
     stored.is_none_or(|stored| stored == requested)
 }
@@ -551,7 +488,9 @@ impl Broker {
 impl Broker {
     /// `GET /v2/service_instances/{instance_id}`
     ///
-    /// - 200 `{"service_id", "plan_id", "dashboard_url", "parameters"}`
+    /// - 200 `{"service_id", "plan_id", "dashboard_url", "parameters"}` (every field is
+    ///   optional in the spec: a backend that recorded nothing, like the original echo
+    ///   service, gives no `service_id` or `plan_id`).
     /// - 404: it does not exist.
     fn fetch_instance(&self, instance_id: &str) -> Answer {
         check_id("instance_id", instance_id)?;
@@ -570,10 +509,16 @@ impl Broker {
         Ok(HttpResponse::json(200, &body))
     }
 
+    /// The instance, if the echo service has it.
     fn existing_instance(&self, instance_id: &str) -> Result<InstanceView, BrokerError> {
-        self.echo.fetch_instance(instance_id)?.ok_or_else(|| {
-            BrokerError::NotFound(format!("instance '{instance_id}' does not exist"))
-        })
+        let reply = self.echo.fetch_instance(instance_id)?;
+        match reply.status {
+            200 => Ok(reply.instance(instance_id)?),
+            404 | 410 => Err(BrokerError::NotFound(format!(
+                "instance '{instance_id}' does not exist"
+            ))),
+            _ => Err(BrokerError::Backend(reply.unexpected())),
+        }
     }
 }
 
@@ -581,8 +526,7 @@ impl Broker {
 // Updating a service instance
 // ---------------------------------------------------------------------------------------
 
-/// The body of an update request. `previous_values` is accepted and not needed: the echo
-/// service knows the current values.
+/// The body of an update request.
 #[derive(Deserialize)]
 struct UpdateRequest {
     service_id: String,
@@ -594,8 +538,9 @@ struct UpdateRequest {
     context: Option<Map<String, Value>>,
     #[serde(default)]
     maintenance_info: Option<MaintenanceInfoRequest>,
-    /// Not needed (the echo service knows the current values), but read so that, like
-    /// every field of the spec's, it must have the spec's type; hence the `_`.
+    /// What the platform believes the instance was before (its plan, maintenance_info). The
+    /// echo service knows, so this broker uses none of it; but a value that is not an
+    /// object is a malformed request, a 400, like any field of the wrong type.
     #[serde(default, rename = "previous_values")]
     _previous_values: Option<Map<String, Value>>,
 }
@@ -610,11 +555,17 @@ impl Broker {
     /// - 422: a plan change the plan does not allow (`plan_updateable`), or a
     ///   maintenance_info that is not the catalog's.
     ///
-    /// A failed update changes nothing; its body adds `instance_usable` and `update_repeatable`
-    /// (the router wraps its errors for that). What is absent is kept: an update without
-    /// `plan_id` and `parameters` changes neither. One that carries the catalog's newer
-    /// `maintenance_info.version` is the upgrade the catalog announced (here, only a number).
+    /// A failed update's body adds `instance_usable` and `update_repeatable`
+    /// ([`BrokerError::UpdateFailed`]), hence `update` around `apply_update`. What is absent
+    /// is kept: an update without `plan_id` and `parameters` changes neither. One that
+    /// carries the catalog's newer `maintenance_info.version` is the upgrade the catalog
+    /// announced (here, only a number).
     fn update(&self, instance_id: &str, request: &HttpRequest) -> Answer {
+        self.apply_update(instance_id, request)
+            .map_err(BrokerError::update_failed)
+    }
+
+    fn apply_update(&self, instance_id: &str, request: &HttpRequest) -> Answer {
         check_id("instance_id", instance_id)?;
         let body: UpdateRequest =
             http::parse_json_body(&request.body, "update").map_err(BrokerError::BadRequest)?;
@@ -629,10 +580,18 @@ impl Broker {
             parameters: body.parameters.map(Value::Object),
             context: body.context.map(Value::Object),
         };
-        self.echo.update(instance_id, &update)?.ok_or_else(|| {
-            BrokerError::NotFound(format!("instance '{instance_id}' does not exist"))
-        })?;
-        Ok(HttpResponse::json(200, &json!({})))
+        let reply = self.echo.update(instance_id, &update)?;
+        match reply.status {
+            // Changed; its answer is the instance as it is now (anything else is a 502).
+            200 => {
+                reply.instance(instance_id)?;
+                Ok(HttpResponse::json(200, &json!({})))
+            }
+            404 => Err(BrokerError::NotFound(format!(
+                "instance '{instance_id}' does not exist"
+            ))),
+            _ => Err(BrokerError::Backend(reply.unexpected())),
+        }
     }
 
     /// The plan the instance is on now; 400 if the instance belongs to another service. (A
@@ -648,6 +607,12 @@ impl Broker {
             Some(attributes) => Ok(attributes.plan_id),
             None => Ok(unrecorded_plan_id(service)),
         }
+    }
+}
+
+impl BrokerError {
+    fn update_failed(self) -> BrokerError {
+        BrokerError::UpdateFailed(Box::new(self))
     }
 }
 
@@ -695,14 +660,16 @@ impl Broker {
     fn deprovision(&self, instance_id: &str, request: &HttpRequest) -> Answer {
         check_id("instance_id", instance_id)?;
         let (service_id, plan_id) = self.ids_from_query(request)?;
-        // The echo service's answer, translated into the spec's.
-        match self.echo.deprovision(instance_id, &service_id, &plan_id)? {
-            // echo 200: removed now.
-            Removed::Removed => Ok(HttpResponse::json(200, &json!({}))),
-            // echo 404: already gone, which the spec says with 410.
-            Removed::NotFound => Err(BrokerError::Gone),
-            // echo 400: the instance is of another service or plan.
-            Removed::Mismatch(why) => Err(BrokerError::BadRequest(why)),
+        // The echo service's status, translated into the spec's.
+        let reply = self.echo.deprovision(instance_id, &service_id, &plan_id)?;
+        match reply.status {
+            // Removed now (204 is the same, without a body).
+            200 | 204 => Ok(HttpResponse::json(200, &json!({}))),
+            // Already gone, which the spec says with 410 (as the original did).
+            404 | 410 => Err(BrokerError::Gone),
+            // The instance is of another service or plan.
+            400 => Err(BrokerError::BadRequest(reply.description())),
+            _ => Err(BrokerError::Backend(reply.unexpected())),
         }
     }
 
@@ -719,8 +686,8 @@ impl Broker {
 // Binding
 // ---------------------------------------------------------------------------------------
 
-/// The body of a bind request. `app_guid` is deprecated in favour of
-/// `bind_resource.app_guid`; a platform may send either, or both.
+/// The body of a bind request. `bind_resource.app_guid` names the app to bind; the older
+/// top-level `app_guid` is deprecated in its favour, and a platform may send either, or both.
 #[derive(Deserialize)]
 struct BindRequest {
     service_id: String,
@@ -731,15 +698,16 @@ struct BindRequest {
     bind_resource: Option<Map<String, Value>>,
     #[serde(default)]
     parameters: Option<Map<String, Value>>,
-    /// Not stored, but read so that, like every field of the spec's, it must have the
-    /// spec's type; hence the `_`.
+    /// Where the binding lives (see `context` at the top); this broker does not store it,
+    /// but a value that is not an object is a malformed request, a 400.
     #[serde(default, rename = "context")]
     _context: Option<Map<String, Value>>,
 }
 
 impl Broker {
     /// `PUT /v2/service_instances/{instance_id}/service_bindings/{binding_id}`
-    /// `{"service_id": "echo_service", "plan_id": "big_0001", "app_guid": "myapp"}`
+    /// `{"service_id": "echo_service", "plan_id": "big_0001",
+    ///   "bind_resource": {"app_guid": "myapp"}}`
     ///
     /// - 201 `{"credentials": {"uri": "http://USER:PASS@.../echo/{instance_id}/{binding_id}",
     ///   "username": USER, "password": PASS}}`: bound; the app posts messages to `uri`.
@@ -772,20 +740,29 @@ impl Broker {
             bind_resource: non_empty(body.bind_resource.map(Value::Object)),
             parameters: non_empty(body.parameters.map(Value::Object)),
         };
-        // The echo service's answer, translated into the spec's, as in `provision`: echo
-        // 201 is 201, 409 is 200 or 409, 404 (no such instance) 404, 400 (another service) 400.
-        match self.echo.bind(instance_id, binding_id, &attributes)? {
-            Bound::Created(view) => Ok(self.bound(201, instance_id, binding_id, &view)),
-            Bound::AlreadyExists(view) if repeats(view.attributes.as_ref(), &attributes) => {
-                Ok(self.bound(200, instance_id, binding_id, &view))
+        // The echo service's status, translated into the spec's, as in `provision`.
+        let reply = self.echo.bind(instance_id, binding_id, &attributes)?;
+        match reply.status {
+            // Made now.
+            200 | 201 => Ok(self.bound(201, instance_id, binding_id, &reply.binding(binding_id)?)),
+            // It exists: a platform's retry if it asks for what is stored, else a reused id.
+            409 => {
+                let stored = reply.binding(binding_id)?;
+                if repeats(stored.attributes.as_ref(), &attributes) {
+                    Ok(self.bound(200, instance_id, binding_id, &stored))
+                } else {
+                    Err(BrokerError::Conflict(format!(
+                        "binding '{binding_id}' already exists with other attributes"
+                    )))
+                }
             }
-            Bound::AlreadyExists(_) => Err(BrokerError::Conflict(format!(
-                "binding '{binding_id}' already exists with other attributes"
-            ))),
-            Bound::NoSuchInstance => Err(BrokerError::NotFound(format!(
+            // No such instance.
+            404 => Err(BrokerError::NotFound(format!(
                 "instance '{instance_id}' does not exist"
             ))),
-            Bound::Mismatch(why) => Err(BrokerError::BadRequest(why)),
+            // The instance is of another service or plan.
+            400 => Err(BrokerError::BadRequest(reply.description())),
+            _ => Err(BrokerError::Backend(reply.unexpected())),
         }
     }
 
@@ -848,14 +825,20 @@ impl Broker {
         ))
     }
 
+    /// The binding, if the echo service has it.
     fn existing_binding(
         &self,
         instance_id: &str,
         binding_id: &str,
     ) -> Result<BindingView, BrokerError> {
-        self.echo
-            .fetch_binding(instance_id, binding_id)?
-            .ok_or_else(|| BrokerError::NotFound(format!("binding '{binding_id}' does not exist")))
+        let reply = self.echo.fetch_binding(instance_id, binding_id)?;
+        match reply.status {
+            200 => Ok(reply.binding(binding_id)?),
+            404 | 410 => Err(BrokerError::NotFound(format!(
+                "binding '{binding_id}' does not exist"
+            ))),
+            _ => Err(BrokerError::Backend(reply.unexpected())),
+        }
     }
 }
 
@@ -873,14 +856,15 @@ impl Broker {
         check_id("instance_id", instance_id)?;
         check_id("binding_id", binding_id)?;
         let (service_id, plan_id) = self.ids_from_query(request)?;
-        let removed = self
+        // The echo service's status, translated as in `deprovision`.
+        let reply = self
             .echo
             .unbind(instance_id, binding_id, &service_id, &plan_id)?;
-        // The echo service's answer, translated as in `deprovision`: 200, 404 is 410, 400.
-        match removed {
-            Removed::Removed => Ok(HttpResponse::json(200, &json!({}))),
-            Removed::NotFound => Err(BrokerError::Gone),
-            Removed::Mismatch(why) => Err(BrokerError::BadRequest(why)),
+        match reply.status {
+            200 | 204 => Ok(HttpResponse::json(200, &json!({}))),
+            404 | 410 => Err(BrokerError::Gone),
+            400 => Err(BrokerError::BadRequest(reply.description())),
+            _ => Err(BrokerError::Backend(reply.unexpected())),
         }
     }
 }
@@ -986,8 +970,10 @@ fn check_maintenance_info(
 // hands back on `GET .../last_operation?operation=...` while it polls, until the state is
 // `succeeded` or `failed` (with a `description` for people); a `Retry-After` header sets
 // the pace. Such a broker must also remember each operation in flight, answer a repeated
-// request while it runs (202 again, or 422 `ConcurrencyError` for a different one) and
-// say what a failed operation left behind (`instance_usable`, `update_repeatable`).
+// request while it runs with 202 again, and may refuse another operation on the same
+// resource with 422 `ConcurrencyError`. A polled update or deprovision that `failed` may
+// say what it left behind with the flags a failed update carries here (`instance_usable`,
+// and for an update `update_repeatable`: see `BrokerError::UpdateFailed`).
 //
 // The echo service does each change in one request that returns after an fsync, so this
 // broker finishes every operation before it answers, never answers 202, and ignores

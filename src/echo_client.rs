@@ -4,9 +4,10 @@
 //! An `https://` echo service is reached over TLS (rustls), its certificate checked against
 //! the operating system's trust store, or the CAs of `SSL_CERT_FILE` when that is set.
 //!
-//! Each method turns the echo service's status codes into a small enum the broker can match
-//! on; anything unexpected (refused, timed out, a 5xx, a body that is not what was promised)
-//! is an [`EchoError`] whose text says what failed, for the broker's error description.
+//! Each method returns what the echo service answered, a [`Reply`]: its status code, which
+//! the broker's handlers translate into the OSB API's, and its body, read as the status says.
+//! No answer at all (refused, timed out, a failed handshake) is an [`EchoError`] whose text
+//! says what failed, for the broker's error description.
 
 use crate::echo::api::{
     BindingAttributes, BindingView, InstanceAttributes, InstanceUpdate, InstanceView,
@@ -77,27 +78,13 @@ pub struct EchoError {
     pub description: String,
 }
 
-/// The answer to a provision.
-pub enum Provisioned {
-    Created(InstanceView),
-    /// The instance already existed; the view carries what was stored (if the backend says).
-    AlreadyExists(InstanceView),
-}
-
-/// The answer to a bind.
-pub enum Bound {
-    Created(BindingView),
-    AlreadyExists(BindingView),
-    NoSuchInstance,
-    /// The body's service or plan is not the instance's.
-    Mismatch(String),
-}
-
-/// The answer to a deprovision or unbind.
-pub enum Removed {
-    Removed,
-    NotFound,
-    Mismatch(String),
+/// What the echo service answered to one call.
+pub struct Reply {
+    pub status: u16,
+    body: Vec<u8>,
+    /// Where the echo service is and what was asked, for an error's description.
+    base_url: String,
+    operation: &'static str,
 }
 
 /// Which certificate authorities an `https://` echo service's certificate must chain to.
@@ -166,11 +153,6 @@ pub struct EchoClient {
     authorization: Option<String>,
 }
 
-struct Reply {
-    status: u16,
-    body: Vec<u8>,
-}
-
 impl EchoClient {
     pub fn new(
         base_url: &str,
@@ -208,43 +190,20 @@ impl EchoClient {
         &self,
         instance_id: &str,
         attributes: &InstanceAttributes,
-    ) -> Result<Provisioned, EchoError> {
-        let reply = self.send(
-            "PUT",
-            &instance_path(instance_id),
-            Some(to_body(attributes)),
-        )?;
-        match reply.status {
-            200 | 201 => Ok(Provisioned::Created(self.parse_view(&reply, instance_id)?)),
-            409 => Ok(Provisioned::AlreadyExists(
-                self.parse_view(&reply, instance_id)?,
-            )),
-            _ => Err(self.unexpected("provision", &reply)),
-        }
+    ) -> Result<Reply, EchoError> {
+        let path = instance_path(instance_id);
+        self.send("provision", "PUT", &path, Some(to_body(attributes)))
     }
 
-    /// `GET /echo/{instance_id}`; `None` if it does not exist.
-    pub fn fetch_instance(&self, instance_id: &str) -> Result<Option<InstanceView>, EchoError> {
-        let reply = self.send("GET", &instance_path(instance_id), None)?;
-        match reply.status {
-            200 => Ok(Some(self.parse(&reply)?)),
-            404 | 410 => Ok(None),
-            _ => Err(self.unexpected("fetch instance", &reply)),
-        }
+    /// `GET /echo/{instance_id}`.
+    pub fn fetch_instance(&self, instance_id: &str) -> Result<Reply, EchoError> {
+        self.send("fetch instance", "GET", &instance_path(instance_id), None)
     }
 
-    /// `PATCH /echo/{instance_id}`; `None` if it does not exist.
-    pub fn update(
-        &self,
-        instance_id: &str,
-        update: &InstanceUpdate,
-    ) -> Result<Option<InstanceView>, EchoError> {
-        let reply = self.send("PATCH", &instance_path(instance_id), Some(to_body(update)))?;
-        match reply.status {
-            200 => Ok(Some(self.parse(&reply)?)),
-            404 => Ok(None),
-            _ => Err(self.unexpected("update", &reply)),
-        }
+    /// `PATCH /echo/{instance_id}`.
+    pub fn update(&self, instance_id: &str, update: &InstanceUpdate) -> Result<Reply, EchoError> {
+        let path = instance_path(instance_id);
+        self.send("update", "PATCH", &path, Some(to_body(update)))
     }
 
     /// `DELETE /echo/{instance_id}?service_id=..&plan_id=..`.
@@ -253,10 +212,9 @@ impl EchoClient {
         instance_id: &str,
         service_id: &str,
         plan_id: &str,
-    ) -> Result<Removed, EchoError> {
+    ) -> Result<Reply, EchoError> {
         let path = instance_path(instance_id) + &ids_query(service_id, plan_id);
-        let reply = self.send("DELETE", &path, None)?;
-        self.removal("deprovision", reply)
+        self.send("deprovision", "DELETE", &path, None)
     }
 
     /// `PUT /echo/{instance_id}/{binding_id}`.
@@ -265,33 +223,15 @@ impl EchoClient {
         instance_id: &str,
         binding_id: &str,
         attributes: &BindingAttributes,
-    ) -> Result<Bound, EchoError> {
+    ) -> Result<Reply, EchoError> {
         let path = binding_path(instance_id, binding_id);
-        let reply = self.send("PUT", &path, Some(to_body(attributes)))?;
-        match reply.status {
-            200 | 201 => Ok(Bound::Created(self.parse(&reply)?)),
-            409 => Ok(Bound::AlreadyExists(
-                self.parse(&reply)
-                    .unwrap_or_else(|_| empty_binding(binding_id)),
-            )),
-            404 => Ok(Bound::NoSuchInstance),
-            400 => Ok(Bound::Mismatch(description_of(&reply))),
-            _ => Err(self.unexpected("bind", &reply)),
-        }
+        self.send("bind", "PUT", &path, Some(to_body(attributes)))
     }
 
-    /// `GET /echo/{instance_id}/{binding_id}`; `None` if it does not exist.
-    pub fn fetch_binding(
-        &self,
-        instance_id: &str,
-        binding_id: &str,
-    ) -> Result<Option<BindingView>, EchoError> {
-        let reply = self.send("GET", &binding_path(instance_id, binding_id), None)?;
-        match reply.status {
-            200 => Ok(Some(self.parse(&reply)?)),
-            404 | 410 => Ok(None),
-            _ => Err(self.unexpected("fetch binding", &reply)),
-        }
+    /// `GET /echo/{instance_id}/{binding_id}`.
+    pub fn fetch_binding(&self, instance_id: &str, binding_id: &str) -> Result<Reply, EchoError> {
+        let path = binding_path(instance_id, binding_id);
+        self.send("fetch binding", "GET", &path, None)
     }
 
     /// `DELETE /echo/{instance_id}/{binding_id}?service_id=..&plan_id=..`.
@@ -301,10 +241,9 @@ impl EchoClient {
         binding_id: &str,
         service_id: &str,
         plan_id: &str,
-    ) -> Result<Removed, EchoError> {
+    ) -> Result<Reply, EchoError> {
         let path = binding_path(instance_id, binding_id) + &ids_query(service_id, plan_id);
-        let reply = self.send("DELETE", &path, None)?;
-        self.removal("unbind", reply)
+        self.send("unbind", "DELETE", &path, None)
     }
 
     /// A URL the broker hands out: the echo service's base, then `segments`, each
@@ -334,16 +273,13 @@ impl EchoClient {
         url
     }
 
-    fn removal(&self, operation: &str, reply: Reply) -> Result<Removed, EchoError> {
-        match reply.status {
-            200 | 204 => Ok(Removed::Removed),
-            404 | 410 => Ok(Removed::NotFound),
-            400 => Ok(Removed::Mismatch(description_of(&reply))),
-            _ => Err(self.unexpected(operation, &reply)),
-        }
-    }
-
-    fn send(&self, method: &str, path: &str, body: Option<Vec<u8>>) -> Result<Reply, EchoError> {
+    fn send(
+        &self,
+        operation: &'static str,
+        method: &str,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<Reply, EchoError> {
         let url = format!("{}{}", self.base_url, path);
         let mut builder = ureq::http::Request::builder().method(method).uri(&url);
         if let Some(authorization) = &self.authorization {
@@ -374,7 +310,12 @@ impl EchoClient {
             .limit(MAX_REPLY_BYTES)
             .read_to_vec()
             .map_err(|error| self.failed(&url, error))?;
-        Ok(Reply { status, body })
+        Ok(Reply {
+            status,
+            body,
+            base_url: self.base_url.clone(),
+            operation,
+        })
     }
 
     fn failed(&self, url: &str, error: ureq::Error) -> EchoError {
@@ -397,38 +338,14 @@ impl EchoClient {
             description: format!("the echo service at {url} {what}"),
         }
     }
+}
 
-    fn unexpected(&self, operation: &str, reply: &Reply) -> EchoError {
-        // A 503 (say, its storage cannot take changes) is temporary: passed on, so the
-        // platform retries, with the echo service's description.
-        let status = if reply.status == 503 { 503 } else { 502 };
-        EchoError {
-            status,
-            description: format!(
-                "the echo service at {} answered {} to the {operation}: {}",
-                self.base_url,
-                reply.status,
-                description_of(reply)
-            ),
-        }
-    }
-
-    fn parse<T: DeserializeOwned>(&self, reply: &Reply) -> Result<T, EchoError> {
-        serde_json::from_slice(&reply.body).map_err(|error| EchoError {
-            status: 502,
-            description: format!(
-                "the echo service at {} answered {} with a body that is not what it promises: {error}",
-                self.base_url, reply.status
-            ),
-        })
-    }
-
-    /// An instance view; the original echo service's 409 has no body worth reading, so
-    /// an unreadable 409 is an instance with nothing recorded.
-    fn parse_view(&self, reply: &Reply, instance_id: &str) -> Result<InstanceView, EchoError> {
-        match self.parse::<InstanceView>(reply) {
-            Ok(view) => Ok(view),
-            Err(_) if reply.status == 409 => Ok(InstanceView {
+impl Reply {
+    /// The instance the answer carries. The original echo service's 409 has no body worth
+    /// reading: an unreadable 409 is an instance with nothing recorded.
+    pub fn instance(&self, instance_id: &str) -> Result<InstanceView, EchoError> {
+        match self.parse::<InstanceView>() {
+            Err(_) if self.status == 409 => Ok(InstanceView {
                 instance_id: instance_id.to_string(),
                 state: None,
                 attributes: None,
@@ -436,8 +353,48 @@ impl EchoClient {
                 bindings: 0,
                 messages: 0,
             }),
-            Err(error) => Err(error),
+            view => view,
         }
+    }
+
+    /// The binding the answer carries; an unreadable 409 is a binding with nothing recorded.
+    pub fn binding(&self, binding_id: &str) -> Result<BindingView, EchoError> {
+        match self.parse::<BindingView>() {
+            Err(_) if self.status == 409 => Ok(empty_binding(binding_id)),
+            view => view,
+        }
+    }
+
+    /// What an error answer says went wrong.
+    pub fn description(&self) -> String {
+        description_of(self)
+    }
+
+    /// A status the call does not expect: 502, or 503 when the echo service says it is
+    /// unavailable (say, its storage cannot take changes), which is temporary, so the
+    /// platform retries.
+    pub fn unexpected(&self) -> EchoError {
+        let status = if self.status == 503 { 503 } else { 502 };
+        EchoError {
+            status,
+            description: format!(
+                "the echo service at {} answered {} to the {}: {}",
+                self.base_url,
+                self.status,
+                self.operation,
+                self.description()
+            ),
+        }
+    }
+
+    fn parse<T: DeserializeOwned>(&self) -> Result<T, EchoError> {
+        serde_json::from_slice(&self.body).map_err(|error| EchoError {
+            status: 502,
+            description: format!(
+                "the echo service at {} answered {} with a body that is not what it promises: {error}",
+                self.base_url, self.status
+            ),
+        })
     }
 }
 
