@@ -104,6 +104,10 @@ const REFUSED_BODY_WITHIN: Duration = Duration::from_secs(1);
 /// How long a closing connection reads what its client still sends (the lingering close).
 const LINGER: Duration = Duration::from_secs(2);
 
+/// How long an idle connection that was displaced still waits for a request before it
+/// closes: its client may have sent one just then, and would otherwise meet a reset.
+const DISPLACED_GRACE: Duration = Duration::from_millis(250);
+
 /// How long a stopping server waits for the first request of a connection it accepted
 /// just before it stopped.
 const FRESH_CONNECTION_GRACE: Duration = Duration::from_secs(1);
@@ -328,7 +332,7 @@ fn serve_connection<T: Transport, H: Handler>(
         // 1. Idle: nothing read yet, so a displaced or stopping connection closes silently.
         slot.enter(Phase::Idle);
         let idle_until = Instant::now() + patience;
-        let give_up_idle = || slot.displaced() || server.closes_idle(fresh);
+        let give_up_idle = || slot.displaced_for(DISPLACED_GRACE) || server.closes_idle(fresh);
         if wire.await_request(idle_until, &give_up_idle).is_err() {
             return;
         }

@@ -47,7 +47,9 @@ impl Phase {
 pub struct Slot {
     phase: AtomicU8,
     since_ms: AtomicU64,
-    displaced: AtomicBool,
+    /// When a newcomer took this connection's place (milliseconds since `epoch`), or
+    /// `u64::MAX` while it has not.
+    displaced_at_ms: AtomicU64,
     epoch: Instant,
 }
 
@@ -62,9 +64,17 @@ impl Slot {
         Phase::from_u8(self.phase.load(Ordering::Relaxed))
     }
 
-    /// Whether a newcomer has taken this connection's place: it must close now.
+    /// Whether a newcomer has taken this connection's place: it must close.
     pub fn displaced(&self) -> bool {
-        self.displaced.load(Ordering::Relaxed)
+        self.displaced_at_ms.load(Ordering::Relaxed) != u64::MAX
+    }
+
+    /// Whether it was displaced at least `grace` ago: an idle connection waits that long
+    /// before it closes, so that a request its client sent at that moment (it could not
+    /// know) is still served rather than met by a reset.
+    pub fn displaced_for(&self, grace: Duration) -> bool {
+        let at = self.displaced_at_ms.load(Ordering::Relaxed);
+        at != u64::MAX && millis_since(self.epoch).saturating_sub(at) >= grace.as_millis() as u64
     }
 
     /// How a full server ranks this connection: lowest first out, `None` for never.
@@ -141,7 +151,7 @@ impl Slots {
                 let slot = Arc::new(Slot {
                     phase: AtomicU8::new(Phase::Idle as u8),
                     since_ms: AtomicU64::new(millis_since(self.epoch)),
-                    displaced: AtomicBool::new(false),
+                    displaced_at_ms: AtomicU64::new(u64::MAX),
                     epoch: self.epoch,
                 });
                 taken.push(Arc::clone(&slot));
@@ -208,7 +218,8 @@ fn displace_one(taken: &mut Vec<Arc<Slot>>) -> bool {
     match victim {
         Some(index) => {
             let slot = taken.swap_remove(index);
-            slot.displaced.store(true, Ordering::Relaxed);
+            let now = millis_since(slot.epoch);
+            slot.displaced_at_ms.store(now, Ordering::Relaxed);
             true
         }
         None => false,
