@@ -504,11 +504,16 @@ fn under_attack(
     slowest.into_inner().unwrap_or_default()
 }
 
+/// Attackers of each kind per server. Under wine (the Windows check) every socket call of
+/// every process goes through one single-threaded wineserver, so 1,024 churning sockets
+/// measure wine rather than the servers: a quarter of them there, still half the slots.
+const HOARDERS: usize = if cfg!(windows) { 64 } else { 256 };
+
 #[test]
 fn slots_cannot_be_hoarded_by_trickling_or_idle_clients() {
     let system = start_system(&[]);
     let patience = patience(&system);
-    let slowest = under_attack(&system, 256, Duration::from_secs(30), |round| {
+    let slowest = under_attack(&system, HOARDERS, Duration::from_secs(30), |round| {
         timed_reads(&system).max(timed_provision(&system, &format!("hoarded-{round}")))
     });
     assert!(

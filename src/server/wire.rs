@@ -14,9 +14,10 @@ use std::net::{Shutdown, TcpStream};
 use std::time::{Duration, Instant};
 
 /// The longest one read waits before the connection's deadline and flags are looked at
-/// again: how quickly a displaced or stopping connection lets go, at a cost of a wake-up
-/// per idle connection per interval.
-pub const POLL: Duration = Duration::from_millis(200);
+/// again: how quickly a displaced or stopping connection lets go (the newcomer that
+/// displaced it does not wait for that), at a cost of a wake-up per idle connection per
+/// interval.
+pub const POLL: Duration = Duration::from_millis(500);
 
 /// The longest chunk-size line (with its extensions) and trailer section accepted.
 const MAX_CHUNK_LINE: usize = 4096;
