@@ -22,15 +22,15 @@
 //! sends DELETE until the broker answers success (orphan mitigation). Every call must
 //! therefore be safe to repeat: a PUT repeated with the same attributes is 200 ("already
 //! done"), an id reused with other attributes is 409, and a DELETE of what is not there is
-//! 410 ("already gone": a repeated DELETE learns that its work is done, and Cloud Foundry
-//! counts it a success). A 4xx MUST leave the resources unchanged (a 5xx SHOULD): a refused
+//! 410 ("already gone": a repeated DELETE learns that its work is done, and the platform
+//! counts it a success, not a failure). A 4xx MUST leave the resources unchanged (a 5xx SHOULD): a refused
 //! request changes nothing, so the platform may fix it and send it again.
 //!
 //! The bodies of provision, update and bind may carry `context`: what the platform knows of
 //! where the resource lives. `context.platform` names the platform (e.g. `cloudfoundry`);
 //! the other fields are that platform's own (Cloud Foundry's organization and space ids,
-//! the instance's name). This broker acts on none of it; it keeps an instance's with the
-//! instance.
+//! the instance's name). This broker acts on none of it; it stores the `context` of a
+//! provision or update with the instance, and drops a bind's.
 
 use crate::catalog::{Catalog, Plan, Service};
 use crate::echo::api::{
@@ -103,15 +103,17 @@ impl Broker {
 // Errors: every failure is a value that knows its status and body
 // ---------------------------------------------------------------------------------------
 
-/// Why a request failed. Handlers return these; [`BrokerError::to_response`] is the one
-/// place that turns them into HTTP: `{"error": WORD, "description": TEXT}`, the text for
-/// people and the camel-case word for programs. The spec fixes the status of each failure,
+/// Why a request did not do what it asked. Handlers return these; [`BrokerError::to_response`]
+/// is the one place that turns them into HTTP: `{"error": WORD, "description": TEXT}`, the
+/// text for people and the camel-case word for programs (all but `Gone`, whose `{}` tells a
+/// repeated DELETE that its work is already done: for the platform, a success). The spec fixes the status of each failure,
 /// and the word for four failures only (spec, "Error Codes"):
 ///
 /// - `AsyncRequired`: the broker can do the work only asynchronously, and the request
 ///   lacks `?accepts_incomplete=true` (the note at the end of this file);
 /// - `ConcurrencyError`: another request that changes the same resource is in progress;
-/// - `RequiresApp`: a bind without `app_guid`, to a service that binds only to apps;
+/// - `RequiresApp`: a bind whose body lacks `app_guid`, to a service that binds only to
+///   apps;
 /// - `MaintenanceInfoConflict`: the request's `maintenance_info.version` is not the
 ///   catalog's.
 ///
@@ -157,8 +159,8 @@ pub enum BrokerError {
     /// An update failed: the cause's answer plus two flags that tell the platform what the
     /// failure left behind: `instance_usable`, may apps go on using the instance, and
     /// `update_repeatable`, may the same update succeed if sent again (both default to
-    /// true; the spec allows them on a failed update only, and `instance_usable` also on a
-    /// failed deprovision). An update refused here (4xx) changes nothing, so the instance
+    /// true). The spec allows `update_repeatable` on a failed update only, and
+    /// `instance_usable` on a failed update or deprovision. An update refused here (4xx) changes nothing, so the instance
     /// stays usable unless it does not exist, and the same update would be refused again;
     /// one the echo service failed (5xx) may pass if sent again.
     UpdateFailed(Box<BrokerError>),
@@ -326,8 +328,9 @@ fn is_osb_call(request: &HttpRequest) -> bool {
 mod serving;
 use serving::{to, Route};
 
-/// Every route, in lifecycle order: the one table that picks a handler and names it (the
-/// handler's own name, for the conversation page and `/metrics`).
+/// Every route, in lifecycle order: the one table that picks a handler and names it: the
+/// handler's own name (for `/metrics` and the conversation page) and the anchor of its
+/// section in the spec (the page links each exchange there).
 #[rustfmt::skip]
 fn route<'p>(method: &str, path: &'p [&'p str]) -> Option<Route<'p>> {
     match (method, path) {
