@@ -248,6 +248,7 @@ fn repeated_anonymous_catalog_fetches_are_one_entry_with_a_count() {
 }
 
 /// Sends raw bytes on a fresh connection and returns the status of the answer (0 if none).
+#[cfg(target_os = "linux")]
 fn send_raw(system: &System, request: &[u8]) -> u16 {
     use std::io::{Read, Write};
     let address = system.broker.url.trim_start_matches("http://").to_string();
@@ -264,6 +265,7 @@ fn send_raw(system: &System, request: &[u8]) -> u16 {
 }
 
 /// A request with the given headers (CRLF-terminated lines) and body, closing after it.
+#[cfg(target_os = "linux")]
 fn raw_request(method: &str, path: &str, headers: &str, body: &str) -> Vec<u8> {
     format!(
         "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n{headers}Content-Length: {}\r\n\r\n{body}",
@@ -273,6 +275,7 @@ fn raw_request(method: &str, path: &str, headers: &str, body: &str) -> Vec<u8> {
 }
 
 /// Runs `work` on `count` threads at once and waits for all of them.
+#[cfg(target_os = "linux")]
 fn at_once(count: usize, work: impl Fn(usize) + Sync) {
     std::thread::scope(|scope| {
         for n in 0..count {
@@ -343,6 +346,7 @@ fn peak_resident_kib(pid: u32) -> u64 {
 }
 
 /// A JSON array nested `depth` deep holding `leaves` ones, about two bytes a leaf.
+#[cfg(target_os = "linux")]
 fn deep_json(depth: usize, leaves: usize) -> String {
     let ones = vec!["1"; leaves].join(",");
     format!("{}{ones}{}", "[".repeat(depth), "]".repeat(depth))
