@@ -1,8 +1,9 @@
 //! The benchmark: throughput, latency, memory, start-up time and size of `echo-broker` and
 //! `echo-service`, each figure next to three ceilings measured in the same run, all answering
-//! the same bytes: a bare oxhttp server (the servers' own HTTP stack with their settings, and
-//! no routing, auth or logging), a bare tiny_http 0.12 server (the project's original
-//! HTTP stack, which the servers used before oxhttp), and nginx when it is installed.
+//! the same bytes: a bare oxhttp server and a bare tiny_http 0.12 server (the two HTTP
+//! servers the project ran on before its own connection layer, with the settings it ran them
+//! with, and no routing, auth or logging), and nginx when it is installed. `--before DIR`
+//! adds another build of the broker (say, the last one before a change) to the same rounds.
 //!
 //! ```text
 //! cargo benchmark              # the full run
@@ -46,7 +47,7 @@
 //! medians of each round's ratio. A run's connections are opened one after another and each
 //! answered once before its clock starts; rates count what finished inside the window.
 //! Separately (not with `--quick`), a burst phase opens 16 connections at once after 6 s of
-//! idleness and times each one's first answer: oxhttp starts a thread for each new
+//! idleness and times each one's first answer: each server starts a thread for each new
 //! connection, and the broker's own keep-alive connections to its echo service may have gone
 //! idle by then; the tiny_http ceiling shows its connection pool's race (a new connection
 //! can wait seconds behind idle keep-alive ones). Output: a table, the targets with
@@ -91,8 +92,8 @@ Usage: cargo benchmark [OPTIONS]
   -h, --help         print this help
 
 BENCH_DEBUG=1 prints every failed request (status or I/O error) as it happens.
-The ceilings: 'bare-oxhttp' (oxhttp with the servers' settings), 'bare-tiny_http' (tiny_http
-0.12, the servers' HTTP stack before oxhttp) and 'nginx' (when installed: apt-get install
+The ceilings: 'bare-oxhttp' and 'bare-tiny_http' (oxhttp 0.3 and tiny_http 0.12, the HTTP
+servers the project ran on before its own, with the settings it ran them with) and 'nginx' (when installed: apt-get install
 nginx-light), each answering /v2/catalog with the broker's catalog bytes and all else {}.
 Everything listens on 127.0.0.1 only. DATA_DIR and the copies of the binaries live in a
 fresh directory under the system's temporary directory (TMPDIR), removed at the end and
@@ -836,8 +837,8 @@ fn spawn(name: &str, binary: &Path, env: &[(&str, String)], log: PathBuf, port: 
     }
     command.envs(env.iter().map(|(key, value)| (*key, value.as_str())));
     let log_file = fs::File::create(&log).expect("cannot create a log file in the temp dir");
-    // The servers log to standard output (oxhttp's own few errors and start-up failures go
-    // to standard error): both into the one file, so that `broker-info` pays for writing a
+    // The servers log to standard output (start-up failures go to standard error): both
+    // into the one file, so that `broker-info` pays for writing a
     // real log and a failed start shows why.
     let log_copy = log_file
         .try_clone()
@@ -1037,7 +1038,7 @@ fn serve_bare(args: &[String]) {
     }
 }
 
-/// oxhttp as the servers run it (`echo_broker::server::serve`): the same timeout and
+/// oxhttp as the servers ran it before their own connection layer: the same timeout and
 /// connection cap, a thread per connection; oxhttp reads (drains) any body itself.
 fn serve_bare_oxhttp(port: u16, catalog: Vec<u8>) {
     use oxhttp::model::header::CONTENT_TYPE;

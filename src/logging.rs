@@ -263,8 +263,9 @@ pub fn rfc3339(time: SystemTime) -> String {
     )
 }
 
-/// The proleptic Gregorian date `days` days after 1970-01-01 (Howard Hinnant's algorithm).
-fn civil_from_days(days: u64) -> (u64, u64, u64) {
+/// The proleptic Gregorian date `days` days after 1970-01-01 (Howard Hinnant's algorithm),
+/// for log lines and the HTTP `Date` header.
+pub(crate) fn civil_from_days(days: u64) -> (u64, u64, u64) {
     let z = days + 719_468;
     let era = z / 146_097;
     let day_of_era = z % 146_097;

@@ -15,34 +15,6 @@ use std::time::{Duration, Instant};
 /// attackers takes as long as the attackers' pace or a timeout (5 to 10 s).
 const ANSWERED_WITHIN: Duration = Duration::from_secs(3);
 
-const BROKER_CREDENTIALS: &str =
-    "Authorization: Basic dXNlcjpwYXNz\r\nX-Broker-API-Version: 2.17\r\n";
-
-/// The echo service's management credentials in these tests (`broker` / `echo-secret`).
-const ECHO_CREDENTIALS: &str = "Authorization: Basic YnJva2VyOmVjaG8tc2VjcmV0\r\n";
-
-/// The broker with its embedded echo service, whose management credentials are known.
-fn start_system() -> System {
-    System::start_with(&[
-        ("ECHO_USERNAME", "broker"),
-        ("ECHO_PASSWORD", "echo-secret"),
-    ])
-}
-
-/// The two servers of a system: name, port, and the header lines of a caller it trusts.
-fn servers(system: &System) -> [(&'static str, u16, &'static str); 2] {
-    let echo_port = system
-        .echo_url
-        .rsplit(':')
-        .next()
-        .and_then(|port| port.parse().ok())
-        .expect("the echo URL has a port");
-    [
-        ("broker", system.broker.port, BROKER_CREDENTIALS),
-        ("echo", echo_port, ECHO_CREDENTIALS),
-    ]
-}
-
 fn connect(port: u16) -> TcpStream {
     let stream = TcpStream::connect(("127.0.0.1", port)).expect("the server accepts");
     stream
@@ -72,7 +44,7 @@ fn responses_in(answer: &str) -> usize {
 
 /// `/health` on both servers and the catalog with credentials, each within [`ANSWERED_WITHIN`].
 fn assert_still_serving(system: &System) {
-    for (name, port, _) in servers(system) {
+    for (name, port, _) in system.servers() {
         let started = Instant::now();
         let health = call("GET", &format!("http://127.0.0.1:{port}/health"), &[], None)
             .unwrap_or_else(|error| panic!("{name}: /health failed: {error}"));
@@ -103,8 +75,8 @@ fn resident_kib(process: &Process) -> Option<u64> {
 
 #[test]
 fn huge_or_malformed_content_lengths_get_400_or_413_and_never_stop_a_server() {
-    let system = start_system();
-    for (name, port, credentials) in servers(&system) {
+    let system = System::start_with_known_echo_credentials(&[]);
+    for (name, port, credentials) in system.servers() {
         let put = |length: &str, credentials: &str| {
             let request = format!(
                 "PUT /v2/service_instances/x HTTP/1.1\r\nHost: x\r\n{credentials}Content-Length: {length}\r\n\r\nabc"
@@ -143,9 +115,9 @@ fn refused_or_reset(answer: &str) -> bool {
 
 #[test]
 fn an_endless_header_line_or_a_million_headers_get_431_and_cost_no_memory() {
-    let system = start_system();
+    let system = System::start_with_known_echo_credentials(&[]);
     let before = resident_kib(&system.broker);
-    for (name, port, _) in servers(&system) {
+    for (name, port, _) in system.servers() {
         let mut endless = b"GET /health HTTP/1.1\r\nX-Long: ".to_vec();
         endless.extend(std::iter::repeat_n(b'a', 4 << 20));
         let answer = exchange(port, &endless);
@@ -170,8 +142,8 @@ fn an_endless_header_line_or_a_million_headers_get_431_and_cost_no_memory() {
 
 #[test]
 fn ambiguous_framing_is_refused_and_the_connection_closed() {
-    let system = start_system();
-    for (name, port, _) in servers(&system) {
+    let system = System::start_with_known_echo_credentials(&[]);
+    for (name, port, _) in system.servers() {
         let refused = [
             // Content-Length and Transfer-Encoding together: request smuggling's classic.
             "PUT /v2/service_instances/x HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /health HTTP/1.1\r\nHost: x\r\n\r\n",
@@ -194,8 +166,8 @@ fn ambiguous_framing_is_refused_and_the_connection_closed() {
 
 #[test]
 fn a_chunked_body_over_64_kib_is_413_and_its_rest_is_never_parsed_as_requests() {
-    let system = start_system();
-    for (name, port, credentials) in servers(&system) {
+    let system = System::start_with_known_echo_credentials(&[]);
+    for (name, port, credentials) in system.servers() {
         let smuggled = "GET /health HTTP/1.1\r\nHost: x\r\n\r\n".repeat(2_000);
         let mut request = format!(
             "PUT /v2/service_instances/x HTTP/1.1\r\nHost: x\r\n{credentials}Transfer-Encoding: chunked\r\n\r\n"
@@ -210,8 +182,8 @@ fn a_chunked_body_over_64_kib_is_413_and_its_rest_is_never_parsed_as_requests() 
 
 #[test]
 fn methods_are_case_sensitive_and_head_works_wherever_get_does() {
-    let system = start_system();
-    for (name, port, _) in servers(&system) {
+    let system = System::start_with_known_echo_credentials(&[]);
+    for (name, port, _) in system.servers() {
         let answer = exchange(
             port,
             b"get /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
@@ -236,7 +208,7 @@ fn methods_are_case_sensitive_and_head_works_wherever_get_does() {
     let head = exchange(
         system.broker.port,
         format!(
-            "HEAD /v2/catalog HTTP/1.1\r\nHost: x\r\n{BROKER_CREDENTIALS}Connection: close\r\n\r\n"
+            "HEAD /v2/catalog HTTP/1.1\r\nHost: x\r\n{BROKER_CREDENTIAL_LINES}Connection: close\r\n\r\n"
         )
         .as_bytes(),
     );
@@ -246,11 +218,11 @@ fn methods_are_case_sensitive_and_head_works_wherever_get_does() {
 
 #[test]
 fn header_values_are_never_reflected_raw_and_log_lines_cannot_be_forged() {
-    let system = start_system();
+    let system = System::start_with_known_echo_credentials(&[]);
     let port = system.broker.port;
     let catalog = |identity: &str| {
         let request = format!(
-            "GET /v2/catalog HTTP/1.1\r\nHost: x\r\n{BROKER_CREDENTIALS}X-Broker-API-Request-Identity: {identity}\r\nConnection: close\r\n\r\n"
+            "GET /v2/catalog HTTP/1.1\r\nHost: x\r\n{BROKER_CREDENTIAL_LINES}X-Broker-API-Request-Identity: {identity}\r\nConnection: close\r\n\r\n"
         );
         exchange(port, request.as_bytes())
     };
@@ -302,9 +274,9 @@ fn trickle(streams: &mut [TcpStream], byte: u8, every: Duration, until: Instant)
 
 #[test]
 fn two_hundred_trickling_clients_cost_slots_never_the_service() {
-    let system = start_system();
+    let system = System::start_with_known_echo_credentials(&[]);
     let mut slow = Vec::new();
-    for (_, port, trusted) in servers(&system) {
+    for (_, port, trusted) in system.servers() {
         for i in 0..50 {
             // Headers that never end.
             let mut stream = connect(port);
@@ -347,7 +319,7 @@ fn two_hundred_trickling_clients_cost_slots_never_the_service() {
 
 #[test]
 fn thousands_of_idle_connections_stay_within_memory_and_the_server_serves_again() {
-    let system = start_system();
+    let system = System::start_with_known_echo_credentials(&[]);
     let port = system.broker.port;
     for count in [2_000, 6_000] {
         let mut idle = Vec::new();
@@ -387,8 +359,8 @@ fn thousands_of_idle_connections_stay_within_memory_and_the_server_serves_again(
 
 #[test]
 fn an_idle_connection_is_closed_in_bounded_time_and_the_server_keeps_accepting() {
-    let system = start_system();
-    for (name, port, _) in servers(&system) {
+    let system = System::start_with_known_echo_credentials(&[]);
+    for (name, port, _) in system.servers() {
         let mut idle = connect(port);
         let started = Instant::now();
         let mut answer = Vec::new();

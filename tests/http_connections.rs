@@ -11,36 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-const BROKER_CREDENTIALS: &str =
-    "Authorization: Basic dXNlcjpwYXNz\r\nX-Broker-API-Version: 2.17\r\n";
-
-/// The echo service's management credentials in these tests (`broker` / `echo-secret`).
-const ECHO_CREDENTIALS: &str = "Authorization: Basic YnJva2VyOmVjaG8tc2VjcmV0\r\n";
-
 const HEALTH: &str = "GET /health HTTP/1.1\r\nHost: x\r\n\r\n";
-
-fn start_system(extra: &[(&str, &str)]) -> System {
-    let mut env = vec![
-        ("ECHO_USERNAME", "broker"),
-        ("ECHO_PASSWORD", "echo-secret"),
-    ];
-    env.extend_from_slice(extra);
-    System::start_with(&env)
-}
-
-/// The two servers of a system: name, port, and the header lines of a caller it trusts.
-fn servers(system: &System) -> [(&'static str, u16, &'static str); 2] {
-    let echo_port = system
-        .echo_url
-        .rsplit(':')
-        .next()
-        .and_then(|port| port.parse().ok())
-        .expect("the echo URL has a port");
-    [
-        ("broker", system.broker.port, BROKER_CREDENTIALS),
-        ("echo", echo_port, ECHO_CREDENTIALS),
-    ]
-}
 
 /// One answer as read off the wire.
 #[derive(Debug)]
@@ -127,8 +98,8 @@ impl Client {
 
 #[test]
 fn keep_alive_pipelining_head_and_http_1_0_follow_http_1_1() {
-    let system = start_system(&[]);
-    for (name, port, _) in servers(&system) {
+    let system = System::start_with_known_echo_credentials(&[]);
+    for (name, port, _) in system.servers() {
         let mut client = Client::open(port);
         client.send(HEALTH.repeat(50).as_bytes());
         for n in 0..50 {
@@ -169,8 +140,8 @@ fn keep_alive_pipelining_head_and_http_1_0_follow_http_1_1() {
 
 #[test]
 fn continue_is_sent_only_after_admission_and_odd_targets_get_400() {
-    let system = start_system(&[]);
-    for (name, port, credentials) in servers(&system) {
+    let system = System::start_with_known_echo_credentials(&[]);
+    for (name, port, credentials) in system.servers() {
         let mut refused = Client::open(port);
         refused.send(b"PUT /v2/service_instances/x HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 1000000000\r\n\r\n");
         let answer = refused.answer();
@@ -209,7 +180,7 @@ fn continue_is_sent_only_after_admission_and_odd_targets_get_400() {
 
 #[test]
 fn a_refusal_does_not_cost_the_connection() {
-    let system = start_system(&[]);
+    let system = System::start_with_known_echo_credentials(&[]);
     let mut client = Client::open(system.broker.port);
     let patch = |headers: &str, body: &str| {
         format!(
@@ -220,18 +191,18 @@ fn a_refusal_does_not_cost_the_connection() {
     let basic_only = "Authorization: Basic dXNlcjpwYXNz\r\n";
     let steps = [
         (patch("", "{}"), 401),
-        (patch(BROKER_CREDENTIALS, "{\"service_id\":"), 400),
+        (patch(BROKER_CREDENTIAL_LINES, "{\"service_id\":"), 400),
         (patch(basic_only, "{}"), 400),
         (
             patch(&format!("{basic_only}X-Broker-API-Version: 1.0\r\n"), "{}"),
             412,
         ),
         (
-            patch(BROKER_CREDENTIALS, r#"{"service_id":"echo_service"}"#),
+            patch(BROKER_CREDENTIAL_LINES, r#"{"service_id":"echo_service"}"#),
             404,
         ),
         (
-            format!("GET /v2/catalog HTTP/1.1\r\nHost: x\r\n{BROKER_CREDENTIALS}\r\n"),
+            format!("GET /v2/catalog HTTP/1.1\r\nHost: x\r\n{BROKER_CREDENTIAL_LINES}\r\n"),
             200,
         ),
     ];
@@ -242,7 +213,7 @@ fn a_refusal_does_not_cost_the_connection() {
         assert!(!answer.closes(), "{request:?}: {answer:?}");
     }
     // The same on the echo service, and with a chunked body.
-    let (_, echo_port, _) = servers(&system)[1];
+    let (_, echo_port, _) = system.servers()[1];
     let mut client = Client::open(echo_port);
     client.send(b"PUT /instances/x HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n");
     let refused = client.answer();
@@ -253,9 +224,9 @@ fn a_refusal_does_not_cost_the_connection() {
 
 #[test]
 fn a_large_body_gets_its_413_every_time() {
-    let system = start_system(&[]);
+    let system = System::start_with_known_echo_credentials(&[]);
     let body = vec![b'x'; 2 << 20];
-    for (name, port, credentials) in servers(&system) {
+    for (name, port, credentials) in system.servers() {
         let head = format!(
             "PUT /v2/service_instances/big HTTP/1.1\r\nHost: x\r\n{credentials}Content-Length: {}\r\n\r\n",
             body.len()
@@ -311,9 +282,9 @@ fn trickle_until_answered(port: u16, prefix: &str, filler: u8) -> (Duration, Str
 
 #[test]
 fn deadlines_cover_whole_heads_and_bodies_and_idle_connections_close_silently() {
-    let system = start_system(&[]);
+    let system = System::start_with_known_echo_credentials(&[]);
     std::thread::scope(|scope| {
-        for (name, port, _) in servers(&system) {
+        for (name, port, _) in system.servers() {
             scope.spawn(move || {
                 let (took, answer) =
                     trickle_until_answered(port, "GET /health HTTP/1.1\r\nX-Slow: ", b'a');
@@ -408,7 +379,7 @@ fn timed_provision(system: &System, instance: &str) -> Duration {
 /// `/health` on both servers and the catalog; the slowest.
 fn timed_reads(system: &System) -> Duration {
     let mut slowest = Duration::ZERO;
-    for (name, port, _) in servers(system) {
+    for (name, port, _) in system.servers() {
         let started = Instant::now();
         let health = call("GET", &format!("http://127.0.0.1:{port}/health"), &[], None);
         slowest = slowest.max(started.elapsed());
@@ -483,7 +454,7 @@ fn under_attack(
     let stop = AtomicBool::new(false);
     let slowest = Mutex::new(Duration::ZERO);
     std::thread::scope(|scope| {
-        for (_, port, _) in servers(system) {
+        for (_, port, _) in system.servers() {
             let stop = &stop;
             scope.spawn(move || hoard(port, count, until, stop));
         }
@@ -511,7 +482,7 @@ const HOARDERS: usize = if cfg!(windows) { 64 } else { 256 };
 
 #[test]
 fn slots_cannot_be_hoarded_by_trickling_or_idle_clients() {
-    let system = start_system(&[]);
+    let system = System::start_with_known_echo_credentials(&[]);
     let patience = patience(&system);
     let slowest = under_attack(&system, HOARDERS, Duration::from_secs(30), |round| {
         timed_reads(&system).max(timed_provision(&system, &format!("hoarded-{round}")))
@@ -524,7 +495,7 @@ fn slots_cannot_be_hoarded_by_trickling_or_idle_clients() {
 
 #[test]
 fn with_one_slot_one_trickler_delays_nobody() {
-    let system = start_system(&[("MAX_CONNECTIONS", "1")]);
+    let system = System::start_with_known_echo_credentials(&[("MAX_CONNECTIONS", "1")]);
     let patience = patience(&system);
     let slowest = under_attack(&system, 1, Duration::from_secs(10), |_| {
         timed_reads(&system)

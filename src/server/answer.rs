@@ -161,7 +161,7 @@ pub fn http_date(time: SystemTime) -> String {
         .duration_since(UNIX_EPOCH)
         .map_or(0, |since| since.as_secs());
     let days = seconds / 86_400;
-    let (year, month, day) = civil_date(days);
+    let (year, month, day) = crate::logging::civil_from_days(days);
     let of_day = seconds % 86_400;
     format!(
         "{}, {day:02} {} {year} {:02}:{:02}:{:02} GMT",
@@ -171,26 +171,6 @@ pub fn http_date(time: SystemTime) -> String {
         of_day % 3600 / 60,
         of_day % 60
     )
-}
-
-/// The proleptic Gregorian date `days` after 1970-01-01: count 400-year eras of 146,097
-/// days from 0000-03-01, so that the leap day falls at the end of each counted year.
-fn civil_date(days: u64) -> (u64, u64, u64) {
-    let from_march_0000 = days + 719_468;
-    let era = from_march_0000 / 146_097;
-    let day_of_era = from_march_0000 % 146_097;
-    let year_of_era =
-        (day_of_era - day_of_era / 1_460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
-    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
-    let month_from_march = (5 * day_of_year + 2) / 153;
-    let day = day_of_year - (153 * month_from_march + 2) / 5 + 1;
-    let month = if month_from_march < 10 {
-        month_from_march + 3
-    } else {
-        month_from_march - 9
-    };
-    let year = era * 400 + year_of_era + u64::from(month <= 2);
-    (year, month, day)
 }
 
 #[cfg(test)]

@@ -14,6 +14,14 @@ use std::time::{Duration, Instant};
 pub const BROKER: &str = env!("CARGO_BIN_EXE_echo-broker");
 pub const ECHO_SERVICE: &str = env!("CARGO_BIN_EXE_echo-service");
 
+/// The platform's credentials and API version as raw header lines, for raw requests.
+pub const BROKER_CREDENTIAL_LINES: &str =
+    "Authorization: Basic dXNlcjpwYXNz\r\nX-Broker-API-Version: 2.17\r\n";
+
+/// The echo service's management credentials (`broker` / `echo-secret`) as a raw header
+/// line, for a system from [`System::start_with_known_echo_credentials`].
+pub const ECHO_CREDENTIAL_LINES: &str = "Authorization: Basic YnJva2VyOmVjaG8tc2VjcmV0\r\n";
+
 /// The seed's credentials, which the broker accepts when none are configured.
 pub const USER: &str = "user";
 pub const PASSWORD: &str = "pass";
@@ -87,23 +95,9 @@ impl Process {
         port: u16,
         env: &[(&str, &str)],
     ) -> Process {
-        let dir = TempDir::new("process");
-        let log_path = dir.path().join("log.txt");
-        let port_text = port.to_string();
-        let mut full_env = vec![("PORT", port_text.as_str())];
-        full_env.extend_from_slice(env);
         let mut args = wrapper[1..].to_vec();
         args.push(binary);
-        let child = spawn_in(None, wrapper[0], &args, &full_env, &log_path);
-        let mut process = Process {
-            child,
-            url: format!("http://127.0.0.1:{port}"),
-            port,
-            log_path,
-            _dir: dir,
-        };
-        process.wait_until_healthy();
-        process
+        Process::launch(None, wrapper[0], &args, port, env)
     }
 
     /// [`Process::start`] with `working_dir` as the current directory (else the test's).
@@ -113,12 +107,23 @@ impl Process {
         port: u16,
         env: &[(&str, &str)],
     ) -> Process {
+        Process::launch(working_dir, binary, &[], port, env)
+    }
+
+    /// Runs `program` with `args`, `PORT` and `env`, and waits until it is healthy.
+    fn launch(
+        working_dir: Option<&Path>,
+        program: &str,
+        args: &[&str],
+        port: u16,
+        env: &[(&str, &str)],
+    ) -> Process {
         let dir = TempDir::new("process");
         let log_path = dir.path().join("log.txt");
         let port_text = port.to_string();
         let mut full_env = vec![("PORT", port_text.as_str())];
         full_env.extend_from_slice(env);
-        let child = spawn_in(working_dir, binary, &[], &full_env, &log_path);
+        let child = spawn_in(working_dir, program, args, &full_env, &log_path);
         let mut process = Process {
             child,
             url: format!("http://127.0.0.1:{port}"),
@@ -270,6 +275,33 @@ impl System {
 
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.broker.url, path)
+    }
+
+    /// The embedded default with the echo service's management pair known to the test
+    /// (`broker` / `echo-secret`, as [`ECHO_CREDENTIAL_LINES`] sends it), so that both
+    /// servers can be called as their trusted callers.
+    pub fn start_with_known_echo_credentials(extra: &[(&str, &str)]) -> System {
+        let mut env = vec![
+            ("ECHO_USERNAME", "broker"),
+            ("ECHO_PASSWORD", "echo-secret"),
+        ];
+        env.extend_from_slice(extra);
+        System::start_with(&env)
+    }
+
+    /// Both servers of the system: name, port, and the header lines of a caller each trusts
+    /// (for a system from [`System::start_with_known_echo_credentials`]).
+    pub fn servers(&self) -> [(&'static str, u16, &'static str); 2] {
+        let echo_port = self
+            .echo_url
+            .rsplit(':')
+            .next()
+            .and_then(|port| port.parse().ok())
+            .expect("the echo URL has a port");
+        [
+            ("broker", self.broker.port, BROKER_CREDENTIAL_LINES),
+            ("echo", echo_port, ECHO_CREDENTIAL_LINES),
+        ]
     }
 }
 
