@@ -51,8 +51,12 @@ static FORMAT: OnceLock<Format> = OnceLock::new();
 /// Text lines are simple_logger's (through [`EscapingLogger`]); JSON lines are written by
 /// [`JsonLogger`]. Either way the
 /// HTTP crates never log below `info`. A second call changes nothing.
+///
+/// A panic (a bug: the servers turn one in a handler into a 500 and go on) is logged as an
+/// error line like any other, instead of the default message on standard error.
 pub fn init(level: LevelFilter, format: Format) {
     let _ = FORMAT.set(format);
+    std::panic::set_hook(Box::new(|panic| log::error!("a bug: {panic}")));
     match format {
         Format::Text => {
             let logger = CHATTY_CRATES.iter().fold(

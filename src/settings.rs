@@ -208,7 +208,7 @@ pub fn log_format() -> Result<crate::logging::Format, String> {
     crate::logging::Format::parse(&var("LOG_FORMAT").unwrap_or_else(|| "text".into()))
 }
 
-/// Starts logging to standard error as `LOG_FORMAT` and `LOG_LEVEL` say. A bad
+/// Starts logging to standard output as `LOG_FORMAT` and `LOG_LEVEL` say. A bad
 /// `LOG_LEVEL` is reported after the logger is installed, so it comes in the chosen format.
 pub fn init_logging() -> Result<(), String> {
     let format = log_format()?;
