@@ -111,10 +111,7 @@ fn mask_named_values(text: &str) -> String {
         if start < bytes.len() && matches!(bytes[start], b'"' | b'\'') {
             start += 1;
         }
-        let mut end = start;
-        while end < bytes.len() && !is_value_end(bytes[end]) {
-            end += 1;
-        }
+        let end = value_end(bytes, start);
         if end > start {
             // Every index here sits next to an ASCII byte: a character boundary.
             masked.push_str(&text[copied..start]);
@@ -125,6 +122,15 @@ fn mask_named_values(text: &str) -> String {
     }
     masked.push_str(&text[copied..]);
     masked
+}
+
+/// Where the value that starts at `start` ends.
+fn value_end(bytes: &[u8], start: usize) -> usize {
+    let length = bytes[start.min(bytes.len())..]
+        .iter()
+        .take_while(|byte| !is_value_end(**byte))
+        .count();
+    start + length
 }
 
 /// The name that ends just before `separator`, past one optional closing quote.
@@ -157,10 +163,7 @@ fn mask_authorization_credentials(text: &str) -> String {
             continue;
         };
         let start = at + scheme.len();
-        let mut end = start;
-        while end < bytes.len() && !is_value_end(bytes[end]) {
-            end += 1;
-        }
+        let end = value_end(bytes, start);
         if end > start {
             masked.push_str(&text[copied..start]);
             masked.push_str(REDACTED);

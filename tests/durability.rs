@@ -342,14 +342,7 @@ fn kill_9_under_load_loses_no_acknowledged_change() {
 fn journal_with_three_instances(dir: &Path) {
     let mut service = start(dir);
     for id in ["one", "two", "three"] {
-        let reply = call(
-            "PUT",
-            &format!("{}/echo/{id}", service.url),
-            &[("Content-Type", "application/json")],
-            Some(INSTANCE),
-        )
-        .expect("the echo service answers");
-        assert_eq!(reply.status, 200, "{}", reply.text);
+        provision(&service, id);
     }
     service.kill();
 }
