@@ -114,7 +114,7 @@ const FRESH_CONNECTION_GRACE: Duration = Duration::from_secs(1);
 
 /// A connection thread's stack: what the handlers need (the broker's calls to the echo
 /// service, TLS included, and serde's recursion), with room to spare. Threads touch only
-/// a few pages of it; see the README's figures for an idle and a busy slot.
+/// a few pages of it (docs/performance.md measures an idle and a busy slot).
 const CONNECTION_STACK: usize = 512 * 1024;
 
 /// How long a stopping server waits for the requests it is answering: Cloud Foundry sends
