@@ -37,10 +37,10 @@ use answer::{Persistence, Refusal};
 use head::{Framing, Head};
 use slots::{Phase, Slot, SlotGuard, Slots};
 use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
-use wire::{BodyFailure, HeadFailure, Interrupted, Transport, Wire};
+use wire::{BodyFailure, HeadFailure, Interrupted, Transport, Wire, WRITE_TIMEOUT};
 
 /// What a server does with a request.
 pub trait Handler: Send + Sync + 'static {
@@ -93,10 +93,6 @@ pub const BODY_TIMEOUT: Duration = Duration::from_secs(10);
 /// and are the first displaced when the server is full, so keeping them is cheap.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(120);
 
-/// How long an answer may take to be written: a client that does not read cannot hold a
-/// connection (and its thread) longer.
-const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
-
 /// How long a refused request's body may take to arrive and be read away so that the
 /// connection stays open; a body that is not there at once closes the connection instead.
 const REFUSED_BODY_WITHIN: Duration = Duration::from_secs(1);
@@ -107,6 +103,10 @@ const LINGER: Duration = Duration::from_secs(2);
 /// How long an idle connection that was displaced still waits for a request before it
 /// closes: its client may have sent one just then, and would otherwise meet a reset.
 const DISPLACED_GRACE: Duration = Duration::from_millis(250);
+
+/// How long such a request, served outside the slots, may take to arrive whole (head and
+/// body each): a client that sent it as one write needs no more.
+const DISPLACED_REQUEST_WITHIN: Duration = Duration::from_secs(1);
 
 /// How long a stopping server waits for the first request of a connection it accepted
 /// just before it stopped.
@@ -143,6 +143,7 @@ pub fn serve<H: Handler>(
         stop_started_ms: AtomicU64::new(u64::MAX),
         epoch: Instant::now(),
         listening: AtomicBool::new(true),
+        connections: AtomicUsize::new(0),
         wake_address: reachable(local),
     });
     register(&server);
@@ -176,6 +177,8 @@ struct Server {
     epoch: Instant,
     /// Whether the accept loop still holds the listener.
     listening: AtomicBool,
+    /// Connection threads alive: those holding a slot, and displaced ones still finishing.
+    connections: AtomicUsize,
     /// Where to connect to wake the accept loop when stopping.
     wake_address: SocketAddr,
 }
@@ -244,7 +247,8 @@ fn spawn_connection<H: Handler>(
     server: &Arc<Server>,
     handler: &Arc<H>,
 ) {
-    let (server_for_thread, handler) = (Arc::clone(server), Arc::clone(handler));
+    let alive = ConnectionThread::count_in(server);
+    let handler = Arc::clone(handler);
     let spawned = std::thread::Builder::new()
         .name(format!("{}-connection", server.name))
         .stack_size(CONNECTION_STACK)
@@ -254,12 +258,29 @@ fn spawn_connection<H: Handler>(
             if let Ok(wire) = Wire::new(stream) {
                 // A bug in this layer costs its connection, never the slot or the process.
                 let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    serve_connection(wire, &slot, &server_for_thread, handler.as_ref());
+                    serve_connection(wire, &slot, &alive.0, handler.as_ref());
                 }));
             }
         });
     if let Err(error) = spawned {
         log::warn!(target: server.name, "cannot start a connection thread: {error}");
+    }
+}
+
+/// A connection thread, counted in its server's `connections` while it lives (a stopping
+/// server waits for them all, displaced ones included).
+struct ConnectionThread(Arc<Server>);
+
+impl ConnectionThread {
+    fn count_in(server: &Arc<Server>) -> ConnectionThread {
+        server.connections.fetch_add(1, Ordering::SeqCst);
+        ConnectionThread(Arc::clone(server))
+    }
+}
+
+impl Drop for ConnectionThread {
+    fn drop(&mut self) {
+        self.0.connections.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -344,7 +365,12 @@ fn serve_connection<T: Transport, H: Handler>(
         let displaced_while_idle = slot.displaced();
         let give_up_reading =
             || (slot.displaced() && !displaced_while_idle) || server.stop_reading();
-        let head = match receive_head(&mut wire, started + HEAD_TIMEOUT, &give_up_reading) {
+        let (head_within, body_within) = if displaced_while_idle {
+            (DISPLACED_REQUEST_WITHIN, DISPLACED_REQUEST_WITHIN)
+        } else {
+            (HEAD_TIMEOUT, BODY_TIMEOUT)
+        };
+        let head = match receive_head(&mut wire, head_within, &give_up_reading) {
             Ok(head) => head,
             Err(None) => return,
             Err(Some(refusal)) => {
@@ -363,6 +389,7 @@ fn serve_connection<T: Transport, H: Handler>(
         slot.enter(Phase::Busy);
         let reading = Reading {
             slot,
+            body_within,
             give_up: &give_up_reading,
         };
         let keep = exchange(&mut wire, head, &reading, server, handler, started, arrived);
@@ -376,21 +403,21 @@ fn serve_connection<T: Transport, H: Handler>(
     }
 }
 
-/// Step 2: a request head, read by `deadline` and parsed; or the refusal to answer instead
-/// (`None` when the client has gone and there is nobody to answer).
+/// Step 2: a request head, read `within` its start and parsed; or the refusal to answer
+/// instead (`None` when the client has gone and there is nobody to answer).
 fn receive_head<T: Transport>(
     wire: &mut Wire<T>,
-    deadline: Instant,
+    within: Duration,
     give_up: &dyn Fn() -> bool,
 ) -> Result<Head, Option<Refusal>> {
-    match wire.read_head(deadline, give_up) {
+    match wire.read_head(Instant::now() + within, give_up) {
         Ok(bytes) => head::parse(&bytes).map_err(Some),
         Err(HeadFailure::TooLarge) => Err(Some(Refusal::headers_too_large(&format!(
             "the request head exceeds {} bytes",
             head::MAX_HEAD_BYTES
         )))),
         Err(HeadFailure::Interrupted(Interrupted::TimedOut)) => {
-            Err(Some(Refusal::timed_out("head", HEAD_TIMEOUT.as_secs())))
+            Err(Some(Refusal::timed_out("head", within.as_secs())))
         }
         Err(HeadFailure::Interrupted(Interrupted::Called)) => Err(Some(Refusal::cut_short())),
         Err(HeadFailure::Interrupted(Interrupted::Closed)) => Err(None),
@@ -475,7 +502,7 @@ fn receive_body<T: Transport>(
         return Err(None);
     }
     reading.slot.enter(Phase::ReadingBody);
-    let deadline = Instant::now() + BODY_TIMEOUT;
+    let deadline = Instant::now() + reading.body_within;
     let body = wire.read_body(framing, MAX_BODY_BYTES, true, deadline, reading.give_up);
     reading.slot.enter(Phase::Busy);
     body.map_err(|failure| match failure {
@@ -484,7 +511,7 @@ fn receive_body<T: Transport>(
             "the chunked body is malformed: {what}"
         ))),
         BodyFailure::Interrupted(Interrupted::TimedOut) => {
-            Some(Refusal::timed_out("body", BODY_TIMEOUT.as_secs()))
+            Some(Refusal::timed_out("body", reading.body_within.as_secs()))
         }
         BodyFailure::Interrupted(Interrupted::Called) => Some(Refusal::cut_short()),
         BodyFailure::Interrupted(Interrupted::Closed) => None,
@@ -504,9 +531,11 @@ fn read_away_body<T: Transport>(wire: &mut Wire<T>, framing: Framing, reading: &
     read.is_ok()
 }
 
-/// A request being read: its connection's slot, and when to stop waiting for its bytes.
+/// A request being read: its connection's slot, how long its body may take, and when to
+/// stop waiting for its bytes.
 struct Reading<'a> {
     slot: &'a Slot,
+    body_within: Duration,
     give_up: &'a dyn Fn() -> bool,
 }
 
@@ -640,10 +669,13 @@ impl Server {
         // The accept loop is blocked in `accept`: a connection of our own wakes it, and it
         // closes the listener (this connection, served like any, ends at once).
         let _ = TcpStream::connect_timeout(&self.wake_address, Duration::from_secs(1));
-        while self.listening.load(Ordering::SeqCst) && Instant::now() < until {
+        let done = || {
+            !self.listening.load(Ordering::SeqCst) && self.connections.load(Ordering::SeqCst) == 0
+        };
+        while !done() && Instant::now() < until {
             std::thread::sleep(Duration::from_millis(5));
         }
-        self.slots.wait_until_empty(until)
+        done()
     }
 }
 
@@ -680,7 +712,7 @@ fn stop_all() -> i32 {
             log::error!(
                 "{}: {} connections still open after {} s; stopping anyway",
                 server.name,
-                server.slots.in_use(),
+                server.connections.load(Ordering::SeqCst),
                 STOP_GRACE.as_secs()
             );
             status = 1;

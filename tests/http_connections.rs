@@ -250,12 +250,13 @@ fn a_large_body_gets_its_413_every_time() {
     }
 }
 
-/// Sends `prefix`, then one byte of `filler` every half second, and returns how long after
-/// the first byte the server answered, and with what.
+/// Sends `prefix`, then one byte of `filler` every 200 ms (more often than the server's
+/// reads wait, so that only a deadline over the whole head or body can stop it), and
+/// returns how long after the first byte the server answered, and with what.
 fn trickle_until_answered(port: u16, prefix: &str, filler: u8) -> (Duration, String) {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("accepts");
     stream
-        .set_read_timeout(Some(Duration::from_millis(500)))
+        .set_read_timeout(Some(Duration::from_millis(200)))
         .expect("a timeout");
     let started = Instant::now();
     let _ = stream.write_all(prefix.as_bytes());

@@ -98,11 +98,9 @@ pub fn parse(bytes: &[u8]) -> Result<Head, Refusal> {
         http_1_0,
     )?;
     let connection = tokens(values("connection"));
-    let wants_close = if http_1_0 {
-        !connection.iter().any(|token| token == "keep-alive")
-    } else {
-        connection.iter().any(|token| token == "close")
-    };
+    // `close` wins over `keep-alive` (RFC 9112 §9.6); HTTP/1.0 closes unless asked not to.
+    let says = |word: &str| connection.iter().any(|token| token == word);
+    let wants_close = says("close") || (http_1_0 && !says("keep-alive"));
     let expects_continue = expects_continue(&tokens(values("expect")), http_1_0)?;
     Ok(Head {
         request: HttpRequest {
@@ -248,6 +246,10 @@ mod tests {
         assert_eq!(
             wants_close("GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n"),
             Some(false)
+        );
+        assert_eq!(
+            wants_close("GET / HTTP/1.0\r\nConnection: close, keep-alive\r\n\r\n"),
+            Some(true)
         );
     }
 }

@@ -43,6 +43,7 @@ fn test_server() -> Server {
         stop_started_ms: AtomicU64::new(u64::MAX),
         epoch: Instant::now(),
         listening: AtomicBool::new(false),
+        connections: AtomicUsize::new(0),
         wake_address: SocketAddr::from(([127, 0, 0, 1], 9)),
     }
 }

@@ -23,12 +23,23 @@ pub const POLL: Duration = Duration::from_millis(500);
 const MAX_CHUNK_LINE: usize = 4096;
 const MAX_TRAILERS: usize = MAX_HEAD_BYTES;
 
+/// What a chunked body may spend on its framing (size lines, extensions, line ends,
+/// trailers) beyond its data: a 64 KiB body cut into one-byte chunks with long extensions
+/// would otherwise cost hundreds of megabytes on the wire.
+const MAX_CHUNK_FRAMING: usize = 64 * 1024;
+
+/// How long one write may wait for the client to make room. A write that times out ends
+/// the connection: on Windows a socket whose send timed out is in an undefined state, so it
+/// is never retried.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// How much is read from the socket at a time.
 const READ_SIZE: usize = 8 * 1024;
 
 /// A connection's byte stream: a TCP socket, or bytes in memory in tests.
 pub trait Transport: Read + Write {
-    /// Bounds each read and write to [`POLL`] (nothing to do for bytes in memory).
+    /// Bounds each read to [`POLL`] and each write to [`WRITE_TIMEOUT`] (nothing to do for
+    /// bytes in memory).
     fn poll_in_steps(&mut self) -> std::io::Result<()>;
     /// Sends FIN: the client sees the end of the answers while it may still send.
     fn shutdown_write(&mut self);
@@ -37,7 +48,7 @@ pub trait Transport: Read + Write {
 impl Transport for TcpStream {
     fn poll_in_steps(&mut self) -> std::io::Result<()> {
         self.set_read_timeout(Some(POLL))?;
-        self.set_write_timeout(Some(POLL))
+        self.set_write_timeout(Some(WRITE_TIMEOUT))
     }
 
     fn shutdown_write(&mut self) {
@@ -116,25 +127,64 @@ impl<T: Transport> Wire<T> {
         }
     }
 
+    /// One read of at most [`POLL`]: whether it brought bytes (`false`: none yet).
+    fn read_once(&mut self) -> Result<bool, Interrupted> {
+        let filled = self.buffer.len();
+        self.buffer.resize(filled + READ_SIZE, 0);
+        let read = self.transport.read(&mut self.buffer[filled..]);
+        self.buffer.truncate(filled + *read.as_ref().unwrap_or(&0));
+        match read {
+            Ok(0) => Err(Interrupted::Closed),
+            Ok(_) => Ok(true),
+            Err(error) if waits(&error) => Ok(false),
+            Err(_) => Err(Interrupted::Closed),
+        }
+    }
+
     /// Reads at least one more byte into the buffer, unless `deadline` passes, the client
-    /// closes, or `stop_waiting` (asked between reads) says to give up.
+    /// closes, or `stop_waiting` says to give up. Both are asked before every read, so a
+    /// client that trickles bytes gains nothing from its pace.
     fn fill(
         &mut self,
         deadline: Instant,
         stop_waiting: &dyn Fn() -> bool,
     ) -> Result<(), Interrupted> {
-        // Bytes that have arrived are taken before the reasons to stop are looked at: a
-        // request already sent on a connection that was about to be dropped gets served.
         loop {
-            let filled = self.buffer.len();
-            self.buffer.resize(filled + READ_SIZE, 0);
-            let read = self.transport.read(&mut self.buffer[filled..]);
-            self.buffer.truncate(filled + *read.as_ref().unwrap_or(&0));
-            match read {
-                Ok(0) => return Err(Interrupted::Closed),
-                Ok(_) => return Ok(()),
-                Err(error) if waits(&error) => {}
-                Err(_) => return Err(Interrupted::Closed),
+            if stop_waiting() {
+                return Err(Interrupted::Called);
+            }
+            if Instant::now() >= deadline {
+                return Err(Interrupted::TimedOut);
+            }
+            if self.read_once()? {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Waits for the first byte of a request (unless one is already buffered). Empty lines
+    /// before a request (RFC 9112 §2.2: some clients send a CRLF after a body) are dropped
+    /// while waiting. Unlike [`Wire::fill`], bytes that have arrived are taken before the
+    /// reasons to stop are looked at: a request already sent on a connection that was
+    /// about to be dropped gets served.
+    pub fn await_request(
+        &mut self,
+        deadline: Instant,
+        stop_waiting: &dyn Fn() -> bool,
+    ) -> Result<(), Interrupted> {
+        loop {
+            let empty_lines = self
+                .unread()
+                .iter()
+                .take_while(|byte| matches!(byte, b'\r' | b'\n'))
+                .count();
+            self.consume(empty_lines);
+            if self.has_unread() {
+                return Ok(());
+            }
+            self.compact();
+            if self.read_once()? {
+                continue;
             }
             if stop_waiting() {
                 return Err(Interrupted::Called);
@@ -145,21 +195,8 @@ impl<T: Transport> Wire<T> {
         }
     }
 
-    /// Waits for the first byte of a request (unless one is already buffered).
-    pub fn await_request(
-        &mut self,
-        deadline: Instant,
-        stop_waiting: &dyn Fn() -> bool,
-    ) -> Result<(), Interrupted> {
-        if self.has_unread() {
-            return Ok(());
-        }
-        self.fill(deadline, stop_waiting)
-    }
-
     /// Reads a whole request head, which must end within [`MAX_HEAD_BYTES`] and by
-    /// `deadline`; returns its bytes and consumes them. Empty lines before the request line
-    /// are skipped (RFC 9112 §2.2).
+    /// `deadline`; returns its bytes and consumes them.
     pub fn read_head(
         &mut self,
         deadline: Instant,
@@ -167,15 +204,6 @@ impl<T: Transport> Wire<T> {
     ) -> Result<Vec<u8>, HeadFailure> {
         let mut scanned = 0;
         loop {
-            let leading = self
-                .unread()
-                .iter()
-                .take_while(|byte| matches!(byte, b'\r' | b'\n'))
-                .count();
-            if leading > 0 && leading < self.unread().len() {
-                self.consume(leading);
-                scanned = 0;
-            }
             let unread = self.unread();
             if let Some(end) = head_end(unread, scanned) {
                 let head = unread[..end].to_vec();
@@ -254,8 +282,13 @@ impl<T: Transport> Wire<T> {
         stop_waiting: &dyn Fn() -> bool,
     ) -> Result<(), BodyFailure> {
         let mut total = 0usize;
+        let mut framing = 0usize;
         loop {
             let line = self.read_line(MAX_CHUNK_LINE, deadline, stop_waiting)?;
+            framing += line.len() + 4;
+            if framing > MAX_CHUNK_FRAMING {
+                return Err(BodyFailure::TooLarge);
+            }
             let size = chunk_size(&line).ok_or(BodyFailure::Malformed("a malformed chunk size"))?;
             if size == 0 {
                 break;
@@ -303,12 +336,14 @@ impl<T: Transport> Wire<T> {
                 return Err(BodyFailure::Malformed("a chunk line too long"));
             }
             scanned = unread.len();
+            self.compact();
             self.fill(deadline, stop_waiting)?;
         }
     }
 
     /// Writes all of `bytes` by `deadline` (a client that does not read its answers cannot
-    /// hold the connection longer).
+    /// hold the connection longer); a write that times out is not retried (see
+    /// [`WRITE_TIMEOUT`]).
     pub fn write_all(&mut self, bytes: &[u8], deadline: Instant) -> std::io::Result<()> {
         let mut written = 0;
         while written < bytes.len() {
@@ -318,7 +353,7 @@ impl<T: Transport> Wire<T> {
             match self.transport.write(&bytes[written..]) {
                 Ok(0) => return Err(ErrorKind::WriteZero.into()),
                 Ok(count) => written += count,
-                Err(error) if waits(&error) => {}
+                Err(error) if error.kind() == ErrorKind::Interrupted => {}
                 Err(error) => return Err(error),
             }
         }
@@ -339,7 +374,7 @@ impl<T: Transport> Wire<T> {
     }
 }
 
-/// Whether a read or write error only means "nothing yet": the step's timeout (Unix says
+/// Whether a read error only means "nothing yet": the step's timeout (Unix says
 /// `WouldBlock`, Windows `TimedOut`) or a signal.
 fn waits(error: &std::io::Error) -> bool {
     matches!(
@@ -448,6 +483,7 @@ pub mod tests {
     fn heads_end_at_a_blank_line_and_pipelined_bytes_stay() {
         for step in [1, 3, 4096] {
             let mut wire = wire(b"\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\nGET /2", step);
+            assert_eq!(wire.await_request(soon(), &|| false), Ok(()));
             let head = wire.read_head(soon(), &|| false).expect("a head");
             assert_eq!(head, b"GET / HTTP/1.1\r\nHost: a\r\n\r\n");
             while wire.fill(soon(), &|| false).is_ok() {}
@@ -496,6 +532,41 @@ pub mod tests {
         let large = b"41\r\n";
         let result = wire(large, 4096).read_body(Framing::Chunked, 64, true, soon(), &|| false);
         assert!(matches!(result, Err(BodyFailure::TooLarge)));
+    }
+
+    #[test]
+    fn a_deadline_holds_however_fast_the_bytes_trickle() {
+        // Every read brings a byte, and the deadline has passed: the head is not read on.
+        let endless = [b"GET / HTTP/1.1\r\nX: ".as_slice(), &[b'a'; 1000]].concat();
+        let result = wire(&endless, 1).read_head(Instant::now(), &|| false);
+        assert!(matches!(
+            result,
+            Err(HeadFailure::Interrupted(Interrupted::TimedOut))
+        ));
+    }
+
+    #[test]
+    fn empty_lines_between_requests_are_dropped_while_idle() {
+        let mut idle = wire(b"\r\n\r\n", 1);
+        let result = idle.await_request(soon(), &|| false);
+        assert_eq!(result, Err(Interrupted::Closed));
+        let mut next = wire(b"\r\nGET / HTTP/1.1\r\n\r\n", 1);
+        assert_eq!(next.await_request(soon(), &|| false), Ok(()));
+        assert!(next.read_head(soon(), &|| false).is_ok());
+    }
+
+    #[test]
+    fn chunk_framing_is_bounded_and_never_piles_up() {
+        let extension = "x".repeat(4000);
+        let chunks = format!("1;{extension}\r\nA\r\n").repeat(40);
+        let mut wire = wire(chunks.as_bytes(), 4096);
+        let result = wire.read_body(Framing::Chunked, 64 * 1024, true, soon(), &|| false);
+        assert!(matches!(result, Err(BodyFailure::TooLarge)));
+        assert!(
+            wire.buffer.capacity() <= 4 * READ_SIZE,
+            "{}",
+            wire.buffer.capacity()
+        );
     }
 
     #[test]
