@@ -40,7 +40,7 @@ use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
-use wire::{BodyFailure, HeadFailure, Interrupted, Transport, Wire, WRITE_TIMEOUT};
+use wire::{BodyFailure, HeadFailure, Interrupted, Transport, Wire};
 
 /// What a server does with a request.
 pub trait Handler: Send + Sync + 'static {
@@ -92,6 +92,10 @@ pub const BODY_TIMEOUT: Duration = Duration::from_secs(10);
 /// closes first races the client's next request. Idle connections cost a small slot each
 /// and are the first displaced when the server is full, so keeping them is cheap.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// How long an answer may take to be written: a client that does not read cannot hold a
+/// connection (and its thread) longer.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How long a refused request's body may take to arrive and be read away so that the
 /// connection stays open; a body that is not there at once closes the connection instead.
@@ -554,7 +558,9 @@ fn send<T: Transport>(
 /// Step 7 when the connection ends after an answer: a lingering close.
 fn close<T: Transport>(wire: Wire<T>, slot: &Slot) {
     slot.enter(Phase::Closing);
-    wire.close_lingering(Instant::now() + LINGER, &|| slot.displaced());
+    wire.close_lingering(Instant::now() + LINGER, &|| {
+        slot.displaced_for(DISPLACED_GRACE)
+    });
 }
 
 /// The request's log line, and the handler's observation of it.

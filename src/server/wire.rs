@@ -28,27 +28,27 @@ const MAX_TRAILERS: usize = MAX_HEAD_BYTES;
 /// would otherwise cost hundreds of megabytes on the wire.
 const MAX_CHUNK_FRAMING: usize = 64 * 1024;
 
-/// How long one write may wait for the client to make room. A write that times out ends
-/// the connection: on Windows a socket whose send timed out is in an undefined state, so it
-/// is never retried.
-pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
-
 /// How much is read from the socket at a time.
 const READ_SIZE: usize = 8 * 1024;
 
 /// A connection's byte stream: a TCP socket, or bytes in memory in tests.
 pub trait Transport: Read + Write {
-    /// Bounds each read to [`POLL`] and each write to [`WRITE_TIMEOUT`] (nothing to do for
-    /// bytes in memory).
-    fn poll_in_steps(&mut self) -> std::io::Result<()>;
+    /// Bounds each read to [`POLL`] (nothing to do for bytes in memory).
+    fn poll_reads(&mut self) -> std::io::Result<()>;
+    /// Bounds the next writes to `timeout`.
+    fn bound_writes(&mut self, timeout: Duration) -> std::io::Result<()>;
     /// Sends FIN: the client sees the end of the answers while it may still send.
     fn shutdown_write(&mut self);
 }
 
 impl Transport for TcpStream {
-    fn poll_in_steps(&mut self) -> std::io::Result<()> {
-        self.set_read_timeout(Some(POLL))?;
-        self.set_write_timeout(Some(WRITE_TIMEOUT))
+    fn poll_reads(&mut self) -> std::io::Result<()> {
+        self.set_read_timeout(Some(POLL))
+    }
+
+    fn bound_writes(&mut self, timeout: Duration) -> std::io::Result<()> {
+        // Zero would mean "no timeout" to the socket.
+        self.set_write_timeout(Some(timeout.max(Duration::from_millis(1))))
     }
 
     fn shutdown_write(&mut self) {
@@ -97,7 +97,7 @@ pub struct Wire<T: Transport> {
 
 impl<T: Transport> Wire<T> {
     pub fn new(mut transport: T) -> std::io::Result<Wire<T>> {
-        transport.poll_in_steps()?;
+        transport.poll_reads()?;
         Ok(Wire {
             transport,
             buffer: Vec::new(),
@@ -164,14 +164,14 @@ impl<T: Transport> Wire<T> {
 
     /// Waits for the first byte of a request (unless one is already buffered). Empty lines
     /// before a request (RFC 9112 §2.2: some clients send a CRLF after a body) are dropped
-    /// while waiting. Unlike [`Wire::fill`], bytes that have arrived are taken before the
-    /// reasons to stop are looked at: a request already sent on a connection that was
-    /// about to be dropped gets served.
+    /// while waiting. The first read comes before the reasons to stop are looked at: a
+    /// request already sent on a connection that was about to be dropped gets served.
     pub fn await_request(
         &mut self,
         deadline: Instant,
         stop_waiting: &dyn Fn() -> bool,
     ) -> Result<(), Interrupted> {
+        let mut first = true;
         loop {
             let empty_lines = self
                 .unread()
@@ -183,15 +183,14 @@ impl<T: Transport> Wire<T> {
                 return Ok(());
             }
             self.compact();
-            if self.read_once()? {
-                continue;
-            }
-            if stop_waiting() {
+            if !first && stop_waiting() {
                 return Err(Interrupted::Called);
             }
-            if Instant::now() >= deadline {
+            if !first && Instant::now() >= deadline {
                 return Err(Interrupted::TimedOut);
             }
+            first = false;
+            self.read_once()?;
         }
     }
 
@@ -341,15 +340,17 @@ impl<T: Transport> Wire<T> {
         }
     }
 
-    /// Writes all of `bytes` by `deadline` (a client that does not read its answers cannot
-    /// hold the connection longer); a write that times out is not retried (see
-    /// [`WRITE_TIMEOUT`]).
+    /// Writes all of `bytes` by `deadline`: a client that does not read its answers cannot
+    /// hold the connection longer. A write that times out is not retried: on Windows a
+    /// socket whose send timed out is in an undefined state.
     pub fn write_all(&mut self, bytes: &[u8], deadline: Instant) -> std::io::Result<()> {
         let mut written = 0;
         while written < bytes.len() {
-            if Instant::now() >= deadline {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
                 return Err(ErrorKind::TimedOut.into());
             }
+            self.transport.bound_writes(left)?;
             match self.transport.write(&bytes[written..]) {
                 Ok(0) => return Err(ErrorKind::WriteZero.into()),
                 Ok(count) => written += count,
@@ -363,13 +364,18 @@ impl<T: Transport> Wire<T> {
     /// The lingering close: says FIN, then reads and drops what the client is still
     /// sending until it closes, `until`, or `stop_waiting`. Closing a socket with unread
     /// bytes makes the kernel send a reset, and a reset can destroy the answer before the
-    /// client has read it (on Windows it always does).
+    /// client has read it (on Windows it always does). It reads at least once, whatever
+    /// `stop_waiting` says: bytes the client sent right after its request must not turn
+    /// into a reset.
     pub fn close_lingering(mut self, until: Instant, stop_waiting: &dyn Fn() -> bool) {
         self.transport.shutdown_write();
         self.buffer = Vec::new();
         self.start = 0;
-        while self.fill(until, stop_waiting).is_ok() {
+        while self.read_once().is_ok() {
             self.buffer.clear();
+            if stop_waiting() || Instant::now() >= until {
+                return;
+            }
         }
     }
 }
@@ -465,7 +471,10 @@ pub mod tests {
     }
 
     impl Transport for InMemory {
-        fn poll_in_steps(&mut self) -> std::io::Result<()> {
+        fn poll_reads(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+        fn bound_writes(&mut self, _timeout: Duration) -> std::io::Result<()> {
             Ok(())
         }
         fn shutdown_write(&mut self) {}
@@ -566,6 +575,18 @@ pub mod tests {
             wire.buffer.capacity() <= 4 * READ_SIZE,
             "{}",
             wire.buffer.capacity()
+        );
+    }
+
+    #[test]
+    fn empty_lines_alone_do_not_keep_an_idle_connection_past_its_deadline() {
+        let mut idle = wire(&b"\r\n".repeat(1000), 2);
+        let result = idle.await_request(Instant::now(), &|| false);
+        assert_eq!(result, Err(Interrupted::TimedOut));
+        let mut displaced = wire(&b"\r\n".repeat(1000), 2);
+        assert_eq!(
+            displaced.await_request(soon(), &|| true),
+            Err(Interrupted::Called)
         );
     }
 
