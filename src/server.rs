@@ -143,7 +143,7 @@ pub fn serve<H: Handler>(
         slots: Slots::new(max_connections),
         max_connections,
         stopping: AtomicBool::new(false),
-        stop_reading_at_ms: AtomicU64::new(u64::MAX),
+        stop_deadline_ms: AtomicU64::new(u64::MAX),
         stop_started_ms: AtomicU64::new(u64::MAX),
         epoch: Instant::now(),
         listening: AtomicBool::new(true),
@@ -173,9 +173,9 @@ struct Server {
     slots: Arc<Slots>,
     max_connections: usize,
     stopping: AtomicBool,
-    /// When a stopping server gives up on heads and bodies still arriving (milliseconds
-    /// since `epoch`), so that it is done within its grace period.
-    stop_reading_at_ms: AtomicU64,
+    /// When a stopping server must be done (milliseconds since `epoch`): it gives up on
+    /// heads and bodies still arriving a [`LINGER`] before, and no write goes past it.
+    stop_deadline_ms: AtomicU64,
     /// When the stop began (milliseconds since `epoch`).
     stop_started_ms: AtomicU64,
     epoch: Instant,
@@ -198,7 +198,22 @@ impl Server {
 
     /// Whether a stopping server has waited long enough for requests still arriving.
     fn stop_reading(&self) -> bool {
-        self.now_ms() >= self.stop_reading_at_ms.load(Ordering::SeqCst)
+        let deadline = self.stop_deadline_ms.load(Ordering::SeqCst);
+        self.now_ms() >= deadline.saturating_sub(LINGER.as_millis() as u64)
+    }
+
+    /// By when an answer begun now must be written: [`WRITE_TIMEOUT`], a second for a
+    /// connection that has been displaced (its slot is someone else's), and never past a
+    /// stopping server's deadline.
+    fn write_deadline(&self, slot: &Slot) -> Instant {
+        let allowed = if slot.displaced() {
+            DISPLACED_REQUEST_WITHIN
+        } else {
+            WRITE_TIMEOUT
+        };
+        let stop_deadline = self.stop_deadline_ms.load(Ordering::SeqCst);
+        let left_before_stop = Duration::from_millis(stop_deadline.saturating_sub(self.now_ms()));
+        Instant::now() + allowed.min(left_before_stop)
     }
 
     /// Whether an idle connection should close now: when the server is stopping, at once
@@ -229,6 +244,7 @@ fn accept_loop<H: Handler>(listener: TcpListener, server: &Arc<Server>, handler:
         match listener.accept() {
             Ok((stream, _)) => {
                 trouble.over();
+                wait_for_displaced_to_finish(server);
                 // While every slot is busy the newcomer waits here, and later ones in the
                 // kernel's queue; `None` means the server is stopping.
                 let Some(slot) = server.slots.claim(&server.stopping) else {
@@ -243,6 +259,17 @@ fn accept_loop<H: Handler>(listener: TcpListener, server: &Arc<Server>, handler:
     // another instance.
     drop(listener);
     server.listening.store(false, Ordering::SeqCst);
+}
+
+/// Displaced connections finish outside the slots (within a second or so, a write already
+/// under way within its deadline); however fast newcomers displace them, connection
+/// threads stay under twice `MAX_CONNECTIONS`: beyond that, the newcomer waits.
+fn wait_for_displaced_to_finish(server: &Server) {
+    while server.connections.load(Ordering::SeqCst) >= 2 * server.max_connections
+        && !server.stopping()
+    {
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }
 
 fn spawn_connection<H: Handler>(
@@ -384,21 +411,28 @@ fn serve_connection<T: Transport, H: Handler>(
                     refusal.response.status,
                     description_of(&refusal.response)
                 );
-                slot.enter(Phase::Busy);
-                send(&mut wire, &refusal.response, Persistence::Close, false);
-                return close(wire, slot);
+                send(
+                    &mut wire,
+                    slot,
+                    server,
+                    &refusal.response,
+                    Persistence::Close,
+                    false,
+                );
+                return close(wire, slot, server);
             }
         };
         // 3-6. Admit, read the body, handle, answer.
         slot.enter(Phase::Busy);
         let reading = Reading {
             slot,
+            server,
             body_within,
             give_up: &give_up_reading,
         };
-        let keep = exchange(&mut wire, head, &reading, server, handler, started, arrived);
+        let keep = exchange(&mut wire, head, &reading, handler, started, arrived);
         if !keep {
-            return close(wire, slot);
+            return close(wire, slot, server);
         }
         // 7. Kept: the next request may already be buffered.
         wire.compact();
@@ -433,7 +467,6 @@ fn exchange<T: Transport, H: Handler>(
     wire: &mut Wire<T>,
     head: Head,
     reading: &Reading,
-    server: &Server,
     handler: &H,
     started: Instant,
     arrived: SystemTime,
@@ -473,14 +506,15 @@ fn exchange<T: Transport, H: Handler>(
         at: arrived,
         elapsed: started.elapsed(),
     };
+    let (slot, server) = (reading.slot, reading.server);
     report(server.name, handler, &answered, head_only);
-    let keep = body_read_away && !wants_close && !server.stopping() && !reading.slot.displaced();
+    let keep = body_read_away && !wants_close && !server.stopping() && !slot.displaced();
     let persistence = match (keep, http_1_0) {
         (false, _) => Persistence::Close,
         (true, true) => Persistence::KeepAliveHttp10,
         (true, false) => Persistence::KeepAlive,
     };
-    send(wire, &response, persistence, head_only) && keep
+    send(wire, slot, server, &response, persistence, head_only) && keep
 }
 
 /// Step 4 for an admitted request: its body, or the refusal to answer instead (`None` when
@@ -500,7 +534,10 @@ fn receive_body<T: Transport>(
     }
     if expects_continue
         && wire
-            .write_all(answer::CONTINUE, Instant::now() + WRITE_TIMEOUT)
+            .write_all(
+                answer::CONTINUE,
+                reading.server.write_deadline(reading.slot),
+            )
             .is_err()
     {
         return Err(None);
@@ -535,10 +572,11 @@ fn read_away_body<T: Transport>(wire: &mut Wire<T>, framing: Framing, reading: &
     read.is_ok()
 }
 
-/// A request being read: its connection's slot, how long its body may take, and when to
-/// stop waiting for its bytes.
+/// A request being read: its connection's slot and server, how long its body may take,
+/// and when to stop waiting for its bytes.
 struct Reading<'a> {
     slot: &'a Slot,
+    server: &'a Server,
     body_within: Duration,
     give_up: &'a dyn Fn() -> bool,
 }
@@ -546,21 +584,25 @@ struct Reading<'a> {
 /// Step 6: writes the answer; whether it went out whole.
 fn send<T: Transport>(
     wire: &mut Wire<T>,
+    slot: &Slot,
+    server: &Server,
     response: &HttpResponse,
     persistence: Persistence,
     head_only: bool,
 ) -> bool {
+    slot.enter(Phase::Writing);
     let bytes = answer::encode(response, persistence, head_only);
-    wire.write_all(&bytes, Instant::now() + WRITE_TIMEOUT)
-        .is_ok()
+    let written = wire.write_all(&bytes, server.write_deadline(slot));
+    slot.enter(Phase::Busy);
+    written.is_ok()
 }
 
-/// Step 7 when the connection ends after an answer: a lingering close.
-fn close<T: Transport>(wire: Wire<T>, slot: &Slot) {
+/// Step 7 when the connection ends after an answer: a lingering close, cut short when the
+/// connection is displaced or the server must be done.
+fn close<T: Transport>(wire: Wire<T>, slot: &Slot, server: &Server) {
     slot.enter(Phase::Closing);
-    wire.close_lingering(Instant::now() + LINGER, &|| {
-        slot.displaced_for(DISPLACED_GRACE)
-    });
+    let give_up = || slot.displaced_for(DISPLACED_GRACE) || server.stop_reading();
+    wire.close_lingering(Instant::now() + LINGER, &give_up);
 }
 
 /// The request's log line, and the handler's observation of it.
@@ -663,11 +705,9 @@ impl Server {
     /// Stops taking connections, closes idle ones, and waits for every request already
     /// read to be answered, or `until`; whether all were.
     fn stop(&self, until: Instant) -> bool {
-        let stop_reading_at = until
-            .saturating_duration_since(self.epoch)
-            .saturating_sub(LINGER);
-        self.stop_reading_at_ms.store(
-            u64::try_from(stop_reading_at.as_millis()).unwrap_or(u64::MAX),
+        let deadline = until.saturating_duration_since(self.epoch);
+        self.stop_deadline_ms.store(
+            u64::try_from(deadline.as_millis()).unwrap_or(u64::MAX),
             Ordering::SeqCst,
         );
         self.stop_started_ms.store(self.now_ms(), Ordering::SeqCst);

@@ -26,8 +26,12 @@ pub enum Phase {
     ReadingHead = 2,
     /// Sending the body of a request that was admitted.
     ReadingBody = 3,
-    /// Being handled or answered: never displaced.
-    Busy = 4,
+    /// Being answered: its work is done, only the client's reading is awaited. Displaced
+    /// last of all (the longest first), so that clients reading their answers slowly cannot
+    /// hold every slot; the answer being written still gets its time.
+    Writing = 4,
+    /// Being handled: never displaced.
+    Busy = 5,
 }
 
 impl Phase {
@@ -37,6 +41,7 @@ impl Phase {
             1 => Phase::Idle,
             2 => Phase::ReadingHead,
             3 => Phase::ReadingBody,
+            4 => Phase::Writing,
             _ => Phase::Busy,
         }
     }
@@ -236,6 +241,18 @@ mod tests {
         assert!(reading.displaced());
         assert!(!busy.displaced());
         assert_eq!(slots.in_use(), 4);
+    }
+
+    #[test]
+    fn a_slow_reader_of_its_answer_goes_before_a_request_being_handled() {
+        let slots = Slots::new(2);
+        let never = AtomicBool::new(false);
+        let (handling, writing) = (slots.claim(&never), slots.claim(&never));
+        let (handling, writing) = (handling.expect("a slot"), writing.expect("a slot"));
+        handling.enter(Phase::Busy);
+        writing.enter(Phase::Writing);
+        let _newcomer = slots.claim(&never).expect("a slot");
+        assert!(writing.displaced() && !handling.displaced());
     }
 
     #[test]

@@ -39,7 +39,7 @@ fn test_server() -> Server {
         slots: Slots::new(4),
         max_connections: 4,
         stopping: AtomicBool::new(false),
-        stop_reading_at_ms: AtomicU64::new(u64::MAX),
+        stop_deadline_ms: AtomicU64::new(u64::MAX),
         stop_started_ms: AtomicU64::new(u64::MAX),
         epoch: Instant::now(),
         listening: AtomicBool::new(false),
