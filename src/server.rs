@@ -108,6 +108,11 @@ const LINGER: Duration = Duration::from_secs(2);
 /// closes: its client may have sent one just then, and would otherwise meet a reset.
 const DISPLACED_GRACE: Duration = Duration::from_millis(250);
 
+/// Threads beyond twice `MAX_CONNECTIONS` that displaced connections may use while they
+/// finish: with a small cap, one client's reconnections would otherwise make newcomers
+/// wait for them.
+const DISPLACED_ROOM: usize = 64;
+
 /// How long such a request, served outside the slots, may take to arrive whole (head and
 /// body each): a client that sent it as one write needs no more.
 const DISPLACED_REQUEST_WITHIN: Duration = Duration::from_secs(1);
@@ -263,11 +268,11 @@ fn accept_loop<H: Handler>(listener: TcpListener, server: &Arc<Server>, handler:
 
 /// Displaced connections finish outside the slots (within a second or so, a write already
 /// under way within its deadline); however fast newcomers displace them, connection
-/// threads stay under twice `MAX_CONNECTIONS`: beyond that, the newcomer waits.
+/// threads stay under twice `MAX_CONNECTIONS` and a few dozen more: beyond that, the
+/// newcomer waits.
 fn wait_for_displaced_to_finish(server: &Server) {
-    while server.connections.load(Ordering::SeqCst) >= 2 * server.max_connections
-        && !server.stopping()
-    {
+    let most = 2 * server.max_connections + DISPLACED_ROOM;
+    while server.connections.load(Ordering::SeqCst) >= most && !server.stopping() {
         std::thread::sleep(Duration::from_millis(10));
     }
 }

@@ -488,6 +488,7 @@ fn slots_cannot_be_hoarded_by_trickling_or_idle_clients() {
     let slowest = under_attack(&system, HOARDERS, Duration::from_secs(30), |round| {
         timed_reads(&system).max(timed_provision(&system, &format!("hoarded-{round}")))
     });
+    println!("slowest request under attack: {slowest:?} (patience {patience:?})");
     assert!(
         slowest < patience,
         "a request took {slowest:?} (patience {patience:?})"
@@ -501,6 +502,7 @@ fn with_one_slot_one_trickler_delays_nobody() {
     let slowest = under_attack(&system, 1, Duration::from_secs(10), |_| {
         timed_reads(&system)
     });
+    println!("slowest request under attack: {slowest:?} (patience {patience:?})");
     assert!(
         slowest < patience,
         "a request took {slowest:?} (patience {patience:?})"
