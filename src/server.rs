@@ -108,14 +108,15 @@ const LINGER: Duration = Duration::from_secs(2);
 /// closes: its client may have sent one just then, and would otherwise meet a reset.
 const DISPLACED_GRACE: Duration = Duration::from_millis(250);
 
+/// How long a displaced connection may still take for each step it has left: a request
+/// that arrived as it was displaced must come whole (head and body each) within it, as a
+/// client that sent it in one write does, and an answer must be written within it.
+const DISPLACED_REQUEST_WITHIN: Duration = Duration::from_secs(1);
+
 /// Threads beyond twice `MAX_CONNECTIONS` that displaced connections may use while they
 /// finish: with a small cap, one client's reconnections would otherwise make newcomers
 /// wait for them.
 const DISPLACED_ROOM: usize = 64;
-
-/// How long such a request, served outside the slots, may take to arrive whole (head and
-/// body each): a client that sent it as one write needs no more.
-const DISPLACED_REQUEST_WITHIN: Duration = Duration::from_secs(1);
 
 /// How long a stopping server waits for the first request of a connection it accepted
 /// just before it stopped.
