@@ -316,7 +316,7 @@ impl Broker {
 }
 
 /// The OSB API's own paths: the checks of the API version and identity apply to these.
-fn is_osb_call(request: &HttpRequest) -> bool {
+pub(crate) fn is_osb_call(request: &HttpRequest) -> bool {
     request.path() == "/v2" || request.path().starts_with("/v2/")
 }
 

@@ -7,14 +7,14 @@
 //! kept or logged: a refusal is counted by status under the route `checks`, and its body,
 //! which the server never even read, is never looked at.
 
-use crate::broker::{originating_user, ORIGINATING_IDENTITY_HEADER, VERSION_HEADER};
+use crate::broker::{is_osb_call, originating_user, ORIGINATING_IDENTITY_HEADER, VERSION_HEADER};
 use crate::conversation::{
-    self, shown, Conversation, Exchange, MAX_BODY_BYTES, MAX_HEADER_BYTES, MAX_URL_BYTES,
+    self, Conversation, Exchange, MAX_BODY_BYTES, MAX_HEADER_BYTES, MAX_URL_BYTES,
 };
 use crate::echo::api::REQUEST_IDENTITY_HEADER;
 use crate::http::{self, HttpRequest, HttpResponse};
 use crate::metrics::{self, RequestMetrics};
-use crate::redact::json_for_people;
+use crate::redact::{json_for_people, shown};
 use crate::server::Answered;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -53,21 +53,27 @@ impl Observer {
     }
 
     /// Counts an answer; keeps it for the page (and logs its bodies at debug) when it was an
-    /// OSB call that passed the checks. `route` is `None` when the router took none.
+    /// OSB call that passed the checks and a handler answered it. `route` is `None` when the
+    /// router took none.
     pub fn observe(&self, answered: &Answered, route: Option<RouteName>) {
         let status = answered.response.status;
-        if let Some(kind) = BACKEND_FAILURE_KINDS
-            .iter()
-            .position(|(failure, _)| *failure == status)
-        {
-            self.backend_failures[kind].fetch_add(1, Ordering::Relaxed);
-        }
         if !answered.admitted {
             self.requests.record(REFUSED, status, answered.elapsed);
             return;
         }
         let (handler, spec_section) = route.unwrap_or(UNROUTED);
         self.requests.record(handler, status, answered.elapsed);
+        if !answered.handled {
+            // The server refused the body (too large, too slow): no handler ran.
+            return;
+        }
+        // A handler's 502, 503 or 504 is always the echo service's failure.
+        if let Some(kind) = BACKEND_FAILURE_KINDS
+            .iter()
+            .position(|(failure, _)| *failure == status)
+        {
+            self.backend_failures[kind].fetch_add(1, Ordering::Relaxed);
+        }
         if !is_osb_call(answered.request) || self.repeats_newest_catalog_fetch(answered, handler) {
             return;
         }
@@ -180,10 +186,6 @@ impl Observer {
             body: out.into_bytes(),
         }
     }
-}
-
-fn is_osb_call(request: &HttpRequest) -> bool {
-    request.path() == "/v2" || request.path().starts_with("/v2/")
 }
 
 /// The instance an OSB call is about, for the page's filter: none for an id no handler

@@ -105,13 +105,24 @@ fn mask_named_values(text: &str) -> String {
             continue;
         }
         let mut start = at + 1;
-        while start < bytes.len() && bytes[start] == b' ' {
+        while start < bytes.len() && matches!(bytes[start], b' ' | b'\t') {
             start += 1;
         }
-        if start < bytes.len() && matches!(bytes[start], b'"' | b'\'') {
+        // A quoted value runs to its closing quote, spaces and all (`password='a b'`).
+        let quote = bytes
+            .get(start)
+            .copied()
+            .filter(|byte| matches!(byte, b'"' | b'\''));
+        if quote.is_some() {
             start += 1;
         }
-        let end = value_end(bytes, start);
+        let end = match quote {
+            Some(quote) => bytes[start..]
+                .iter()
+                .position(|byte| *byte == quote)
+                .map_or(bytes.len(), |offset| start + offset),
+            None => value_end(bytes, start),
+        };
         if end > start {
             // Every index here sits next to an ASCII byte: a character boundary.
             masked.push_str(&text[copied..start]);
@@ -124,6 +135,17 @@ fn mask_named_values(text: &str) -> String {
     masked
 }
 
+/// A value as people see it, on the conversation page and in log lines: redacted, then cut
+/// at `limit` bytes.
+pub fn shown(value: &str, limit: usize) -> String {
+    let mut text = redact_text(value);
+    if text.len() > limit {
+        text.truncate(text.floor_char_boundary(limit));
+        text.push('…');
+    }
+    text
+}
+
 /// Where the value that starts at `start` ends.
 fn value_end(bytes: &[u8], start: usize) -> usize {
     let length = bytes[start.min(bytes.len())..]
@@ -133,9 +155,13 @@ fn value_end(bytes: &[u8], start: usize) -> usize {
     start + length
 }
 
-/// The name that ends just before `separator`, past one optional closing quote.
+/// The name that ends just before `separator`, past spaces and one optional closing quote
+/// (`password = x`, `"password": x`).
 fn name_before(bytes: &[u8], separator: usize) -> &str {
     let mut end = separator;
+    while end > 0 && matches!(bytes[end - 1], b' ' | b'\t') {
+        end -= 1;
+    }
     if end > 0 && matches!(bytes[end - 1], b'"' | b'\'') {
         end -= 1;
     }
@@ -220,10 +246,10 @@ impl Printer<'_> {
         match self.peek() {
             Some(b'{') => self.container(depth, b'}', true),
             Some(b'[') => self.container(depth, b']', false),
-            Some(b'"') => {
-                let text = self.string();
-                self.write_string(&redact_text(&text))
-            }
+            Some(b'"') => match self.string() {
+                Some(text) => self.write_string(&redact_text(&text)),
+                None => self.write_string(REDACTED),
+            },
             _ => {
                 let start = self.at;
                 while self.peek().is_some_and(|byte| {
@@ -270,12 +296,13 @@ impl Printer<'_> {
     /// `"key": value`, the value hidden whole when the key names a secret.
     fn member(&mut self, depth: usize) -> Result<(), Full> {
         self.skip_whitespace();
+        // A key that cannot be decoded (a lone surrogate escape) could name a secret.
         let key = self.string();
-        self.write_string(&redact_text(&key))?;
+        self.write_string(&key.as_deref().map_or(REDACTED.to_string(), redact_text))?;
         self.write(": ")?;
         self.skip_whitespace();
         self.at += 1; // the ':'
-        if is_secret_name(&key) {
+        if key.as_deref().is_none_or(is_secret_name) {
             self.skip_value();
             self.write_string(REDACTED)
         } else {
@@ -283,8 +310,9 @@ impl Printer<'_> {
         }
     }
 
-    /// Decodes the string that starts here (its escapes resolved).
-    fn string(&mut self) -> String {
+    /// Decodes the string that starts here (its escapes resolved); `None` for escapes that
+    /// make no text (a lone surrogate).
+    fn string(&mut self) -> Option<String> {
         let start = self.at;
         let mut escaped = false;
         self.at += 1;
@@ -297,7 +325,7 @@ impl Printer<'_> {
                 _ => {}
             }
         }
-        serde_json::from_slice(&self.input[start..self.at]).unwrap_or_default()
+        serde_json::from_slice(&self.input[start..self.at]).ok()
     }
 
     /// Moves past one value without looking inside it.
@@ -418,6 +446,14 @@ mod tests {
                 "authorization: [redacted] [redacted]",
             ),
             (r#"{"password":"hunter2"}"#, r#"{"password":"[redacted]"}"#),
+            (
+                "host=db password = hunter2 user=u",
+                "host=db password = [redacted] user=u",
+            ),
+            (
+                "password='a b c' sslmode=require",
+                "password='[redacted]' sslmode=require",
+            ),
             ("plain text, nothing to hide", "plain text, nothing to hide"),
         ];
         for (text, expected) in cases {
@@ -430,6 +466,16 @@ mod tests {
         let body = br#"{"a":[{"apiKey":{"x":1}},"postgres://u:p4ss@h/d"],"credentials":{"username":"u","password":"p"},"n":null,"e":{}}"#;
         let expected = "{\n  \"a\": [\n    {\n      \"apiKey\": \"[redacted]\"\n    },\n    \"postgres://u:[redacted]@h/d\"\n  ],\n  \"credentials\": \"[redacted]\",\n  \"n\": null,\n  \"e\": {}\n}";
         assert_eq!(json_for_people(body, 4096), expected);
+        // A key that does not decode (a lone surrogate) might name a secret: hidden too.
+        let odd_key = br#"{"password\ud800":"hunter2"}"#;
+        let shown = json_for_people(odd_key, 4096);
+        assert!(!shown.contains("hunter2"), "{shown}");
+    }
+
+    #[test]
+    fn shown_values_are_redacted_and_cut() {
+        assert_eq!(shown("/x?token=abc", 100), "/x?token=[redacted]");
+        assert_eq!(shown(&"é".repeat(200), 255).len(), 254 + '…'.len_utf8());
     }
 
     #[test]

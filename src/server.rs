@@ -70,6 +70,9 @@ pub struct Answered<'a> {
     pub response: &'a HttpResponse,
     /// Whether [`Handler::admit`] let it through (else the response is its refusal).
     pub admitted: bool,
+    /// Whether [`Handler::handle`] made the answer (else the server refused the body of an
+    /// admitted request: too large, too slow, malformed).
+    pub handled: bool,
     /// When its head had arrived, and how long the answer took from there.
     pub at: SystemTime,
     pub elapsed: Duration,
@@ -489,26 +492,28 @@ fn exchange<T: Transport, H: Handler>(
     if head_only {
         request.method = "GET".to_string();
     }
-    let (response, body_read_away, admitted) = match guarded(|| handler.admit(&request)).flatten() {
-        Err(refusal) => {
-            let read_away = !expects_continue && read_away_body(wire, framing, reading);
-            (refusal, read_away, false)
-        }
-        Ok(()) => match receive_body(wire, framing, expects_continue, reading) {
-            Ok(body) => {
-                request.body = body;
-                let response = guarded(|| handler.handle(&request)).unwrap_or_else(|e| e);
-                (response, true, true)
+    let (response, body_read_away, admitted, handled) =
+        match guarded(|| handler.admit(&request)).flatten() {
+            Err(refusal) => {
+                let read_away = !expects_continue && read_away_body(wire, framing, reading);
+                (refusal, read_away, false, false)
             }
-            Err(Some(refusal)) => (refusal.response, false, true),
-            // The client left mid-body: there is nobody to answer.
-            Err(None) => return false,
-        },
-    };
+            Ok(()) => match receive_body(wire, framing, expects_continue, reading) {
+                Ok(body) => {
+                    request.body = body;
+                    let response = guarded(|| handler.handle(&request)).unwrap_or_else(|e| e);
+                    (response, true, true, true)
+                }
+                Err(Some(refusal)) => (refusal.response, false, true, false),
+                // The client left mid-body: there is nobody to answer.
+                Err(None) => return false,
+            },
+        };
     let answered = Answered {
         request: &request,
         response: &response,
         admitted,
+        handled,
         at: arrived,
         elapsed: started.elapsed(),
     };

@@ -59,11 +59,11 @@ at every restart.
 Beyond loopback (HOST not 127.0.0.1 or ::1) BROKER_PASSWORD, ECHO_PASSWORD and a catalog's
 dashboard client secret must have at least 16 characters with letters and digits, and
 appear in none of the files the echo-broker repository publishes (README, docs, manifest,
-vars.example.yml, catalogs): make one with e.g. openssl rand -hex 24.
+catalogs): make one with e.g. openssl rand -hex 24.
 
-Logs go to standard output; nothing is written to standard error. Secrets (passwords, Authorization headers, binding credentials,
-dashboard tokens) are never logged, at any level. SIGTERM or Ctrl-C: finish the requests
-in progress, then exit 0.
+Logs go to standard output; nothing is written to standard error. Secrets (passwords,
+Authorization headers, binding credentials, dashboard tokens) are never logged, at any
+level. SIGTERM or Ctrl-C: answer the requests already read, then exit 0.
 ";
 
 /// Exit code for a bad configuration (a variable, a catalog, a flag).

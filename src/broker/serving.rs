@@ -59,11 +59,18 @@ impl Handler for Broker {
         self.observer.observe(answered, named);
     }
 
-    /// The platform's request identity and the originating user, for the log line.
+    /// The platform's request identity and the originating user, for the log line, as the
+    /// conversation page shows them (redacted, at most 256 bytes).
     fn log_context(&self, request: &HttpRequest) -> RequestContext {
+        let shown =
+            |value: &str| crate::redact::shown(value, crate::conversation::MAX_HEADER_BYTES);
         RequestContext {
-            request_identity: request.header(REQUEST_IDENTITY_HEADER).map(str::to_string),
-            user: originating_user(request).ok().flatten(),
+            request_identity: request.header(REQUEST_IDENTITY_HEADER).map(shown),
+            user: originating_user(request)
+                .ok()
+                .flatten()
+                .as_deref()
+                .map(shown),
         }
     }
 }
