@@ -132,6 +132,35 @@ impl TlsRoots {
         }
     }
 
+    /// A rustls client configuration that checks a server's certificate against these
+    /// roots, with ring as the crypto provider (for TLS to a PostgreSQL database).
+    pub fn rustls_config(&self) -> Result<rustls::ClientConfig, String> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let builder = rustls::ClientConfig::builder_with_provider(Arc::clone(&provider))
+            .with_safe_default_protocol_versions()
+            .map_err(|error| format!("TLS cannot be set up: {error}"))?;
+        let config = match self {
+            TlsRoots::System => {
+                let verifier = rustls_platform_verifier::Verifier::new(provider)
+                    .map_err(|error| format!("the system's trust store cannot be read: {error}"))?;
+                builder
+                    .dangerous()
+                    .with_custom_certificate_verifier(Arc::new(verifier))
+            }
+            TlsRoots::Only(certificates) => {
+                let mut roots = rustls::RootCertStore::empty();
+                for certificate in certificates {
+                    let der = rustls::pki_types::CertificateDer::from(certificate.der().to_vec());
+                    roots.add(der).map_err(|error| {
+                        format!("SSL_CERT_FILE: a certificate is unusable: {error}")
+                    })?;
+                }
+                builder.with_root_certificates(roots)
+            }
+        };
+        Ok(config.with_no_client_auth())
+    }
+
     fn tls_config(&self) -> TlsConfig {
         let roots = match self {
             TlsRoots::System => RootCerts::PlatformVerifier,

@@ -3,9 +3,9 @@
 
 use echo_broker::broker::{Broker, BrokerConfig};
 use echo_broker::catalog::Catalog;
-use echo_broker::echo::service::{EchoConfig, EchoService};
+use echo_broker::echo_client::TlsRoots;
 use echo_broker::http;
-use echo_broker::platform::{self, DataDir};
+use echo_broker::platform;
 use echo_broker::server;
 use echo_broker::settings::{self, Command};
 use std::path::PathBuf;
@@ -31,7 +31,7 @@ Usage: echo-broker [--help | --version | --check-catalog FILE]
 const EXIT_CODES: &str = "\
 Exit codes: 0 success; 1 invalid catalog (--check-catalog only); 2 bad configuration
 (an unknown argument, a bad variable, an unreadable or invalid catalog, a busy port,
-unreadable state in DATA_DIR, a weak or published password beyond loopback), reported in
+unreadable state in DATA_DIR, a database that refuses or is not there, a weak or published password beyond loopback), reported in
 one line that names the variable.
 ";
 
@@ -40,7 +40,6 @@ enum Backend {
     /// Started in this process; the broker still talks to it over HTTP.
     Embedded {
         port: u16,
-        data_dir: DataDir,
     },
     Remote {
         service_base: String,
@@ -98,7 +97,13 @@ fn run() {
         .unwrap_or_else(|problem| settings::exit_with(&problem));
     let tls_roots = settings::tls_roots().unwrap_or_else(|problem| settings::exit_with(&problem));
     let catalog = load_catalog(&host);
-    let service_base = start_backend(&backend, &host, echo_credentials.clone(), max_connections);
+    let service_base = start_backend(
+        &backend,
+        &host,
+        echo_credentials.clone(),
+        &tls_roots,
+        max_connections,
+    );
     if service_base.starts_with("https://") {
         log::info!(
             "backend: TLS certificates checked against {}",
@@ -197,6 +202,7 @@ fn start_backend(
     backend: &Backend,
     host: &str,
     credentials: Option<(String, String)>,
+    tls_roots: &TlsRoots,
     max_connections: usize,
 ) -> String {
     match backend {
@@ -204,12 +210,9 @@ fn start_backend(
             log::info!("backend: echo service at {service_base}");
             service_base.clone()
         }
-        Backend::Embedded { port, data_dir } => {
-            start_embedded_echo_service(host, *port, data_dir, credentials, max_connections);
-            log::info!(
-                "backend: embedded echo service on port {port}, {}",
-                data_dir.describe()
-            );
+        Backend::Embedded { port } => {
+            start_embedded_echo_service(host, *port, credentials, tls_roots, max_connections);
+            log::info!("backend: embedded echo service on port {port}");
             format!("http://{}:{port}", settings::url_host(reachable_host(host)))
         }
     }
@@ -222,7 +225,6 @@ fn backend() -> Result<Backend, String> {
         }),
         None => Ok(Backend::Embedded {
             port: settings::port("ECHO_PORT", 8090)?,
-            data_dir: platform::data_dir()?,
         }),
     }
 }
@@ -260,22 +262,12 @@ fn reachable_host(host: &str) -> &str {
 fn start_embedded_echo_service(
     host: &str,
     port: u16,
-    data_dir: &DataDir,
     credentials: Option<(String, String)>,
+    tls_roots: &TlsRoots,
     max_connections: usize,
 ) {
-    if let Some(warning) = data_dir.ephemeral_warning(platform::on_a_platform()) {
-        log::warn!("echo service: {warning}");
-    }
-    let echo = EchoService::new(EchoConfig {
-        management_credentials: credentials,
-        data_dir: Some(data_dir.path.clone()),
-    })
-    .unwrap_or_else(|problem| settings::exit_with(&format!("DATA_DIR: {problem}")));
-    log::info!(
-        "echo service: {} loaded",
-        settings::counted(echo.instance_count(), "instance")
-    );
+    let echo = echo_broker::echo::start_service(credentials, tls_roots)
+        .unwrap_or_else(|problem| settings::exit_with(&problem));
     let address = format!("{}:{port}", settings::url_host(host));
     server::serve("echo", &address, Arc::new(echo), max_connections)
         .unwrap_or_else(|problem| settings::exit_with(&format!("ECHO_PORT: {problem}")));

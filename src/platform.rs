@@ -1,6 +1,7 @@
 //! What the platform the binaries run on offers or forbids: where the echo service's state
-//! can outlive the process (a volume bound on Cloud Foundry, a filesystem service on
-//! Stackato), and which secrets must never reach it (those published in this repository).
+//! can outlive the process (a PostgreSQL database, a volume bound on Cloud Foundry, a
+//! filesystem service on Stackato), and which secrets must never reach it (those published
+//! in this repository).
 
 use serde_json::Value;
 use std::path::PathBuf;
@@ -12,6 +13,140 @@ pub const PLATFORM_VARIABLES: [&str; 3] =
 /// The journal's directory when nothing better is offered: relative to the working
 /// directory, which on Cloud Foundry is the container's disk, lost at every restart.
 pub const EPHEMERAL_DATA_DIR: &str = "echo-data";
+
+/// Where the echo service keeps its state.
+#[derive(Debug, PartialEq)]
+pub enum StateLocation {
+    /// In a PostgreSQL database: any number of instances share it.
+    Database(DatabaseUrl),
+    /// In a journal on this machine's disk: one instance.
+    Journal(DataDir),
+}
+
+/// A PostgreSQL database's URL, and where it came from.
+#[derive(Debug, PartialEq)]
+pub struct DatabaseUrl {
+    pub url: String,
+    pub source: DatabaseSource,
+}
+
+#[derive(Debug, PartialEq)]
+pub enum DatabaseSource {
+    /// `DATABASE_URL` was set.
+    Explicit,
+    /// A database service bound on Cloud Foundry (its name in `VCAP_SERVICES`).
+    BoundService(String),
+}
+
+impl DatabaseUrl {
+    /// The variable an operator fixes when the database refuses (for error lines).
+    pub fn variable(&self) -> String {
+        match &self.source {
+            DatabaseSource::Explicit => "DATABASE_URL".into(),
+            DatabaseSource::BoundService(name) => {
+                format!("VCAP_SERVICES (the bound service '{name}')")
+            }
+        }
+    }
+
+    /// Where the URL came from, for the start-up line.
+    pub fn source_description(&self) -> String {
+        match &self.source {
+            DatabaseSource::Explicit => "DATABASE_URL".into(),
+            DatabaseSource::BoundService(name) => format!("the bound service '{name}'"),
+        }
+    }
+}
+
+/// Where the echo service keeps its state: `DATABASE_URL`; else a PostgreSQL service bound
+/// on Cloud Foundry (`VCAP_SERVICES`); else the journal's directory (see [`data_dir`]).
+pub fn state_location() -> Result<StateLocation, String> {
+    if let Some(url) = crate::settings::var("DATABASE_URL") {
+        return Ok(StateLocation::Database(DatabaseUrl {
+            url,
+            source: DatabaseSource::Explicit,
+        }));
+    }
+    if let Some(json) = crate::settings::var("VCAP_SERVICES") {
+        if let Some(database) = bound_database(&json)? {
+            return Ok(StateLocation::Database(database));
+        }
+    }
+    data_dir().map(StateLocation::Journal)
+}
+
+/// The first service in `VCAP_SERVICES` that is a PostgreSQL database: its credentials
+/// carry a `postgres://` or `postgresql://` `uri` (or `url`), or its `tags` name
+/// `postgres` or `postgresql` and its credentials have `hostname`, `port`, `name`,
+/// `username` and `password` (as the platforms' PostgreSQL brokers publish them). Labels are
+/// taken in sorted order, so the choice does not depend on how the platform ordered them.
+fn bound_database(vcap_services: &str) -> Result<Option<DatabaseUrl>, String> {
+    let labels = parse_vcap_services(vcap_services)?;
+    let found = labels.iter().find_map(|(label, bindings)| {
+        bindings.as_array()?.iter().find_map(|binding| {
+            let url = database_url_of(binding)?;
+            let name = binding.get("name").and_then(Value::as_str).unwrap_or(label);
+            Some(DatabaseUrl {
+                url,
+                source: DatabaseSource::BoundService(name.to_string()),
+            })
+        })
+    });
+    Ok(found)
+}
+
+fn database_url_of(binding: &Value) -> Option<String> {
+    let credentials = binding.get("credentials")?;
+    let is_postgres_url =
+        |url: &&str| url.starts_with("postgres://") || url.starts_with("postgresql://");
+    let given = ["uri", "url"]
+        .iter()
+        .find_map(|key| credentials.get(*key)?.as_str().filter(is_postgres_url));
+    if let Some(url) = given {
+        return Some(url.to_string());
+    }
+    let tagged = binding
+        .get("tags")?
+        .as_array()?
+        .iter()
+        .filter_map(Value::as_str)
+        .any(|tag| tag.eq_ignore_ascii_case("postgres") || tag.eq_ignore_ascii_case("postgresql"));
+    tagged.then(|| url_from_parts(credentials)).flatten()
+}
+
+/// `postgres://username:password@hostname:port/name` from separate credentials.
+fn url_from_parts(credentials: &Value) -> Option<String> {
+    let text = |key: &str| match credentials.get(key)? {
+        Value::String(text) => Some(text.clone()),
+        Value::Number(number) => Some(number.to_string()),
+        _ => None,
+    };
+    let encode = |text: String| {
+        percent_encoding::utf8_percent_encode(&text, percent_encoding::NON_ALPHANUMERIC).to_string()
+    };
+    let host = text("hostname").or_else(|| text("host"))?;
+    let host = if host.contains(':') {
+        format!("[{host}]")
+    } else {
+        host
+    };
+    let port = text("port").unwrap_or_else(|| "5432".into());
+    Some(format!(
+        "postgres://{}:{}@{host}:{port}/{}",
+        encode(text("username")?),
+        encode(text("password")?),
+        encode(text("name")?)
+    ))
+}
+
+fn parse_vcap_services(vcap_services: &str) -> Result<serde_json::Map<String, Value>, String> {
+    let services: Value = serde_json::from_str(vcap_services)
+        .map_err(|error| format!("VCAP_SERVICES: not JSON ({error})"))?;
+    match services {
+        Value::Object(labels) => Ok(labels),
+        _ => Err("VCAP_SERVICES: not a JSON object of service labels".into()),
+    }
+}
 
 /// Where the echo service keeps its journal, and why there.
 #[derive(Debug, PartialEq)]
@@ -105,11 +240,7 @@ fn choose_data_dir(
 /// "mode": "rw"}]}]}`), with its service's label. Labels are taken in sorted order, so
 /// the choice does not depend on how the platform ordered the document.
 fn bound_volume(vcap_services: &str) -> Result<Option<(String, String)>, String> {
-    let services: Value = serde_json::from_str(vcap_services)
-        .map_err(|error| format!("VCAP_SERVICES: not JSON ({error})"))?;
-    let Some(labels) = services.as_object() else {
-        return Err("VCAP_SERVICES: not a JSON object of service labels".into());
-    };
+    let labels = parse_vcap_services(vcap_services)?;
     let found = labels.iter().find_map(|(label, bindings)| {
         let bindings = bindings.as_array()?;
         bindings

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 /// Every environment variable either binary reads (for `--help` and for tools that start
 /// them with a clean environment).
-pub const ENVIRONMENT_VARIABLES: [&str; 14] = [
+pub const ENVIRONMENT_VARIABLES: [&str; 15] = [
     "PORT",
     "HOST",
     "BROKER_USERNAME",
@@ -16,6 +16,7 @@ pub const ENVIRONMENT_VARIABLES: [&str; 14] = [
     "ECHO_PASSWORD",
     "ECHO_PORT",
     "DATA_DIR",
+    "DATABASE_URL",
     "CATALOG_PATH",
     "SSL_CERT_FILE",
     "LOG_LEVEL",

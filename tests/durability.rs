@@ -6,7 +6,7 @@ mod common;
 use common::*;
 use echo_broker::echo::api::InstanceAttributes;
 use echo_broker::echo::journal::{Journal, COMPACT_AFTER_ENTRIES};
-use echo_broker::echo::service::{Change, EchoState};
+use echo_broker::echo::journal_store::{Change, EchoState};
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};

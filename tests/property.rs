@@ -7,7 +7,8 @@
 
 use echo_broker::broker::{Broker, BrokerConfig};
 use echo_broker::catalog::Catalog;
-use echo_broker::echo::service::{EchoConfig, EchoService};
+use echo_broker::echo::journal_store::JournalStore;
+use echo_broker::echo::service::EchoService;
 use echo_broker::http::{self, HttpRequest, HttpResponse};
 use echo_broker::server::{self, Handler};
 use proptest::prelude::*;
@@ -19,11 +20,8 @@ fn echo_service() -> Arc<EchoService> {
     static ECHO: OnceLock<Arc<EchoService>> = OnceLock::new();
     ECHO.get_or_init(|| {
         let credentials = Some((MANAGEMENT.0.to_string(), MANAGEMENT.1.to_string()));
-        let config = EchoConfig {
-            management_credentials: credentials,
-            data_dir: None,
-        };
-        Arc::new(EchoService::new(config).expect("an in-memory echo service starts"))
+        let store = Box::new(JournalStore::in_memory());
+        Arc::new(EchoService::new(store, credentials))
     })
     .clone()
 }

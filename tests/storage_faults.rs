@@ -187,7 +187,7 @@ mod unix {
         // A compaction writes the snapshot too.
         {
             let (journal, state) = echo_broker::echo::journal::Journal::<
-                echo_broker::echo::service::EchoState,
+                echo_broker::echo::journal_store::EchoState,
             >::open(&data_dir)
             .expect("the journal opens");
             journal.compact(&state);

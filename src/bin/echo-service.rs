@@ -1,29 +1,44 @@
 //! The echo service on its own, for a separate deployment (`cf push` of a second app).
 
-use echo_broker::echo::service::{EchoConfig, EchoService};
-use echo_broker::platform::{self, DataDir};
+use echo_broker::echo::journal_store::JournalStore;
+use echo_broker::echo::postgres::{import_journal, PostgresStore};
+use echo_broker::platform::{self, StateLocation};
 use echo_broker::server;
 use echo_broker::settings::{self, Command};
+use std::path::Path;
 use std::sync::Arc;
 
 const HELP: &str = "\
 echo-service: the demo echo service that echo-broker provisions and binds
 
-Usage: echo-service [--help | --version]
+Usage: echo-service [--help | --version | --import-journal DIR]
 
-  -h, --help      print this help and exit
-  -V, --version   print the version and exit
+  -h, --help            print this help and exit
+  -V, --version         print the version and exit
+  --import-journal DIR  copy the instances, bindings and messages of the journal in DIR
+                        into the database (DATABASE_URL, or a bound PostgreSQL service)
+                        and exit; records already there are kept, and a different one
+                        is reported as a conflict, never overwritten
 
 ";
 
 const EXIT_CODES: &str = "\
-Exit codes: 0 success; 2 bad configuration (an unknown argument, a bad variable, a busy
-port, a weak or published password beyond loopback) or unreadable state in
-DATA_DIR, reported in one line that names the variable.
+Exit codes: 0 success; 1 conflicts found (--import-journal only: listed, nothing
+overwritten); 2 bad configuration (an unknown argument, a bad variable, a busy port, a
+weak or published password beyond loopback), unreadable state in DATA_DIR, or a database
+that refuses or is not there, reported in one line that names the variable.
 ";
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if let [flag, dir] = args.as_slice() {
+        if flag == "--import-journal" {
+            return import(Path::new(dir));
+        }
+    }
+    if matches!(args.as_slice(), [flag] if flag == "--import-journal") {
+        settings::exit_with("--import-journal needs the journal's DIR (try --help)");
+    }
     match settings::parse_command(&args, false) {
         Ok(Command::Run) => run(),
         Ok(Command::Help) => print!("{HELP}{}\n{EXIT_CODES}", settings::VARIABLES_HELP),
@@ -46,16 +61,6 @@ fn refuse_published_secret(
     }
 }
 
-/// Where the journal lives (see `platform::data_dir`), with a warning when that is the
-/// container's ephemeral disk.
-fn data_dir() -> Result<DataDir, String> {
-    let data_dir = platform::data_dir()?;
-    if let Some(warning) = data_dir.ephemeral_warning(platform::on_a_platform()) {
-        log::warn!("echo service: {warning}");
-    }
-    Ok(data_dir)
-}
-
 fn run() {
     settings::init_logging().unwrap_or_else(|problem| settings::exit_with(&problem));
     let port = settings::port("PORT", 8090).unwrap_or_else(|problem| settings::exit_with(&problem));
@@ -67,20 +72,12 @@ fn run() {
         .unwrap_or_else(|problem| settings::exit_with(&problem));
     refuse_published_secret(&host, credentials.as_ref())
         .unwrap_or_else(|problem| settings::exit_with(&problem));
-    let data_dir = data_dir().unwrap_or_else(|problem| settings::exit_with(&problem));
     if credentials.is_none() {
         log::warn!("auth: ECHO_USERNAME and ECHO_PASSWORD are not set: the management API is open, on {host} only");
     }
-    let echo = EchoService::new(EchoConfig {
-        management_credentials: credentials,
-        data_dir: Some(data_dir.path.clone()),
-    })
-    .unwrap_or_else(|problem| settings::exit_with(&format!("DATA_DIR: {problem}")));
-    log::info!(
-        "echo service: {} loaded, {}",
-        settings::counted(echo.instance_count(), "instance"),
-        data_dir.describe()
-    );
+    let tls_roots = settings::tls_roots().unwrap_or_else(|problem| settings::exit_with(&problem));
+    let echo = echo_broker::echo::start_service(credentials, &tls_roots)
+        .unwrap_or_else(|problem| settings::exit_with(&problem));
     let address = format!("{}:{port}", settings::url_host(&host));
     server::serve("echo", &address, Arc::new(echo), max_connections)
         .unwrap_or_else(|problem| settings::exit_with(&format!("PORT: {problem}")));
@@ -88,4 +85,43 @@ fn run() {
         "echo service: listening on http://{address} (at most {max_connections} connections)"
     );
     server::run_until_stopped();
+}
+
+/// `--import-journal DIR`: copies a journal's state into the database and exits (0, or 1
+/// when some records conflicted with the database's).
+fn import(dir: &Path) {
+    settings::init_logging().unwrap_or_else(|problem| settings::exit_with(&problem));
+    let database = match platform::state_location() {
+        Ok(StateLocation::Database(database)) => database,
+        Ok(StateLocation::Journal(_)) => settings::exit_with(
+            "DATABASE_URL: --import-journal copies into a database; set DATABASE_URL (or bind a PostgreSQL service)",
+        ),
+        Err(problem) => settings::exit_with(&problem),
+    };
+    if !dir.is_dir() {
+        settings::exit_with(&format!(
+            "--import-journal: {} is not a directory",
+            dir.display()
+        ));
+    }
+    let tls_roots = settings::tls_roots().unwrap_or_else(|problem| settings::exit_with(&problem));
+    let store = PostgresStore::open(&database.url, &tls_roots).unwrap_or_else(|problem| {
+        settings::exit_with(&format!("{}: {problem}", database.variable()))
+    });
+    let journal = JournalStore::open(dir)
+        .unwrap_or_else(|problem| settings::exit_with(&format!("--import-journal: {problem}")));
+    let report = import_journal(&store, journal.into_state()).unwrap_or_else(|problem| {
+        settings::exit_with(&format!("{}: {problem}", database.variable()))
+    });
+    for conflict in &report.conflicts {
+        log::warn!("import: conflict: {conflict}");
+    }
+    log::info!(
+        "import: from {} into the database {}: {report}",
+        dir.display(),
+        store.name()
+    );
+    if !report.conflicts.is_empty() {
+        std::process::exit(1);
+    }
 }

@@ -1217,8 +1217,8 @@ mod tests {
     use super::*;
     // The tests' tenant is the echo service's state, the journal's one user: the changes and
     // the state that replay must give back are the real ones. (Only the tests look this way.)
-    use crate::echo::service::test_changes::{bind, provision};
-    use crate::echo::service::{Change, EchoState};
+    use crate::echo::journal_store::test_changes::{bind, provision};
+    use crate::echo::journal_store::{Change, EchoState};
 
     type Journal = super::Journal<EchoState>;
     use std::collections::BTreeMap;

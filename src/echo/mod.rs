@@ -1,15 +1,74 @@
 //! The echo service: the backend the broker provisions and binds, a program of its own
 //! (`src/bin/echo-service.rs`) that the broker can also run in its process.
 //!
-//! - [`service`]: the HTTP API, the instances, bindings and messages, and their undo.
+//! - [`service`]: the HTTP API, one function per call, over a [`store::Store`].
 //! - [`api`]: the management API's bodies, the one part the broker's client shares.
-//! - [`journal`]: storage: a snapshot and a log on disk, generic over the state it keeps.
+//! - [`store`]: what the service asks of where its state lives, and two answers side by
+//!   side: [`journal_store`] (memory and a journal on a local disk, over the generic
+//!   [`journal`]) and [`postgres`] (a PostgreSQL database shared by any number of
+//!   instances).
 //! - [`dashboard`]: the per-instance HTML page, rendered from a plain view.
 //!
-//! The arrows run one way: `service` uses the other three; `journal` and `dashboard` know
-//! nothing of `service`.
+//! The arrows run one way: `service` knows the `Store` interface only; the stores know
+//! nothing of HTTP; `journal` and `dashboard` know nothing of the service.
 
 pub mod api;
 pub mod dashboard;
 pub mod journal;
+pub mod journal_store;
+pub mod postgres;
 pub mod service;
+pub mod store;
+
+use crate::echo_client::TlsRoots;
+use crate::platform::{self, StateLocation};
+use crate::settings;
+
+/// The echo service as both binaries start it: the store chosen from the environment
+/// ([`platform::state_location`]) and opened, and one start-up line that says which store,
+/// where it came from, and what it holds. A problem is one line that names the variable.
+pub fn start_service(
+    management_credentials: Option<(String, String)>,
+    tls_roots: &TlsRoots,
+) -> Result<service::EchoService, String> {
+    let location = platform::state_location()?;
+    if let StateLocation::Journal(data_dir) = &location {
+        if let Some(warning) = data_dir.ephemeral_warning(platform::on_a_platform()) {
+            log::warn!("echo service: {warning}");
+        }
+    }
+    let (store, described) = open_store(&location, tls_roots)?;
+    let echo = service::EchoService::new(store, management_credentials);
+    let instances = echo.instance_count()?;
+    log::info!(
+        "echo service: {} loaded, {described}",
+        settings::counted(instances as usize, "instance")
+    );
+    Ok(echo)
+}
+
+/// Opens the store `location` names: the journal (loaded from disk) or the database
+/// (connected, its schema created or upgraded). Also returns the start-up line's words
+/// for where the state is. A problem is one line that names the variable it came from.
+pub fn open_store(
+    location: &StateLocation,
+    tls_roots: &TlsRoots,
+) -> Result<(Box<dyn store::Store>, String), String> {
+    match location {
+        StateLocation::Journal(data_dir) => {
+            let store = journal_store::JournalStore::open(&data_dir.path)
+                .map_err(|problem| format!("DATA_DIR: {problem}"))?;
+            Ok((Box::new(store), data_dir.describe()))
+        }
+        StateLocation::Database(database) => {
+            let store = postgres::PostgresStore::open(&database.url, tls_roots)
+                .map_err(|problem| format!("{}: {problem}", database.variable()))?;
+            let described = format!(
+                "state in PostgreSQL, database {} ({})",
+                store.name(),
+                database.source_description()
+            );
+            Ok((Box::new(store), described))
+        }
+    }
+}

@@ -1,0 +1,73 @@
+//! The echo service's tables, created at start when missing and upgraded in numbered steps.
+//!
+//! Several instances may start at the same moment on an empty database: each takes the same
+//! transaction-level advisory lock first, so one creates the schema and the others, once it
+//! commits, find it done. The version is a row of `echo_schema_version`; a database written
+//! by a newer echo service (a version this one does not know) is refused, not touched.
+
+use postgres::Client;
+
+/// The advisory lock's key: "echo" in ASCII, so an operator reading `pg_locks` can tell.
+const SCHEMA_LOCK: i64 = 0x6563_686f;
+
+/// The steps, in order; step N brings the schema to version N. Never edit one that has
+/// shipped: add the next.
+const MIGRATIONS: [&str; 1] = [
+    // 1: instances, bindings and the dashboard's latest messages. Attributes are the JSON
+    // the platform sent (NULL for an instance the original broker made without them).
+    "CREATE TABLE echo_instances (
+        instance_id text PRIMARY KEY,
+        attributes text,
+        dashboard_token text NOT NULL,
+        message_count bigint NOT NULL DEFAULT 0 CHECK (message_count >= 0),
+        created_at timestamptz NOT NULL DEFAULT now()
+    );
+    CREATE TABLE echo_bindings (
+        instance_id text NOT NULL REFERENCES echo_instances ON DELETE CASCADE,
+        binding_id text NOT NULL,
+        attributes text,
+        username text NOT NULL,
+        password text NOT NULL,
+        created_at timestamptz NOT NULL DEFAULT now(),
+        PRIMARY KEY (instance_id, binding_id)
+    );
+    -- A ring of 10 slots per instance: its key bounds the messages kept, whoever writes.
+    CREATE TABLE echo_recent_messages (
+        instance_id text NOT NULL REFERENCES echo_instances ON DELETE CASCADE,
+        slot smallint NOT NULL CHECK (slot >= 0 AND slot < 10),
+        sequence bigint NOT NULL,
+        preview text NOT NULL CHECK (octet_length(preview) <= 200),
+        PRIMARY KEY (instance_id, slot)
+    );",
+];
+
+/// Brings the schema to the latest version. `Ok(Err(_))` is a database this echo service
+/// must not use (a newer schema); `Err(_)` is the database failing.
+pub fn create_or_upgrade(client: &mut Client) -> Result<Result<(), String>, postgres::Error> {
+    let mut transaction = client.transaction()?;
+    transaction.execute("SELECT pg_advisory_xact_lock($1)", &[&SCHEMA_LOCK])?;
+    transaction.batch_execute(
+        "CREATE TABLE IF NOT EXISTS echo_schema_version (version integer NOT NULL)",
+    )?;
+    let current: i32 = transaction
+        .query_one(
+            "SELECT coalesce(max(version), 0) FROM echo_schema_version",
+            &[],
+        )?
+        .get(0);
+    let known = MIGRATIONS.len() as i32;
+    if current > known {
+        return Ok(Err(format!(
+            "holds the echo service's schema version {current}, newer than this echo service's {known}: run a newer echo service"
+        )));
+    }
+    for (step, migration) in MIGRATIONS.iter().enumerate().skip(current as usize) {
+        transaction.batch_execute(migration)?;
+        let version = step as i32 + 1;
+        transaction.execute("DELETE FROM echo_schema_version", &[])?;
+        transaction.execute("INSERT INTO echo_schema_version VALUES ($1)", &[&version])?;
+        log::info!("echo service: the database's schema is now at version {version}");
+    }
+    transaction.commit()?;
+    Ok(Ok(()))
+}
