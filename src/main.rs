@@ -5,7 +5,7 @@ use echo_broker::broker::{Broker, BrokerConfig};
 use echo_broker::catalog::Catalog;
 use echo_broker::echo_client::TlsRoots;
 use echo_broker::http;
-use echo_broker::platform;
+use echo_broker::platform::{self, StateLocation};
 use echo_broker::server;
 use echo_broker::settings::{self, Command};
 use std::path::PathBuf;
@@ -40,6 +40,7 @@ enum Backend {
     /// Started in this process; the broker still talks to it over HTTP.
     Embedded {
         port: u16,
+        state: StateLocation,
     },
     Remote {
         service_base: String,
@@ -210,8 +211,15 @@ fn start_backend(
             log::info!("backend: echo service at {service_base}");
             service_base.clone()
         }
-        Backend::Embedded { port } => {
-            start_embedded_echo_service(host, *port, credentials, tls_roots, max_connections);
+        Backend::Embedded { port, state } => {
+            start_embedded_echo_service(
+                host,
+                *port,
+                state,
+                credentials,
+                tls_roots,
+                max_connections,
+            );
             log::info!("backend: embedded echo service on port {port}");
             format!("http://{}:{port}", settings::url_host(reachable_host(host)))
         }
@@ -225,6 +233,7 @@ fn backend() -> Result<Backend, String> {
         }),
         None => Ok(Backend::Embedded {
             port: settings::port("ECHO_PORT", 8090)?,
+            state: platform::state_location()?,
         }),
     }
 }
@@ -262,11 +271,12 @@ fn reachable_host(host: &str) -> &str {
 fn start_embedded_echo_service(
     host: &str,
     port: u16,
+    state: &StateLocation,
     credentials: Option<(String, String)>,
     tls_roots: &TlsRoots,
     max_connections: usize,
 ) {
-    let echo = echo_broker::echo::start_service(credentials, tls_roots)
+    let echo = echo_broker::echo::start_service(state, credentials, tls_roots)
         .unwrap_or_else(|problem| settings::exit_with(&problem));
     let address = format!("{}:{port}", settings::url_host(host));
     server::serve("echo", &address, Arc::new(echo), max_connections)

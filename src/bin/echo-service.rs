@@ -72,11 +72,13 @@ fn run() {
         .unwrap_or_else(|problem| settings::exit_with(&problem));
     refuse_published_secret(&host, credentials.as_ref())
         .unwrap_or_else(|problem| settings::exit_with(&problem));
+    let location =
+        platform::state_location().unwrap_or_else(|problem| settings::exit_with(&problem));
+    let tls_roots = settings::tls_roots().unwrap_or_else(|problem| settings::exit_with(&problem));
     if credentials.is_none() {
         log::warn!("auth: ECHO_USERNAME and ECHO_PASSWORD are not set: the management API is open, on {host} only");
     }
-    let tls_roots = settings::tls_roots().unwrap_or_else(|problem| settings::exit_with(&problem));
-    let echo = echo_broker::echo::start_service(credentials, &tls_roots)
+    let echo = echo_broker::echo::start_service(&location, credentials, &tls_roots)
         .unwrap_or_else(|problem| settings::exit_with(&problem));
     let address = format!("{}:{port}", settings::url_host(&host));
     server::serve("echo", &address, Arc::new(echo), max_connections)

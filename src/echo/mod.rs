@@ -24,20 +24,20 @@ use crate::echo_client::TlsRoots;
 use crate::platform::{self, StateLocation};
 use crate::settings;
 
-/// The echo service as both binaries start it: the store chosen from the environment
-/// ([`platform::state_location`]) and opened, and one start-up line that says which store,
+/// The echo service as both binaries start it: the store `location` names (see
+/// [`platform::state_location`]) opened, and one start-up line that says which store,
 /// where it came from, and what it holds. A problem is one line that names the variable.
 pub fn start_service(
+    location: &StateLocation,
     management_credentials: Option<(String, String)>,
     tls_roots: &TlsRoots,
 ) -> Result<service::EchoService, String> {
-    let location = platform::state_location()?;
-    if let StateLocation::Journal(data_dir) = &location {
+    if let StateLocation::Journal(data_dir) = location {
         if let Some(warning) = data_dir.ephemeral_warning(platform::on_a_platform()) {
             log::warn!("echo service: {warning}");
         }
     }
-    let (store, described) = open_store(&location, tls_roots)?;
+    let (store, described) = open_store(location, tls_roots)?;
     let echo = service::EchoService::new(store, management_credentials);
     let instances = echo.instance_count()?;
     log::info!(
