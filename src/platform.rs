@@ -62,6 +62,9 @@ impl DatabaseUrl {
 /// on Cloud Foundry (`VCAP_SERVICES`); else the journal's directory (see [`data_dir`]).
 pub fn state_location() -> Result<StateLocation, String> {
     if let Some(url) = crate::settings::var("DATABASE_URL") {
+        if !is_postgres_url(&url) {
+            return Err("DATABASE_URL: is not a postgres:// or postgresql:// URL".into());
+        }
         return Ok(StateLocation::Database(DatabaseUrl {
             url,
             source: DatabaseSource::Explicit,
@@ -97,11 +100,12 @@ fn bound_database(vcap_services: &str) -> Result<Option<DatabaseUrl>, String> {
 
 fn database_url_of(binding: &Value) -> Option<String> {
     let credentials = binding.get("credentials")?;
-    let is_postgres_url =
-        |url: &&str| url.starts_with("postgres://") || url.starts_with("postgresql://");
-    let given = ["uri", "url"]
-        .iter()
-        .find_map(|key| credentials.get(*key)?.as_str().filter(is_postgres_url));
+    let given = ["uri", "url"].iter().find_map(|key| {
+        credentials
+            .get(*key)?
+            .as_str()
+            .filter(|url| is_postgres_url(url))
+    });
     if let Some(url) = given {
         return Some(url.to_string());
     }
@@ -112,6 +116,10 @@ fn database_url_of(binding: &Value) -> Option<String> {
         .filter_map(Value::as_str)
         .any(|tag| tag.eq_ignore_ascii_case("postgres") || tag.eq_ignore_ascii_case("postgresql"));
     tagged.then(|| url_from_parts(credentials)).flatten()
+}
+
+fn is_postgres_url(url: &str) -> bool {
+    url.starts_with("postgres://") || url.starts_with("postgresql://")
 }
 
 /// `postgres://username:password@hostname:port/name` from separate credentials.

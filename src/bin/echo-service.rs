@@ -75,11 +75,12 @@ fn run() {
     let location =
         platform::state_location().unwrap_or_else(|problem| settings::exit_with(&problem));
     let tls_roots = settings::tls_roots().unwrap_or_else(|problem| settings::exit_with(&problem));
-    if credentials.is_none() {
-        log::warn!("auth: ECHO_USERNAME and ECHO_PASSWORD are not set: the management API is open, on {host} only");
-    }
+    let open = credentials.is_none();
     let echo = echo_broker::echo::start_service(&location, credentials, &tls_roots)
         .unwrap_or_else(|problem| settings::exit_with(&problem));
+    if open {
+        log::warn!("auth: ECHO_USERNAME and ECHO_PASSWORD are not set: the management API is open, on {host} only");
+    }
     let address = format!("{}:{port}", settings::url_host(&host));
     server::serve("echo", &address, Arc::new(echo), max_connections)
         .unwrap_or_else(|problem| settings::exit_with(&format!("PORT: {problem}")));

@@ -27,7 +27,7 @@ use super::store::{
 };
 use crate::echo_client::TlsRoots;
 use crate::metrics;
-use pool::{Failure, Pool, Session};
+use pool::{Call, Failure, Pool, Session};
 use postgres::config::{Host, SslMode};
 use postgres::{Config, NoTls, Row};
 use std::str::FromStr;
@@ -48,8 +48,9 @@ const START_TIMEOUT: Duration = Duration::from_secs(15);
 /// A statement the server runs longer than this is cancelled by the server itself, and a
 /// transaction left open longer than the idle limit is ended by it: a connection stuck on
 /// our side cannot hold row locks that other instances wait for.
-const SERVER_SIDE_OPTIONS: &str =
-    "-c statement_timeout=3000 -c lock_timeout=2500 -c idle_in_transaction_session_timeout=10000";
+/// (Notices, such as "relation already exists, skipping" at start, stay out of the log.)
+const SERVER_SIDE_OPTIONS: &str = "-c statement_timeout=3000 -c lock_timeout=2500 \
+    -c idle_in_transaction_session_timeout=10000 -c client_min_messages=warning";
 
 /// Where the database is, as the start-up line and the errors name it (never the password).
 #[derive(Debug, Clone)]
@@ -103,23 +104,33 @@ impl PostgresStore {
         format!("the database {} {}", self.name, failure.reason())
     }
 
-    /// Runs `work` under [`CALL_TIMEOUT`]; a failure becomes the 503's [`StoreError`].
-    fn call<T, F>(&self, work: F) -> StoreResult<T>
+    /// Runs `work`, which changes the state, under [`CALL_TIMEOUT`]; a failure becomes
+    /// the 503's [`StoreError`], which says whether the change was made.
+    fn change<T, F>(&self, work: F) -> StoreResult<T>
     where
         T: Send + 'static,
         F: Fn(&mut Session) -> Result<T, postgres::Error> + Send + Sync + 'static,
     {
-        self.call_within(CALL_TIMEOUT, work)
+        self.call_within(CALL_TIMEOUT, Call::Change, work)
     }
 
-    fn call_within<T, F>(&self, timeout: Duration, work: F) -> StoreResult<T>
+    /// Runs `work`, which only reads, under [`CALL_TIMEOUT`].
+    fn read<T, F>(&self, work: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: Fn(&mut Session) -> Result<T, postgres::Error> + Send + Sync + 'static,
+    {
+        self.call_within(CALL_TIMEOUT, Call::Read, work)
+    }
+
+    fn call_within<T, F>(&self, timeout: Duration, call: Call, work: F) -> StoreResult<T>
     where
         T: Send + 'static,
         F: Fn(&mut Session) -> Result<T, postgres::Error> + Send + Sync + 'static,
     {
         self.pool.run(timeout, work).map_err(|failure| {
             self.log_failure(&failure);
-            pool::store_error(&self.name.to_string(), &failure)
+            pool::store_error(&self.name.to_string(), &failure, call)
         })
     }
 
@@ -252,7 +263,7 @@ impl Store for PostgresStore {
         new: NewInstance,
     ) -> StoreResult<Outcome<InstanceRecord>> {
         let instance_id = instance_id.to_string();
-        self.call(move |session| {
+        self.change(move |session| {
             let insert = session.statement(INSERT_INSTANCE)?;
             let attributes = to_json(&new.attributes);
             // The loser of a race reads the winner's record: committed before our insert
@@ -280,7 +291,7 @@ impl Store for PostgresStore {
 
     fn instance(&self, instance_id: &str) -> StoreResult<Outcome<InstanceRecord>> {
         let instance_id = instance_id.to_string();
-        self.call(move |session| {
+        self.read(move |session| {
             Ok(instance_record(session, &instance_id)?.map_or(Outcome::NoInstance, Outcome::Done))
         })
     }
@@ -291,7 +302,7 @@ impl Store for PostgresStore {
         update: InstanceUpdate,
     ) -> StoreResult<Outcome<InstanceRecord>> {
         let instance_id = instance_id.to_string();
-        self.call(move |session| {
+        self.change(move |session| {
             let lock = session.statement(LOCK_INSTANCE_FOR_UPDATE)?;
             let write = session.statement(UPDATE_ATTRIBUTES)?;
             let read = session.statement(INSTANCE)?;
@@ -318,7 +329,7 @@ impl Store for PostgresStore {
     ) -> StoreResult<Outcome<InstanceRecord>> {
         let instance_id = instance_id.to_string();
         let claimed = claimed.clone();
-        self.call(move |session| {
+        self.change(move |session| {
             let lock = session.statement(LOCK_INSTANCE_FOR_DELETE)?;
             let read = session.statement(INSTANCE)?;
             let delete = session.statement(DELETE_INSTANCE)?;
@@ -346,7 +357,7 @@ impl Store for PostgresStore {
     ) -> StoreResult<Outcome<BindingRecord>> {
         let (instance_id, binding_id) = (instance_id.to_string(), binding_id.to_string());
         let claimed = claimed.clone();
-        self.call(move |session| {
+        self.change(move |session| {
             let lock = session.statement(LOCK_INSTANCE_FOR_BINDINGS)?;
             let insert = session.statement(INSERT_BINDING)?;
             let read = session.statement(BINDING)?;
@@ -380,7 +391,7 @@ impl Store for PostgresStore {
 
     fn binding(&self, instance_id: &str, binding_id: &str) -> StoreResult<Outcome<BindingRecord>> {
         let (instance_id, binding_id) = (instance_id.to_string(), binding_id.to_string());
-        self.call(move |session| {
+        self.read(move |session| {
             let read = session.statement(BINDING)?;
             if let Some(row) = session
                 .client
@@ -404,7 +415,7 @@ impl Store for PostgresStore {
     ) -> StoreResult<Outcome<BindingRecord>> {
         let (instance_id, binding_id) = (instance_id.to_string(), binding_id.to_string());
         let claimed = claimed.clone();
-        self.call(move |session| {
+        self.change(move |session| {
             let lock = session.statement(LOCK_INSTANCE_FOR_BINDINGS)?;
             let delete = session.statement(DELETE_BINDING)?;
             let mut transaction = session.client.transaction()?;
@@ -423,7 +434,7 @@ impl Store for PostgresStore {
 
     fn caller(&self, instance_id: &str, binding_id: &str) -> StoreResult<Option<Caller>> {
         let (instance_id, binding_id) = (instance_id.to_string(), binding_id.to_string());
-        self.call(move |session| {
+        self.read(move |session| {
             let read = session.statement(CALLER)?;
             let row = session
                 .client
@@ -445,7 +456,7 @@ impl Store for PostgresStore {
         let (instance_id, binding_id) = (instance_id.to_string(), binding_id.to_string());
         let preview = preview.to_string();
         let ring = RECENT_MESSAGES as i64;
-        self.call(move |session| {
+        self.change(move |session| {
             let record = session.statement(RECORD_MESSAGE)?;
             let recorded = session
                 .client
@@ -460,7 +471,7 @@ impl Store for PostgresStore {
 
     fn dashboard(&self, instance_id: &str) -> StoreResult<Outcome<DashboardRecord>> {
         let instance_id = instance_id.to_string();
-        self.call(move |session| {
+        self.read(move |session| {
             let read = session.statement(INSTANCE)?;
             let bindings = session.statement(BINDING_IDS)?;
             let recent = session.statement(RECENT)?;
@@ -486,7 +497,7 @@ impl Store for PostgresStore {
     }
 
     fn totals(&self) -> StoreResult<Totals> {
-        self.call(|session| {
+        self.read(|session| {
             let totals = session.statement(TOTALS)?;
             let row = session.client.query_one(&totals, &[])?;
             let count = |index: usize| row.get::<_, i64>(index).max(0) as u64;
@@ -500,7 +511,7 @@ impl Store for PostgresStore {
 
     /// `Ok` while a connection answers a trivial statement within [`HEALTH_TIMEOUT`].
     fn health(&self) -> StoreResult<()> {
-        self.call_within(HEALTH_TIMEOUT, |session| {
+        self.call_within(HEALTH_TIMEOUT, Call::Read, |session| {
             session.client.simple_query("SELECT 1").map(|_| ())
         })
     }

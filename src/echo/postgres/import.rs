@@ -58,7 +58,7 @@ pub fn import_journal(store: &PostgresStore, state: EchoState) -> Result<ImportR
     let mut report = ImportReport::default();
     for (instance_id, instance) in instances {
         let copied = store
-            .call_within(INSTANCE_TIMEOUT, move |session| {
+            .call_within(INSTANCE_TIMEOUT, super::Call::Change, move |session| {
                 copy_instance(&mut session.client, &instance_id, &instance)
             })
             .map_err(|error| error.description)?;

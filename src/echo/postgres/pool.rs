@@ -106,7 +106,7 @@ pub fn reason_of(error: &postgres::Error) -> String {
 }
 
 /// What a connection's thread is asked to do.
-enum Call {
+enum Instruction {
     /// Run this with the session, or with why there is none.
     Run(Job),
     /// Close the connection: the pool no longer trusts it.
@@ -117,7 +117,7 @@ type Job = Box<dyn FnOnce(Result<&mut Session, postgres::Error>) + Send>;
 
 /// A connection's thread, waiting for work.
 struct Idle {
-    calls: Sender<Call>,
+    calls: Sender<Instruction>,
     /// The pool's generation when the connection was opened (see [`Pool::distrust_idle`]).
     generation: u64,
 }
@@ -222,7 +222,7 @@ impl Pool {
             };
             let _ = answer.send(result);
         });
-        if calls.send(Call::Run(job)).is_err() {
+        if calls.send(Instruction::Run(job)).is_err() {
             return (Err(Failure::Busy(timeout)), reused);
         }
         let waited = deadline.saturating_duration_since(Instant::now());
@@ -240,7 +240,7 @@ impl Pool {
 
     /// An idle connection (`true`: it served before), or a new one if fewer than
     /// [`MAX_CONNECTIONS`] are open; else waits for one until `deadline`.
-    fn take_connection(&self, deadline: Instant) -> Option<(bool, Sender<Call>)> {
+    fn take_connection(&self, deadline: Instant) -> Option<(bool, Sender<Instruction>)> {
         let generation = self.shared.generation.load(Ordering::Acquire);
         let mut slots = self.lock();
         loop {
@@ -248,7 +248,7 @@ impl Pool {
                 if idle.generation == generation {
                     return Some((true, idle.calls));
                 }
-                let _ = idle.calls.send(Call::Retire);
+                let _ = idle.calls.send(Instruction::Retire);
             }
             if slots.open < MAX_CONNECTIONS {
                 slots.open += 1;
@@ -266,7 +266,7 @@ impl Pool {
     }
 
     /// Starts a connection's thread; it connects when it gets its first call.
-    fn open_connection(&self, generation: u64) -> Sender<Call> {
+    fn open_connection(&self, generation: u64) -> Sender<Instruction> {
         let (calls, received) = mpsc::channel();
         let shared = Arc::clone(&self.shared);
         let own = calls.clone();
@@ -293,7 +293,7 @@ impl Pool {
 impl Drop for Pool {
     fn drop(&mut self) {
         for idle in self.lock().idle.drain(..) {
-            let _ = idle.calls.send(Call::Retire);
+            let _ = idle.calls.send(Instruction::Retire);
         }
     }
 }
@@ -313,7 +313,7 @@ impl Shared {
     }
 
     /// A connection finished its call and waits for the next.
-    fn give_back(&self, calls: Sender<Call>, generation: u64) {
+    fn give_back(&self, calls: Sender<Instruction>, generation: u64) {
         self.lock().idle.push(Idle { calls, generation });
         self.freed.notify_one();
     }
@@ -321,8 +321,13 @@ impl Shared {
 
 /// A connection's thread: connects, then runs calls until it is retired or its
 /// connection breaks.
-fn serve_calls(shared: &Shared, calls: Receiver<Call>, own: Sender<Call>, generation: u64) {
-    let Ok(Call::Run(first)) = calls.recv() else {
+fn serve_calls(
+    shared: &Shared,
+    calls: Receiver<Instruction>,
+    own: Sender<Instruction>,
+    generation: u64,
+) {
+    let Ok(Instruction::Run(first)) = calls.recv() else {
         shared.close_one();
         return;
     };
@@ -351,8 +356,8 @@ fn serve_calls(shared: &Shared, calls: Receiver<Call>, own: Sender<Call>, genera
         }
         shared.give_back(own.clone(), generation);
         match calls.recv() {
-            Ok(Call::Run(next)) => job = next,
-            Ok(Call::Retire) | Err(_) => {
+            Ok(Instruction::Run(next)) => job = next,
+            Ok(Instruction::Retire) | Err(_) => {
                 shared.close_one();
                 return;
             }
@@ -360,13 +365,20 @@ fn serve_calls(shared: &Shared, calls: Receiver<Call>, own: Sender<Call>, genera
     }
 }
 
+/// What a call does, for what its failure says.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Call {
+    Read,
+    Change,
+}
+
 /// The [`StoreError`] for a failure, worded for the platform's user: it names the database
-/// and says whether the change was made.
-pub fn store_error(database: &str, failure: &Failure) -> StoreError {
-    let outcome = if failure.surely_not_done() {
-        "the change was not made, try again later"
-    } else {
-        "a change may or may not have been made: repeat the request, it is safe to"
+/// and, for a change, says whether it was made.
+pub fn store_error(database: &str, failure: &Failure, call: Call) -> StoreError {
+    let outcome = match call {
+        Call::Read => "try again later",
+        Call::Change if failure.surely_not_done() => "the change was not made, try again later",
+        Call::Change => "the change may or may not have been made: repeating the request is safe",
     };
     StoreError::new(format!(
         "database unavailable: the echo service's PostgreSQL database {database}: {}; {outcome}",
