@@ -404,6 +404,35 @@ mod tests {
     }
 
     #[test]
+    fn a_bound_postgresql_service_is_found_by_its_uri_or_by_its_tags() {
+        let by_uri = r#"{"user-provided": [{"name": "db", "credentials": {"uri": "postgresql://u:p@h:5432/d"}}],
+                         "Echo Service": [{"name": "x", "credentials": {"uri": "http://x"}}]}"#;
+        assert_eq!(
+            bound_database(by_uri),
+            Ok(Some(DatabaseUrl {
+                url: "postgresql://u:p@h:5432/d".into(),
+                source: DatabaseSource::BoundService("db".into()),
+            }))
+        );
+        let by_tags = r#"{"a9s-postgresql": [{"name": "pg", "tags": ["SQL", "PostgreSQL"], "credentials":
+            {"hostname": "10.0.0.5", "port": 5432, "name": "d1", "username": "u@x", "password": "p/w:1"}}]}"#;
+        let found = bound_database(by_tags).expect("valid JSON").expect("found");
+        assert_eq!(found.url, "postgres://u%40x:p%2Fw%3A1@10.0.0.5:5432/d1");
+        assert_eq!(found.variable(), "VCAP_SERVICES (the bound service 'pg')");
+    }
+
+    #[test]
+    fn services_that_are_not_postgresql_are_not_taken_for_a_database() {
+        let others = r#"{"mysql": [{"name": "m", "tags": ["mysql"], "credentials": {"uri": "mysql://u:p@h/d",
+                          "hostname": "h", "port": 3306, "name": "d", "username": "u", "password": "p"}}],
+                         "nfs": [{"name": "v", "credentials": {}, "volume_mounts": []}]}"#;
+        assert_eq!(bound_database(others), Ok(None));
+        let tagged_but_incomplete =
+            r#"{"pg": [{"tags": ["postgres"], "credentials": {"hostname": "h"}}]}"#;
+        assert_eq!(bound_database(tagged_but_incomplete), Ok(None));
+    }
+
+    #[test]
     fn weak_or_published_passwords_are_refused_beyond_loopback_only() {
         let secrets = [
             ("BROKER_PASSWORD", "pass"),

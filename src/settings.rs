@@ -42,18 +42,24 @@ echo service's):
   ECHO_USERNAME    both    the echo service's management user
                             [unset: broker, a random pair; echo service, no auth, loopback]
   ECHO_PASSWORD    both    the echo service's management password     [as ECHO_USERNAME]
+  DATABASE_URL     both    the echo service's PostgreSQL database, postgres:// or
+                           postgresql:// (sslmode=require or verify-full: TLS, verified)
+                                        [unset: a bound PostgreSQL service, else DATA_DIR]
   DATA_DIR         both    the echo service's journal directory (created if missing)
                                    [unset: a bound volume (see below), else ./echo-data]
   CATALOG_PATH     broker  a catalog TOML file instead of the embedded one         [unset]
-  SSL_CERT_FILE    broker  PEM file of the CAs an https SERVICE_BASE must chain to
-                                                         [unset: the system's trust store]
+  SSL_CERT_FILE    both    PEM file of the CAs an https SERVICE_BASE and a TLS
+                           database must chain to        [unset: the system's trust store]
   LOG_LEVEL        both    error, warn, info, debug, trace                          [info]
   LOG_FORMAT       both    text (a readable line per event) or json (an object per line)
                                                                                     [text]
   MAX_CONNECTIONS  both    connections each server serves at once; when all are
                            taken, an idle one makes room for a newcomer             [256]
-Without DATA_DIR the echo service keeps its state on the first read-write volume mount
-bound on Cloud Foundry (VCAP_SERVICES), else on Stackato's filesystem service
+The echo service keeps its state in PostgreSQL when DATABASE_URL is set or a PostgreSQL
+service is bound on Cloud Foundry (VCAP_SERVICES: a postgres:// uri, or tags naming
+postgres with hostname, port, name, username, password); then any number of echo service
+instances share it. Otherwise it keeps a journal: in DATA_DIR, else on the first
+read-write volume mount bound on Cloud Foundry, else on Stackato's filesystem service
 (STACKATO_FILESYSTEM), and warns on a platform (VCAP_APPLICATION) that ./echo-data is lost
 at every restart.
 

@@ -315,7 +315,9 @@ fn storage_unavailable() -> StoreError {
     StoreError::new(STORAGE_UNAVAILABLE)
 }
 
-/// What a change-making call decided after looking at the state.
+/// What a change-making call decided after looking at the state. (Short-lived, on the
+/// stack: the size of a change does not matter here.)
+#[allow(clippy::large_enum_variant)]
 enum Decision<T> {
     /// Make this change; once durable, answer `Done` with this record.
     Make(Change, T),
