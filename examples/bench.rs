@@ -42,6 +42,23 @@
 //! - and, for start-up time and one memory figure, `echo-broker` in its default embedded
 //!   form (the echo service inside the broker's process).
 //!
+//! The store phase compares where the echo service keeps its state, in the same rounds as
+//! the lifecycle phase, each configuration started afresh every round (a fresh DATA_DIR or
+//! a fresh database, new processes) and warmed up before its clock starts:
+//! - `journal`: a broker and an echo service with `DATA_DIR` (the two-app deployment);
+//! - `postgres`: the same with `DATABASE_URL`;
+//! - `postgres-x2`: two echo services on one database: behind a small nginx (round robin,
+//!   keep-alive upstream) in front of one broker when nginx is installed, else two
+//!   broker and echo service pairs with the connections split between the brokers.
+//!
+//! Its cycle is provision, bind, a message to the binding's `uri` with its credentials (as
+//! a bound app sends it), unbind, deprovision. PostgreSQL is a throwaway cluster made from
+//! the system's packages (`initdb` and `pg_ctl` from `PG_BIN`, else the newest
+//! `/usr/lib/postgresql/*/bin`, else `PATH`; through `runuser -u postgres` when running as
+//! root) in the temporary directory, listening on 127.0.0.1, with durability on (fsync,
+//! synchronous commit), stopped at the end and on Ctrl-C. Without PostgreSQL (or with
+//! `--no-postgres`) its columns read n/a and the rest runs as before.
+//!
 //! Phases run interleaved, round by round, so that noise from other work on the machine hits
 //! the server and its ceilings alike; figures are medians over rounds, and ratios are the
 //! medians of each round's ratio. A run's connections are opened one after another and each
@@ -82,12 +99,15 @@ Usage: cargo benchmark [OPTIONS]
   --starts N         start-ups to time, per program                    [7; quick: 3]
   --instances N      live instances for the 'broker-10k' phase         [10000]
   --no-build         use the binaries beside this program (target/bench/release) as they are
-  --no-nginx         leave nginx out even when it is installed (its column reads n/a)
+  --no-nginx         leave nginx out even when it is installed (its column reads n/a;
+                     two echo services on one database then get a broker each)
+  --no-postgres      leave PostgreSQL out of the store phase (its columns read n/a)
   --before DIR       also measure the binaries in DIR (another build's target/release) as
                      'broker-before', beside this build, in the same rounds
   --drive ADDR       only run the load generator against a broker at ADDR (127.0.0.1:PORT),
                      e.g. one started under valgrind; with --work, --conns and --secs
-  --work KIND        catalog, lifecycle or burst (with --drive)        [catalog]
+  --work KIND        catalog, lifecycle, lifecycle-message or burst (with --drive)
+                                                                       [catalog]
   --conns N          connections (with --drive)                        [16]
   -h, --help         print this help
 
@@ -98,6 +118,10 @@ nginx-light), each answering /v2/catalog with the broker's catalog bytes and all
 Everything listens on 127.0.0.1 only. DATA_DIR and the copies of the binaries live in a
 fresh directory under the system's temporary directory (TMPDIR), removed at the end and
 when interrupted (Ctrl-C).
+The store phase compares the echo service's journal with PostgreSQL (one echo service, and
+two on one database): a throwaway cluster in that directory, from initdb and pg_ctl in
+PG_BIN, else the newest /usr/lib/postgresql/*/bin, else PATH (run through
+'runuser -u postgres' when the benchmark runs as root); stopped at the end and on Ctrl-C.
 ";
 
 /// The idle and body timeout the servers ran with on oxhttp and tiny_http, for their
@@ -154,6 +178,8 @@ struct Options {
     instances: u64,
     build: bool,
     nginx: bool,
+    /// Whether the store phase may start a PostgreSQL cluster.
+    postgres: bool,
     /// Another build's `target/release`, measured beside this one as `broker-before`.
     before: Option<PathBuf>,
     drive: Option<SocketAddr>,
@@ -172,6 +198,7 @@ impl Options {
             instances: 10_000,
             build: true,
             nginx: true,
+            postgres: true,
             before: None,
             drive: None,
             work: Work::Catalog,
@@ -188,6 +215,7 @@ impl Options {
                 "--quick" => {}
                 "--no-build" => options.build = false,
                 "--no-nginx" => options.nginx = false,
+                "--no-postgres" => options.postgres = false,
                 "--before" => options.before = Some(PathBuf::from(value(arg)?)),
                 "--rounds" => {
                     options.rounds = parse_number(&value(arg)?, arg, 1.0, 100.0)? as usize
@@ -204,10 +232,11 @@ impl Options {
                     options.work = match value(arg)?.as_str() {
                         "catalog" => Work::Catalog,
                         "lifecycle" => Work::Lifecycle,
+                        "lifecycle-message" => Work::LifecycleMessage,
                         "burst" => Work::Burst,
                         other => {
                             return Err(format!(
-                                "--work: '{other}' is not catalog, lifecycle or burst"
+                                "--work: '{other}' is not catalog, lifecycle, lifecycle-message or burst"
                             ))
                         }
                     }
@@ -249,6 +278,9 @@ enum Work {
     Catalog,
     /// Provision, bind, unbind, deprovision, with fresh ids every cycle.
     Lifecycle,
+    /// Provision, bind, a message with the binding's credentials to its `uri`, unbind,
+    /// deprovision: every kind of change the echo service's store makes.
+    LifecycleMessage,
     /// Provision only, numbered from a shared counter (to fill an echo service).
     Provision,
     /// `--drive` only: open the connections at once, one catalog request each.
@@ -483,8 +515,9 @@ struct Outcome {
     requests: u64,
     /// Non-2xx answers plus requests that failed (refused, reset, timed out, garbage).
     errors: u64,
-    /// Microseconds per request, by lifecycle step (catalog and provision use index 0).
-    latencies: [Vec<u32>; 4],
+    /// Microseconds per request, by lifecycle step (catalog and provision use index 0; see
+    /// [`STEPS`]).
+    latencies: [Vec<u32>; 5],
     /// Errors by kind: `status 404`, or the I/O error's kind (`TimedOut`, `UnexpectedEof`...).
     error_kinds: BTreeMap<String, u64>,
 }
@@ -512,14 +545,19 @@ impl Outcome {
     }
 }
 
+/// The lifecycle steps, by their index in [`Outcome::latencies`].
+const STEPS: [&str; 5] = ["provision", "bind", "unbind", "deprovision", "message"];
+const MESSAGE_STEP: usize = 4;
+
 /// One run: `conns` connections, each looping `work` until `secs` have passed (or the run
 /// has made its share of [`MAX_REQUESTS_PER_RUN`], or a `Provision` counter reaches `limit`).
+/// Connection `i` goes to `addresses[i % addresses.len()]` (two brokers share the load).
 ///
 /// The connections are opened one after another before the clock starts, each answered once,
 /// so that the rate measures answering, not connecting (opening many connections at once is
 /// the `burst` phase's work, see [`first_answers`]).
 fn run_load(
-    address: SocketAddr,
+    addresses: &[SocketAddr],
     work: Work,
     conns: usize,
     secs: f64,
@@ -527,12 +565,12 @@ fn run_load(
     tag: &str,
 ) -> Outcome {
     let begun = Instant::now();
-    let catalog = catalog_request(&address.to_string());
     let clients: Vec<Client> = (0..conns)
-        .map(|_| {
+        .map(|index| {
+            let address = addresses[index % addresses.len()];
             let mut client = Client::new(address);
             // A failure here shows up again, as errors, in the loop.
-            let _ = client.send(&catalog);
+            let _ = client.send(&catalog_request(&address.to_string()));
             client
         })
         .collect();
@@ -612,6 +650,8 @@ fn connection_loop(mut client: Client, plan: &Plan) -> (Instant, Outcome) {
     let mut request = Vec::with_capacity(512);
     let catalog = catalog_request(&host);
     let mut cycle: u64 = 0;
+    // The bound app's keep-alive connection to the echo service (LifecycleMessage).
+    let mut app: Option<Client> = None;
     while Instant::now() < plan.deadline && outcome.requests < plan.max_requests {
         match plan.work {
             Work::Catalog => {
@@ -646,9 +686,101 @@ fn connection_loop(mut client: Client, plan: &Plan) -> (Instant, Outcome) {
                 outcome.count(all_ok, plan.deadline);
                 cycle += 1;
             }
+            Work::LifecycleMessage => {
+                let instance = format!("/v2/service_instances/{tag}-{cycle:08}");
+                let binding = format!("{instance}/service_bindings/{tag}-{cycle:08}-b");
+                let mut all_ok = true;
+                request_bytes(&mut request, "PUT", &instance, &host, Some(PROVISION_BODY));
+                all_ok &= timed(&mut client, &request, &mut outcome, 0);
+                request_bytes(&mut request, "PUT", &binding, &host, Some(BIND_BODY));
+                let bound = timed(&mut client, &request, &mut outcome, 1);
+                all_ok &= bound;
+                match binding_credentials(&client.body).filter(|_| bound) {
+                    Some(credentials) => {
+                        if app.as_ref().is_some_and(|app| app.address != credentials.address) {
+                            app = None;
+                        }
+                        let app = app.get_or_insert_with(|| Client::new(credentials.address));
+                        message_request(&mut request, &credentials);
+                        all_ok &= timed(app, &request, &mut outcome, MESSAGE_STEP);
+                    }
+                    None => {
+                        all_ok = false;
+                        outcome.requests += 1;
+                        outcome.errors += 1;
+                        *outcome
+                            .error_kinds
+                            .entry("message not sent: no credentials in the bind answer".into())
+                            .or_default() += 1;
+                    }
+                }
+                let unbind = format!("{binding}?{IDS_QUERY}");
+                request_bytes(&mut request, "DELETE", &unbind, &host, None);
+                all_ok &= timed(&mut client, &request, &mut outcome, 2);
+                let deprovision = format!("{instance}?{IDS_QUERY}");
+                request_bytes(&mut request, "DELETE", &deprovision, &host, None);
+                all_ok &= timed(&mut client, &request, &mut outcome, 3);
+                outcome.count(all_ok, plan.deadline);
+                cycle += 1;
+            }
         }
     }
     (Instant::now(), outcome)
+}
+
+/// Where a bound app sends its messages, from a bind answer's `credentials.uri`
+/// (`http://USER:PASSWORD@127.0.0.1:PORT/echo/INSTANCE/BINDING`).
+struct AppCredentials {
+    address: SocketAddr,
+    host: String,
+    path: String,
+    authorization: String,
+}
+
+const MESSAGE_BODY: &str = r#"{"message":"Hello, echo service"}"#;
+
+/// The credentials of a bind answer, if they name a loopback address.
+fn binding_credentials(body: &[u8]) -> Option<AppCredentials> {
+    let answer: serde_json::Value = serde_json::from_slice(body).ok()?;
+    let uri = answer.get("credentials")?.get("uri")?.as_str()?;
+    let rest = uri.strip_prefix("http://")?;
+    let (authority, path) = rest.split_at(rest.find('/')?);
+    let (login, host) = authority.rsplit_once('@')?;
+    let (user, password) = login.split_once(':')?;
+    let decode = |text: &str| {
+        percent_encoding::percent_decode_str(text)
+            .decode_utf8()
+            .ok()
+            .map(|text| text.into_owned())
+    };
+    let address: SocketAddr = host.parse().ok()?;
+    if !address.ip().is_loopback() {
+        return None;
+    }
+    Some(AppCredentials {
+        address,
+        host: host.to_string(),
+        path: path.to_string(),
+        authorization: echo_broker::http::basic_authorization(
+            &decode(user)?,
+            &decode(password)?,
+        ),
+    })
+}
+
+/// A bound app's message: `POST uri` with the binding's basic-auth pair.
+fn message_request(buffer: &mut Vec<u8>, credentials: &AppCredentials) {
+    buffer.clear();
+    write!(
+        buffer,
+        "POST {} HTTP/1.1\r\nHost: {}\r\nAuthorization: {}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{MESSAGE_BODY}",
+        credentials.path,
+        credentials.host,
+        credentials.authorization,
+        MESSAGE_BODY.len()
+    )
+    .expect("a Vec<u8> takes every write");
 }
 
 /// `slowest_ms=.. median_ms=.. unanswered=..` of [`first_answers`].
@@ -1299,8 +1431,10 @@ struct Sample {
     rate: f64,
     p50: f64,
     p99: f64,
-    /// p99 by lifecycle step: provision, bind, unbind, deprovision.
-    step_p99: [f64; 4],
+    /// p99 by lifecycle step ([`STEPS`]: provision, bind, unbind, deprovision, message).
+    step_p99: [f64; 5],
+    /// Operations that succeeded (in the window or not).
+    operations: u64,
     errors: u64,
     requests: u64,
     error_kinds: BTreeMap<String, u64>,
@@ -1319,7 +1453,27 @@ struct Sample {
 struct Target {
     label: &'static str,
     address: SocketAddr,
+    /// More addresses of the same service (a second broker): the connections are spread
+    /// over `address` and these.
+    more: Vec<SocketAddr>,
     pids: Vec<u32>,
+}
+
+impl Target {
+    fn new(label: &'static str, address: SocketAddr, pids: Vec<u32>) -> Target {
+        Target {
+            label,
+            address,
+            more: Vec::new(),
+            pids,
+        }
+    }
+
+    fn addresses(&self) -> Vec<SocketAddr> {
+        let mut all = vec![self.address];
+        all.extend(&self.more);
+        all
+    }
 }
 
 /// Rows keyed by (phase, conns, server).
@@ -1329,7 +1483,7 @@ fn measure(target: &Target, work: Work, conns: usize, secs: f64, tag: &str) -> S
     let own = std::process::id();
     let cpu_before = total_cpu(&target.pids);
     let own_before = cpu_seconds(own);
-    let mut outcome = run_load(target.address, work, conns, secs, u64::MAX, tag);
+    let mut outcome = run_load(&target.addresses(), work, conns, secs, u64::MAX, tag);
     let cpu_after = total_cpu(&target.pids);
     let own_after = cpu_seconds(own);
     let operations = outcome.operations.max(1) as f64;
@@ -1338,7 +1492,7 @@ fn measure(target: &Target, work: Work, conns: usize, secs: f64, tag: &str) -> S
     };
     let cpu_us = per_operation(cpu_before, cpu_after);
     let client_cpu_us = per_operation(own_before, own_after);
-    let mut step_p99 = [f64::NAN; 4];
+    let mut step_p99 = [f64::NAN; 5];
     for (step, values) in outcome.latencies.iter_mut().enumerate() {
         step_p99[step] = quantile_ms(values, 0.99);
     }
@@ -1348,6 +1502,7 @@ fn measure(target: &Target, work: Work, conns: usize, secs: f64, tag: &str) -> S
         p50: quantile_ms(&mut all, 0.50),
         p99: quantile_ms(&mut all, 0.99),
         step_p99,
+        operations: outcome.operations,
         errors: outcome.errors,
         requests: outcome.requests,
         error_kinds: std::mem::take(&mut outcome.error_kinds),
@@ -1654,11 +1809,7 @@ fn drive(address: SocketAddr, options: &Options) {
         );
         return;
     }
-    let target = Target {
-        label: "broker",
-        address,
-        pids: Vec::new(),
-    };
+    let target = Target::new("broker", address, Vec::new());
     let tag = format!(
         "drive{}",
         std::time::SystemTime::now()
@@ -1769,26 +1920,14 @@ fn run(options: &Options, binaries: &Binaries, before: Option<&Binaries>, fleet:
     let bare_oxhttp = start_bare(&dir, &catalog_file, BARE_OXHTTP);
     let bare_tiny_http = start_bare(&dir, &catalog_file, BARE_TINY_HTTP);
     let mut ceilings = vec![
-        Target {
-            label: "bare-oxhttp",
-            address: bare_oxhttp.address,
-            pids: vec![bare_oxhttp.pid()],
-        },
-        Target {
-            label: "bare-tiny_http",
-            address: bare_tiny_http.address,
-            pids: vec![bare_tiny_http.pid()],
-        },
+        Target::new("bare-oxhttp", bare_oxhttp.address, vec![bare_oxhttp.pid()]),
+        Target::new("bare-tiny_http", bare_tiny_http.address, vec![bare_tiny_http.pid()]),
     ];
     if options.nginx {
         match find_nginx() {
             Some(binary) => match start_nginx(&binary, &dir, &catalog_file) {
                 Ok(nginx) => {
-                    ceilings.push(Target {
-                        label: "nginx",
-                        address: nginx.process.address,
-                        pids: Vec::new(),
-                    });
+                    ceilings.push(Target::new("nginx", nginx.process.address, Vec::new()));
                     fleet.nginx = Some(nginx);
                 }
                 Err(problem) => eprintln!("bench: nginx left out: {problem}"),
@@ -1797,26 +1936,10 @@ fn run(options: &Options, binaries: &Binaries, before: Option<&Binaries>, fleet:
         }
     }
     let has_nginx = fleet.nginx.is_some();
-    let broker = Target {
-        label: "broker",
-        address: broker_a.address,
-        pids: vec![broker_a.pid(), echo_a.pid()],
-    };
-    let broker_logging = Target {
-        label: "broker-info",
-        address: broker_info.address,
-        pids: vec![broker_info.pid(), echo_a.pid()],
-    };
-    let broker_full = Target {
-        label: "broker-10k",
-        address: broker_b.address,
-        pids: vec![broker_b.pid(), echo_b.pid()],
-    };
-    let broker_before = before_pair.as_ref().map(|pair| Target {
-        label: "broker-before",
-        address: pair.broker.address,
-        pids: vec![pair.broker.pid(), pair.echo.pid()],
-    });
+    let broker = Target::new("broker", broker_a.address, vec![broker_a.pid(), echo_a.pid()]);
+    let broker_logging = Target::new("broker-info", broker_info.address, vec![broker_info.pid(), echo_a.pid()]);
+    let broker_full = Target::new("broker-10k", broker_b.address, vec![broker_b.pid(), echo_b.pid()]);
+    let broker_before = before_pair.as_ref().map(|pair| Target::new("broker-before", pair.broker.address, vec![pair.broker.pid(), pair.echo.pid()]));
 
     // 10,000 live instances in the second echo service, provisioned through its broker.
     progress(
@@ -1824,7 +1947,7 @@ fn run(options: &Options, binaries: &Binaries, before: Option<&Binaries>, fleet:
         &format!("provisioning {} instances", options.instances),
     );
     let fill = run_load(
-        broker_full.address,
+        &[broker_full.address],
         Work::Provision,
         LIFECYCLE_CONNS,
         120.0,
@@ -1851,14 +1974,14 @@ fn run(options: &Options, binaries: &Binaries, before: Option<&Binaries>, fleet:
         .chain([&broker, &broker_logging])
         .chain(&broker_before)
     {
-        run_load(target.address, Work::Catalog, 16, warm, u64::MAX, "warm");
+        run_load(&target.addresses(), Work::Catalog, 16, warm, u64::MAX, "warm");
     }
     for target in ceilings
         .iter()
         .chain([&broker, &broker_full])
         .chain(&broker_before)
     {
-        run_load(target.address, Work::Lifecycle, 16, warm, u64::MAX, "warm");
+        run_load(&target.addresses(), Work::Lifecycle, 16, warm, u64::MAX, "warm");
     }
 
     let mut results = Results::new();
@@ -1959,11 +2082,7 @@ fn run(options: &Options, binaries: &Binaries, before: Option<&Binaries>, fleet:
     progress(started, "the embedded form");
     let mut embedded = spawn_embedded(binaries, &dir, "embedded", "warn");
     wait_ready(&mut embedded, "/v2/catalog");
-    let embedded_target = Target {
-        label: "broker",
-        address: embedded.address,
-        pids: vec![embedded.pid()],
-    };
+    let embedded_target = Target::new("broker", embedded.address, vec![embedded.pid()]);
     let embedded_catalog = measure(&embedded_target, Work::Catalog, 16, options.secs, "emb-c");
     let embedded_lifecycle = measure(&embedded_target, Work::Lifecycle, 16, options.secs, "emb-l");
     let embedded_hwm = status_kb(embedded.pid(), "VmHWM");

@@ -57,11 +57,14 @@ const SERVER_SIDE_OPTIONS: &str = "-c statement_timeout=3000 -c lock_timeout=250
 pub struct DatabaseName {
     pub host: String,
     pub database: String,
+    /// Whether connections use TLS (`sslmode=require`).
+    pub tls: bool,
 }
 
 impl std::fmt::Display for DatabaseName {
     fn fmt(&self, out: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(out, "'{}' on {}", self.database, self.host)
+        let over = if self.tls { " over TLS" } else { "" };
+        write!(out, "'{}' on {}{over}", self.database, self.host)
     }
 }
 
@@ -187,7 +190,8 @@ fn connection_config(url: &str) -> Result<(Config, DatabaseName), String> {
         .keepalives_interval(Duration::from_secs(5))
         .keepalives_retries(3)
         .tcp_user_timeout(Duration::from_secs(30));
-    Ok((config, DatabaseName { host, database }))
+    let tls = config.get_ssl_mode() == SslMode::Require;
+    Ok((config, DatabaseName { host, database, tls }))
 }
 
 /// How connections are made: TLS when the URL says `sslmode=require`, verified against the

@@ -88,6 +88,15 @@ impl Failure {
     }
 }
 
+/// Whether the server ended the connection (closed it, or said it is shutting down or
+/// restarting: SQLSTATE class 57P) rather than refusing the work.
+fn connection_ended(error: &postgres::Error) -> bool {
+    error.is_closed()
+        || error
+            .code()
+            .is_some_and(|code| code.code().starts_with("57P"))
+}
+
 /// A server error's own message with its SQLSTATE, else the client's description.
 pub fn reason_of(error: &postgres::Error) -> String {
     match error.as_db_error() {
@@ -169,8 +178,9 @@ impl Pool {
     }
 
     /// Runs `work` on a connection and returns its result, or a [`Failure`] no later than
-    /// `timeout` from now. Work that failed because its connection had been closed by the
-    /// server (a restarted database) before it was sent runs once more on a new one.
+    /// `timeout` from now. Work that failed because the server had ended its connection (a
+    /// restarted database) runs once more on a new one; the other idle connections, opened
+    /// before, are closed rather than tried.
     pub fn run<T, F>(&self, timeout: Duration, work: F) -> Result<T, Failure>
     where
         T: Send + 'static,
@@ -180,7 +190,7 @@ impl Pool {
         let work = Arc::new(work);
         let (result, reused) = self.run_once(deadline, timeout, Arc::clone(&work));
         match result {
-            Err(Failure::Statement(error)) if reused && error.is_closed() => {
+            Err(Failure::Statement(error)) if reused && connection_ended(&error) => {
                 self.distrust_idle();
                 self.run_once(deadline, timeout, work).0
             }

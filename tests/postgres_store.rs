@@ -1,0 +1,567 @@
+//! The echo service on PostgreSQL: the store chosen from the environment, several
+//! instances on one database behaving as one service, nothing acknowledged lost to a crash,
+//! a database that stops or pauses, the schema made once, a journal moved in, and TLS.
+//!
+//! Each test starts a throwaway PostgreSQL cluster of its own (`common::postgres`); where
+//! PostgreSQL is not installed the tests say loudly that they skipped (and fail instead
+//! when `ECHO_TEST_REQUIRE_POSTGRES` is set, as `.ci/run` does).
+
+mod common;
+
+use common::postgres::Cluster;
+use common::{call, free_port, run_to_end, spawn, Process, TempDir, BROKER, ECHO_SERVICE};
+use serde_json::Value;
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant};
+
+const PROVISION: &str = r#"{"service_id": "echo_service", "plan_id": "big_0001", "organization_guid": "o", "space_guid": "s"}"#;
+const PROVISION_OTHER_PLAN: &str = r#"{"service_id": "echo_service", "plan_id": "small_0001", "organization_guid": "o", "space_guid": "s"}"#;
+const BIND: &str = r#"{"service_id": "echo_service", "plan_id": "big_0001", "app_guid": "app"}"#;
+
+/// An echo service on `database_url`, healthy.
+fn echo_on(database_url: &str) -> Process {
+    Process::start(ECHO_SERVICE, free_port(), &[("DATABASE_URL", database_url)])
+}
+
+fn put(url: &str, body: Option<&str>) -> common::Reply {
+    call("PUT", url, &[], body).unwrap_or_else(|error| panic!("PUT {url}: {error}"))
+}
+
+fn get(url: &str) -> common::Reply {
+    call("GET", url, &[], None).unwrap_or_else(|error| panic!("GET {url}: {error}"))
+}
+
+fn delete(url: &str) -> common::Reply {
+    call("DELETE", url, &[], None).unwrap_or_else(|error| panic!("DELETE {url}: {error}"))
+}
+
+/// Posts a message with a binding's credentials (from its bind answer).
+fn message(echo: &Process, instance: &str, binding: &Value, text: &str) -> common::Reply {
+    use base64::Engine;
+    let pair = format!(
+        "{}:{}",
+        binding["username"].as_str().unwrap_or_default(),
+        binding["password"].as_str().unwrap_or_default()
+    );
+    let authorization = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(pair)
+    );
+    let url = format!(
+        "{}/echo/{instance}/{}",
+        echo.url,
+        binding["id"].as_str().unwrap_or_default()
+    );
+    let body = serde_json::json!({ "message": text }).to_string();
+    call("POST", &url, &[("Authorization", &authorization)], Some(&body))
+        .unwrap_or_else(|error| panic!("POST {url}: {error}"))
+}
+
+fn count(cluster: &Cluster, database: &str, sql: &str) -> i64 {
+    cluster
+        .client(database)
+        .query_one(sql, &[])
+        .unwrap_or_else(|error| panic!("{sql}: {error}"))
+        .get(0)
+}
+
+#[test]
+fn the_start_up_line_names_the_store_where_it_came_from_and_the_database_never_the_password() {
+    let Some(cluster) = Cluster::start() else {
+        return;
+    };
+    let url = cluster.create_database("named");
+    let echo = echo_on(&url);
+    let log = echo.log();
+    let expected = format!(
+        "state in PostgreSQL, database 'named' on 127.0.0.1:{} (DATABASE_URL)",
+        cluster.port()
+    );
+    assert!(log.contains(&expected), "{log}");
+    assert!(!log.contains(cluster.password()), "{log}");
+
+    // A service bound on the platform, published with separate credentials and tags.
+    let vcap = serde_json::json!({"a9s-postgresql11": [{
+        "name": "echo-state",
+        "tags": ["sql", "PostgreSQL"],
+        "credentials": {"hostname": "127.0.0.1", "port": cluster.port(), "name": "named",
+                        "username": cluster.user(), "password": cluster.password()}
+    }]})
+    .to_string();
+    let bound = Process::start(ECHO_SERVICE, free_port(), &[("VCAP_SERVICES", &vcap)]);
+    assert!(
+        bound.log().contains("(the bound service 'echo-state')"),
+        "{}",
+        bound.log()
+    );
+
+    // The broker's embedded echo service reads the same variable.
+    let echo_port = free_port().to_string();
+    let broker = Process::start(
+        BROKER,
+        free_port(),
+        &[("DATABASE_URL", &url), ("ECHO_PORT", &echo_port)],
+    );
+    assert!(broker.log().contains(&expected), "{}", broker.log());
+}
+
+#[test]
+fn a_database_that_refuses_stops_start_up_with_one_line_naming_the_variable() {
+    let Some(cluster) = Cluster::start() else {
+        return;
+    };
+    let wrong = cluster.wrong_password_url("postgres");
+    for binary in [ECHO_SERVICE, BROKER] {
+        let (code, output) = run_to_end(binary, &[], &[("DATABASE_URL", &wrong)]);
+        assert_eq!(code, Some(2), "{output}");
+        assert_eq!(output.trim().lines().count(), 1, "{output}");
+        assert!(output.contains("DATABASE_URL: "), "{output}");
+        assert!(output.contains("28P01"), "{output}");
+    }
+    let (code, output) = run_to_end(ECHO_SERVICE, &[], &[("DATABASE_URL", "mysql://u:p@h/d")]);
+    assert_eq!(code, Some(2), "{output}");
+    assert!(output.trim().starts_with("error: DATABASE_URL: "), "{output}");
+}
+
+#[test]
+fn two_instances_on_one_database_are_one_service() {
+    let Some(cluster) = Cluster::start() else {
+        return;
+    };
+    let url = cluster.create_database("shared");
+    let (a, b) = (echo_on(&url), echo_on(&url));
+
+    assert_eq!(put(&format!("{}/echo/i1", a.url), Some(PROVISION)).status, 200);
+    let fetched = get(&format!("{}/echo/i1", b.url));
+    assert_eq!(fetched.status, 200, "{}", fetched.text);
+    let binding = put(&format!("{}/echo/i1/b1", b.url), Some(BIND));
+    assert_eq!(binding.status, 200, "{}", binding.text);
+    let binding = binding.json();
+    for (echo, text) in [(&a, "one"), (&b, "two"), (&a, "three")] {
+        let echoed = message(echo, "i1", &binding, text);
+        assert_eq!(echoed.status, 200, "{}", echoed.text);
+        assert_eq!(echoed.json()["response"], text);
+    }
+    for echo in [&a, &b] {
+        let record = get(&format!("{}/echo/i1", echo.url)).json();
+        assert_eq!((record["bindings"].as_u64(), record["messages"].as_u64()), (Some(1), Some(3)));
+        let totals = get(&format!("{}/echo", echo.url)).json();
+        assert_eq!(totals, serde_json::json!({"instances": 1, "bindings": 1}));
+        let token = record["dashboard_token"].as_str().unwrap_or_default();
+        let page = get(&format!("{}/echo/dashboard/i1?token={token}", echo.url));
+        assert_eq!(page.status, 200);
+        assert!(page.text.contains("three") && page.text.contains("b1"), "{}", page.text);
+    }
+
+    // Unbound through one, the credentials stop working through the other at once.
+    assert_eq!(delete(&format!("{}/echo/i1/b1", a.url)).status, 200);
+    assert_eq!(message(&b, "i1", &binding, "gone").status, 401);
+    assert_eq!(delete(&format!("{}/echo/i1", b.url)).status, 200);
+    assert_eq!(get(&format!("{}/echo/i1", a.url)).status, 404);
+}
+
+#[test]
+fn the_same_provision_at_the_same_moment_on_two_instances_makes_one_instance() {
+    let Some(cluster) = Cluster::start() else {
+        return;
+    };
+    let url = cluster.create_database("races");
+    let (a, b) = (echo_on(&url), echo_on(&url));
+    let urls = [a.url.clone(), b.url.clone()];
+    for round in 0..20 {
+        let path = format!("/echo/race-{round}");
+        let answers = at_once(&urls, |base| put(&format!("{base}{path}"), Some(PROVISION)));
+        let mut statuses: Vec<u16> = answers.iter().map(|reply| reply.status).collect();
+        statuses.sort_unstable();
+        assert_eq!(statuses, [200, 409], "round {round}: {answers:?}");
+        let tokens: Vec<Value> = answers
+            .iter()
+            .map(|reply| reply.json()["dashboard_token"].clone())
+            .collect();
+        assert_eq!(tokens[0], tokens[1], "the 409 carries the stored record");
+
+        let path = format!("/echo/race-{round}/binding");
+        let answers = at_once(&urls, |base| put(&format!("{base}{path}"), Some(BIND)));
+        let mut statuses: Vec<u16> = answers.iter().map(|reply| reply.status).collect();
+        statuses.sort_unstable();
+        assert_eq!(statuses, [200, 409], "round {round}: {answers:?}");
+        let passwords: Vec<Value> = answers.iter().map(|r| r.json()["password"].clone()).collect();
+        assert_eq!(passwords[0], passwords[1]);
+    }
+    assert_eq!(count(&cluster, "races", "SELECT count(*) FROM echo_instances"), 20);
+    assert_eq!(count(&cluster, "races", "SELECT count(*) FROM echo_bindings"), 20);
+}
+
+#[test]
+fn through_two_brokers_the_same_provision_is_one_201_and_one_200_or_a_409() {
+    let Some(cluster) = Cluster::start() else {
+        return;
+    };
+    let url = cluster.create_database("brokers");
+    let (a, b) = (echo_on(&url), echo_on(&url));
+    let brokers: Vec<Process> = [&a, &b]
+        .iter()
+        .map(|echo| Process::start(BROKER, free_port(), &[("SERVICE_BASE", &echo.url)]))
+        .collect();
+    let urls: Vec<String> = brokers.iter().map(|broker| broker.url.clone()).collect();
+    let provision = |base: &String, round: usize, body: &str| {
+        let url = format!("{base}/v2/service_instances/broker-race-{round}");
+        common::platform("PUT", &url, Some(body))
+    };
+    for round in 0..10 {
+        let answers = at_once(&urls, |base| provision(base, round, common::PROVISION_ECHO));
+        let mut statuses: Vec<u16> = answers.iter().map(|reply| reply.status).collect();
+        statuses.sort_unstable();
+        assert_eq!(statuses, [200, 201], "round {round}: {answers:?}");
+    }
+    for round in 10..20 {
+        let bodies = [common::PROVISION_ECHO, PROVISION_OTHER_PLAN];
+        let answers: Vec<common::Reply> = {
+            let barrier = Arc::new(Barrier::new(2));
+            let threads: Vec<_> = urls
+                .iter()
+                .zip(bodies)
+                .map(|(base, body)| {
+                    let (barrier, base) = (Arc::clone(&barrier), base.clone());
+                    std::thread::spawn(move || {
+                        barrier.wait();
+                        let url = format!("{base}/v2/service_instances/broker-race-{round}");
+                        common::platform("PUT", &url, Some(body))
+                    })
+                })
+                .collect();
+            threads.into_iter().map(|t| t.join().expect("a client")).collect()
+        };
+        let mut statuses: Vec<u16> = answers.iter().map(|reply| reply.status).collect();
+        statuses.sort_unstable();
+        assert_eq!(statuses, [201, 409], "round {round}: {answers:?}");
+    }
+    assert_eq!(count(&cluster, "brokers", "SELECT count(*) FROM echo_instances"), 20);
+}
+
+/// Calls `call` with each of `urls` on its own thread, released at the same moment.
+fn at_once(
+    urls: &[String],
+    call: impl Fn(&String) -> common::Reply + Send + Sync + Clone + 'static,
+) -> Vec<common::Reply> {
+    let barrier = Arc::new(Barrier::new(urls.len()));
+    let threads: Vec<_> = urls
+        .iter()
+        .map(|base| {
+            let (barrier, base, call) = (Arc::clone(&barrier), base.clone(), call.clone());
+            std::thread::spawn(move || {
+                barrier.wait();
+                call(&base)
+            })
+        })
+        .collect();
+    threads
+        .into_iter()
+        .map(|thread| thread.join().expect("a client thread"))
+        .collect()
+}
+
+#[test]
+fn the_schema_is_made_once_when_several_instances_start_at_the_same_moment() {
+    let Some(cluster) = Cluster::start() else {
+        return;
+    };
+    let url = cluster.create_database("fresh");
+    let dir = TempDir::new("schema");
+    let mut children: Vec<(std::process::Child, u16, std::path::PathBuf)> = (0..4)
+        .map(|n| {
+            let port = free_port();
+            let log = dir.path().join(format!("echo-{n}.log"));
+            let port_text = port.to_string();
+            let env = [("PORT", port_text.as_str()), ("DATABASE_URL", url.as_str())];
+            (spawn(ECHO_SERVICE, &[], &env, &log), port, log)
+        })
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    for (child, port, log) in &mut children {
+        loop {
+            let health = call("GET", &format!("http://127.0.0.1:{port}/health"), &[], None);
+            if health.is_ok_and(|reply| reply.status == 200) {
+                break;
+            }
+            let exited = child.try_wait().ok().flatten();
+            let log = std::fs::read_to_string(&*log).unwrap_or_default();
+            assert!(exited.is_none(), "an instance exited: {log}");
+            assert!(Instant::now() < deadline, "an instance never became healthy: {log}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    let logs: Vec<String> = children
+        .iter()
+        .map(|(_, _, log)| std::fs::read_to_string(log).unwrap_or_default())
+        .collect();
+    let creators = logs
+        .iter()
+        .filter(|log| log.contains("schema is now at version 1"))
+        .count();
+    assert_eq!(creators, 1, "{logs:#?}");
+    assert_eq!(
+        count(&cluster, "fresh", "SELECT count(*)::bigint FROM echo_schema_version"),
+        1
+    );
+    for (child, _, _) in &mut children {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
+#[test]
+fn kill_9_of_one_instance_loses_no_acknowledged_change() {
+    let Some(cluster) = Cluster::start() else {
+        return;
+    };
+    let url = cluster.create_database("crash");
+    let mut victim = echo_on(&url);
+    let survivor = echo_on(&url);
+    let urls = [victim.url.clone(), survivor.url.clone()];
+    // Four clients provision as fast as they can through both instances for at most 3 s
+    // (and at most 2,000 calls each); the victim is killed 1 s in.
+    let stop_at = Instant::now() + Duration::from_secs(3);
+    let clients: Vec<_> = (0..4)
+        .map(|client| {
+            let base = urls[client % 2].clone();
+            std::thread::spawn(move || {
+                let mut acknowledged = Vec::new();
+                for n in 0..2_000 {
+                    if Instant::now() > stop_at {
+                        break;
+                    }
+                    let id = format!("c{client}-{n}");
+                    let answer = call("PUT", &format!("{base}/echo/{id}"), &[], Some(PROVISION));
+                    if answer.is_ok_and(|reply| reply.status == 200) {
+                        acknowledged.push(id);
+                    }
+                }
+                acknowledged
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs(1));
+    victim.kill();
+    let acknowledged: Vec<String> = clients
+        .into_iter()
+        .flat_map(|client| client.join().expect("a client thread"))
+        .collect();
+    assert!(acknowledged.len() > 20, "too little load: {}", acknowledged.len());
+    for id in &acknowledged {
+        let fetched = get(&format!("{}/echo/{id}", survivor.url));
+        assert_eq!(fetched.status, 200, "acknowledged {id} is lost: {}", fetched.text);
+    }
+}
+
+#[test]
+fn a_stopped_database_is_named_in_503s_and_the_service_recovers_without_a_restart() {
+    let Some(cluster) = Cluster::start() else {
+        return;
+    };
+    let url = cluster.create_database("outage");
+    let echo = echo_on(&url);
+    assert_eq!(put(&format!("{}/echo/before", echo.url), Some(PROVISION)).status, 200);
+
+    cluster.stop();
+    for path in ["/echo/during", "/echo/during/binding"] {
+        let started = Instant::now();
+        let refused = put(&format!("{}{path}", echo.url), Some(PROVISION));
+        let body = refused.assert_error(503);
+        let description = body["description"].as_str().unwrap_or_default();
+        assert!(description.contains("database"), "{description}");
+        assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+    }
+    let health = get(&format!("{}/health", echo.url));
+    assert_eq!(health.status, 503, "{}", health.text);
+    assert!(health.text.contains("database"), "{}", health.text);
+    assert_eq!(get(&format!("{}/echo/before", echo.url)).status, 503);
+
+    cluster.start_again();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while get(&format!("{}/health", echo.url)).status != 200 {
+        assert!(Instant::now() < deadline, "not healthy again: {}", echo.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(put(&format!("{}/echo/after", echo.url), Some(PROVISION)).status, 200);
+    assert_eq!(get(&format!("{}/echo/before", echo.url)).status, 200);
+    assert_eq!(get(&format!("{}/echo/during", echo.url)).status, 404);
+}
+
+#[test]
+fn a_paused_database_holds_no_request_past_its_deadline() {
+    let Some(cluster) = Cluster::start() else {
+        return;
+    };
+    let url = cluster.create_database("paused");
+    let echo = echo_on(&url);
+    assert_eq!(put(&format!("{}/echo/before", echo.url), Some(PROVISION)).status, 200);
+
+    cluster.pause();
+    // More callers than the store has connections, so some wait for one as well.
+    let base = echo.url.clone();
+    let callers: Vec<_> = (0..12)
+        .map(|n| {
+            let base = base.clone();
+            std::thread::spawn(move || {
+                let started = Instant::now();
+                let path = if n % 3 == 0 { "/health".to_string() } else { format!("/echo/p{n}") };
+                let answer = call("PUT", &format!("{base}{path}"), &[], Some(PROVISION));
+                let answer = if path == "/health" { call("GET", &format!("{base}{path}"), &[], None) } else { answer };
+                (path, answer.map(|reply| reply.status).ok(), started.elapsed())
+            })
+        })
+        .collect();
+    let answers: Vec<_> = callers
+        .into_iter()
+        .map(|caller| caller.join().expect("a caller"))
+        .collect();
+    cluster.resume();
+    for (path, status, took) in &answers {
+        assert_eq!(*status, Some(503), "{path}: {answers:?}");
+        assert!(*took < Duration::from_secs(5), "{path} took {took:?}");
+    }
+
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while get(&format!("{}/health", echo.url)).status != 200 {
+        assert!(Instant::now() < deadline, "not healthy again: {}", echo.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(put(&format!("{}/echo/after", echo.url), Some(PROVISION)).status, 200);
+}
+
+#[test]
+fn the_latest_messages_are_bounded_by_the_database_whoever_writes_them() {
+    let Some(cluster) = Cluster::start() else {
+        return;
+    };
+    let url = cluster.create_database("ring");
+    let (a, b) = (echo_on(&url), echo_on(&url));
+    assert_eq!(put(&format!("{}/echo/i", a.url), Some(PROVISION)).status, 200);
+    let binding = Arc::new(put(&format!("{}/echo/i/b", a.url), Some(BIND)).json());
+    let echoes = Arc::new([a, b]);
+    let writers: Vec<_> = (0..4)
+        .map(|writer| {
+            let (echoes, binding) = (Arc::clone(&echoes), Arc::clone(&binding));
+            std::thread::spawn(move || {
+                for n in 0..10 {
+                    let echo = &echoes[writer % 2];
+                    let text = format!("w{writer}-{n}");
+                    assert_eq!(message(echo, "i", &binding, &text).status, 200);
+                }
+            })
+        })
+        .collect();
+    for writer in writers {
+        writer.join().expect("a writer");
+    }
+    assert_eq!(count(&cluster, "ring", "SELECT count(*) FROM echo_recent_messages"), 10);
+    let record = get(&format!("{}/echo/i", echoes[1].url)).json();
+    assert_eq!(record["messages"], 40);
+    let sequences = count(
+        &cluster,
+        "ring",
+        "SELECT min(sequence) FROM echo_recent_messages",
+    );
+    assert_eq!(sequences, 31, "the ring holds the newest ten");
+}
+
+#[test]
+fn a_journal_is_imported_once_and_a_conflict_is_reported_not_overwritten() {
+    let Some(cluster) = Cluster::start() else {
+        return;
+    };
+    let url = cluster.create_database("moved");
+    let data = TempDir::new("journal");
+    let data_dir = data.path().display().to_string();
+    let binding = {
+        let journal = Process::start(ECHO_SERVICE, free_port(), &[("DATA_DIR", &data_dir)]);
+        assert_eq!(put(&format!("{}/echo/kept", journal.url), Some(PROVISION)).status, 200);
+        let binding = put(&format!("{}/echo/kept/b", journal.url), Some(BIND)).json();
+        for text in ["one", "two", "three"] {
+            assert_eq!(message(&journal, "kept", &binding, text).status, 200);
+        }
+        binding
+    };
+
+    let import = |expected: i32| {
+        let (code, output) = run_to_end(
+            ECHO_SERVICE,
+            &["--import-journal", &data_dir],
+            &[("DATABASE_URL", &url)],
+        );
+        assert_eq!(code, Some(expected), "{output}");
+        output
+    };
+    let first = import(0);
+    assert!(
+        first.contains("imported 1 instance(s), 1 binding(s) and 3 message(s); 0 record(s) already there; 0 conflict(s)"),
+        "{first}"
+    );
+    let again = import(0);
+    assert!(
+        again.contains("imported 0 instance(s), 0 binding(s) and 0 message(s); 2 record(s) already there; 0 conflict(s)"),
+        "{again}"
+    );
+
+    let echo = echo_on(&url);
+    let echoed = message(&echo, "kept", &binding, "after the move");
+    assert_eq!(echoed.status, 200, "the binding's credentials moved with it");
+    assert_eq!(get(&format!("{}/echo/kept", echo.url)).json()["messages"], 4);
+
+    cluster
+        .client("moved")
+        .execute("UPDATE echo_bindings SET password = 'changed-here'", &[])
+        .expect("the test changes a password");
+    let conflict = import(1);
+    assert!(conflict.contains("binding 'b' of instance 'kept'"), "{conflict}");
+    let kept: String = cluster
+        .client("moved")
+        .query_one("SELECT password FROM echo_bindings", &[])
+        .expect("the binding")
+        .get(0);
+    assert_eq!(kept, "changed-here", "a conflict is never overwritten");
+}
+
+#[test]
+fn tls_to_the_database_is_verified_against_the_same_trust_store() {
+    let mut ca_params =
+        rcgen::CertificateParams::new(Vec::<String>::new()).expect("CA params");
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca_key = rcgen::KeyPair::generate().expect("a CA key");
+    let ca = rcgen::CertifiedIssuer::self_signed(ca_params, ca_key).expect("a CA certificate");
+    let names = vec!["localhost".to_string(), "127.0.0.1".to_string()];
+    let key = rcgen::KeyPair::generate().expect("a server key");
+    let cert = rcgen::CertificateParams::new(names)
+        .expect("server params")
+        .signed_by(&key, &ca)
+        .expect("a server certificate");
+    let Some(cluster) = Cluster::start_with_tls(&cert.pem(), &key.serialize_pem()) else {
+        return;
+    };
+    let dir = TempDir::new("tls");
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, ca.pem()).expect("the CA file is written");
+    let ca_path = ca_file.display().to_string();
+    let url = format!("{}?sslmode=require", cluster.create_database("secure"));
+
+    let echo = Process::start(
+        ECHO_SERVICE,
+        free_port(),
+        &[("DATABASE_URL", &url), ("SSL_CERT_FILE", &ca_path)],
+    );
+    assert!(echo.log().contains("over TLS"), "{}", echo.log());
+    assert_eq!(put(&format!("{}/echo/i", echo.url), Some(PROVISION)).status, 200);
+    let encrypted = count(
+        &cluster,
+        "postgres",
+        "SELECT count(*) FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid)
+         WHERE a.application_name = 'echo-service' AND s.ssl",
+    );
+    assert!(encrypted >= 1, "the echo service's connections use TLS");
+
+    // Without the test CA the server's certificate is not trusted: start-up stops.
+    let (code, output) = run_to_end(ECHO_SERVICE, &[], &[("DATABASE_URL", &url)]);
+    assert_eq!(code, Some(2), "{output}");
+    assert!(output.contains("DATABASE_URL: ") && output.contains("certificate"), "{output}");
+}
