@@ -2,6 +2,8 @@
 //! until they answer, talk HTTP to them, and stop them (and remove their data) afterwards.
 #![allow(dead_code)]
 
+pub mod postgres;
+
 use serde_json::Value;
 use std::io::Read;
 use std::net::TcpListener;
