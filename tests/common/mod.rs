@@ -2,6 +2,8 @@
 //! until they answer, talk HTTP to them, and stop them (and remove their data) afterwards.
 #![allow(dead_code)]
 
+pub mod postgres;
+
 use serde_json::Value;
 use std::io::Read;
 use std::net::TcpListener;
@@ -208,11 +210,107 @@ pub fn spawn_in(
     for name in variables.chain(echo_broker::platform::PLATFORM_VARIABLES) {
         command.env_remove(name);
     }
+    // Not in the list above until the echo service reads it; a developer's own must not
+    // reach a child either way.
+    command.env_remove("DATABASE_URL");
     command.envs(env.iter().copied());
+    if let Some(database_url) = matrix_database_url(env) {
+        command.env("DATABASE_URL", database_url);
+    }
     if let Some(dir) = working_dir {
         command.current_dir(dir);
     }
     command.spawn().expect("the binary starts")
+}
+
+/// The store the echo services of this run keep their state in: `"postgres"` when
+/// `ECHO_TEST_DATABASE_URL` is set (see [`spawn_in`]), else `"journal"`. A test that looks at
+/// the journal's files returns early on `"postgres"`, saying so.
+pub fn store_under_test() -> &'static str {
+    if matrix_server_url().is_some() {
+        "postgres"
+    } else {
+        "journal"
+    }
+}
+
+/// `ECHO_TEST_DATABASE_URL`: a PostgreSQL server (and a user there that may create
+/// databases) for the store matrix.
+fn matrix_server_url() -> Option<String> {
+    std::env::var("ECHO_TEST_DATABASE_URL")
+        .ok()
+        .filter(|url| !url.trim().is_empty())
+}
+
+/// The store matrix: with `ECHO_TEST_DATABASE_URL` set, a child given a `DATA_DIR` and no
+/// `DATABASE_URL` gets a database of its own instead, so every echo service the tests start
+/// runs on PostgreSQL with no test changed. The database belongs to the directory: a restart
+/// with the same `DATA_DIR` finds the same state, and a fresh directory a fresh database.
+fn matrix_database_url(env: &[(&str, &str)]) -> Option<String> {
+    let server = matrix_server_url()?;
+    if env.iter().any(|(name, _)| *name == "DATABASE_URL") {
+        return None;
+    }
+    let (_, data_dir) = env
+        .iter()
+        .find(|(name, value)| *name == "DATA_DIR" && !value.trim().is_empty())?;
+    let name = database_name(data_dir);
+    create_database_once(&server, &name);
+    Some(with_database(&server, &name))
+}
+
+/// `echo_` and a hash of the directory and of a random value drawn once per test process:
+/// temp dirs are named after the process id, and a database left by an earlier process
+/// with a reused id must not be taken for this one's. Hex only, so it needs no quoting.
+fn database_name(data_dir: &str) -> String {
+    use std::hash::{Hash, Hasher};
+    static PROCESS_SALT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let salt = PROCESS_SALT.get_or_init(fresh_password);
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    salt.hash(&mut hasher);
+    data_dir.hash(&mut hasher);
+    format!("echo_{:016x}", hasher.finish())
+}
+
+fn create_database_once(server: &str, name: &str) {
+    let mut config: ::postgres::Config = server
+        .parse()
+        .unwrap_or_else(|error| panic!("ECHO_TEST_DATABASE_URL is not a PostgreSQL URL: {error}"));
+    config.connect_timeout(Duration::from_secs(10));
+    let mut client = config
+        .connect(::postgres::NoTls)
+        .unwrap_or_else(|error| panic!("ECHO_TEST_DATABASE_URL cannot be reached: {error}"));
+    let exists = client
+        .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&name])
+        .unwrap_or_else(|error| panic!("looking for database {name}: {error}"))
+        .is_some();
+    if exists {
+        return;
+    }
+    // CREATE DATABASE takes no parameters: the name is spliced in, which is safe because
+    // database_name makes it of hex digits. Another thread may create it first.
+    match client.batch_execute(&format!("CREATE DATABASE {name}")) {
+        Ok(()) => {}
+        Err(error) if error.code() == Some(&::postgres::error::SqlState::DUPLICATE_DATABASE) => {}
+        Err(error) => panic!("CREATE DATABASE {name} on ECHO_TEST_DATABASE_URL: {error}"),
+    }
+}
+
+/// `server` (a postgres:// URL) with its database replaced by `database`, its query kept.
+fn with_database(server: &str, database: &str) -> String {
+    let authority_start = server.find("://").map_or(0, |i| i + 3);
+    let rest = &server[authority_start..];
+    // A password holds '/' or '?' only percent-encoded, so the first of them ends the
+    // authority.
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let query = rest[authority_end..]
+        .find('?')
+        .map_or("", |i| &rest[authority_end + i..]);
+    format!(
+        "{}{}/{database}{query}",
+        &server[..authority_start],
+        &rest[..authority_end]
+    )
 }
 
 /// Runs `binary` with `args` and `env` to completion (bounded), returning exit code and
