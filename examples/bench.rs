@@ -102,6 +102,8 @@ Usage: cargo benchmark [OPTIONS]
   --no-nginx         leave nginx out even when it is installed (its column reads n/a;
                      two echo services on one database then get a broker each)
   --no-postgres      leave PostgreSQL out of the store phase (its columns read n/a)
+  --pg-statements    load pg_stat_statements into the cluster and print each statement's
+                     calls and time (it costs a little per statement: not for the figures)
   --before DIR       also measure the binaries in DIR (another build's target/release) as
                      'broker-before', beside this build, in the same rounds
   --drive ADDR       only run the load generator against a broker at ADDR (127.0.0.1:PORT),
@@ -180,6 +182,8 @@ struct Options {
     nginx: bool,
     /// Whether the store phase may start a PostgreSQL cluster.
     postgres: bool,
+    /// Load pg_stat_statements into it and report the statements' times.
+    pg_statements: bool,
     /// Another build's `target/release`, measured beside this one as `broker-before`.
     before: Option<PathBuf>,
     drive: Option<SocketAddr>,
@@ -199,6 +203,7 @@ impl Options {
             build: true,
             nginx: true,
             postgres: true,
+            pg_statements: false,
             before: None,
             drive: None,
             work: Work::Catalog,
@@ -216,6 +221,7 @@ impl Options {
                 "--no-build" => options.build = false,
                 "--no-nginx" => options.nginx = false,
                 "--no-postgres" => options.postgres = false,
+                "--pg-statements" => options.pg_statements = true,
                 "--before" => options.before = Some(PathBuf::from(value(arg)?)),
                 "--rounds" => {
                     options.rounds = parse_number(&value(arg)?, arg, 1.0, 100.0)? as usize
@@ -236,8 +242,8 @@ impl Options {
                         "burst" => Work::Burst,
                         other => {
                             return Err(format!(
-                                "--work: '{other}' is not catalog, lifecycle, lifecycle-message or burst"
-                            ))
+                        "--work: '{other}' is not catalog, lifecycle, lifecycle-message or burst"
+                    ))
                         }
                     }
                 }
@@ -697,7 +703,10 @@ fn connection_loop(mut client: Client, plan: &Plan) -> (Instant, Outcome) {
                 all_ok &= bound;
                 match binding_credentials(&client.body).filter(|_| bound) {
                     Some(credentials) => {
-                        if app.as_ref().is_some_and(|app| app.address != credentials.address) {
+                        if app
+                            .as_ref()
+                            .is_some_and(|app| app.address != credentials.address)
+                        {
                             app = None;
                         }
                         let app = app.get_or_insert_with(|| Client::new(credentials.address));
@@ -761,10 +770,7 @@ fn binding_credentials(body: &[u8]) -> Option<AppCredentials> {
         address,
         host: host.to_string(),
         path: path.to_string(),
-        authorization: echo_broker::http::basic_authorization(
-            &decode(user)?,
-            &decode(password)?,
-        ),
+        authorization: echo_broker::http::basic_authorization(&decode(user)?, &decode(password)?),
     })
 }
 
@@ -967,6 +973,11 @@ fn spawn(name: &str, binary: &Path, env: &[(&str, String)], log: PathBuf, port: 
     for variable in echo_broker::settings::ENVIRONMENT_VARIABLES {
         command.env_remove(variable);
     }
+    // A bound database or a platform in this program's environment would change where
+    // the echo services keep their state.
+    command
+        .env_remove("VCAP_SERVICES")
+        .env_remove("VCAP_APPLICATION");
     command.envs(env.iter().map(|(key, value)| (*key, value.as_str())));
     let log_file = fs::File::create(&log).expect("cannot create a log file in the temp dir");
     // The servers log to standard output (start-up failures go to standard error): both
@@ -1032,20 +1043,33 @@ struct Pair {
     broker: Process,
 }
 
-fn start_echo(binaries: &Binaries, dir: &Path, name: &str, port: u16) -> Process {
-    let data = dir.join(format!("{name}-data"));
-    fs::create_dir_all(&data).expect("cannot create a DATA_DIR in the temp dir");
+/// An echo service keeping its state in a fresh DATA_DIR, or in `database_url`.
+fn start_echo(
+    binaries: &Binaries,
+    dir: &Path,
+    name: &str,
+    port: u16,
+    database_url: Option<&str>,
+) -> Process {
+    let mut env = vec![
+        ("PORT", port.to_string()),
+        ("HOST", "127.0.0.1".into()),
+        ("ECHO_USERNAME", ECHO_USER.into()),
+        ("ECHO_PASSWORD", ECHO_PASSWORD.into()),
+        ("LOG_LEVEL", "warn".into()),
+    ];
+    match database_url {
+        Some(url) => env.push(("DATABASE_URL", url.to_string())),
+        None => {
+            let data = dir.join(format!("{name}-data"));
+            fs::create_dir_all(&data).expect("cannot create a DATA_DIR in the temp dir");
+            env.push(("DATA_DIR", data.display().to_string()));
+        }
+    }
     let mut echo = spawn(
         name,
         &binaries.echo,
-        &[
-            ("PORT", port.to_string()),
-            ("HOST", "127.0.0.1".into()),
-            ("ECHO_USERNAME", ECHO_USER.into()),
-            ("ECHO_PASSWORD", ECHO_PASSWORD.into()),
-            ("DATA_DIR", data.display().to_string()),
-            ("LOG_LEVEL", "warn".into()),
-        ],
+        &env,
         dir.join(format!("{name}.log")),
         port,
     );
@@ -1083,7 +1107,7 @@ fn start_broker(
 
 fn start_pair(binaries: &Binaries, dir: &Path, name: &str) -> Pair {
     let ports = free_ports(2);
-    let echo = start_echo(binaries, dir, &format!("{name}-echo"), ports[1]);
+    let echo = start_echo(binaries, dir, &format!("{name}-echo"), ports[1], None);
     let broker = start_broker(binaries, dir, name, ports[0], ports[1], "warn");
     Pair { echo, broker }
 }
@@ -1309,6 +1333,70 @@ http {{
 ",
         catalog = catalog_file.display()
     );
+    launch_nginx(binary, prefix, &config, port, "/v2/catalog")
+}
+
+/// nginx in front of echo services (`upstreams`, their ports): round robin, per request, on
+/// keep-alive connections to them; a failed request is not retried on the other one, so
+/// the load generator sees it.
+fn start_nginx_proxy(
+    binary: &Path,
+    dir: &Path,
+    name: &str,
+    upstreams: &[u16],
+) -> Result<Nginx, String> {
+    let prefix = dir.join(name);
+    fs::create_dir_all(prefix.join("temp")).map_err(|error| error.to_string())?;
+    let port = free_ports(1)[0];
+    let p = prefix.display();
+    let servers: String = upstreams
+        .iter()
+        .map(|upstream| format!("        server 127.0.0.1:{upstream};\n"))
+        .collect();
+    let config = format!(
+        "worker_processes auto;
+pid {p}/nginx.pid;
+error_log {p}/error.log warn;
+events {{ worker_connections 1024; }}
+http {{
+    access_log off;
+    tcp_nodelay on;
+    keepalive_timeout 65;
+    keepalive_requests 1000000;
+    client_body_temp_path {p}/temp/body;
+    proxy_temp_path {p}/temp/proxy;
+    fastcgi_temp_path {p}/temp/fastcgi;
+    uwsgi_temp_path {p}/temp/uwsgi;
+    scgi_temp_path {p}/temp/scgi;
+    upstream echo {{
+{servers}        keepalive 64;
+        keepalive_requests 1000000;
+    }}
+    server {{
+        listen 127.0.0.1:{port};
+        location / {{
+            proxy_pass http://echo;
+            proxy_http_version 1.1;
+            proxy_set_header Connection \"\";
+            proxy_set_header Host $http_host;
+            proxy_next_upstream off;
+            proxy_read_timeout 10s;
+        }}
+    }}
+}}
+"
+    );
+    launch_nginx(binary, prefix, &config, port, "/health")
+}
+
+/// Starts nginx on `config` in `prefix`, and waits until `GET ready_path` answers 200.
+fn launch_nginx(
+    binary: &Path,
+    prefix: PathBuf,
+    config: &str,
+    port: u16,
+    ready_path: &str,
+) -> Result<Nginx, String> {
     fs::write(prefix.join("nginx.conf"), config).map_err(|error| error.to_string())?;
     let log = prefix.join("stderr.log");
     let log_file = fs::File::create(&log).map_err(|error| error.to_string())?;
@@ -1331,7 +1419,7 @@ http {{
         prefix,
     };
     let mut request = Vec::new();
-    request_bytes(&mut request, "GET", "/v2/catalog", "127.0.0.1", None);
+    request_bytes(&mut request, "GET", ready_path, "127.0.0.1", None);
     let started = Instant::now();
     while started.elapsed() < READY_TIMEOUT {
         if let Ok(Some(status)) = nginx.process.child.try_wait() {
@@ -1344,6 +1432,886 @@ http {{
         std::thread::sleep(Duration::from_millis(10));
     }
     Err("nginx did not answer in time".into())
+}
+
+// ---------------------------------------------------------------------------------------
+// PostgreSQL: a throwaway cluster for the store phase
+// ---------------------------------------------------------------------------------------
+
+/// How long `initdb` and `pg_ctl start` may take, each.
+const POSTGRES_START_TIMEOUT: Duration = Duration::from_secs(90);
+/// How long stopping the cluster may take before its postmaster is killed.
+const POSTGRES_STOP_TIMEOUT: Duration = Duration::from_secs(15);
+/// Statements slower than this are written to the cluster's log, and counted.
+const SLOW_STATEMENT_MS: u32 = 250;
+/// The role the benchmark's cluster is made with.
+const POSTGRES_USER: &str = "bench";
+
+/// What stopping the cluster takes: kept where the Ctrl-C handler finds it.
+#[derive(Clone)]
+struct ClusterStop {
+    pg_ctl: PathBuf,
+    data: PathBuf,
+    as_postgres: bool,
+}
+
+/// The cluster to stop when the run is interrupted (see [`remove_when_interrupted`]).
+static CLUSTER_TO_STOP: std::sync::Mutex<Option<ClusterStop>> = std::sync::Mutex::new(None);
+
+fn cluster_to_stop() -> std::sync::MutexGuard<'static, Option<ClusterStop>> {
+    CLUSTER_TO_STOP
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl ClusterStop {
+    /// `pg_ctl stop -m MODE`, bounded by [`POSTGRES_STOP_TIMEOUT`]; a postmaster still
+    /// running after that (ours: its command line names our data directory) is killed.
+    fn stop(&self, mode: &str) {
+        let child = postgres_command(&self.pg_ctl, self.as_postgres)
+            .args(["stop", "-w", "-t", "10", "-m", mode, "-D"])
+            .arg(&self.data)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn();
+        if let Ok(mut child) = child {
+            let deadline = Instant::now() + POSTGRES_STOP_TIMEOUT;
+            loop {
+                match child.try_wait() {
+                    Ok(None) if Instant::now() < deadline => {
+                        std::thread::sleep(Duration::from_millis(50))
+                    }
+                    Ok(None) => {
+                        let _ = child.kill();
+                        let _ = child.wait();
+                        break;
+                    }
+                    _ => break,
+                }
+            }
+        }
+        if let Some(pid) = self.running_postmaster() {
+            eprintln!("bench: PostgreSQL did not stop in time; killing its postmaster ({pid})");
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+        }
+    }
+
+    /// The postmaster's pid, if `postmaster.pid` names a live process whose command line
+    /// names our data directory (Linux; elsewhere `None`).
+    fn running_postmaster(&self) -> Option<u32> {
+        let text = fs::read_to_string(self.data.join("postmaster.pid")).ok()?;
+        let pid: u32 = text.lines().next()?.trim().parse().ok()?;
+        let command_line = fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+        let data = self.data.display().to_string();
+        String::from_utf8_lossy(&command_line)
+            .contains(&data)
+            .then_some(pid)
+    }
+}
+
+/// `program`, run as the `postgres` user when `as_postgres` (PostgreSQL refuses root).
+fn postgres_command(program: &Path, as_postgres: bool) -> Command {
+    if as_postgres {
+        let mut command = Command::new("runuser");
+        command.args(["-u", "postgres", "--"]).arg(program);
+        command
+    } else {
+        Command::new(program)
+    }
+}
+
+/// The directory holding `initdb` and `pg_ctl`: `PG_BIN`, else the newest
+/// `/usr/lib/postgresql/*/bin`, else one on `PATH`.
+fn find_postgres() -> Result<PathBuf, String> {
+    let has_both = |dir: &Path| {
+        ["initdb", "pg_ctl"].iter().all(|name| {
+            dir.join(format!("{name}{}", std::env::consts::EXE_SUFFIX))
+                .is_file()
+        })
+    };
+    if let Some(dir) = std::env::var_os("PG_BIN").filter(|dir| !dir.is_empty()) {
+        let dir = PathBuf::from(dir);
+        return if has_both(&dir) {
+            Ok(dir)
+        } else {
+            Err(format!(
+                "PG_BIN={} holds no initdb and pg_ctl",
+                dir.display()
+            ))
+        };
+    }
+    let mut versions: Vec<(Vec<u32>, PathBuf)> = fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let version = name
+                .split('.')
+                .map(|part| part.parse::<u32>().ok())
+                .collect::<Option<Vec<u32>>>()?;
+            Some((version, entry.path().join("bin")))
+        })
+        .filter(|(_, bin)| has_both(bin))
+        .collect();
+    versions.sort();
+    if let Some((_, bin)) = versions.pop() {
+        return Ok(bin);
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .find(|dir| has_both(dir))
+        .ok_or_else(|| {
+            "PostgreSQL is not installed (no initdb and pg_ctl in PG_BIN, \
+             /usr/lib/postgresql/*/bin or PATH; apt-get install postgresql)"
+                .to_string()
+        })
+}
+
+/// Whether this program runs as root (Unix).
+fn running_as_root() -> bool {
+    cfg!(unix)
+        && Command::new("id")
+            .arg("-u")
+            .output()
+            .is_ok_and(|output| String::from_utf8_lossy(&output.stdout).trim() == "0")
+}
+
+/// `id -u postgres` and `id -g postgres`.
+fn postgres_ids() -> Result<(u32, u32), String> {
+    let id = |flag: &str| {
+        let output = Command::new("id")
+            .args([flag, "postgres"])
+            .output()
+            .map_err(|error| format!("cannot run id: {error}"))?;
+        String::from_utf8_lossy(&output.stdout)
+            .trim()
+            .parse::<u32>()
+            .map_err(|_| {
+                "running as root, and there is no 'postgres' user to run PostgreSQL as".to_string()
+            })
+    };
+    Ok((id("-u")?, id("-g")?))
+}
+
+/// Hands `path` to the `postgres` user (Unix).
+fn give_to_postgres(path: &Path, ids: (u32, u32), mode: u32) -> Result<(), String> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::os::unix::fs::chown(path, Some(ids.0), Some(ids.1))
+            .and_then(|()| fs::set_permissions(path, fs::Permissions::from_mode(mode)))
+            .map_err(|error| format!("cannot hand {} to postgres: {error}", path.display()))
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (path, ids, mode);
+        Ok(())
+    }
+}
+
+/// Runs `command` with its output in `log`, for at most `limit`; `Err` says why it failed.
+fn run_bounded(command: &mut Command, limit: Duration, log: &Path) -> Result<(), String> {
+    let file = fs::File::create(log).map_err(|error| error.to_string())?;
+    let copy = file.try_clone().map_err(|error| error.to_string())?;
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(copy)
+        .stderr(file)
+        .spawn()
+        .map_err(|error| format!("cannot run {command:?}: {error}"))?;
+    let deadline = Instant::now() + limit;
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break status,
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!("{command:?} took over {} s", limit.as_secs()));
+            }
+        }
+    };
+    if status.success() {
+        return Ok(());
+    }
+    let text = fs::read_to_string(log).unwrap_or_default();
+    let tail: Vec<&str> = text.lines().rev().take(3).collect();
+    let tail: Vec<&str> = tail.into_iter().rev().collect();
+    Err(format!(
+        "{command:?} failed ({status}): {}",
+        tail.join(" / ")
+    ))
+}
+
+fn random_hex(bytes: usize) -> Result<String, String> {
+    let mut buffer = vec![0u8; bytes];
+    getrandom::fill(&mut buffer).map_err(|error| format!("no randomness: {error}"))?;
+    Ok(buffer.iter().map(|byte| format!("{byte:02x}")).collect())
+}
+
+/// A PostgreSQL cluster in the run's directory, on 127.0.0.1, stopped when dropped.
+struct Cluster {
+    stop: ClusterStop,
+    port: u16,
+    password: String,
+    log: PathBuf,
+    /// A connection to the `postgres` database, to create databases and read statistics.
+    admin: Option<postgres::Client>,
+    version: String,
+    version_number: u32,
+    /// Whether pg_stat_statements is loaded (`--pg-statements`).
+    statements: bool,
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        self.admin.take();
+        self.stop.stop("fast");
+        cluster_to_stop().take();
+    }
+}
+
+impl Cluster {
+    /// initdb and pg_ctl start in `dir/postgres`: a random password for the role
+    /// [`POSTGRES_USER`], scram-sha-256, UTF8 and the C locale; durability as shipped (fsync
+    /// and synchronous_commit on). `statements` loads pg_stat_statements.
+    fn start(dir: &Path, statements: bool) -> Result<Cluster, String> {
+        let bin = find_postgres()?;
+        let as_postgres = running_as_root();
+        let ids = if as_postgres {
+            Some(postgres_ids()?)
+        } else {
+            None
+        };
+        let home = dir.join("postgres");
+        fs::create_dir_all(&home).map_err(|error| error.to_string())?;
+        let data = home.join("data");
+        let password = random_hex(24)?;
+        let password_file = home.join("password");
+        fs::write(&password_file, &password).map_err(|error| error.to_string())?;
+        if let Some(ids) = ids {
+            // The postgres user must reach its directory inside the run's.
+            give_to_postgres(&home, ids, 0o700)?;
+            give_to_postgres(&password_file, ids, 0o600)?;
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::PermissionsExt;
+                fs::set_permissions(dir, fs::Permissions::from_mode(0o755))
+                    .map_err(|error| error.to_string())?;
+            }
+        }
+        let stop = ClusterStop {
+            pg_ctl: bin.join("pg_ctl"),
+            data: data.clone(),
+            as_postgres,
+        };
+        // From here on, an interruption stops the cluster (nothing, while there is none).
+        *cluster_to_stop() = Some(stop.clone());
+        let mut cluster = Cluster {
+            stop,
+            port: free_ports(1)[0],
+            password,
+            log: home.join("postgres.log"),
+            admin: None,
+            version: String::new(),
+            version_number: 0,
+            statements,
+        };
+        // --no-sync: initdb's own final flush of the template files only (a throwaway
+        // cluster); the server runs with fsync on.
+        run_bounded(
+            postgres_command(&bin.join("initdb"), as_postgres)
+                .current_dir(&home)
+                .arg("-D")
+                .arg(&data)
+                .args(["-U", POSTGRES_USER, "--auth=scram-sha-256"])
+                .arg(format!("--pwfile={}", password_file.display()))
+                .args(["-E", "UTF8", "--locale=C", "--no-sync"]),
+            POSTGRES_START_TIMEOUT,
+            &dir.join("initdb.log"),
+        )?;
+        let _ = fs::remove_file(&password_file);
+        let mut settings = format!(
+            "-p {} -c listen_addresses=127.0.0.1 -c unix_socket_directories={} \
+             -c max_connections=100 -c log_min_duration_statement={SLOW_STATEMENT_MS} \
+             -c log_lock_waits=on",
+            cluster.port,
+            data.display()
+        );
+        if statements {
+            settings.push_str(" -c shared_preload_libraries=pg_stat_statements");
+        }
+        run_bounded(
+            postgres_command(&bin.join("pg_ctl"), as_postgres)
+                .current_dir(&home)
+                .args(["start", "-w", "-t", "60", "-D"])
+                .arg(&data)
+                .arg("-l")
+                .arg(&cluster.log)
+                .arg("-o")
+                .arg(settings),
+            POSTGRES_START_TIMEOUT,
+            &dir.join("pg_ctl.log"),
+        )?;
+        let mut config = postgres::Config::new();
+        config
+            .host("127.0.0.1")
+            .port(cluster.port)
+            .user(POSTGRES_USER)
+            .password(&cluster.password)
+            .dbname("postgres")
+            .connect_timeout(Duration::from_secs(10))
+            .options("-c statement_timeout=60000");
+        let mut admin = config
+            .connect(postgres::NoTls)
+            .map_err(|error| format!("cannot connect to it: {error}"))?;
+        let row = admin
+            .query_one(
+                "SELECT current_setting('server_version'), \
+                 current_setting('server_version_num')::int, current_setting('fsync'), \
+                 current_setting('synchronous_commit'), current_setting('wal_sync_method')",
+                &[],
+            )
+            .map_err(|error| error.to_string())?;
+        let (fsync, synchronous_commit, sync_method): (String, String, String) =
+            (row.get(2), row.get(3), row.get(4));
+        cluster.version = format!(
+            "PostgreSQL {} ({}), fsync {fsync}, synchronous_commit {synchronous_commit}, wal_sync_method {sync_method}",
+            row.get::<_, String>(0),
+            bin.display()
+        );
+        cluster.version_number = row.get::<_, i32>(1).max(0) as u32;
+        if statements {
+            admin
+                .batch_execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+                .map_err(|error| error.to_string())?;
+        }
+        cluster.admin = Some(admin);
+        Ok(cluster)
+    }
+
+    fn admin(&mut self) -> Result<&mut postgres::Client, String> {
+        self.admin
+            .as_mut()
+            .ok_or_else(|| "no connection to the cluster".to_string())
+    }
+
+    /// Creates the database `name` (fresh, from template1); its `DATABASE_URL`.
+    fn create_database(&mut self, name: &str) -> Result<String, String> {
+        self.admin()?
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .map_err(|error| format!("CREATE DATABASE {name}: {error}"))?;
+        Ok(format!(
+            "postgres://{POSTGRES_USER}:{}@127.0.0.1:{}/{name}",
+            self.password, self.port
+        ))
+    }
+
+    /// WAL syncs so far, cluster-wide (`pg_stat_wal.wal_sync`, PostgreSQL 14 and later).
+    fn wal_syncs(&mut self) -> Option<u64> {
+        if self.version_number < 140000 {
+            return None;
+        }
+        let row = self
+            .admin()
+            .ok()?
+            .query_one("SELECT wal_sync FROM pg_stat_wal", &[])
+            .ok()?;
+        Some(row.get::<_, i64>(0).max(0) as u64)
+    }
+
+    /// Transactions committed in database `name`, once its sessions have ended (a session
+    /// reports its counts when it ends, at the latest), waiting at most 5 s for that.
+    fn commits(&mut self, name: &str) -> Option<u64> {
+        let admin = self.admin().ok()?;
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            let row = admin
+                .query_one(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = $1",
+                    &[&name],
+                )
+                .ok()?;
+            if row.get::<_, i64>(0) == 0 {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let row = admin
+            .query_one(
+                "SELECT xact_commit FROM pg_stat_database WHERE datname = $1",
+                &[&name],
+            )
+            .ok()?;
+        Some(row.get::<_, i64>(0).max(0) as u64)
+    }
+
+    /// With `--pg-statements`: the statements of the store's databases by total time
+    /// (calls, mean ms, total s), summed over every database but `postgres`.
+    fn statement_times(&mut self) -> Vec<(String, u64, f64, f64)> {
+        if !self.statements {
+            return Vec::new();
+        }
+        let Ok(admin) = self.admin() else {
+            return Vec::new();
+        };
+        let rows = admin.query(
+            "SELECT regexp_replace(query, '\\s+', ' ', 'g'), sum(calls)::bigint,
+                sum(total_exec_time) / greatest(sum(calls), 1), sum(total_exec_time) / 1000
+             FROM pg_stat_statements s JOIN pg_database d ON d.oid = s.dbid
+             WHERE d.datname LIKE 'bench_%'
+             GROUP BY 1 ORDER BY 4 DESC LIMIT 16",
+            &[],
+        );
+        rows.map(|rows| {
+            rows.iter()
+                .map(|row| {
+                    let query: String = row.get(0);
+                    let shown: String = query.chars().take(90).collect();
+                    (
+                        shown,
+                        row.get::<_, i64>(1).max(0) as u64,
+                        row.get(2),
+                        row.get(3),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+    }
+
+    /// Statements the cluster logged as slower than [`SLOW_STATEMENT_MS`], errors it logged,
+    /// and a few of each.
+    fn log_findings(&self) -> (usize, usize, Vec<String>) {
+        let text = fs::read_to_string(&self.log).unwrap_or_default();
+        let slow: Vec<&str> = text
+            .lines()
+            .filter(|line| line.contains("LOG:  duration:"))
+            .collect();
+        let errors: Vec<&str> = text
+            .lines()
+            .filter(|line| line.contains("ERROR:") || line.contains("FATAL:"))
+            .collect();
+        let examples = slow
+            .iter()
+            .take(3)
+            .chain(errors.iter().take(3))
+            .map(|line| line.chars().take(200).collect())
+            .collect();
+        (slow.len(), errors.len(), examples)
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The store phase: the echo service's journal and PostgreSQL side by side
+// ---------------------------------------------------------------------------------------
+
+/// The store phase's configurations.
+const STORE_JOURNAL: &str = "journal";
+const STORE_POSTGRES: &str = "postgres";
+const STORE_POSTGRES_TWO: &str = "postgres-x2";
+const STORE_CONFIGS: [&str; 3] = [STORE_JOURNAL, STORE_POSTGRES, STORE_POSTGRES_TWO];
+
+/// One configuration's round.
+struct StoreSample {
+    sample: Sample,
+    /// The highest peak resident memory among its echo services, in kB.
+    echo_peak_kb: Option<u64>,
+    /// Cycles that succeeded, warm-up included: what `fsyncs` and `commits` cover.
+    cycles: u64,
+    /// The journal's fsyncs, or the cluster's WAL syncs, over the warm-up and the run.
+    fsyncs: Option<u64>,
+    /// Transactions committed in the round's database (PostgreSQL).
+    commits: Option<u64>,
+    /// Lines its echo services logged at LOG_LEVEL=warn, and the first few.
+    echo_log_lines: usize,
+    echo_log_examples: Vec<String>,
+}
+
+type StoreResults = BTreeMap<&'static str, Vec<StoreSample>>;
+
+/// One round of the store phase: each configuration started afresh, warmed up and
+/// measured, in an order that rotates with the round.
+fn store_round(
+    results: &mut StoreResults,
+    binaries: &Binaries,
+    dir: &Path,
+    mut cluster: Option<&mut Cluster>,
+    nginx: Option<&Path>,
+    options: &Options,
+    round: usize,
+) {
+    let configs: Vec<&'static str> = if cluster.is_some() {
+        STORE_CONFIGS.to_vec()
+    } else {
+        vec![STORE_JOURNAL]
+    };
+    for offset in 0..configs.len() {
+        let label = configs[(offset + round) % configs.len()];
+        let cluster = cluster.as_deref_mut().filter(|_| label != STORE_JOURNAL);
+        let sample = store_run(label, binaries, dir, cluster, nginx, options, round);
+        results.entry(label).or_default().push(sample);
+    }
+}
+
+/// `label`'s round: a fresh DATA_DIR or database, its echo services (with `DATABASE_URL`
+/// when `cluster` is given) and broker(s), a warm-up, the measured run, the counts.
+fn store_run(
+    label: &'static str,
+    binaries: &Binaries,
+    dir: &Path,
+    mut cluster: Option<&mut Cluster>,
+    nginx: Option<&Path>,
+    options: &Options,
+    round: usize,
+) -> StoreSample {
+    let name = format!("store-r{}-{label}", round + 1);
+    let database = format!("bench_r{}_{}", round + 1, label.replace('-', "_"));
+    let url = cluster.as_deref_mut().map(|cluster| {
+        cluster
+            .create_database(&database)
+            .unwrap_or_else(|problem| panic!("PostgreSQL: {problem}"))
+    });
+    let wal_before = cluster.as_deref_mut().and_then(Cluster::wal_syncs);
+    let instances = if label == STORE_POSTGRES_TWO { 2 } else { 1 };
+    let echos: Vec<Process> = (0..instances)
+        .map(|index| {
+            let port = free_ports(1)[0];
+            let echo_name = format!("{name}-echo{}", index + 1);
+            start_echo(binaries, dir, &echo_name, port, url.as_deref())
+        })
+        .collect();
+    let mut proxy = None;
+    let mut brokers = Vec::new();
+    match nginx.filter(|_| instances > 1) {
+        Some(nginx) => {
+            let ports: Vec<u16> = echos.iter().map(|echo| echo.address.port()).collect();
+            let started = start_nginx_proxy(nginx, dir, &format!("{name}-nginx"), &ports)
+                .unwrap_or_else(|problem| panic!("nginx in front of two echo services: {problem}"));
+            let base = started.process.address.port();
+            proxy = Some(started);
+            let port = free_ports(1)[0];
+            brokers.push(start_broker(binaries, dir, &name, port, base, "warn"));
+        }
+        None => {
+            for (index, echo) in echos.iter().enumerate() {
+                let port = free_ports(1)[0];
+                let broker_name = format!("{name}-broker{}", index + 1);
+                let echo_port = echo.address.port();
+                brokers.push(start_broker(
+                    binaries,
+                    dir,
+                    &broker_name,
+                    port,
+                    echo_port,
+                    "warn",
+                ));
+            }
+        }
+    }
+    let target = Target {
+        label,
+        address: brokers[0].address,
+        more: brokers[1..].iter().map(|broker| broker.address).collect(),
+        pids: brokers.iter().chain(&echos).map(Process::pid).collect(),
+    };
+    let warm = (options.secs / 2.0).clamp(0.2, 1.0);
+    let warm_tag = format!("{name}-warm");
+    let warmed = run_load(
+        &target.addresses(),
+        Work::LifecycleMessage,
+        LIFECYCLE_CONNS,
+        warm,
+        u64::MAX,
+        &warm_tag,
+    );
+    let sample = measure(
+        &target,
+        Work::LifecycleMessage,
+        LIFECYCLE_CONNS,
+        options.secs,
+        &name,
+    );
+    if sample.errors + warmed.errors > 0 || sample.elapsed > options.secs + 1.0 {
+        eprintln!(
+            "  note: {label} store round {}: {} errors in {} requests {:?} (warm-up: {} errors {:?}), {:.1} s",
+            round + 1,
+            sample.errors,
+            sample.requests,
+            sample.error_kinds,
+            warmed.errors,
+            warmed.error_kinds,
+            sample.elapsed
+        );
+    }
+    let echo_peak_kb = echos
+        .iter()
+        .filter_map(|echo| status_kb(echo.pid(), "VmHWM"))
+        .max();
+    let journal_fsyncs = (label == STORE_JOURNAL)
+        .then(|| echo_metric(echos[0].address, "echo_service_journal_fsyncs_total"))
+        .flatten();
+    drop(brokers);
+    drop(proxy);
+    let mut echo_log_lines = 0;
+    let mut echo_log_examples = Vec::new();
+    for echo in &echos {
+        let log = fs::read_to_string(&echo.log).unwrap_or_default();
+        for line in log.lines() {
+            echo_log_lines += 1;
+            if echo_log_examples.len() < 3 {
+                echo_log_examples.push(line.chars().take(240).collect());
+            }
+        }
+    }
+    drop(echos);
+    let (fsyncs, commits) = match cluster {
+        Some(cluster) => {
+            let commits = cluster.commits(&database);
+            let wal_after = cluster.wal_syncs();
+            let fsyncs = wal_before.zip(wal_after).map(|(a, b)| b.saturating_sub(a));
+            (fsyncs, commits)
+        }
+        None => (journal_fsyncs.map(|count| count as u64), None),
+    };
+    StoreSample {
+        cycles: warmed.operations + sample.operations,
+        sample,
+        echo_peak_kb,
+        fsyncs,
+        commits,
+        echo_log_lines,
+        echo_log_examples,
+    }
+}
+
+/// A value of the echo service's `/metrics` (management credentials).
+fn echo_metric(address: SocketAddr, name: &str) -> Option<f64> {
+    let mut client = Client::new(address);
+    let authorization = echo_broker::http::basic_authorization(ECHO_USER, ECHO_PASSWORD);
+    let request = format!(
+        "GET /metrics HTTP/1.1\r\nHost: {address}\r\nAuthorization: {authorization}\r\n\r\n"
+    );
+    match client.send(request.as_bytes()) {
+        Ok(200) => String::from_utf8_lossy(&client.body)
+            .lines()
+            .find_map(|line| {
+                line.strip_prefix(name)?
+                    .strip_prefix(' ')?
+                    .trim()
+                    .parse()
+                    .ok()
+            }),
+        _ => None,
+    }
+}
+
+/// The median over rounds of `field(a) / field(b)`, `a` and `b` measured in the same round.
+fn store_ratio(
+    results: &StoreResults,
+    a: &str,
+    b: &str,
+    field: impl Fn(&StoreSample) -> f64,
+) -> f64 {
+    let (Some(ours), Some(theirs)) = (results.get(a), results.get(b)) else {
+        return f64::NAN;
+    };
+    median(
+        ours.iter()
+            .zip(theirs)
+            .map(|(ours, theirs)| field(ours) / field(theirs))
+            .collect(),
+    )
+}
+
+/// What the store phase found, for the report.
+struct StoreReport {
+    results: StoreResults,
+    /// The cluster's description, or why PostgreSQL is left out.
+    postgres: Result<String, String>,
+    /// How two echo services share the load: `nginx` or `two-brokers`.
+    two_mode: &'static str,
+    /// Statements the cluster logged as slow, errors it logged, a few of them.
+    log_findings: Option<(usize, usize, Vec<String>)>,
+    /// With `--pg-statements`: (statement, calls, mean ms, total s).
+    statements: Vec<(String, u64, f64, f64)>,
+    warm: f64,
+}
+
+impl StoreReport {
+    fn postgres_vs_journal(&self) -> f64 {
+        store_ratio(&self.results, STORE_POSTGRES, STORE_JOURNAL, |s| {
+            s.sample.rate
+        })
+    }
+
+    fn two_vs_one(&self) -> f64 {
+        store_ratio(&self.results, STORE_POSTGRES_TWO, STORE_POSTGRES, |s| {
+            s.sample.rate
+        })
+    }
+
+    fn memory_vs_journal(&self) -> f64 {
+        store_ratio(&self.results, STORE_POSTGRES, STORE_JOURNAL, |s| {
+            s.echo_peak_kb.map_or(f64::NAN, |kb| kb as f64)
+        })
+    }
+
+    fn errors(&self) -> u64 {
+        self.results
+            .values()
+            .flatten()
+            .map(|s| s.sample.errors)
+            .sum()
+    }
+
+    fn print(&self, options: &Options, lines: &mut Vec<String>) {
+        println!();
+        println!(
+            "## The echo service's store: journal and PostgreSQL ({LIFECYCLE_CONNS} connections, medians of {} rounds of {} s)",
+            options.rounds, options.secs
+        );
+        println!();
+        match &self.postgres {
+            Ok(description) => println!("{description}."),
+            Err(why) => println!("PostgreSQL columns n/a: {why}."),
+        }
+        let two = if self.two_mode == "nginx" {
+            "two echo services on one database behind nginx (round robin, keep-alive upstream), one broker"
+        } else {
+            "two broker and echo service pairs on one database, the connections split between the brokers (nginx not used)"
+        };
+        println!("{STORE_POSTGRES_TWO}: {two}.");
+        println!(
+            "Each configuration starts afresh every round (new processes, a fresh DATA_DIR or database) and is warmed up for {} s first.",
+            fmt(self.warm, 2)
+        );
+        println!();
+        println!(
+            "| configuration | cycles/s | p50 ms | p99 ms | p99 ms provision / bind / message / unbind / deprovision | errors | echo service peak MiB | fsyncs per cycle | commits per cycle |"
+        );
+        println!("| --- | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: |");
+        for label in STORE_CONFIGS {
+            let samples: &[StoreSample] = self.results.get(label).map_or(&[], Vec::as_slice);
+            let of =
+                |field: &dyn Fn(&StoreSample) -> f64| median(samples.iter().map(field).collect());
+            let rate = of(&|s| s.sample.rate);
+            let p50 = of(&|s| s.sample.p50);
+            let p99 = of(&|s| s.sample.p99);
+            let step = |index: usize| of(&|s| s.sample.step_p99[index]);
+            let per_cycle = |count: Option<u64>, cycles: u64| {
+                count.map_or(f64::NAN, |count| count as f64 / cycles.max(1) as f64)
+            };
+            let fsyncs = of(&|s| per_cycle(s.fsyncs, s.cycles));
+            let commits = of(&|s| per_cycle(s.commits, s.cycles));
+            let peak = of(&|s| s.echo_peak_kb.map_or(f64::NAN, |kb| kb as f64));
+            let errors: u64 = samples.iter().map(|s| s.sample.errors).sum();
+            let ran = !samples.is_empty();
+            // Steps in the order of a cycle: provision, bind, message, unbind, deprovision.
+            let order = [0, 1, MESSAGE_STEP, 2, 3];
+            let steps: Vec<String> = order.iter().map(|&index| fmt(step(index), 2)).collect();
+            println!(
+                "| {label} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                fmt(rate, 0),
+                fmt(p50, 2),
+                fmt(p99, 2),
+                steps.join(" / "),
+                if ran {
+                    errors.to_string()
+                } else {
+                    "n/a".into()
+                },
+                fmt(peak / 1024.0, 1),
+                fmt(fsyncs, 2),
+                fmt(commits, 2),
+            );
+            let mut line = format!(
+                "BENCH name=store config={label} conns={LIFECYCLE_CONNS} cps={} p50_ms={} p99_ms={} errors={} echo_peak_kb={} fsyncs_per_cycle={} commits_per_cycle={}",
+                fmt(rate, 1),
+                fmt(p50, 3),
+                fmt(p99, 3),
+                if ran { errors.to_string() } else { "n/a".into() },
+                fmt(peak, 0),
+                fmt(fsyncs, 3),
+                fmt(commits, 3),
+            );
+            for &index in &order {
+                line.push_str(&format!(" p99_{}_ms={}", STEPS[index], fmt(step(index), 3)));
+            }
+            line.push_str(&format!(" rounds={}", samples.len()));
+            lines.push(line);
+        }
+        println!();
+        println!(
+            "One cycle: provision, bind, a message to the binding's uri with its credentials (as a bound app sends it), unbind, deprovision (5 requests; p50/p99 are per request)."
+        );
+        println!(
+            "fsyncs per cycle: the journal's own count (echo_service_journal_fsyncs_total); for PostgreSQL the cluster's WAL syncs (pg_stat_wal.wal_sync). Commits: pg_stat_database.xact_commit of the round's database. Both over warm-up and run."
+        );
+        println!(
+            "Ratios (median of each round's ratio): PostgreSQL / journal cycles/s {}, two echo services / one on PostgreSQL {}, echo service peak memory PostgreSQL / journal {}.",
+            fmt(self.postgres_vs_journal(), 2),
+            fmt(self.two_vs_one(), 2),
+            fmt(self.memory_vs_journal(), 2)
+        );
+        for (label, samples) in &self.results {
+            let logged: usize = samples.iter().map(|s| s.echo_log_lines).sum();
+            if logged > 0 {
+                println!(
+                    "{label}: its echo services logged {logged} lines at LOG_LEVEL=warn, e.g.:"
+                );
+                for example in samples.iter().flat_map(|s| &s.echo_log_examples).take(3) {
+                    println!("    {example}");
+                }
+            }
+        }
+        if let Some((slow, errors, examples)) = &self.log_findings {
+            println!(
+                "PostgreSQL's log: {slow} statements slower than {SLOW_STATEMENT_MS} ms, {errors} ERROR or FATAL lines{}",
+                if examples.is_empty() { "." } else { ", e.g.:" }
+            );
+            for example in examples {
+                println!("    {example}");
+            }
+            lines.push(format!(
+                "BENCH name=store_postgres_log slow_statements={slow} errors={errors} slow_ms={SLOW_STATEMENT_MS}"
+            ));
+        }
+        if !self.statements.is_empty() {
+            println!();
+            println!("pg_stat_statements over every PostgreSQL round (warm-ups included):");
+            println!();
+            println!("| statement | calls | mean ms | total s |");
+            println!("| --- | ---: | ---: | ---: |");
+            for (statement, calls, mean, total) in &self.statements {
+                println!(
+                    "| `{}` | {calls} | {} | {} |",
+                    statement.replace('|', "\\|"),
+                    fmt(*mean, 3),
+                    fmt(*total, 2)
+                );
+            }
+        }
+        lines.push(format!(
+            "BENCH name=store_setup postgres={} two_instances={}",
+            if self.postgres.is_ok() { "yes" } else { "n/a" },
+            self.two_mode
+        ));
+        for (id, value) in [
+            ("postgres_vs_journal_cps", self.postgres_vs_journal()),
+            ("two_vs_one_postgres_cps", self.two_vs_one()),
+            ("postgres_vs_journal_echo_peak", self.memory_vs_journal()),
+        ] {
+            lines.push(format!(
+                "BENCH name=store_ratio id={id} value={}",
+                fmt(value, 3)
+            ));
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1596,6 +2564,19 @@ struct Goal {
     measured: String,
     /// Positive: better than the goal by this fraction; negative: worse.
     margin: f64,
+    /// For a goal of no errors at all: how many there were.
+    errors: Option<u64>,
+}
+
+fn no_errors(id: &'static str, what: &'static str, errors: Option<u64>) -> Goal {
+    Goal {
+        id,
+        what,
+        goal: "0".into(),
+        measured: errors.map_or_else(|| "n/a".into(), |count| count.to_string()),
+        margin: f64::NAN,
+        errors,
+    }
 }
 
 fn at_least(id: &'static str, what: &'static str, measured: f64, goal: f64, unit: &str) -> Goal {
@@ -1605,6 +2586,7 @@ fn at_least(id: &'static str, what: &'static str, measured: f64, goal: f64, unit
         goal: format!(">= {}{unit}", trim(goal)),
         measured: format!("{}{unit}", trim(measured)),
         margin: measured / goal - 1.0,
+        errors: None,
     }
 }
 
@@ -1615,6 +2597,7 @@ fn at_most(id: &'static str, what: &'static str, measured: f64, goal: f64, unit:
         goal: format!("<= {}{unit}", trim(goal)),
         measured: format!("{}{unit}", trim(measured)),
         margin: 1.0 - measured / goal,
+        errors: None,
     }
 }
 
@@ -1656,16 +2639,18 @@ fn time_to_first_200(mut process_for: impl FnMut() -> Process, path: &str) -> Op
 // The run
 // ---------------------------------------------------------------------------------------
 
-/// Stops nginx and removes the temporary directory. (The other processes are locals of
-/// [`run`], killed when it returns or unwinds, before this is dropped.)
+/// Stops nginx and PostgreSQL and removes the temporary directory. (The other processes
+/// are locals of [`run`], killed when it returns or unwinds, before this is dropped.)
 struct Fleet {
     dir: PathBuf,
     nginx: Option<Nginx>,
+    postgres: Option<Cluster>,
 }
 
 impl Drop for Fleet {
     fn drop(&mut self) {
         self.nginx.take();
+        self.postgres.take();
         let _ = fs::remove_dir_all(&self.dir);
     }
 }
@@ -1715,6 +2700,7 @@ fn main() {
     let mut fleet = Fleet {
         dir: dir.clone(),
         nginx: None,
+        postgres: None,
     };
     let binaries = copy_binaries(&binaries_dir, &dir);
     let before = options.before.as_ref().map(|before_dir| {
@@ -1725,12 +2711,18 @@ fn main() {
     run(&options, &binaries, before.as_ref(), &mut fleet);
 }
 
-/// On Ctrl-C (or SIGTERM), removes the run's directory and exits. The servers it started
-/// got the same Ctrl-C from the terminal and stop by themselves; their open files do not
-/// keep the directory from being removed, but a file one of them creates meanwhile can make
-/// a removal fail, so it is tried a few times.
+/// On Ctrl-C (or SIGTERM), stops the PostgreSQL cluster if one runs (pg_ctl puts it in a
+/// session of its own, out of the terminal's reach; bounded in time), removes the run's
+/// directory and exits. The other servers it started got the same Ctrl-C from the terminal
+/// and stop by themselves; their open files do not keep the directory from being removed,
+/// but a file one of them creates meanwhile can make a removal fail, so it is tried a few
+/// times.
 fn remove_when_interrupted(dir: PathBuf) {
     let installed = ctrlc::set_handler(move || {
+        if let Some(cluster) = cluster_to_stop().take() {
+            cluster.stop("immediate");
+            eprintln!("bench: interrupted; stopped PostgreSQL");
+        }
         for _ in 0..20 {
             if fs::remove_dir_all(&dir).is_ok() || !dir.exists() {
                 break;
@@ -1921,7 +2913,11 @@ fn run(options: &Options, binaries: &Binaries, before: Option<&Binaries>, fleet:
     let bare_tiny_http = start_bare(&dir, &catalog_file, BARE_TINY_HTTP);
     let mut ceilings = vec![
         Target::new("bare-oxhttp", bare_oxhttp.address, vec![bare_oxhttp.pid()]),
-        Target::new("bare-tiny_http", bare_tiny_http.address, vec![bare_tiny_http.pid()]),
+        Target::new(
+            "bare-tiny_http",
+            bare_tiny_http.address,
+            vec![bare_tiny_http.pid()],
+        ),
     ];
     if options.nginx {
         match find_nginx() {
@@ -1936,10 +2932,53 @@ fn run(options: &Options, binaries: &Binaries, before: Option<&Binaries>, fleet:
         }
     }
     let has_nginx = fleet.nginx.is_some();
-    let broker = Target::new("broker", broker_a.address, vec![broker_a.pid(), echo_a.pid()]);
-    let broker_logging = Target::new("broker-info", broker_info.address, vec![broker_info.pid(), echo_a.pid()]);
-    let broker_full = Target::new("broker-10k", broker_b.address, vec![broker_b.pid(), echo_b.pid()]);
-    let broker_before = before_pair.as_ref().map(|pair| Target::new("broker-before", pair.broker.address, vec![pair.broker.pid(), pair.echo.pid()]));
+
+    // The store phase's PostgreSQL cluster, and how two echo services share the load.
+    let postgres = if !options.postgres {
+        Err("left out (--no-postgres)".to_string())
+    } else {
+        progress(started, "starting PostgreSQL");
+        match Cluster::start(&dir, options.pg_statements) {
+            Ok(cluster) => {
+                let description = cluster.version.clone();
+                fleet.postgres = Some(cluster);
+                Ok(description)
+            }
+            Err(why) => Err(why),
+        }
+    };
+    if let Err(why) = &postgres {
+        eprintln!("bench: PostgreSQL columns n/a: {why}");
+    }
+    let store_nginx = if options.nginx { find_nginx() } else { None };
+    let two_mode = if store_nginx.is_some() {
+        "nginx"
+    } else {
+        "two-brokers"
+    };
+    let mut store_results = StoreResults::new();
+    let broker = Target::new(
+        "broker",
+        broker_a.address,
+        vec![broker_a.pid(), echo_a.pid()],
+    );
+    let broker_logging = Target::new(
+        "broker-info",
+        broker_info.address,
+        vec![broker_info.pid(), echo_a.pid()],
+    );
+    let broker_full = Target::new(
+        "broker-10k",
+        broker_b.address,
+        vec![broker_b.pid(), echo_b.pid()],
+    );
+    let broker_before = before_pair.as_ref().map(|pair| {
+        Target::new(
+            "broker-before",
+            pair.broker.address,
+            vec![pair.broker.pid(), pair.echo.pid()],
+        )
+    });
 
     // 10,000 live instances in the second echo service, provisioned through its broker.
     progress(
@@ -1974,14 +3013,28 @@ fn run(options: &Options, binaries: &Binaries, before: Option<&Binaries>, fleet:
         .chain([&broker, &broker_logging])
         .chain(&broker_before)
     {
-        run_load(&target.addresses(), Work::Catalog, 16, warm, u64::MAX, "warm");
+        run_load(
+            &target.addresses(),
+            Work::Catalog,
+            16,
+            warm,
+            u64::MAX,
+            "warm",
+        );
     }
     for target in ceilings
         .iter()
         .chain([&broker, &broker_full])
         .chain(&broker_before)
     {
-        run_load(&target.addresses(), Work::Lifecycle, 16, warm, u64::MAX, "warm");
+        run_load(
+            &target.addresses(),
+            Work::Lifecycle,
+            16,
+            warm,
+            u64::MAX,
+            "warm",
+        );
     }
 
     let mut results = Results::new();
@@ -2020,8 +3073,29 @@ fn run(options: &Options, binaries: &Binaries, before: Option<&Binaries>, fleet:
             options,
             round,
         );
+        store_round(
+            &mut store_results,
+            binaries,
+            &dir,
+            fleet.postgres.as_mut(),
+            store_nginx.as_deref(),
+            options,
+            round,
+        );
     }
     let leaked = live_instances(echo_a.address);
+    let store = StoreReport {
+        results: store_results,
+        postgres,
+        two_mode,
+        log_findings: fleet.postgres.as_ref().map(Cluster::log_findings),
+        statements: fleet
+            .postgres
+            .as_mut()
+            .map(Cluster::statement_times)
+            .unwrap_or_default(),
+        warm: (options.secs / 2.0).clamp(0.2, 1.0),
+    };
 
     // New connections in a burst, after 6 s of idleness: every server's earlier
     // connections have been closed by the load generator, so each new one costs oxhttp a
@@ -2119,6 +3193,7 @@ fn run(options: &Options, binaries: &Binaries, before: Option<&Binaries>, fleet:
         log_bytes,
         load_at_end,
         elapsed,
+        store: &store,
     });
 }
 
@@ -2158,6 +3233,7 @@ struct Report<'a> {
     log_bytes: u64,
     load_at_end: String,
     elapsed: f64,
+    store: &'a StoreReport,
 }
 
 fn report(report: Report) {
@@ -2337,6 +3413,8 @@ fn report(report: Report) {
         ));
     }
 
+    report.store.print(options, &mut lines);
+
     // ---- Targets ----
     let rate = |phase: &'static str, conns: usize, server: &'static str| {
         results
@@ -2396,12 +3474,10 @@ fn report(report: Report) {
             10.0,
             " ms",
         ),
-        at_most(
+        no_errors(
             "lifecycle16_errors",
             "lifecycle errors (non-2xx or failed)",
-            lifecycle_errors as f64,
-            0.0,
-            "",
+            Some(lifecycle_errors),
         ),
         at_least(
             "lifecycle10k_vs_empty",
@@ -2435,15 +3511,45 @@ fn report(report: Report) {
             " ms",
         ),
     ]);
+    let store = report.store;
+    let store_ran = !store.results.is_empty();
+    goals.extend([
+        at_least(
+            "store_postgres_vs_journal",
+            "lifecycles/s with a message, PostgreSQL vs journal (same rounds)",
+            store.postgres_vs_journal(),
+            0.5,
+            "x",
+        ),
+        at_least(
+            "store_two_vs_one",
+            "lifecycles/s with a message, two echo services vs one on PostgreSQL",
+            store.two_vs_one(),
+            1.0,
+            "x",
+        ),
+        at_most(
+            "store_postgres_memory",
+            "echo service peak memory, PostgreSQL vs journal",
+            store.memory_vs_journal(),
+            1.0,
+            "x",
+        ),
+        no_errors(
+            "store_errors",
+            "store phase errors, all configurations (non-2xx or failed)",
+            store_ran.then(|| store.errors()),
+        ),
+    ]);
     println!();
     println!("## Targets");
     println!();
     println!("| target | goal | measured | result |");
     println!("| --- | --- | --- | --- |");
     for goal in &mut goals {
-        let result = if goal.id == "lifecycle16_errors" {
-            goal.margin = if lifecycle_errors == 0 { 0.0 } else { -1.0 };
-            if lifecycle_errors == 0 {
+        let result = if let Some(errors) = goal.errors {
+            goal.margin = if errors == 0 { 0.0 } else { -1.0 };
+            if errors == 0 {
                 "pass".to_string()
             } else {
                 "MISS".to_string()

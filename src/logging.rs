@@ -40,9 +40,10 @@ impl Format {
     }
 }
 
-/// Crates (target prefixes) whose debug and trace output shows raw requests and responses:
-/// they never log below `info`, whatever `LOG_LEVEL` says.
-const CHATTY_CRATES: [&str; 2] = ["ureq", "rustls"];
+/// Crates (target prefixes) whose debug and trace output shows raw requests and responses
+/// (ureq, rustls) or statements with their parameters, binding passwords among them
+/// (tokio_postgres, postgres): they never log below `info`, whatever `LOG_LEVEL` says.
+const CHATTY_CRATES: [&str; 5] = ["ureq", "rustls", "tokio_postgres", "postgres", "tokio"];
 
 /// The format chosen at start-up; `Text` until [`init`] runs.
 static FORMAT: OnceLock<Format> = OnceLock::new();

@@ -15,7 +15,8 @@ use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
 const PROVISION: &str = r#"{"service_id": "echo_service", "plan_id": "big_0001", "organization_guid": "o", "space_guid": "s"}"#;
-const PROVISION_OTHER_PLAN: &str = r#"{"service_id": "echo_service", "plan_id": "small_0001", "organization_guid": "o", "space_guid": "s"}"#;
+/// The platform's provision of `common::PROVISION_ECHO` with other parameters.
+const PROVISION_OTHER_PARAMETERS: &str = r#"{"service_id": "echo_service", "plan_id": "big_0001", "organization_guid": "HP", "space_guid": "IT", "parameters": {"size": 2}}"#;
 const BIND: &str = r#"{"service_id": "echo_service", "plan_id": "big_0001", "app_guid": "app"}"#;
 
 /// An echo service on `database_url`, healthy.
@@ -53,8 +54,13 @@ fn message(echo: &Process, instance: &str, binding: &Value, text: &str) -> commo
         binding["id"].as_str().unwrap_or_default()
     );
     let body = serde_json::json!({ "message": text }).to_string();
-    call("POST", &url, &[("Authorization", &authorization)], Some(&body))
-        .unwrap_or_else(|error| panic!("POST {url}: {error}"))
+    call(
+        "POST",
+        &url,
+        &[("Authorization", &authorization)],
+        Some(&body),
+    )
+    .unwrap_or_else(|error| panic!("POST {url}: {error}"))
 }
 
 fn count(cluster: &Cluster, database: &str, sql: &str) -> i64 {
@@ -85,7 +91,7 @@ fn the_start_up_line_names_the_store_where_it_came_from_and_the_database_never_t
         "name": "echo-state",
         "tags": ["sql", "PostgreSQL"],
         "credentials": {"hostname": "127.0.0.1", "port": cluster.port(), "name": "named",
-                        "username": cluster.user(), "password": cluster.password()}
+                        "username": common::postgres::SUPERUSER, "password": cluster.password()}
     }]})
     .to_string();
     let bound = Process::start(ECHO_SERVICE, free_port(), &[("VCAP_SERVICES", &vcap)]);
@@ -114,13 +120,28 @@ fn a_database_that_refuses_stops_start_up_with_one_line_naming_the_variable() {
     for binary in [ECHO_SERVICE, BROKER] {
         let (code, output) = run_to_end(binary, &[], &[("DATABASE_URL", &wrong)]);
         assert_eq!(code, Some(2), "{output}");
-        assert_eq!(output.trim().lines().count(), 1, "{output}");
-        assert!(output.contains("DATABASE_URL: "), "{output}");
-        assert!(output.contains("28P01"), "{output}");
+        // The broker logs its catalog first; the reason is one line, the last.
+        let errors: Vec<&str> = output
+            .lines()
+            .filter(|line| line.starts_with("error:"))
+            .collect();
+        assert_eq!(errors.len(), 1, "{output}");
+        assert_eq!(output.trim().lines().last(), Some(errors[0]), "{output}");
+        assert!(errors[0].starts_with("error: DATABASE_URL: "), "{output}");
+        assert!(errors[0].contains("28P01"), "{output}");
     }
+    let (code, output) = run_to_end(ECHO_SERVICE, &[], &[("DATABASE_URL", &wrong)]);
+    assert_eq!(
+        (code, output.trim().lines().count()),
+        (Some(2), 1),
+        "{output}"
+    );
     let (code, output) = run_to_end(ECHO_SERVICE, &[], &[("DATABASE_URL", "mysql://u:p@h/d")]);
     assert_eq!(code, Some(2), "{output}");
-    assert!(output.trim().starts_with("error: DATABASE_URL: "), "{output}");
+    assert!(
+        output.trim().starts_with("error: DATABASE_URL: "),
+        "{output}"
+    );
 }
 
 #[test]
@@ -131,7 +152,10 @@ fn two_instances_on_one_database_are_one_service() {
     let url = cluster.create_database("shared");
     let (a, b) = (echo_on(&url), echo_on(&url));
 
-    assert_eq!(put(&format!("{}/echo/i1", a.url), Some(PROVISION)).status, 200);
+    assert_eq!(
+        put(&format!("{}/echo/i1", a.url), Some(PROVISION)).status,
+        200
+    );
     let fetched = get(&format!("{}/echo/i1", b.url));
     assert_eq!(fetched.status, 200, "{}", fetched.text);
     let binding = put(&format!("{}/echo/i1/b1", b.url), Some(BIND));
@@ -144,13 +168,20 @@ fn two_instances_on_one_database_are_one_service() {
     }
     for echo in [&a, &b] {
         let record = get(&format!("{}/echo/i1", echo.url)).json();
-        assert_eq!((record["bindings"].as_u64(), record["messages"].as_u64()), (Some(1), Some(3)));
+        assert_eq!(
+            (record["bindings"].as_u64(), record["messages"].as_u64()),
+            (Some(1), Some(3))
+        );
         let totals = get(&format!("{}/echo", echo.url)).json();
         assert_eq!(totals, serde_json::json!({"instances": 1, "bindings": 1}));
         let token = record["dashboard_token"].as_str().unwrap_or_default();
         let page = get(&format!("{}/echo/dashboard/i1?token={token}", echo.url));
         assert_eq!(page.status, 200);
-        assert!(page.text.contains("three") && page.text.contains("b1"), "{}", page.text);
+        assert!(
+            page.text.contains("three") && page.text.contains("b1"),
+            "{}",
+            page.text
+        );
     }
 
     // Unbound through one, the credentials stop working through the other at once.
@@ -170,7 +201,9 @@ fn the_same_provision_at_the_same_moment_on_two_instances_makes_one_instance() {
     let urls = [a.url.clone(), b.url.clone()];
     for round in 0..20 {
         let path = format!("/echo/race-{round}");
-        let answers = at_once(&urls, |base| put(&format!("{base}{path}"), Some(PROVISION)));
+        let answers = at_once(&urls, move |base| {
+            put(&format!("{base}{path}"), Some(PROVISION))
+        });
         let mut statuses: Vec<u16> = answers.iter().map(|reply| reply.status).collect();
         statuses.sort_unstable();
         assert_eq!(statuses, [200, 409], "round {round}: {answers:?}");
@@ -181,15 +214,24 @@ fn the_same_provision_at_the_same_moment_on_two_instances_makes_one_instance() {
         assert_eq!(tokens[0], tokens[1], "the 409 carries the stored record");
 
         let path = format!("/echo/race-{round}/binding");
-        let answers = at_once(&urls, |base| put(&format!("{base}{path}"), Some(BIND)));
+        let answers = at_once(&urls, move |base| put(&format!("{base}{path}"), Some(BIND)));
         let mut statuses: Vec<u16> = answers.iter().map(|reply| reply.status).collect();
         statuses.sort_unstable();
         assert_eq!(statuses, [200, 409], "round {round}: {answers:?}");
-        let passwords: Vec<Value> = answers.iter().map(|r| r.json()["password"].clone()).collect();
+        let passwords: Vec<Value> = answers
+            .iter()
+            .map(|r| r.json()["password"].clone())
+            .collect();
         assert_eq!(passwords[0], passwords[1]);
     }
-    assert_eq!(count(&cluster, "races", "SELECT count(*) FROM echo_instances"), 20);
-    assert_eq!(count(&cluster, "races", "SELECT count(*) FROM echo_bindings"), 20);
+    assert_eq!(
+        count(&cluster, "races", "SELECT count(*) FROM echo_instances"),
+        20
+    );
+    assert_eq!(
+        count(&cluster, "races", "SELECT count(*) FROM echo_bindings"),
+        20
+    );
 }
 
 #[test]
@@ -209,13 +251,15 @@ fn through_two_brokers_the_same_provision_is_one_201_and_one_200_or_a_409() {
         common::platform("PUT", &url, Some(body))
     };
     for round in 0..10 {
-        let answers = at_once(&urls, |base| provision(base, round, common::PROVISION_ECHO));
+        let answers = at_once(&urls, move |base| {
+            provision(base, round, common::PROVISION_ECHO)
+        });
         let mut statuses: Vec<u16> = answers.iter().map(|reply| reply.status).collect();
         statuses.sort_unstable();
         assert_eq!(statuses, [200, 201], "round {round}: {answers:?}");
     }
     for round in 10..20 {
-        let bodies = [common::PROVISION_ECHO, PROVISION_OTHER_PLAN];
+        let bodies = [common::PROVISION_ECHO, PROVISION_OTHER_PARAMETERS];
         let answers: Vec<common::Reply> = {
             let barrier = Arc::new(Barrier::new(2));
             let threads: Vec<_> = urls
@@ -230,13 +274,19 @@ fn through_two_brokers_the_same_provision_is_one_201_and_one_200_or_a_409() {
                     })
                 })
                 .collect();
-            threads.into_iter().map(|t| t.join().expect("a client")).collect()
+            threads
+                .into_iter()
+                .map(|t| t.join().expect("a client"))
+                .collect()
         };
         let mut statuses: Vec<u16> = answers.iter().map(|reply| reply.status).collect();
         statuses.sort_unstable();
         assert_eq!(statuses, [201, 409], "round {round}: {answers:?}");
     }
-    assert_eq!(count(&cluster, "brokers", "SELECT count(*) FROM echo_instances"), 20);
+    assert_eq!(
+        count(&cluster, "brokers", "SELECT count(*) FROM echo_instances"),
+        20
+    );
 }
 
 /// Calls `call` with each of `urls` on its own thread, released at the same moment.
@@ -287,7 +337,10 @@ fn the_schema_is_made_once_when_several_instances_start_at_the_same_moment() {
             let exited = child.try_wait().ok().flatten();
             let log = std::fs::read_to_string(&*log).unwrap_or_default();
             assert!(exited.is_none(), "an instance exited: {log}");
-            assert!(Instant::now() < deadline, "an instance never became healthy: {log}");
+            assert!(
+                Instant::now() < deadline,
+                "an instance never became healthy: {log}"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -301,7 +354,11 @@ fn the_schema_is_made_once_when_several_instances_start_at_the_same_moment() {
         .count();
     assert_eq!(creators, 1, "{logs:#?}");
     assert_eq!(
-        count(&cluster, "fresh", "SELECT count(*)::bigint FROM echo_schema_version"),
+        count(
+            &cluster,
+            "fresh",
+            "SELECT count(*)::bigint FROM echo_schema_version"
+        ),
         1
     );
     for (child, _, _) in &mut children {
@@ -347,10 +404,18 @@ fn kill_9_of_one_instance_loses_no_acknowledged_change() {
         .into_iter()
         .flat_map(|client| client.join().expect("a client thread"))
         .collect();
-    assert!(acknowledged.len() > 20, "too little load: {}", acknowledged.len());
+    assert!(
+        acknowledged.len() > 20,
+        "too little load: {}",
+        acknowledged.len()
+    );
     for id in &acknowledged {
         let fetched = get(&format!("{}/echo/{id}", survivor.url));
-        assert_eq!(fetched.status, 200, "acknowledged {id} is lost: {}", fetched.text);
+        assert_eq!(
+            fetched.status, 200,
+            "acknowledged {id} is lost: {}",
+            fetched.text
+        );
     }
 }
 
@@ -361,7 +426,10 @@ fn a_stopped_database_is_named_in_503s_and_the_service_recovers_without_a_restar
     };
     let url = cluster.create_database("outage");
     let echo = echo_on(&url);
-    assert_eq!(put(&format!("{}/echo/before", echo.url), Some(PROVISION)).status, 200);
+    assert_eq!(
+        put(&format!("{}/echo/before", echo.url), Some(PROVISION)).status,
+        200
+    );
 
     cluster.stop();
     for path in ["/echo/during", "/echo/during/binding"] {
@@ -370,7 +438,11 @@ fn a_stopped_database_is_named_in_503s_and_the_service_recovers_without_a_restar
         let body = refused.assert_error(503);
         let description = body["description"].as_str().unwrap_or_default();
         assert!(description.contains("database"), "{description}");
-        assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            started.elapsed()
+        );
     }
     let health = get(&format!("{}/health", echo.url));
     assert_eq!(health.status, 503, "{}", health.text);
@@ -380,10 +452,17 @@ fn a_stopped_database_is_named_in_503s_and_the_service_recovers_without_a_restar
     cluster.start_again();
     let deadline = Instant::now() + Duration::from_secs(10);
     while get(&format!("{}/health", echo.url)).status != 200 {
-        assert!(Instant::now() < deadline, "not healthy again: {}", echo.log());
+        assert!(
+            Instant::now() < deadline,
+            "not healthy again: {}",
+            echo.log()
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
-    assert_eq!(put(&format!("{}/echo/after", echo.url), Some(PROVISION)).status, 200);
+    assert_eq!(
+        put(&format!("{}/echo/after", echo.url), Some(PROVISION)).status,
+        200
+    );
     assert_eq!(get(&format!("{}/echo/before", echo.url)).status, 200);
     assert_eq!(get(&format!("{}/echo/during", echo.url)).status, 404);
 }
@@ -395,7 +474,10 @@ fn a_paused_database_holds_no_request_past_its_deadline() {
     };
     let url = cluster.create_database("paused");
     let echo = echo_on(&url);
-    assert_eq!(put(&format!("{}/echo/before", echo.url), Some(PROVISION)).status, 200);
+    assert_eq!(
+        put(&format!("{}/echo/before", echo.url), Some(PROVISION)).status,
+        200
+    );
 
     cluster.pause();
     // More callers than the store has connections, so some wait for one as well.
@@ -405,10 +487,17 @@ fn a_paused_database_holds_no_request_past_its_deadline() {
             let base = base.clone();
             std::thread::spawn(move || {
                 let started = Instant::now();
-                let path = if n % 3 == 0 { "/health".to_string() } else { format!("/echo/p{n}") };
-                let answer = call("PUT", &format!("{base}{path}"), &[], Some(PROVISION));
-                let answer = if path == "/health" { call("GET", &format!("{base}{path}"), &[], None) } else { answer };
-                (path, answer.map(|reply| reply.status).ok(), started.elapsed())
+                let (method, path, body) = match n % 3 {
+                    0 => ("GET", "/health".to_string(), None),
+                    1 => ("GET", "/echo/before".to_string(), None),
+                    _ => ("PUT", format!("/echo/p{n}"), Some(PROVISION)),
+                };
+                let answer = call(method, &format!("{base}{path}"), &[], body);
+                (
+                    path,
+                    answer.map(|reply| reply.status).ok(),
+                    started.elapsed(),
+                )
             })
         })
         .collect();
@@ -424,10 +513,17 @@ fn a_paused_database_holds_no_request_past_its_deadline() {
 
     let deadline = Instant::now() + Duration::from_secs(10);
     while get(&format!("{}/health", echo.url)).status != 200 {
-        assert!(Instant::now() < deadline, "not healthy again: {}", echo.log());
+        assert!(
+            Instant::now() < deadline,
+            "not healthy again: {}",
+            echo.log()
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
-    assert_eq!(put(&format!("{}/echo/after", echo.url), Some(PROVISION)).status, 200);
+    assert_eq!(
+        put(&format!("{}/echo/after", echo.url), Some(PROVISION)).status,
+        200
+    );
 }
 
 #[test]
@@ -437,7 +533,10 @@ fn the_latest_messages_are_bounded_by_the_database_whoever_writes_them() {
     };
     let url = cluster.create_database("ring");
     let (a, b) = (echo_on(&url), echo_on(&url));
-    assert_eq!(put(&format!("{}/echo/i", a.url), Some(PROVISION)).status, 200);
+    assert_eq!(
+        put(&format!("{}/echo/i", a.url), Some(PROVISION)).status,
+        200
+    );
     let binding = Arc::new(put(&format!("{}/echo/i/b", a.url), Some(BIND)).json());
     let echoes = Arc::new([a, b]);
     let writers: Vec<_> = (0..4)
@@ -455,7 +554,14 @@ fn the_latest_messages_are_bounded_by_the_database_whoever_writes_them() {
     for writer in writers {
         writer.join().expect("a writer");
     }
-    assert_eq!(count(&cluster, "ring", "SELECT count(*) FROM echo_recent_messages"), 10);
+    assert_eq!(
+        count(
+            &cluster,
+            "ring",
+            "SELECT count(*) FROM echo_recent_messages"
+        ),
+        10
+    );
     let record = get(&format!("{}/echo/i", echoes[1].url)).json();
     assert_eq!(record["messages"], 40);
     let sequences = count(
@@ -476,7 +582,10 @@ fn a_journal_is_imported_once_and_a_conflict_is_reported_not_overwritten() {
     let data_dir = data.path().display().to_string();
     let binding = {
         let journal = Process::start(ECHO_SERVICE, free_port(), &[("DATA_DIR", &data_dir)]);
-        assert_eq!(put(&format!("{}/echo/kept", journal.url), Some(PROVISION)).status, 200);
+        assert_eq!(
+            put(&format!("{}/echo/kept", journal.url), Some(PROVISION)).status,
+            200
+        );
         let binding = put(&format!("{}/echo/kept/b", journal.url), Some(BIND)).json();
         for text in ["one", "two", "three"] {
             assert_eq!(message(&journal, "kept", &binding, text).status, 200);
@@ -506,15 +615,24 @@ fn a_journal_is_imported_once_and_a_conflict_is_reported_not_overwritten() {
 
     let echo = echo_on(&url);
     let echoed = message(&echo, "kept", &binding, "after the move");
-    assert_eq!(echoed.status, 200, "the binding's credentials moved with it");
-    assert_eq!(get(&format!("{}/echo/kept", echo.url)).json()["messages"], 4);
+    assert_eq!(
+        echoed.status, 200,
+        "the binding's credentials moved with it"
+    );
+    assert_eq!(
+        get(&format!("{}/echo/kept", echo.url)).json()["messages"],
+        4
+    );
 
     cluster
         .client("moved")
         .execute("UPDATE echo_bindings SET password = 'changed-here'", &[])
         .expect("the test changes a password");
     let conflict = import(1);
-    assert!(conflict.contains("binding 'b' of instance 'kept'"), "{conflict}");
+    assert!(
+        conflict.contains("binding 'b' of instance 'kept'"),
+        "{conflict}"
+    );
     let kept: String = cluster
         .client("moved")
         .query_one("SELECT password FROM echo_bindings", &[])
@@ -525,8 +643,7 @@ fn a_journal_is_imported_once_and_a_conflict_is_reported_not_overwritten() {
 
 #[test]
 fn tls_to_the_database_is_verified_against_the_same_trust_store() {
-    let mut ca_params =
-        rcgen::CertificateParams::new(Vec::<String>::new()).expect("CA params");
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("CA params");
     ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
     let ca_key = rcgen::KeyPair::generate().expect("a CA key");
     let ca = rcgen::CertifiedIssuer::self_signed(ca_params, ca_key).expect("a CA certificate");
@@ -551,7 +668,10 @@ fn tls_to_the_database_is_verified_against_the_same_trust_store() {
         &[("DATABASE_URL", &url), ("SSL_CERT_FILE", &ca_path)],
     );
     assert!(echo.log().contains("over TLS"), "{}", echo.log());
-    assert_eq!(put(&format!("{}/echo/i", echo.url), Some(PROVISION)).status, 200);
+    assert_eq!(
+        put(&format!("{}/echo/i", echo.url), Some(PROVISION)).status,
+        200
+    );
     let encrypted = count(
         &cluster,
         "postgres",
@@ -563,5 +683,8 @@ fn tls_to_the_database_is_verified_against_the_same_trust_store() {
     // Without the test CA the server's certificate is not trusted: start-up stops.
     let (code, output) = run_to_end(ECHO_SERVICE, &[], &[("DATABASE_URL", &url)]);
     assert_eq!(code, Some(2), "{output}");
-    assert!(output.contains("DATABASE_URL: ") && output.contains("certificate"), "{output}");
+    assert!(
+        output.contains("DATABASE_URL: ") && output.contains("certificate"),
+        "{output}"
+    );
 }

@@ -191,7 +191,14 @@ fn connection_config(url: &str) -> Result<(Config, DatabaseName), String> {
         .keepalives_retries(3)
         .tcp_user_timeout(Duration::from_secs(30));
     let tls = config.get_ssl_mode() == SslMode::Require;
-    Ok((config, DatabaseName { host, database, tls }))
+    Ok((
+        config,
+        DatabaseName {
+            host,
+            database,
+            tls,
+        },
+    ))
 }
 
 /// How connections are made: TLS when the URL says `sslmode=require`, verified against the

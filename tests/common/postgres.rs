@@ -146,6 +146,11 @@ mod unix {
             self.port
         }
 
+        /// The superuser's password (to build a URL of one's own, or to look for it in logs).
+        pub fn password(&self) -> &str {
+            &self.password
+        }
+
         /// Creates `name` (letters, digits, `_` and `-`, so that it needs no escaping in a
         /// URL) and returns its URL.
         pub fn create_database(&self, name: &str) -> String {
@@ -646,6 +651,10 @@ mod elsewhere {
         }
 
         pub fn port(&self) -> u16 {
+            match self.never {}
+        }
+
+        pub fn password(&self) -> &str {
             match self.never {}
         }
 
