@@ -240,11 +240,7 @@ impl Options {
                         "lifecycle" => Work::Lifecycle,
                         "lifecycle-message" => Work::LifecycleMessage,
                         "burst" => Work::Burst,
-                        other => {
-                            return Err(format!(
-                        "--work: '{other}' is not catalog, lifecycle, lifecycle-message or burst"
-                    ))
-                        }
+                        other => return Err(format!("--work: '{other}' is not {WORK_KINDS}")),
                     }
                 }
                 "--drive" => {
@@ -263,6 +259,9 @@ impl Options {
         Ok(options)
     }
 }
+
+/// What `--work` takes.
+const WORK_KINDS: &str = "catalog, lifecycle, lifecycle-message or burst";
 
 fn parse_number(text: &str, name: &str, low: f64, high: f64) -> Result<f64, String> {
     match text.parse::<f64>() {
