@@ -472,15 +472,17 @@ fn a_stopped_database_is_named_in_503s_and_the_service_recovers_without_a_restar
     std::thread::sleep(Duration::from_secs(1));
 
     cluster.start_again();
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let back = Instant::now();
     while get(&format!("{}/health", echo.url)).status != 200 {
+        let waited = back.elapsed();
         assert!(
-            Instant::now() < deadline,
+            waited < Duration::from_secs(10),
             "not healthy again: {}",
             echo.log()
         );
         std::thread::sleep(Duration::from_millis(100));
     }
+    println!("healthy {:?} after the database's return", back.elapsed());
     std::thread::sleep(Duration::from_millis(500));
     finished.store(true, std::sync::atomic::Ordering::Relaxed);
     let seen: Vec<_> = clients
