@@ -1042,6 +1042,17 @@ struct Pair {
     broker: Process,
 }
 
+/// A DATA_DIR that only its owner may read (the echo service warns about any other).
+fn create_data_dir(path: &Path) {
+    let mut builder = fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder
+        .create(path)
+        .expect("cannot create a DATA_DIR in the temp dir");
+}
+
 /// An echo service keeping its state in a fresh DATA_DIR, or in `database_url`.
 fn start_echo(
     binaries: &Binaries,
@@ -1061,7 +1072,7 @@ fn start_echo(
         Some(url) => env.push(("DATABASE_URL", url.to_string())),
         None => {
             let data = dir.join(format!("{name}-data"));
-            fs::create_dir_all(&data).expect("cannot create a DATA_DIR in the temp dir");
+            create_data_dir(&data);
             env.push(("DATA_DIR", data.display().to_string()));
         }
     }
@@ -1115,7 +1126,7 @@ fn start_pair(binaries: &Binaries, dir: &Path, name: &str) -> Pair {
 fn spawn_embedded(binaries: &Binaries, dir: &Path, name: &str, log_level: &str) -> Process {
     let ports = free_ports(2);
     let data = dir.join(format!("{name}-data"));
-    fs::create_dir_all(&data).expect("cannot create a DATA_DIR in the temp dir");
+    create_data_dir(&data);
     spawn(
         name,
         &binaries.broker,
@@ -1810,6 +1821,11 @@ impl Cluster {
         ))
     }
 
+    /// CPU time of the postmaster and of its sessions that have ended, in seconds (Linux).
+    fn cpu_seconds(&self) -> Option<f64> {
+        cpu_seconds_with_children(self.stop.running_postmaster()?)
+    }
+
     /// WAL syncs so far, cluster-wide (`pg_stat_wal.wal_sync`, PostgreSQL 14 and later).
     fn wal_syncs(&mut self) -> Option<u64> {
         if self.version_number < 140000 {
@@ -1920,12 +1936,24 @@ struct StoreSample {
     sample: Sample,
     /// The highest peak resident memory among its echo services, in kB.
     echo_peak_kb: Option<u64>,
+    /// The highest resident memory among its echo services once started, in kB.
+    echo_start_kb: Option<u64>,
+    /// CPU seconds of its echo services, and of PostgreSQL (its sessions), over the
+    /// warm-up and the run.
+    echo_cpu: Option<f64>,
+    postgres_cpu: Option<f64>,
+    /// CPU seconds of its broker(s), and of this program (the load generator), likewise.
+    broker_cpu: Option<f64>,
+    client_cpu: Option<f64>,
     /// Cycles that succeeded, warm-up included: what `fsyncs` and `commits` cover.
     cycles: u64,
     /// The journal's fsyncs, or the cluster's WAL syncs, over the warm-up and the run.
     fsyncs: Option<u64>,
     /// Transactions committed in the round's database (PostgreSQL).
     commits: Option<u64>,
+    /// Its echo services' database pool counters, summed (PostgreSQL): connections
+    /// opened, connect failures, calls timed out, calls that found every connection busy.
+    pool: Option<[u64; 4]>,
     /// Lines its echo services logged at LOG_LEVEL=warn, and the first few.
     echo_log_lines: usize,
     echo_log_examples: Vec<String>,
@@ -1976,6 +2004,7 @@ fn store_run(
             .unwrap_or_else(|problem| panic!("PostgreSQL: {problem}"))
     });
     let wal_before = cluster.as_deref_mut().and_then(Cluster::wal_syncs);
+    let postgres_cpu_before = cluster.as_deref().and_then(Cluster::cpu_seconds);
     let instances = if label == STORE_POSTGRES_TWO { 2 } else { 1 };
     let echos: Vec<Process> = (0..instances)
         .map(|index| {
@@ -1984,6 +2013,12 @@ fn store_run(
             start_echo(binaries, dir, &echo_name, port, url.as_deref())
         })
         .collect();
+    let echo_pids: Vec<u32> = echos.iter().map(Process::pid).collect();
+    let echo_start_kb = echos
+        .iter()
+        .filter_map(|echo| status_kb(echo.pid(), "VmRSS"))
+        .max();
+    let echo_cpu_before = total_cpu(&echo_pids);
     let mut proxy = None;
     let mut brokers = Vec::new();
     match nginx.filter(|_| instances > 1) {
@@ -2018,6 +2053,9 @@ fn store_run(
         more: brokers[1..].iter().map(|broker| broker.address).collect(),
         pids: brokers.iter().chain(&echos).map(Process::pid).collect(),
     };
+    let broker_pids: Vec<u32> = brokers.iter().map(Process::pid).collect();
+    let broker_cpu_before = total_cpu(&broker_pids);
+    let client_cpu_before = cpu_seconds(std::process::id());
     let warm = (options.secs / 2.0).clamp(0.2, 1.0);
     let warm_tag = format!("{name}-warm");
     let warmed = run_load(
@@ -2051,8 +2089,23 @@ fn store_run(
         .iter()
         .filter_map(|echo| status_kb(echo.pid(), "VmHWM"))
         .max();
+    let used = |before: Option<f64>, after: Option<f64>| Some(after? - before?);
+    let echo_cpu = used(echo_cpu_before, total_cpu(&echo_pids));
+    let broker_cpu = used(broker_cpu_before, total_cpu(&broker_pids));
+    let client_cpu = used(client_cpu_before, cpu_seconds(std::process::id()));
     let journal_fsyncs = (label == STORE_JOURNAL)
         .then(|| echo_metric(echos[0].address, "echo_service_journal_fsyncs_total"))
+        .flatten();
+    let pool = (label != STORE_JOURNAL)
+        .then(|| {
+            let mut sums = [0u64; 4];
+            for echo in &echos {
+                for (sum, name) in sums.iter_mut().zip(POOL_COUNTERS) {
+                    *sum += echo_metric(echo.address, name)? as u64;
+                }
+            }
+            Some(sums)
+        })
         .flatten();
     drop(brokers);
     drop(proxy);
@@ -2068,25 +2121,40 @@ fn store_run(
         }
     }
     drop(echos);
-    let (fsyncs, commits) = match cluster {
+    let (fsyncs, commits, postgres_cpu) = match cluster {
         Some(cluster) => {
             let commits = cluster.commits(&database);
             let wal_after = cluster.wal_syncs();
             let fsyncs = wal_before.zip(wal_after).map(|(a, b)| b.saturating_sub(a));
-            (fsyncs, commits)
+            let cpu = used(postgres_cpu_before, cluster.cpu_seconds());
+            (fsyncs, commits, cpu)
         }
-        None => (journal_fsyncs.map(|count| count as u64), None),
+        None => (journal_fsyncs.map(|count| count as u64), None, None),
     };
     StoreSample {
         cycles: warmed.operations + sample.operations,
         sample,
         echo_peak_kb,
+        echo_start_kb,
+        echo_cpu,
+        postgres_cpu,
+        broker_cpu,
+        client_cpu,
         fsyncs,
         commits,
+        pool,
         echo_log_lines,
         echo_log_examples,
     }
 }
+
+/// The echo service's counters of its database connections (see [`StoreSample::pool`]).
+const POOL_COUNTERS: [&str; 4] = [
+    "echo_service_database_connects_total",
+    "echo_service_database_connect_failures_total",
+    "echo_service_database_timeouts_total",
+    "echo_service_database_busy_total",
+];
 
 /// A value of the echo service's `/metrics` (management credentials).
 fn echo_metric(address: SocketAddr, name: &str) -> Option<f64> {
@@ -2184,72 +2252,144 @@ impl StoreReport {
         } else {
             "two broker and echo service pairs on one database, the connections split between the brokers (nginx not used)"
         };
-        println!("{STORE_POSTGRES_TWO}: {two}.");
+        if self.postgres.is_ok() {
+            println!("{STORE_POSTGRES_TWO}: {two}.");
+        }
         println!(
             "Each configuration starts afresh every round (new processes, a fresh DATA_DIR or database) and is warmed up for {} s first.",
             fmt(self.warm, 2)
         );
         println!();
         println!(
-            "| configuration | cycles/s | p50 ms | p99 ms | p99 ms provision / bind / message / unbind / deprovision | errors | echo service peak MiB | fsyncs per cycle | commits per cycle |"
+            "| configuration | cycles/s | p50 ms | p99 ms | slowest ms | errors | echo service MiB at start / peak |"
         );
-        println!("| --- | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: |");
+        println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: |");
+        // Steps in the order of a cycle: provision, bind, message, unbind, deprovision.
+        let order = [0, 1, MESSAGE_STEP, 2, 3];
+        let mut step_rows = Vec::new();
+        let mut cost_rows = Vec::new();
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         for label in STORE_CONFIGS {
             let samples: &[StoreSample] = self.results.get(label).map_or(&[], Vec::as_slice);
             let of =
                 |field: &dyn Fn(&StoreSample) -> f64| median(samples.iter().map(field).collect());
+            let per_cycle = |count: Option<f64>, cycles: u64| {
+                count.map_or(f64::NAN, |count| count / cycles.max(1) as f64)
+            };
+            let as_f64 = |count: Option<u64>| count.map(|count| count as f64);
             let rate = of(&|s| s.sample.rate);
             let p50 = of(&|s| s.sample.p50);
             let p99 = of(&|s| s.sample.p99);
-            let step = |index: usize| of(&|s| s.sample.step_p99[index]);
-            let per_cycle = |count: Option<u64>, cycles: u64| {
-                count.map_or(f64::NAN, |count| count as f64 / cycles.max(1) as f64)
+            let slowest = samples
+                .iter()
+                .map(|s| s.sample.max)
+                .fold(f64::NAN, f64::max);
+            let fsyncs = of(&|s| per_cycle(as_f64(s.fsyncs), s.cycles));
+            let commits = of(&|s| per_cycle(as_f64(s.commits), s.cycles));
+            let echo_cpu = of(&|s| per_cycle(s.echo_cpu, s.cycles) * 1e6);
+            let postgres_cpu = of(&|s| per_cycle(s.postgres_cpu, s.cycles) * 1e6);
+            let broker_cpu = of(&|s| per_cycle(s.broker_cpu, s.cycles) * 1e6);
+            let client_cpu = of(&|s| per_cycle(s.client_cpu, s.cycles) * 1e6);
+            let all_cpu = of(&|s| {
+                let postgres = if label == STORE_JOURNAL {
+                    Some(0.0)
+                } else {
+                    s.postgres_cpu
+                };
+                let total = [s.echo_cpu, postgres, s.broker_cpu, s.client_cpu]
+                    .into_iter()
+                    .sum::<Option<f64>>();
+                per_cycle(total, s.cycles) * 1e6
+            });
+            let peak = of(&|s| as_f64(s.echo_peak_kb).unwrap_or(f64::NAN));
+            let at_start = of(&|s| as_f64(s.echo_start_kb).unwrap_or(f64::NAN));
+            let errors = if samples.is_empty() {
+                "n/a".to_string()
+            } else {
+                samples
+                    .iter()
+                    .map(|s| s.sample.errors)
+                    .sum::<u64>()
+                    .to_string()
             };
-            let fsyncs = of(&|s| per_cycle(s.fsyncs, s.cycles));
-            let commits = of(&|s| per_cycle(s.commits, s.cycles));
-            let peak = of(&|s| s.echo_peak_kb.map_or(f64::NAN, |kb| kb as f64));
-            let errors: u64 = samples.iter().map(|s| s.sample.errors).sum();
-            let ran = !samples.is_empty();
-            // Steps in the order of a cycle: provision, bind, message, unbind, deprovision.
-            let order = [0, 1, MESSAGE_STEP, 2, 3];
-            let steps: Vec<String> = order.iter().map(|&index| fmt(step(index), 2)).collect();
             println!(
-                "| {label} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                "| {label} | {} | {} | {} | {} | {errors} | {} / {} |",
                 fmt(rate, 0),
                 fmt(p50, 2),
                 fmt(p99, 2),
-                steps.join(" / "),
-                if ran {
-                    errors.to_string()
-                } else {
-                    "n/a".into()
-                },
+                fmt(slowest, 1),
+                fmt(at_start / 1024.0, 1),
                 fmt(peak / 1024.0, 1),
+            );
+            cost_rows.push(format!(
+                "| {label} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                fmt(client_cpu, 0),
+                fmt(broker_cpu, 0),
+                fmt(echo_cpu, 0),
+                fmt(postgres_cpu, 0),
+                fmt(all_cpu, 0),
+                fmt(cores as f64 * 1e6 / all_cpu, 0),
                 fmt(fsyncs, 2),
                 fmt(commits, 2),
-            );
+            ));
             let mut line = format!(
-                "BENCH name=store config={label} conns={LIFECYCLE_CONNS} cps={} p50_ms={} p99_ms={} errors={} echo_peak_kb={} fsyncs_per_cycle={} commits_per_cycle={}",
+                "BENCH name=store config={label} conns={LIFECYCLE_CONNS} cps={} p50_ms={} p99_ms={} max_ms={} errors={errors} echo_start_kb={} echo_peak_kb={} cpu_us_per_cycle_client={} cpu_us_per_cycle_broker={} cpu_us_per_cycle_echo={} cpu_us_per_cycle_postgres={} cpu_us_per_cycle_all={} fsyncs_per_cycle={} commits_per_cycle={}",
                 fmt(rate, 1),
                 fmt(p50, 3),
                 fmt(p99, 3),
-                if ran { errors.to_string() } else { "n/a".into() },
+                fmt(slowest, 1),
+                fmt(at_start, 0),
                 fmt(peak, 0),
+                fmt(client_cpu, 1),
+                fmt(broker_cpu, 1),
+                fmt(echo_cpu, 1),
+                fmt(postgres_cpu, 1),
+                fmt(all_cpu, 1),
                 fmt(fsyncs, 3),
                 fmt(commits, 3),
             );
+            let mut cells = Vec::new();
             for &index in &order {
-                line.push_str(&format!(" p99_{}_ms={}", STEPS[index], fmt(step(index), 3)));
+                let p50 = of(&|s| s.sample.step_p50[index]);
+                let p99 = of(&|s| s.sample.step_p99[index]);
+                cells.push(format!("{} / {}", fmt(p50, 2), fmt(p99, 2)));
+                line.push_str(&format!(
+                    " p50_{step}_ms={} p99_{step}_ms={}",
+                    fmt(p50, 3),
+                    fmt(p99, 3),
+                    step = STEPS[index]
+                ));
             }
+            step_rows.push(format!("| {label} | {} |", cells.join(" | ")));
             line.push_str(&format!(" rounds={}", samples.len()));
             lines.push(line);
+        }
+        println!();
+        println!("Per request, p50 / p99 ms:");
+        println!();
+        println!("| configuration | provision | bind | message | unbind | deprovision |");
+        println!("| --- | ---: | ---: | ---: | ---: | ---: |");
+        for row in step_rows {
+            println!("{row}");
+        }
+        println!();
+        println!(
+            "Where a cycle's time goes: CPU us per cycle, and what the {cores} cores allow at that cost:"
+        );
+        println!();
+        println!(
+            "| configuration | load generator | broker | echo service | PostgreSQL | all | cycles/s the CPU allows | fsyncs per cycle | commits per cycle |"
+        );
+        println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+        for row in cost_rows {
+            println!("{row}");
         }
         println!();
         println!(
             "One cycle: provision, bind, a message to the binding's uri with its credentials (as a bound app sends it), unbind, deprovision (5 requests; p50/p99 are per request)."
         );
         println!(
-            "fsyncs per cycle: the journal's own count (echo_service_journal_fsyncs_total); for PostgreSQL the cluster's WAL syncs (pg_stat_wal.wal_sync). Commits: pg_stat_database.xact_commit of the round's database. Both over warm-up and run."
+            "Per cycle, over warm-up and run: fsyncs are the journal's own count (echo_service_journal_fsyncs_total), for PostgreSQL the cluster's WAL syncs (pg_stat_wal.wal_sync); commits are pg_stat_database.xact_commit of the round's database (reads count too); PostgreSQL CPU is the postmaster's and its ended sessions' (Linux); nginx's is not counted."
         );
         println!(
             "Ratios (median of each round's ratio): PostgreSQL / journal cycles/s {}, two echo services / one on PostgreSQL {}, echo service peak memory PostgreSQL / journal {}.",
@@ -2257,6 +2397,28 @@ impl StoreReport {
             fmt(self.two_vs_one(), 2),
             fmt(self.memory_vs_journal(), 2)
         );
+        for (label, samples) in &self.results {
+            let pools: Vec<[u64; 4]> = samples.iter().filter_map(|s| s.pool).collect();
+            if !pools.is_empty() {
+                let sum = |index: usize| pools.iter().map(|pool| pool[index]).sum::<u64>();
+                println!(
+                    "{label}: its echo services' database pools over {} rounds: {} connections opened, {} connect failures, {} calls timed out, {} found every connection busy.",
+                    pools.len(),
+                    sum(0),
+                    sum(1),
+                    sum(2),
+                    sum(3)
+                );
+                lines.push(format!(
+                    "BENCH name=store_pool config={label} connects={} connect_failures={} timeouts={} busy={} rounds={}",
+                    sum(0),
+                    sum(1),
+                    sum(2),
+                    sum(3),
+                    pools.len()
+                ));
+            }
+        }
         for (label, samples) in &self.results {
             let logged: usize = samples.iter().map(|s| s.echo_log_lines).sum();
             if logged > 0 {
@@ -2298,7 +2460,11 @@ impl StoreReport {
         lines.push(format!(
             "BENCH name=store_setup postgres={} two_instances={}",
             if self.postgres.is_ok() { "yes" } else { "n/a" },
-            self.two_mode
+            if self.postgres.is_ok() {
+                self.two_mode
+            } else {
+                "n/a"
+            }
         ));
         for (id, value) in [
             ("postgres_vs_journal_cps", self.postgres_vs_journal()),
@@ -2333,12 +2499,24 @@ fn status_kb(pid: u32, field: &str) -> Option<u64> {
 
 /// User plus system CPU time of a process, in seconds (assumes USER_HZ = 100, as on Linux).
 fn cpu_seconds(pid: u32) -> Option<f64> {
+    stat_ticks(pid, 11..13)
+}
+
+/// The same plus the CPU time of its children that have ended (and been waited for).
+fn cpu_seconds_with_children(pid: u32) -> Option<f64> {
+    stat_ticks(pid, 11..15)
+}
+
+/// The sum of `/proc/PID/stat` fields `range` (counted after the command name), in seconds.
+fn stat_ticks(pid: u32, range: std::ops::Range<usize>) -> Option<f64> {
     let text = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let after_name = &text[text.rfind(')')? + 2..];
     let fields: Vec<&str> = after_name.split_whitespace().collect();
-    let user: u64 = fields.get(11)?.parse().ok()?;
-    let system: u64 = fields.get(12)?.parse().ok()?;
-    Some((user + system) as f64 / 100.0)
+    let mut ticks: u64 = 0;
+    for index in range {
+        ticks += fields.get(index)?.parse::<u64>().ok()?;
+    }
+    Some(ticks as f64 / 100.0)
 }
 
 fn total_cpu(pids: &[u32]) -> Option<f64> {
@@ -2398,7 +2576,11 @@ struct Sample {
     rate: f64,
     p50: f64,
     p99: f64,
-    /// p99 by lifecycle step ([`STEPS`]: provision, bind, unbind, deprovision, message).
+    /// The slowest request, in milliseconds.
+    max: f64,
+    /// p50 and p99 by lifecycle step ([`STEPS`]: provision, bind, unbind, deprovision,
+    /// message).
+    step_p50: [f64; 5],
     step_p99: [f64; 5],
     /// Operations that succeeded (in the window or not).
     operations: u64,
@@ -2459,8 +2641,10 @@ fn measure(target: &Target, work: Work, conns: usize, secs: f64, tag: &str) -> S
     };
     let cpu_us = per_operation(cpu_before, cpu_after);
     let client_cpu_us = per_operation(own_before, own_after);
+    let mut step_p50 = [f64::NAN; 5];
     let mut step_p99 = [f64::NAN; 5];
     for (step, values) in outcome.latencies.iter_mut().enumerate() {
+        step_p50[step] = quantile_ms(values, 0.50);
         step_p99[step] = quantile_ms(values, 0.99);
     }
     let mut all: Vec<u32> = outcome.latencies.iter().flatten().copied().collect();
@@ -2468,6 +2652,8 @@ fn measure(target: &Target, work: Work, conns: usize, secs: f64, tag: &str) -> S
         rate: outcome.rate(),
         p50: quantile_ms(&mut all, 0.50),
         p99: quantile_ms(&mut all, 0.99),
+        max: quantile_ms(&mut all, 1.0),
+        step_p50,
         step_p99,
         operations: outcome.operations,
         errors: outcome.errors,
@@ -2583,7 +2769,7 @@ fn at_least(id: &'static str, what: &'static str, measured: f64, goal: f64, unit
         id,
         what,
         goal: format!(">= {}{unit}", trim(goal)),
-        measured: format!("{}{unit}", trim(measured)),
+        measured: with_unit(measured, unit),
         margin: measured / goal - 1.0,
         errors: None,
     }
@@ -2594,9 +2780,18 @@ fn at_most(id: &'static str, what: &'static str, measured: f64, goal: f64, unit:
         id,
         what,
         goal: format!("<= {}{unit}", trim(goal)),
-        measured: format!("{}{unit}", trim(measured)),
+        measured: with_unit(measured, unit),
         margin: 1.0 - measured / goal,
         errors: None,
+    }
+}
+
+/// `value` and its unit, or `n/a` alone.
+fn with_unit(value: f64, unit: &str) -> String {
+    if value.is_finite() {
+        format!("{}{unit}", trim(value))
+    } else {
+        "n/a".into()
     }
 }
 
@@ -2862,7 +3057,7 @@ fn run(options: &Options, binaries: &Binaries, before: Option<&Binaries>, fleet:
         &mut |number| {
             let port = free_ports(1)[0];
             let data = dir.join(format!("start{number}-data"));
-            let _ = fs::create_dir_all(&data);
+            create_data_dir(&data);
             spawn(
                 "echo-service",
                 &binaries.echo,
