@@ -34,7 +34,8 @@
 
 use crate::catalog::{Catalog, Plan, Service};
 use crate::echo::api::{
-    non_empty, BindingAttributes, BindingView, InstanceAttributes, InstanceUpdate, InstanceView,
+    non_empty, BindingAttributes, BindingLifetime, BindingView, InstanceAttributes, InstanceUpdate,
+    InstanceView,
 };
 use crate::echo_client::{EchoClient, EchoError, TlsRoots};
 use crate::http::{self, HttpRequest, HttpResponse};
@@ -472,8 +473,27 @@ impl Broker {
     fn provisioned(&self, status: u16, instance_id: &str, view: &InstanceView) -> HttpResponse {
         HttpResponse::json(
             status,
-            &json!({ "dashboard_url": self.dashboard_url(instance_id, view) }),
+            &json!({
+                "dashboard_url": self.dashboard_url(instance_id, view),
+                "metadata": self.instance_metadata(instance_id, view),
+            }),
         )
+    }
+
+    /// The instance's `metadata` (spec 2.17), answered on provision, update and fetch:
+    /// `labels` a platform may show its users (here the instance's service and plan, as the
+    /// catalog names them) and `attributes`, the broker's own facts about it (here its
+    /// dashboard). Both are the broker's to say: nothing the platform sent is echoed here.
+    fn instance_metadata(&self, instance_id: &str, view: &InstanceView) -> Value {
+        let labels = match &view.attributes {
+            Some(attributes) => json!({
+                "service": attributes.service_id,
+                "plan": attributes.plan_id,
+            }),
+            None => json!({}),
+        };
+        let dashboard_url = self.dashboard_url(instance_id, view);
+        json!({ "labels": labels, "attributes": { "dashboard_url": dashboard_url } })
     }
 
     /// `{SERVICE_BASE}/echo/dashboard/{instance_id}?token=...`.
@@ -506,6 +526,10 @@ impl Broker {
         body.insert(
             "dashboard_url".into(),
             json!(self.dashboard_url(instance_id, &view)),
+        );
+        body.insert(
+            "metadata".into(),
+            self.instance_metadata(instance_id, &view),
         );
         let parameters = view.attributes.and_then(|attributes| attributes.parameters);
         body.insert("parameters".into(), parameters.unwrap_or_else(|| json!({})));
@@ -587,8 +611,9 @@ impl Broker {
         match reply.status {
             // Changed; its answer is the instance as it is now (anything else is a 502).
             200 => {
-                reply.instance(instance_id)?;
-                Ok(HttpResponse::json(200, &json!({})))
+                let view = reply.instance(instance_id)?;
+                let metadata = self.instance_metadata(instance_id, &view);
+                Ok(HttpResponse::json(200, &json!({ "metadata": metadata })))
             }
             404 => Err(BrokerError::NotFound(format!(
                 "instance '{instance_id}' does not exist"
@@ -693,14 +718,21 @@ impl Broker {
 /// top-level `app_guid` is deprecated in its favour, and a platform may send either, or both.
 #[derive(Deserialize)]
 struct BindRequest {
-    service_id: String,
-    plan_id: String,
+    /// Required, but for a rotation, whose body may name only the predecessor (see
+    /// "Rotating a binding" below).
+    #[serde(default)]
+    service_id: Option<String>,
+    #[serde(default)]
+    plan_id: Option<String>,
     #[serde(default)]
     app_guid: Option<String>,
     #[serde(default)]
     bind_resource: Option<Map<String, Value>>,
     #[serde(default)]
     parameters: Option<Map<String, Value>>,
+    /// Set when the platform rotates a binding: see "Rotating a binding" below.
+    #[serde(default)]
+    predecessor_binding_id: Option<String>,
     /// Where the binding lives (see `context` at the top); this broker does not store it,
     /// but a value that is not an object is a malformed request, a 400.
     #[serde(default, rename = "context")]
@@ -723,12 +755,32 @@ impl Broker {
     /// carry `syslog_drain_url` (a log drain), `route_service_url` (a route service, with
     /// `requires: ["route_forwarding"]` in the catalog), `volume_mounts` (a volume service),
     /// and `endpoints`, the hosts and ports an app connects to, for network configuration.
+    ///
+    /// **Credentials that expire.** A leaked password is good until its binding is deleted,
+    /// unless the binding expires. A plan may give its bindings a lifetime (this broker's
+    /// own `binding_lifetime` in `catalog.toml`, e.g. the Invert Service's 90 days): the
+    /// answer then carries `metadata.expires_at`, when the credentials stop working, and
+    /// `metadata.renew_before`, when the platform should rotate them (the spec's binding
+    /// metadata, since 2.17). The echo service refuses expired credentials itself, so the
+    /// expiry is enforced where the credentials are used, not only announced.
     fn bind(&self, instance_id: &str, binding_id: &str, request: &HttpRequest) -> Answer {
         check_id("instance_id", instance_id)?;
         check_id("binding_id", binding_id)?;
         let body: BindRequest =
             http::parse_json_body(&request.body, "bind").map_err(BrokerError::BadRequest)?;
-        let (service, plan) = self.find_plan(&body.service_id, &body.plan_id)?;
+        let (service_id, plan_id) = match (body.service_id, body.plan_id) {
+            (Some(service_id), Some(plan_id)) => (service_id, plan_id),
+            (None, None) if body.predecessor_binding_id.is_some() => {
+                let predecessor_id = body.predecessor_binding_id.as_deref().unwrap_or_default();
+                self.ids_of_predecessor(instance_id, binding_id, predecessor_id)?
+            }
+            _ => {
+                return Err(BrokerError::BadRequest(
+                    "service_id and plan_id are required".into(),
+                ))
+            }
+        };
+        let (service, plan) = self.find_plan(&service_id, &plan_id)?;
         if !plan.bindable.unwrap_or(service.bindable) {
             let why = format!("plan '{}' is not bindable", plan.id);
             return Err(BrokerError::BadRequest(why));
@@ -736,29 +788,45 @@ impl Broker {
         if let Some(app_guid) = &body.app_guid {
             check_id("app_guid", app_guid)?;
         }
-        let attributes = BindingAttributes {
-            service_id: body.service_id,
-            plan_id: body.plan_id,
+        let mut attributes = BindingAttributes {
+            service_id,
+            plan_id,
             app_guid: body.app_guid,
             bind_resource: non_empty(body.bind_resource.map(Value::Object)),
             parameters: non_empty(body.parameters.map(Value::Object)),
+            predecessor_binding_id: body.predecessor_binding_id,
         };
+        if let Some(predecessor_id) = attributes.predecessor_binding_id.clone() {
+            // Parameters sent with a rotation win; absent, the predecessor's are kept.
+            match self.rotation(instance_id, binding_id, plan, &predecessor_id)? {
+                Rotation::Inherit { parameters } => {
+                    attributes.parameters = attributes.parameters.or(parameters);
+                }
+                Rotation::AlreadyDone(stored) => {
+                    let inherited = stored
+                        .attributes
+                        .as_ref()
+                        .and_then(|a| a.parameters.clone());
+                    attributes.parameters = attributes.parameters.or(inherited);
+                    return self.rebound(instance_id, binding_id, *stored, &attributes);
+                }
+            }
+        }
+        let lifetime = plan.binding_lifetime_seconds().map(lifetime_from_now);
         // The echo service's status, translated into the spec's, as in `provision`.
-        let reply = self.echo.bind(instance_id, binding_id, &attributes)?;
+        let reply = self
+            .echo
+            .bind(instance_id, binding_id, &attributes, lifetime)?;
         match reply.status {
             // Made now.
             200 | 201 => Ok(self.bound(201, instance_id, binding_id, &reply.binding(binding_id)?)),
             // It exists: a platform's retry if it asks for what is stored, else a reused id.
-            409 => {
-                let stored = reply.binding(binding_id)?;
-                if repeats(stored.attributes.as_ref(), &attributes) {
-                    Ok(self.bound(200, instance_id, binding_id, &stored))
-                } else {
-                    Err(BrokerError::Conflict(format!(
-                        "binding '{binding_id}' already exists with other attributes"
-                    )))
-                }
-            }
+            409 => self.rebound(
+                instance_id,
+                binding_id,
+                reply.binding(binding_id)?,
+                &attributes,
+            ),
             // No such instance.
             404 => Err(BrokerError::NotFound(format!(
                 "instance '{instance_id}' does not exist"
@@ -766,6 +834,24 @@ impl Broker {
             // The instance is of another service or plan.
             400 => Err(BrokerError::BadRequest(reply.description())),
             _ => Err(BrokerError::Backend(reply.unexpected())),
+        }
+    }
+
+    /// A bind whose binding exists: 200 with it if the request asks for exactly what is
+    /// stored (a retry; its lifetime is the stored one), else 409.
+    fn rebound(
+        &self,
+        instance_id: &str,
+        binding_id: &str,
+        stored: BindingView,
+        requested: &BindingAttributes,
+    ) -> Answer {
+        if repeats(stored.attributes.as_ref(), requested) {
+            Ok(self.bound(200, instance_id, binding_id, &stored))
+        } else {
+            Err(BrokerError::Conflict(format!(
+                "binding '{binding_id}' already exists with other attributes"
+            )))
         }
     }
 
@@ -778,7 +864,10 @@ impl Broker {
     ) -> HttpResponse {
         HttpResponse::json(
             status,
-            &json!({ "credentials": self.binding_credentials(instance_id, binding_id, view) }),
+            &json!({
+                "credentials": self.binding_credentials(instance_id, binding_id, view),
+                "metadata": binding_metadata(view),
+            }),
         )
     }
 
@@ -798,6 +887,151 @@ impl Broker {
                 "password": password,
             }),
             _ => json!({ "uri": self.echo.url(&path, None, None) }),
+        }
+    }
+}
+
+/// A lifetime of `seconds` from now. The platform is asked to renew when a fifth of it is
+/// left (18 days of 90; 2 s of 10): time for a rotation job that runs daily, fails, and
+/// runs again, before the credentials stop working.
+fn lifetime_from_now(seconds: u64) -> BindingLifetime {
+    let expires_at = http::unix_now().saturating_add(seconds);
+    BindingLifetime {
+        expires_at,
+        renew_before: expires_at - seconds / 5,
+    }
+}
+
+/// A binding's `metadata`: when it expires and when to renew it, if it does (`{}` if not).
+fn binding_metadata(view: &BindingView) -> Value {
+    match view.lifetime {
+        Some(lifetime) => json!({
+            "expires_at": http::osb_timestamp(lifetime.expires_at),
+            "renew_before": http::osb_timestamp(lifetime.renew_before),
+        }),
+        None => json!({}),
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Rotating a binding
+// ---------------------------------------------------------------------------------------
+
+/// What a rotation request found.
+enum Rotation {
+    /// The predecessor's parameters, which the successor inherits.
+    Inherit { parameters: Option<Value> },
+    /// The successor exists already, made by this same rotation (a retry).
+    AlreadyDone(Box<BindingView>),
+}
+
+impl Broker {
+    /// A bind with `predecessor_binding_id` (spec 2.17, "Binding Rotation") makes a
+    /// successor: a new binding with new credentials and the predecessor's parameters,
+    /// because the platform need not keep the parameters it once sent, so it cannot be
+    /// asked to send them again. The platform hands the successor's credentials to the app
+    /// and deletes the predecessor when it likes: until then both work, side by side, each
+    /// until it expires or is deleted.
+    ///
+    /// - 400: the plan does not say `binding_rotatable = true` (the platform must not
+    ///   try), or the predecessor does not exist in this instance, or has expired.
+    /// - A repeat of a rotation that was made is answered like any repeated bind, even once
+    ///   the predecessor is gone.
+    fn rotation(
+        &self,
+        instance_id: &str,
+        binding_id: &str,
+        plan: &Plan,
+        predecessor_id: &str,
+    ) -> Result<Rotation, BrokerError> {
+        check_id("predecessor_binding_id", predecessor_id)?;
+        if plan.binding_rotatable != Some(true) {
+            return Err(BrokerError::BadRequest(format!(
+                "plan '{}' does not allow binding rotation (binding_rotatable is not true)",
+                plan.id
+            )));
+        }
+        if predecessor_id == binding_id {
+            let why = "predecessor_binding_id names the binding being made";
+            return Err(BrokerError::BadRequest(why.into()));
+        }
+        let predecessor = match self.existing_binding(instance_id, predecessor_id) {
+            Ok(predecessor) => predecessor,
+            Err(BrokerError::NotFound(_)) => {
+                return self.made_by_this_rotation(instance_id, binding_id, predecessor_id)
+            }
+            Err(error) => return Err(error),
+        };
+        let expired = predecessor
+            .lifetime
+            .is_some_and(|lifetime| lifetime.expired_at(http::unix_now()));
+        if expired {
+            return Err(BrokerError::BadRequest(format!(
+                "predecessor binding '{predecessor_id}' has expired: make a new binding instead"
+            )));
+        }
+        let parameters = predecessor
+            .attributes
+            .and_then(|attributes| attributes.parameters);
+        Ok(Rotation::Inherit { parameters })
+    }
+
+    /// The service and plan of a rotation that names only its predecessor: the
+    /// predecessor's (the spec's rotation request needs no more), or, once it is gone, those
+    /// of the successor this same rotation made.
+    fn ids_of_predecessor(
+        &self,
+        instance_id: &str,
+        binding_id: &str,
+        predecessor_id: &str,
+    ) -> Result<(String, String), BrokerError> {
+        check_id("predecessor_binding_id", predecessor_id)?;
+        let attributes = match self.existing_binding(instance_id, predecessor_id) {
+            Ok(predecessor) => predecessor.attributes,
+            Err(BrokerError::NotFound(_)) => {
+                match self.made_by_this_rotation(instance_id, binding_id, predecessor_id)? {
+                    Rotation::AlreadyDone(successor) => successor.attributes,
+                    Rotation::Inherit { .. } => None,
+                }
+            }
+            Err(error) => return Err(error),
+        };
+        attributes
+            .map(|attributes| (attributes.service_id, attributes.plan_id))
+            .ok_or_else(|| {
+                BrokerError::BadRequest(format!(
+                    "service_id and plan_id are required: the predecessor binding '{predecessor_id}' has none to take"
+                ))
+            })
+    }
+
+    /// With its predecessor gone, a rotation is either a retry of one that was made (the
+    /// successor exists and names this predecessor) or a 400.
+    fn made_by_this_rotation(
+        &self,
+        instance_id: &str,
+        binding_id: &str,
+        predecessor_id: &str,
+    ) -> Result<Rotation, BrokerError> {
+        let missing = || {
+            BrokerError::BadRequest(format!(
+                "predecessor binding '{predecessor_id}' does not exist in instance '{instance_id}'"
+            ))
+        };
+        match self.existing_binding(instance_id, binding_id) {
+            Ok(successor) => {
+                let named = successor
+                    .attributes
+                    .as_ref()
+                    .and_then(|attributes| attributes.predecessor_binding_id.as_deref());
+                if named == Some(predecessor_id) {
+                    Ok(Rotation::AlreadyDone(Box::new(successor)))
+                } else {
+                    Err(missing())
+                }
+            }
+            Err(BrokerError::NotFound(_)) => Err(missing()),
+            Err(error) => Err(error),
         }
     }
 }
@@ -824,6 +1058,7 @@ impl Broker {
             &json!({
                 "credentials": self.binding_credentials(instance_id, binding_id, &view),
                 "parameters": parameters.unwrap_or_else(|| json!({})),
+                "metadata": binding_metadata(&view),
             }),
         ))
     }

@@ -78,6 +78,11 @@ pub struct Plan {
     pub plan_updateable: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub binding_rotatable: Option<bool>,
+    /// How long a binding's credentials work (`"90d"`: a whole number and `s`, `m`, `h` or
+    /// `d`); none: until the binding is deleted. The broker's own field, not the spec's: it
+    /// is never served in the catalog, only announced on each binding (`metadata.expires_at`).
+    #[serde(default, skip_serializing)]
+    pub binding_lifetime: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub maximum_polling_duration: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -230,6 +235,10 @@ impl Catalog {
                 if let Some(schemas) = &plan.schemas {
                     validate_schemas(schemas, &at("schemas"))?;
                 }
+                if let Some(lifetime) = &plan.binding_lifetime {
+                    parse_lifetime(lifetime)
+                        .map_err(|problem| (at("binding_lifetime"), problem))?;
+                }
             }
         }
         Ok(warnings)
@@ -252,6 +261,34 @@ impl Service {
     pub fn plan_ids(&self) -> String {
         let ids: Vec<&str> = self.plans.iter().map(|plan| plan.id.as_str()).collect();
         ids.join(", ")
+    }
+}
+
+impl Plan {
+    /// How long this plan's bindings live, in seconds (checked at load: a malformed value
+    /// never gets this far).
+    pub fn binding_lifetime_seconds(&self) -> Option<u64> {
+        self.binding_lifetime
+            .as_deref()
+            .and_then(|lifetime| parse_lifetime(lifetime).ok())
+    }
+}
+
+/// `"90d"`, `"12h"`, `"30m"`, `"45s"`: a whole number of days, hours, minutes or seconds.
+fn parse_lifetime(text: &str) -> Result<u64, String> {
+    let units = [('s', 1), ('m', 60), ('h', 3_600), ('d', 86_400)];
+    let seconds = units.iter().find_map(|(unit, unit_seconds)| {
+        let number = text.strip_suffix(*unit)?;
+        if number.is_empty() || !number.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        number.parse::<u64>().ok()?.checked_mul(*unit_seconds)
+    });
+    match seconds {
+        Some(seconds) if seconds > 0 => Ok(seconds),
+        _ => Err(format!(
+            "'{text}' is not a lifetime: a whole number above 0 and a unit, s, m, h or d (e.g. \"90d\")"
+        )),
     }
 }
 
@@ -349,6 +386,50 @@ mod tests {
         let loaded = Catalog::load(None).expect("embedded catalog loads");
         assert_eq!(loaded.catalog.services.len(), 2);
         assert!(loaded.warnings.iter().any(|w| w.contains("Echo Service")));
+    }
+
+    #[test]
+    fn binding_lifetimes_are_a_whole_number_and_a_unit() {
+        let seconds = |text: &str| parse_lifetime(text);
+        assert_eq!(seconds("90d"), Ok(90 * 86_400));
+        assert_eq!(seconds("12h"), Ok(12 * 3_600));
+        assert_eq!(seconds("30m"), Ok(1_800));
+        assert_eq!(seconds("5s"), Ok(5));
+        for bad in [
+            "",
+            "d",
+            "0d",
+            "90",
+            "1.5h",
+            "-1d",
+            "90 d",
+            "90D",
+            "1w",
+            "99999999999999999999d",
+        ] {
+            assert!(seconds(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_malformed_binding_lifetime_stops_the_catalog_naming_the_plan() {
+        let text = EMBEDDED_CATALOG.replace(
+            "binding_lifetime = \"90d\"",
+            "binding_lifetime = \"90 days\"",
+        );
+        let refused = Catalog::parse(&text, "test.toml").expect_err("refused");
+        assert_eq!(refused.field, "services[1].plans[0].binding_lifetime");
+        assert!(
+            refused.problem.contains("'90 days' is not a lifetime"),
+            "{refused}"
+        );
+        let served = serde_json::to_string(&Catalog::load(None).expect("loads").catalog)
+            .expect("serialises");
+        assert!(served.contains("\"binding_rotatable\":true"), "{served}");
+        assert!(
+            !served.contains("binding_lifetime"),
+            "the broker's own field is not served"
+        );
     }
 
     #[test]

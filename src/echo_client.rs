@@ -10,8 +10,8 @@
 //! says what failed, for the broker's error description.
 
 use crate::echo::api::{
-    BindingAttributes, BindingView, InstanceAttributes, InstanceUpdate, InstanceView,
-    REQUEST_IDENTITY_HEADER,
+    BindBody, BindingAttributes, BindingLifetime, BindingView, InstanceAttributes, InstanceUpdate,
+    InstanceView, REQUEST_IDENTITY_HEADER,
 };
 use crate::http::percent_encode;
 use serde::de::DeserializeOwned;
@@ -246,15 +246,20 @@ impl EchoClient {
         self.send("deprovision", "DELETE", &path, None)
     }
 
-    /// `PUT /echo/{instance_id}/{binding_id}`.
+    /// `PUT /echo/{instance_id}/{binding_id}`, with the binding's lifetime if it has one.
     pub fn bind(
         &self,
         instance_id: &str,
         binding_id: &str,
         attributes: &BindingAttributes,
+        lifetime: Option<BindingLifetime>,
     ) -> Result<Reply, EchoError> {
         let path = binding_path(instance_id, binding_id);
-        self.send("bind", "PUT", &path, Some(to_body(attributes)))
+        let body = BindBody {
+            attributes: attributes.clone(),
+            lifetime,
+        };
+        self.send("bind", "PUT", &path, Some(to_body(&body)))
     }
 
     /// `GET /echo/{instance_id}/{binding_id}`.
@@ -462,6 +467,7 @@ fn to_body<T: serde::Serialize>(value: &T) -> Vec<u8> {
 
 fn empty_binding(binding_id: &str) -> BindingView {
     BindingView {
+        lifetime: None,
         id: binding_id.to_string(),
         app: None,
         state: None,

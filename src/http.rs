@@ -390,9 +390,33 @@ impl<'de> serde::de::Visitor<'de> for UniqueKeysVisitor {
     }
 }
 
+/// Seconds since the Unix epoch, now (0 if the clock is before it).
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| since.as_secs())
+}
+
+/// `unix_seconds` in the form the OSB API gives its dates (`yyyy-mm-ddThh:mm:ss.sZ`, UTC),
+/// e.g. `2026-03-09T14:05:00.0Z`.
+pub fn osb_timestamp(unix_seconds: u64) -> String {
+    let days = unix_seconds / 86_400;
+    let (year, month, day) = crate::logging::civil_from_days(days);
+    let in_day = unix_seconds % 86_400;
+    let (hour, minute, second) = (in_day / 3600, in_day % 3600 / 60, in_day % 60);
+    format!("{year:04}-{month:02}-{day:02}T{hour:02}:{minute:02}:{second:02}.0Z")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn osb_timestamps_have_the_specs_pattern() {
+        assert_eq!(osb_timestamp(0), "1970-01-01T00:00:00.0Z");
+        assert_eq!(osb_timestamp(784_111_777), "1994-11-06T08:49:37.0Z");
+        assert_eq!(osb_timestamp(951_782_400), "2000-02-29T00:00:00.0Z");
+    }
 
     #[test]
     fn basic_credentials_refuse_malformed_headers() {

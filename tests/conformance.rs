@@ -31,6 +31,8 @@ mod headers;
 mod last_operation;
 #[path = "conformance/provisioning.rs"]
 mod provisioning;
+#[path = "conformance/rotation.rs"]
+mod rotation;
 #[path = "conformance/unbinding.rs"]
 mod unbinding;
 #[path = "conformance/updating.rs"]

@@ -34,6 +34,37 @@ pub struct BindingAttributes {
     pub bind_resource: Option<Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parameters: Option<Value>,
+    /// The binding this one succeeds (OSB API "Binding Rotation").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub predecessor_binding_id: Option<String>,
+}
+
+/// When a binding's credentials stop working, and from when the platform should replace
+/// them, in seconds since the Unix epoch. Set by the broker from the plan's
+/// `binding_lifetime` when the binding is made, kept with it, and enforced by the echo
+/// service: it refuses expired credentials as it refuses unknown ones.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct BindingLifetime {
+    pub expires_at: u64,
+    pub renew_before: u64,
+}
+
+impl BindingLifetime {
+    /// Whether the credentials no longer work at `now` (seconds since the epoch).
+    pub fn expired_at(&self, now: u64) -> bool {
+        now >= self.expires_at
+    }
+}
+
+/// The body of `PUT /echo/{instance_id}/{binding_id}`: the platform's attributes, and the
+/// lifetime the broker gives the binding (not compared on a repeated bind: it is the
+/// broker's, made anew each time).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BindBody {
+    #[serde(flatten)]
+    pub attributes: BindingAttributes,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lifetime: Option<BindingLifetime>,
 }
 
 /// A change to an existing instance (`PATCH /echo/{instance_id}`); absent fields stay as they are.
@@ -79,6 +110,8 @@ pub struct BindingView {
     pub username: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub password: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lifetime: Option<BindingLifetime>,
 }
 
 /// An empty JSON object means the same as an absent one (platforms and checkers send `{}`).

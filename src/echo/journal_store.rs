@@ -6,7 +6,7 @@
 //! [`StoreError`] that names storage, so reads only ever see what is on disk; the journal
 //! recovers by itself once the disk does.
 
-use super::api::BindingAttributes;
+use super::api::{BindingAttributes, BindingLifetime};
 use super::api::{InstanceAttributes, InstanceUpdate};
 use super::journal::{Journal, Recorded, Ticket};
 use super::store::{
@@ -37,6 +37,9 @@ pub struct Binding {
     pub attributes: Option<BindingAttributes>,
     pub username: String,
     pub password: String,
+    /// (Journals written before bindings expired have none.)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lifetime: Option<BindingLifetime>,
 }
 
 /// Everything the echo service knows; what the journal's snapshot holds.
@@ -67,6 +70,8 @@ pub enum Change {
         attributes: Option<BindingAttributes>,
         username: String,
         password: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        lifetime: Option<BindingLifetime>,
     },
     Unbind {
         instance_id: String,
@@ -131,11 +136,13 @@ impl EchoState {
                 attributes,
                 username,
                 password,
+                lifetime,
             } => {
                 let binding = Binding {
                     attributes,
                     username,
                     password,
+                    lifetime,
                 };
                 self.bind(instance_id, binding_id, binding)
             }
@@ -548,6 +555,7 @@ impl Store for JournalStore {
                 attributes: new.attributes.clone(),
                 username: new.username.clone(),
                 password: new.password.clone(),
+                lifetime: new.lifetime,
             };
             let change = Change::Bind {
                 instance_id: instance_id.to_string(),
@@ -555,6 +563,7 @@ impl Store for JournalStore {
                 attributes: new.attributes,
                 username: new.username,
                 password: new.password,
+                lifetime: new.lifetime,
             };
             Decision::Make(change, record)
         })
@@ -601,6 +610,7 @@ impl Store for JournalStore {
             Some(Caller {
                 username: binding.username.clone(),
                 password: binding.password.clone(),
+                lifetime: binding.lifetime,
                 service_id: instance.attributes.as_ref().map(|a| a.service_id.clone()),
             })
         })
@@ -726,6 +736,7 @@ impl Binding {
             attributes: self.attributes.clone(),
             username: self.username.clone(),
             password: self.password.clone(),
+            lifetime: self.lifetime,
         }
     }
 }
@@ -759,6 +770,7 @@ pub(crate) mod test_changes {
             attributes: None,
             username: format!("user-{binding_id}"),
             password: "secret \n \"quoted\" ü".into(),
+            lifetime: None,
         }
     }
 }

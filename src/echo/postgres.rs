@@ -20,7 +20,7 @@ mod schema;
 
 pub use import::{import_journal, ImportReport};
 
-use super::api::{BindingAttributes, InstanceAttributes, InstanceUpdate};
+use super::api::{BindingAttributes, BindingLifetime, InstanceAttributes, InstanceUpdate};
 use super::store::{
     apply_update, refuse_other_ids, BindingRecord, Caller, ClaimedIds, DashboardRecord,
     InstanceRecord, NewBinding, NewInstance, Outcome, Store, StoreResult, Totals, RECENT_MESSAGES,
@@ -237,15 +237,20 @@ const LOCK_INSTANCE_FOR_BINDINGS: &str =
     "SELECT attributes FROM echo_instances WHERE instance_id = $1 FOR KEY SHARE";
 const UPDATE_ATTRIBUTES: &str = "UPDATE echo_instances SET attributes = $2 WHERE instance_id = $1";
 const DELETE_INSTANCE: &str = "DELETE FROM echo_instances WHERE instance_id = $1";
-const BINDING: &str = "SELECT attributes, username, password FROM echo_bindings
-    WHERE instance_id = $1 AND binding_id = $2";
-const INSERT_BINDING: &str =
-    "INSERT INTO echo_bindings (instance_id, binding_id, attributes, username, password)
-    VALUES ($1, $2, $3, $4, $5) ON CONFLICT (instance_id, binding_id) DO NOTHING";
+/// A binding's columns as [`read_binding`] reads them (times as seconds since the epoch).
+const BINDING: &str = "SELECT attributes, username, password,
+        extract(epoch FROM expires_at)::bigint, extract(epoch FROM renew_before)::bigint
+    FROM echo_bindings WHERE instance_id = $1 AND binding_id = $2";
+const INSERT_BINDING: &str = "INSERT INTO echo_bindings
+        (instance_id, binding_id, attributes, username, password, expires_at, renew_before)
+    VALUES ($1, $2, $3, $4, $5, to_timestamp($6), to_timestamp($7))
+    ON CONFLICT (instance_id, binding_id) DO NOTHING";
 const DELETE_BINDING: &str = "DELETE FROM echo_bindings WHERE instance_id = $1 AND binding_id = $2
-    RETURNING attributes, username, password";
+    RETURNING attributes, username, password,
+        extract(epoch FROM expires_at)::bigint, extract(epoch FROM renew_before)::bigint";
 const INSTANCE_EXISTS: &str = "SELECT 1 FROM echo_instances WHERE instance_id = $1";
-const CALLER: &str = "SELECT b.username, b.password, i.attributes
+const CALLER: &str = "SELECT b.username, b.password, i.attributes,
+        extract(epoch FROM b.expires_at)::bigint, extract(epoch FROM b.renew_before)::bigint
     FROM echo_bindings b JOIN echo_instances i USING (instance_id)
     WHERE b.instance_id = $1 AND b.binding_id = $2";
 /// Counts the message on the instance's row (which also orders messages to one instance)
@@ -380,16 +385,26 @@ impl Store for PostgresStore {
             if let Some(refusal) = refuse_other_ids(attributes.as_ref(), &claimed) {
                 return Ok(Outcome::OtherIds(refusal));
             }
-            let values = (to_json(&new.attributes), &new.username, &new.password);
+            let attributes = to_json(&new.attributes);
+            let (expires_at, renew_before) = lifetime_columns(new.lifetime);
             let inserted = transaction.execute(
                 &insert,
-                &[&instance_id, &binding_id, &values.0, values.1, values.2],
+                &[
+                    &instance_id,
+                    &binding_id,
+                    &attributes,
+                    &new.username,
+                    &new.password,
+                    &expires_at,
+                    &renew_before,
+                ],
             )?;
             let outcome = if inserted == 1 {
                 Outcome::Done(BindingRecord {
                     attributes: new.attributes.clone(),
                     username: new.username.clone(),
                     password: new.password.clone(),
+                    lifetime: new.lifetime,
                 })
             } else {
                 let existing = transaction.query_one(&read, &[&instance_id, &binding_id])?;
@@ -453,6 +468,7 @@ impl Store for PostgresStore {
             Ok(row.map(|row| Caller {
                 username: row.get(0),
                 password: row.get(1),
+                lifetime: read_lifetime(&row, 3),
                 service_id: from_json::<InstanceAttributes>(&row, 2).map(|a| a.service_id),
             }))
         })
@@ -588,12 +604,34 @@ fn read_instance(row: &Row) -> InstanceRecord {
     }
 }
 
-/// A row of `attributes, username, password`.
+/// A row of `attributes, username, password, expires_at, renew_before` (see [`BINDING`]).
 fn read_binding(row: &Row) -> BindingRecord {
     BindingRecord {
         attributes: from_json::<BindingAttributes>(row, 0),
         username: row.get(1),
         password: row.get(2),
+        lifetime: read_lifetime(row, 3),
+    }
+}
+
+/// A lifetime from its two columns at `first` and the next (seconds since the epoch).
+fn read_lifetime(row: &Row, first: usize) -> Option<BindingLifetime> {
+    let expires_at: Option<i64> = row.get(first);
+    let renew_before: Option<i64> = row.get(first + 1);
+    Some(BindingLifetime {
+        expires_at: u64::try_from(expires_at?).unwrap_or(0),
+        renew_before: u64::try_from(renew_before?).unwrap_or(0),
+    })
+}
+
+/// A lifetime as the parameters of `to_timestamp` (double precision seconds; NULL: none).
+fn lifetime_columns(lifetime: Option<BindingLifetime>) -> (Option<f64>, Option<f64>) {
+    match lifetime {
+        Some(lifetime) => (
+            Some(lifetime.expires_at as f64),
+            Some(lifetime.renew_before as f64),
+        ),
+        None => (None, None),
     }
 }
 

@@ -24,7 +24,8 @@
 //! store (the journal's disk, or the database); nothing is answered before it is durable.
 
 use super::api::{
-    non_empty, BindingAttributes, BindingView, InstanceAttributes, InstanceUpdate, InstanceView,
+    non_empty, BindBody, BindingAttributes, BindingView, InstanceAttributes, InstanceUpdate,
+    InstanceView,
 };
 use super::dashboard::{self, Dashboard};
 use super::store::{
@@ -263,10 +264,12 @@ impl EchoService {
         }
     }
 
-    /// `PUT /echo/{instance_id}/{binding_id}`: creates the binding and its credentials.
+    /// `PUT /echo/{instance_id}/{binding_id}` with a [`BindBody`]: creates the binding and
+    /// its credentials.
     fn bind(&self, request: &HttpRequest, instance_id: &str, binding_id: &str) -> HttpResponse {
-        let attributes = match optional_body::<BindingAttributes>(&request.body) {
-            Ok(attributes) => attributes.map(normalise_binding),
+        let (attributes, lifetime) = match optional_body::<BindBody>(&request.body) {
+            Ok(Some(body)) => (Some(normalise_binding(body.attributes)), body.lifetime),
+            Ok(None) => (None, None),
             Err(response) => return response,
         };
         let (Ok(user_token), Ok(password)) = (http::random_token(), http::random_token()) else {
@@ -280,6 +283,7 @@ impl EchoService {
             attributes,
             username: format!("app-{}", &user_token[..12]),
             password,
+            lifetime,
         };
         match self.store.bind(instance_id, binding_id, &claimed, new) {
             Ok(Outcome::Done(binding)) => {
@@ -392,8 +396,14 @@ impl EchoService {
             (caller.username.as_str(), caller.password.as_str())
         });
         let matches = http::credentials_match(request.header("Authorization"), username, password);
+        // Expired credentials are refused where they are used, as unknown ones are: the
+        // expiry the broker announced is a promise the service keeps.
+        let expired = caller
+            .as_ref()
+            .and_then(|caller| caller.lifetime)
+            .is_some_and(|lifetime| lifetime.expired_at(http::unix_now()));
         match caller {
-            Some(caller) if matches => Ok(caller.service_id),
+            Some(caller) if matches && !expired => Ok(caller.service_id),
             _ => Err(binding_unauthorized()),
         }
     }
@@ -473,6 +483,7 @@ fn instance_view(instance_id: &str, instance: &InstanceRecord, state: &str) -> I
 fn binding_view(binding_id: &str, binding: &BindingRecord, state: &str) -> BindingView {
     BindingView {
         id: binding_id.to_string(),
+        lifetime: binding.lifetime,
         app: app_of(binding),
         state: Some(state.to_string()),
         attributes: binding.attributes.clone(),

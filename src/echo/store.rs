@@ -12,7 +12,7 @@
 //! that makes it, so two processes racing on one instance cannot both succeed. A change is
 //! returned only once it is durable; a read returns only durable state.
 
-use super::api::{BindingAttributes, InstanceAttributes, InstanceUpdate};
+use super::api::{BindingAttributes, BindingLifetime, InstanceAttributes, InstanceUpdate};
 
 /// One provisioned instance, as the service answers with it.
 #[derive(Debug, Clone, PartialEq)]
@@ -29,6 +29,7 @@ pub struct BindingRecord {
     pub attributes: Option<BindingAttributes>,
     pub username: String,
     pub password: String,
+    pub lifetime: Option<BindingLifetime>,
 }
 
 /// What a bound app's call is checked against, and what it gets.
@@ -36,6 +37,7 @@ pub struct BindingRecord {
 pub struct Caller {
     pub username: String,
     pub password: String,
+    pub lifetime: Option<BindingLifetime>,
     /// The instance's service (`None` for an instance the original broker made).
     pub service_id: Option<String>,
 }
@@ -70,6 +72,7 @@ pub struct NewBinding {
     pub attributes: Option<BindingAttributes>,
     pub username: String,
     pub password: String,
+    pub lifetime: Option<BindingLifetime>,
 }
 
 /// The `service_id` and `plan_id` a caller named for a bind or a delete, if any.

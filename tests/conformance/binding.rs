@@ -239,10 +239,10 @@ fn bind_ignores_accepts_incomplete_and_answers_synchronously() {
 }
 
 #[test]
-fn a_rotation_request_is_refused_with_400_as_no_plan_is_binding_rotatable() {
-    // "Request (Rotating a Service Binding)": the body is only predecessor_binding_id.
-    // No plan declares binding_rotatable, so a platform must not send one; if it does, the
-    // request misses the mandatory service_id and plan_id.
+fn a_rotation_of_a_plan_that_is_not_binding_rotatable_is_refused_with_400() {
+    // "Request (Rotating a Service Binding)": the body may be only predecessor_binding_id;
+    // the Echo Service's plan does not declare binding_rotatable, so a platform must not
+    // send one (the rotatable plan's rotations: rotation.rs).
     let system = start();
     provision_echo(&system, "bind-rotate");
     let old = bind_echo(&system, "bind-rotate", "old");

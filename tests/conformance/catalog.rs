@@ -1,7 +1,7 @@
 //! Spec section "Catalog Management": `GET /v2/catalog`.
 
 use crate::support::*;
-use serde_json::Value;
+use serde_json::{json, Value};
 use std::collections::HashSet;
 
 fn catalog() -> Value {
@@ -174,15 +174,27 @@ fn invert_service_has_no_dashboard_client_key_and_its_plan_no_free_key() {
     assert_eq!(plans[0]["maintenance_info"]["version"], "1.0.0");
 }
 
+/// The Invert Service's plan gives its bindings a lifetime and lets them be rotated; the
+/// lifetime itself is the broker's own field, never served.
 #[test]
-fn binding_rotation_is_not_offered() {
+fn binding_rotation_is_offered_where_bindings_expire() {
     let catalog = catalog();
-    for service in services(&catalog) {
-        assert!(service.get("binding_rotatable").is_none(), "{service}");
-        for plan in service["plans"].as_array().into_iter().flatten() {
-            assert!(plan.get("binding_rotatable").is_none(), "{plan}");
-        }
-    }
+    let rotatable: Vec<(&Value, Option<&Value>)> = services(&catalog)
+        .iter()
+        .flat_map(|service| service["plans"].as_array().into_iter().flatten())
+        .map(|plan| (&plan["id"], plan.get("binding_rotatable")))
+        .collect();
+    assert_eq!(
+        rotatable,
+        [
+            (&json!("big_0001"), None),
+            (&json!("small_0001"), Some(&json!(true)))
+        ]
+    );
+    assert!(
+        !catalog.to_string().contains("binding_lifetime"),
+        "{catalog}"
+    );
 }
 
 #[test]

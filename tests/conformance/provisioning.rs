@@ -53,9 +53,17 @@ fn provision_returns_201_with_a_dashboard_url() {
         "{url}"
     );
     assert_eq!(
+        body["metadata"],
+        json!({
+            "labels": {"service": "echo_service", "plan": "big_0001"},
+            "attributes": {"dashboard_url": url},
+        }),
+        "the broker's own metadata, nothing the platform sent: {body}"
+    );
+    assert_eq!(
         body.as_object().map(|o| o.len()),
-        Some(1),
-        "only dashboard_url: {body}"
+        Some(2),
+        "only dashboard_url and metadata: {body}"
     );
     assert_eq!(instance(&system, "prov-1")["service_id"], "echo_service");
 }

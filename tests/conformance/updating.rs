@@ -97,15 +97,23 @@ fn patch(system: &System, instance_id: &str, body: &Value) -> Reply {
     )
 }
 
-/// A successful update: 200 `{}`.
+/// A successful update: 200 with the instance's metadata only, labelled with the service
+/// and plan it is on now.
 fn updated(system: &System, instance_id: &str, body: &Value) {
     let reply = patch(system, instance_id, body);
+    let answer = reply.json();
+    let keys: Vec<&String> = answer
+        .as_object()
+        .map(|o| o.keys().collect())
+        .unwrap_or_default();
     assert_eq!(
-        (reply.status, reply.json()),
-        (200, json!({})),
-        "{body}: {}",
-        reply.text
+        (reply.status, keys),
+        (200, vec![&"metadata".to_string()]),
+        "{body}: {answer}"
     );
+    if let Some(plan_id) = body.get("plan_id") {
+        assert_eq!(&answer["metadata"]["labels"]["plan"], plan_id, "{answer}");
+    }
 }
 
 /// A refused update: `status`, both flags, and the instance exactly as before.
@@ -394,7 +402,10 @@ fn update_ignores_accepts_incomplete_and_answers_synchronously() {
         &path,
         Some(r#"{"service_id":"echo_service","parameters":{"a":1}}"#),
     );
-    assert_eq!((reply.status, reply.json()), (200, json!({})));
+    assert_eq!(
+        (reply.status, reply.json().get("metadata").is_some()),
+        (200, true)
+    );
     assert_eq!(
         instance(&system, "upd-async")["parameters"],
         json!({"a": 1})

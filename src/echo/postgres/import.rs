@@ -108,26 +108,24 @@ fn copy_instance(
     }
     for (binding_id, binding) in &instance.bindings {
         let attributes = super::to_json(&binding.attributes);
+        let (expires_at, renew_before) = super::lifetime_columns(binding.lifetime);
         let inserted = transaction.execute(
-            "INSERT INTO echo_bindings (instance_id, binding_id, attributes, username, password)
-             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (instance_id, binding_id) DO NOTHING",
+            super::INSERT_BINDING,
             &[
                 &instance_id,
                 binding_id,
                 &attributes,
                 &binding.username,
                 &binding.password,
+                &expires_at,
+                &renew_before,
             ],
         )?;
         if inserted == 1 {
             copied.bindings += 1;
             continue;
         }
-        let stored = transaction.query_one(
-            "SELECT attributes, username, password FROM echo_bindings
-             WHERE instance_id = $1 AND binding_id = $2",
-            &[&instance_id, binding_id],
-        )?;
+        let stored = transaction.query_one(super::BINDING, &[&instance_id, binding_id])?;
         if super::read_binding(&stored) == binding.record() {
             copied.already_there += 1;
         } else {

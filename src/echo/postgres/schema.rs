@@ -12,7 +12,7 @@ const SCHEMA_LOCK: i64 = 0x6563_686f;
 
 /// The steps, in order; step N brings the schema to version N. Never edit one that has
 /// shipped: add the next.
-const MIGRATIONS: [&str; 1] = [
+const MIGRATIONS: [&str; 2] = [
     // 1: instances, bindings and the dashboard's latest messages. Attributes are the JSON
     // the platform sent (NULL for an instance the original broker made without them).
     "CREATE TABLE echo_instances (
@@ -39,6 +39,11 @@ const MIGRATIONS: [&str; 1] = [
         preview text NOT NULL CHECK (octet_length(preview) <= 200),
         PRIMARY KEY (instance_id, slot)
     );",
+    // 2: bindings that expire (a plan's `binding_lifetime`): when the credentials stop
+    // working, and from when the platform should replace them.
+    "ALTER TABLE echo_bindings
+        ADD COLUMN expires_at timestamptz,
+        ADD COLUMN renew_before timestamptz;",
 ];
 
 /// Brings the schema to the latest version. `Ok(Err(_))` is a database this echo service
