@@ -735,3 +735,71 @@ fn tls_to_the_database_is_verified_against_the_same_trust_store() {
         "{output}"
     );
 }
+
+#[test]
+fn a_database_of_an_older_schema_is_upgraded_in_place_and_a_newer_one_is_refused() {
+    let Some(cluster) = Cluster::start() else {
+        return;
+    };
+    let url = cluster.create_database("versions");
+    let binding = {
+        let echo = echo_on(&url);
+        assert_eq!(
+            put(&format!("{}/echo/kept", echo.url), Some(PROVISION)).status,
+            200
+        );
+        put(&format!("{}/echo/kept/b", echo.url), Some(BIND)).json()
+    };
+    // Back to version 1, as an echo service from before bindings expired left it.
+    cluster
+        .client("versions")
+        .batch_execute(
+            "ALTER TABLE echo_bindings DROP COLUMN expires_at, DROP COLUMN renew_before;
+             UPDATE echo_schema_version SET version = 1",
+        )
+        .expect("the test winds the schema back");
+    let echo = echo_on(&url);
+    assert!(
+        echo.log().contains("schema is now at version 2"),
+        "{}",
+        echo.log()
+    );
+    assert_eq!(message(&echo, "kept", &binding, "still here").status, 200);
+    drop(echo);
+
+    cluster
+        .client("versions")
+        .execute("UPDATE echo_schema_version SET version = 99", &[])
+        .expect("the test sets a future version");
+    let (code, output) = run_to_end(ECHO_SERVICE, &[], &[("DATABASE_URL", &url)]);
+    assert_eq!(code, Some(2), "{output}");
+    assert!(output.contains("schema version 99"), "{output}");
+}
+
+#[test]
+fn an_expired_binding_is_refused_on_postgresql_too() {
+    let Some(cluster) = Cluster::start() else {
+        return;
+    };
+    let url = cluster.create_database("expiry");
+    let (a, b) = (echo_on(&url), echo_on(&url));
+    assert_eq!(
+        put(&format!("{}/echo/i", a.url), Some(PROVISION)).status,
+        200
+    );
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| since.as_secs());
+    let body = serde_json::json!({
+        "service_id": "echo_service", "plan_id": "big_0001",
+        "lifetime": {"expires_at": now + 2, "renew_before": now + 1},
+    })
+    .to_string();
+    let binding = put(&format!("{}/echo/i/short", a.url), Some(&body)).json();
+    assert_eq!(binding["lifetime"]["expires_at"], now + 2, "{binding}");
+    assert_eq!(message(&b, "i", &binding, "in time").status, 200);
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(message(&b, "i", &binding, "too late").status, 401);
+    let fetched = get(&format!("{}/echo/i/short", b.url)).json();
+    assert_eq!(fetched["lifetime"], binding["lifetime"], "kept as it was");
+}
