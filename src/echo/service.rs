@@ -219,6 +219,11 @@ impl EchoService {
                 body["description"] = json!(format!("instance '{instance_id}' already exists"));
                 HttpResponse::json(409, &body)
             }
+            // Another instance of the service deleted it each time this one found it there
+            // (PostgreSQL, racing deprovisions): nothing was made.
+            Ok(Outcome::NoInstance) => unavailable(&format!(
+                "instance '{instance_id}' was being deleted by another request; try again"
+            )),
             other => self.unexpected(other),
         }
     }
