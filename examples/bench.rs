@@ -1942,8 +1942,10 @@ struct StoreSample {
     /// warm-up and the run.
     echo_cpu: Option<f64>,
     postgres_cpu: Option<f64>,
-    /// CPU seconds of its broker(s), and of this program (the load generator), likewise.
+    /// CPU seconds of its broker(s), of nginx in front of two echo services, and of this
+    /// program (the load generator), likewise.
     broker_cpu: Option<f64>,
+    nginx_cpu: Option<f64>,
     client_cpu: Option<f64>,
     /// Cycles that succeeded, warm-up included: what `fsyncs` and `commits` cover.
     cycles: u64,
@@ -2055,6 +2057,14 @@ fn store_run(
     };
     let broker_pids: Vec<u32> = brokers.iter().map(Process::pid).collect();
     let broker_cpu_before = total_cpu(&broker_pids);
+    // nginx's master and its workers (Linux).
+    let nginx_pids: Vec<u32> = proxy.as_ref().map_or_else(Vec::new, |nginx| {
+        let master = nginx.process.pid();
+        let mut pids = vec![master];
+        pids.extend(children(master));
+        pids
+    });
+    let nginx_cpu_before = total_cpu(&nginx_pids);
     let client_cpu_before = cpu_seconds(std::process::id());
     let warm = (options.secs / 2.0).clamp(0.2, 1.0);
     let warm_tag = format!("{name}-warm");
@@ -2092,16 +2102,21 @@ fn store_run(
     let used = |before: Option<f64>, after: Option<f64>| Some(after? - before?);
     let echo_cpu = used(echo_cpu_before, total_cpu(&echo_pids));
     let broker_cpu = used(broker_cpu_before, total_cpu(&broker_pids));
+    let nginx_cpu = used(nginx_cpu_before, total_cpu(&nginx_pids));
     let client_cpu = used(client_cpu_before, cpu_seconds(std::process::id()));
     let journal_fsyncs = (label == STORE_JOURNAL)
-        .then(|| echo_metric(echos[0].address, "echo_service_journal_fsyncs_total"))
+        .then(|| {
+            let metrics = echo_metrics(echos[0].address)?;
+            metric(&metrics, "echo_service_journal_fsyncs_total")
+        })
         .flatten();
     let pool = (label != STORE_JOURNAL)
         .then(|| {
             let mut sums = [0u64; 4];
             for echo in &echos {
+                let metrics = echo_metrics(echo.address)?;
                 for (sum, name) in sums.iter_mut().zip(POOL_COUNTERS) {
-                    *sum += echo_metric(echo.address, name)? as u64;
+                    *sum += metric(&metrics, name)? as u64;
                 }
             }
             Some(sums)
@@ -2139,6 +2154,7 @@ fn store_run(
         echo_cpu,
         postgres_cpu,
         broker_cpu,
+        nginx_cpu,
         client_cpu,
         fsyncs,
         commits,
@@ -2156,25 +2172,28 @@ const POOL_COUNTERS: [&str; 4] = [
     "echo_service_database_busy_total",
 ];
 
-/// A value of the echo service's `/metrics` (management credentials).
-fn echo_metric(address: SocketAddr, name: &str) -> Option<f64> {
+/// The echo service's `/metrics` (management credentials).
+fn echo_metrics(address: SocketAddr) -> Option<String> {
     let mut client = Client::new(address);
     let authorization = echo_broker::http::basic_authorization(ECHO_USER, ECHO_PASSWORD);
     let request = format!(
         "GET /metrics HTTP/1.1\r\nHost: {address}\r\nAuthorization: {authorization}\r\n\r\n"
     );
     match client.send(request.as_bytes()) {
-        Ok(200) => String::from_utf8_lossy(&client.body)
-            .lines()
-            .find_map(|line| {
-                line.strip_prefix(name)?
-                    .strip_prefix(' ')?
-                    .trim()
-                    .parse()
-                    .ok()
-            }),
+        Ok(200) => Some(String::from_utf8_lossy(&client.body).into_owned()),
         _ => None,
     }
+}
+
+/// The value of `name` in Prometheus text.
+fn metric(metrics: &str, name: &str) -> Option<f64> {
+    metrics.lines().find_map(|line| {
+        line.strip_prefix(name)?
+            .strip_prefix(' ')?
+            .trim()
+            .parse()
+            .ok()
+    })
 }
 
 /// The median over rounds of `field(a) / field(b)`, `a` and `b` measured in the same round.
@@ -2184,15 +2203,23 @@ fn store_ratio(
     b: &str,
     field: impl Fn(&StoreSample) -> f64,
 ) -> f64 {
+    median(round_ratios(results, a, b, field))
+}
+
+/// Each round's `field(a) / field(b)`.
+fn round_ratios(
+    results: &StoreResults,
+    a: &str,
+    b: &str,
+    field: impl Fn(&StoreSample) -> f64,
+) -> Vec<f64> {
     let (Some(ours), Some(theirs)) = (results.get(a), results.get(b)) else {
-        return f64::NAN;
+        return Vec::new();
     };
-    median(
-        ours.iter()
-            .zip(theirs)
-            .map(|(ours, theirs)| field(ours) / field(theirs))
-            .collect(),
-    )
+    ours.iter()
+        .zip(theirs)
+        .map(|(ours, theirs)| field(ours) / field(theirs))
+        .collect()
 }
 
 /// What the store phase found, for the report.
@@ -2289,6 +2316,7 @@ impl StoreReport {
             let echo_cpu = of(&|s| per_cycle(s.echo_cpu, s.cycles) * 1e6);
             let postgres_cpu = of(&|s| per_cycle(s.postgres_cpu, s.cycles) * 1e6);
             let broker_cpu = of(&|s| per_cycle(s.broker_cpu, s.cycles) * 1e6);
+            let nginx_cpu = of(&|s| per_cycle(s.nginx_cpu, s.cycles) * 1e6);
             let client_cpu = of(&|s| per_cycle(s.client_cpu, s.cycles) * 1e6);
             let all_cpu = of(&|s| {
                 let postgres = if label == STORE_JOURNAL {
@@ -2296,9 +2324,15 @@ impl StoreReport {
                 } else {
                     s.postgres_cpu
                 };
-                let total = [s.echo_cpu, postgres, s.broker_cpu, s.client_cpu]
-                    .into_iter()
-                    .sum::<Option<f64>>();
+                let total = [
+                    s.echo_cpu,
+                    postgres,
+                    s.broker_cpu,
+                    s.client_cpu,
+                    s.nginx_cpu.or(Some(0.0)),
+                ]
+                .into_iter()
+                .sum::<Option<f64>>();
                 per_cycle(total, s.cycles) * 1e6
             });
             let peak = of(&|s| as_f64(s.echo_peak_kb).unwrap_or(f64::NAN));
@@ -2322,9 +2356,10 @@ impl StoreReport {
                 fmt(peak / 1024.0, 1),
             );
             cost_rows.push(format!(
-                "| {label} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                "| {label} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
                 fmt(client_cpu, 0),
                 fmt(broker_cpu, 0),
+                fmt(nginx_cpu, 0),
                 fmt(echo_cpu, 0),
                 fmt(postgres_cpu, 0),
                 fmt(all_cpu, 0),
@@ -2333,7 +2368,7 @@ impl StoreReport {
                 fmt(commits, 2),
             ));
             let mut line = format!(
-                "BENCH name=store config={label} conns={LIFECYCLE_CONNS} cps={} p50_ms={} p99_ms={} max_ms={} errors={errors} echo_start_kb={} echo_peak_kb={} cpu_us_per_cycle_client={} cpu_us_per_cycle_broker={} cpu_us_per_cycle_echo={} cpu_us_per_cycle_postgres={} cpu_us_per_cycle_all={} fsyncs_per_cycle={} commits_per_cycle={}",
+                "BENCH name=store config={label} conns={LIFECYCLE_CONNS} cps={} p50_ms={} p99_ms={} max_ms={} errors={errors} echo_start_kb={} echo_peak_kb={} cpu_us_per_cycle_client={} cpu_us_per_cycle_broker={} cpu_us_per_cycle_nginx={} cpu_us_per_cycle_echo={} cpu_us_per_cycle_postgres={} cpu_us_per_cycle_all={} fsyncs_per_cycle={} commits_per_cycle={}",
                 fmt(rate, 1),
                 fmt(p50, 3),
                 fmt(p99, 3),
@@ -2342,6 +2377,7 @@ impl StoreReport {
                 fmt(peak, 0),
                 fmt(client_cpu, 1),
                 fmt(broker_cpu, 1),
+                fmt(nginx_cpu, 1),
                 fmt(echo_cpu, 1),
                 fmt(postgres_cpu, 1),
                 fmt(all_cpu, 1),
@@ -2378,9 +2414,9 @@ impl StoreReport {
         );
         println!();
         println!(
-            "| configuration | load generator | broker | echo service | PostgreSQL | all | cycles/s the CPU allows | fsyncs per cycle | commits per cycle |"
+            "| configuration | load generator | broker | nginx | echo service | PostgreSQL | all | cycles/s the CPU allows | fsyncs per cycle | commits per cycle |"
         );
-        println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+        println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
         for row in cost_rows {
             println!("{row}");
         }
@@ -2389,14 +2425,45 @@ impl StoreReport {
             "One cycle: provision, bind, a message to the binding's uri with its credentials (as a bound app sends it), unbind, deprovision (5 requests; p50/p99 are per request)."
         );
         println!(
-            "Per cycle, over warm-up and run: fsyncs are the journal's own count (echo_service_journal_fsyncs_total), for PostgreSQL the cluster's WAL syncs (pg_stat_wal.wal_sync); commits are pg_stat_database.xact_commit of the round's database (reads count too); PostgreSQL CPU is the postmaster's and its ended sessions' (Linux); nginx's is not counted."
+            "Per cycle, over warm-up and run: fsyncs are the journal's own count (echo_service_journal_fsyncs_total), for PostgreSQL the cluster's WAL syncs (pg_stat_wal.wal_sync); commits are pg_stat_database.xact_commit of the round's database (reads count too); PostgreSQL CPU is the postmaster's and its ended sessions' (Linux); nginx's is its master's and workers'."
         );
-        println!(
-            "Ratios (median of each round's ratio): PostgreSQL / journal cycles/s {}, two echo services / one on PostgreSQL {}, echo service peak memory PostgreSQL / journal {}.",
-            fmt(self.postgres_vs_journal(), 2),
-            fmt(self.two_vs_one(), 2),
-            fmt(self.memory_vs_journal(), 2)
-        );
+        println!("Ratios, the median of each round's (the rounds' in brackets):");
+        let rate = |s: &StoreSample| s.sample.rate;
+        let peak = |s: &StoreSample| s.echo_peak_kb.map_or(f64::NAN, |kb| kb as f64);
+        for (what, a, b, median, rounds) in [
+            (
+                "PostgreSQL / journal cycles/s",
+                STORE_POSTGRES,
+                STORE_JOURNAL,
+                self.postgres_vs_journal(),
+                round_ratios(&self.results, STORE_POSTGRES, STORE_JOURNAL, rate),
+            ),
+            (
+                "two echo services / one on PostgreSQL, cycles/s",
+                STORE_POSTGRES_TWO,
+                STORE_POSTGRES,
+                self.two_vs_one(),
+                round_ratios(&self.results, STORE_POSTGRES_TWO, STORE_POSTGRES, rate),
+            ),
+            (
+                "echo service peak memory PostgreSQL / journal",
+                STORE_POSTGRES,
+                STORE_JOURNAL,
+                self.memory_vs_journal(),
+                round_ratios(&self.results, STORE_POSTGRES, STORE_JOURNAL, peak),
+            ),
+        ] {
+            let each: Vec<String> = rounds.iter().map(|ratio| fmt(*ratio, 2)).collect();
+            println!("- {what}: {} [{}]", fmt(median, 2), each.join(" "));
+            lines.push(format!(
+                "BENCH name=store_rounds a={a} b={b} what=\"{what}\" ratios={}",
+                if each.is_empty() {
+                    "n/a".to_string()
+                } else {
+                    each.join(",")
+                }
+            ));
+        }
         for (label, samples) in &self.results {
             let pools: Vec<[u64; 4]> = samples.iter().filter_map(|s| s.pool).collect();
             if !pools.is_empty() {
@@ -2517,6 +2584,17 @@ fn stat_ticks(pid: u32, range: std::ops::Range<usize>) -> Option<f64> {
         ticks += fields.get(index)?.parse::<u64>().ok()?;
     }
     Some(ticks as f64 / 100.0)
+}
+
+/// The children of a process (Linux, `/proc/PID/task/PID/children`).
+fn children(pid: u32) -> Vec<u32> {
+    fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .map(|text| {
+            text.split_whitespace()
+                .filter_map(|child| child.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 fn total_cpu(pids: &[u32]) -> Option<f64> {
