@@ -227,17 +227,71 @@ const INSTANCE: &str = "SELECT attributes, dashboard_token, message_count,
 const INSERT_INSTANCE: &str =
     "INSERT INTO echo_instances (instance_id, attributes, dashboard_token)
     VALUES ($1, $2, $3) ON CONFLICT (instance_id) DO NOTHING";
-/// Locks the instance's row for a change of its own or of its bindings (`FOR KEY SHARE` is
-/// enough to hold off its deletion while messages, which update the row, go on).
+/// Locks the instance's row for an update of its attributes (a message, which also
+/// updates the row, waits; a bind does not).
 const LOCK_INSTANCE_FOR_UPDATE: &str =
     "SELECT attributes FROM echo_instances WHERE instance_id = $1 FOR NO KEY UPDATE";
-const LOCK_INSTANCE_FOR_DELETE: &str =
-    "SELECT attributes FROM echo_instances WHERE instance_id = $1 FOR UPDATE";
-const LOCK_INSTANCE_FOR_BINDINGS: &str =
-    "SELECT attributes FROM echo_instances WHERE instance_id = $1 FOR KEY SHARE";
 const UPDATE_ATTRIBUTES: &str = "UPDATE echo_instances SET attributes = $2 WHERE instance_id = $1";
-const DELETE_INSTANCE: &str = "DELETE FROM echo_instances WHERE instance_id = $1";
-/// A binding's columns as [`read_binding`] reads them (times as seconds since the epoch).
+
+/// The check and its change in one statement, so one round trip: the instance's row is
+/// locked (`instance`), the ids the caller named ($2 service, $3 plan; NULL where it named
+/// none) are compared with the instance's (`allowed`: no rows if they differ; an instance
+/// the original broker made records none), and only then is the change made. The caller
+/// reads which it was from what the statement returns.
+macro_rules! checked_change {
+    ($lock:literal, $change:literal, $answer:literal) => {
+        concat!(
+            "WITH instance AS (SELECT * FROM echo_instances WHERE instance_id = $1 ",
+            $lock,
+            "),
+            allowed AS (SELECT 1 FROM instance WHERE attributes IS NULL
+                OR ((attributes::jsonb->>'service_id' = $2::text OR $2::text IS NULL)
+                AND (attributes::jsonb->>'plan_id' = $3::text OR $3::text IS NULL))),
+            changed AS (",
+            $change,
+            ") ",
+            $answer
+        )
+    };
+}
+
+/// Deletes the instance (its bindings and messages go with it, `ON DELETE CASCADE`).
+/// Answers nothing if there is no instance; else [`INSTANCE`]'s columns as they were, and
+/// whether it was deleted.
+const DEPROVISION: &str = checked_change!(
+    "FOR UPDATE",
+    "DELETE FROM echo_instances WHERE instance_id = $1 AND EXISTS (SELECT 1 FROM allowed)
+        RETURNING 1",
+    "SELECT attributes, dashboard_token, message_count,
+        (SELECT count(*) FROM echo_bindings b WHERE b.instance_id = $1),
+        EXISTS (SELECT 1 FROM changed)
+    FROM instance"
+);
+
+/// Creates the binding $4 (`FOR KEY SHARE` holds off the instance's deletion, not its
+/// messages). Answers nothing if there is no instance; else its attributes, and whether
+/// the binding was made (not if the ids differ or it exists).
+const BIND: &str = checked_change!(
+    "FOR KEY SHARE",
+    "INSERT INTO echo_bindings
+            (instance_id, binding_id, attributes, username, password, expires_at, renew_before)
+        SELECT $1, $4, $5, $6, $7, to_timestamp($8), to_timestamp($9) FROM allowed
+        ON CONFLICT (instance_id, binding_id) DO NOTHING
+        RETURNING 1",
+    "SELECT attributes, EXISTS (SELECT 1 FROM changed) FROM instance"
+);
+
+/// Deletes the binding $4. Answers nothing if there is no instance; else its attributes and,
+/// if the binding was deleted, the binding's columns as [`read_binding`] reads them.
+const UNBIND: &str = checked_change!(
+    "FOR KEY SHARE",
+    "DELETE FROM echo_bindings
+        WHERE instance_id = $1 AND binding_id = $4 AND EXISTS (SELECT 1 FROM allowed)
+        RETURNING attributes, username, password,
+            extract(epoch FROM expires_at)::bigint, extract(epoch FROM renew_before)::bigint",
+    "SELECT instance.attributes, changed.* FROM instance LEFT JOIN changed ON true"
+);
+
 const BINDING: &str = "SELECT attributes, username, password,
         extract(epoch FROM expires_at)::bigint, extract(epoch FROM renew_before)::bigint
     FROM echo_bindings WHERE instance_id = $1 AND binding_id = $2";
@@ -245,9 +299,6 @@ const INSERT_BINDING: &str = "INSERT INTO echo_bindings
         (instance_id, binding_id, attributes, username, password, expires_at, renew_before)
     VALUES ($1, $2, $3, $4, $5, to_timestamp($6), to_timestamp($7))
     ON CONFLICT (instance_id, binding_id) DO NOTHING";
-const DELETE_BINDING: &str = "DELETE FROM echo_bindings WHERE instance_id = $1 AND binding_id = $2
-    RETURNING attributes, username, password,
-        extract(epoch FROM expires_at)::bigint, extract(epoch FROM renew_before)::bigint";
 const INSTANCE_EXISTS: &str = "SELECT 1 FROM echo_instances WHERE instance_id = $1";
 const CALLER: &str = "SELECT b.username, b.password, i.attributes,
         extract(epoch FROM b.expires_at)::bigint, extract(epoch FROM b.renew_before)::bigint
@@ -346,21 +397,20 @@ impl Store for PostgresStore {
         let instance_id = instance_id.to_string();
         let claimed = claimed.clone();
         self.change(move |session| {
-            let lock = session.statement(LOCK_INSTANCE_FOR_DELETE)?;
-            let read = session.statement(INSTANCE)?;
-            let delete = session.statement(DELETE_INSTANCE)?;
-            let mut transaction = session.client.transaction()?;
-            let Some(row) = transaction.query_opt(&lock, &[&instance_id])? else {
+            let deprovision = session.statement(DEPROVISION)?;
+            let ids = (&claimed.service_id, &claimed.plan_id);
+            let row = session
+                .client
+                .query_opt(&deprovision, &[&instance_id, ids.0, ids.1])?;
+            let Some(row) = row else {
                 return Ok(Outcome::NoInstance);
             };
-            let attributes = from_json::<InstanceAttributes>(&row, 0);
-            if let Some(refusal) = refuse_other_ids(attributes.as_ref(), &claimed) {
-                return Ok(Outcome::OtherIds(refusal));
+            if row.get::<_, bool>(4) {
+                return Ok(Outcome::Done(read_instance(&row)));
             }
-            let record = read_instance(&transaction.query_one(&read, &[&instance_id])?);
-            transaction.execute(&delete, &[&instance_id])?;
-            transaction.commit()?;
-            Ok(Outcome::Done(record))
+            let attributes = from_json::<InstanceAttributes>(&row, 0);
+            let refusal = refuse_other_ids(attributes.as_ref(), &claimed).unwrap_or_default();
+            Ok(Outcome::OtherIds(refusal))
         })
     }
 
@@ -374,44 +424,50 @@ impl Store for PostgresStore {
         let (instance_id, binding_id) = (instance_id.to_string(), binding_id.to_string());
         let claimed = claimed.clone();
         self.change(move |session| {
-            let lock = session.statement(LOCK_INSTANCE_FOR_BINDINGS)?;
-            let insert = session.statement(INSERT_BINDING)?;
+            let bind = session.statement(BIND)?;
             let read = session.statement(BINDING)?;
-            let mut transaction = session.client.transaction()?;
-            let Some(row) = transaction.query_opt(&lock, &[&instance_id])? else {
-                return Ok(Outcome::NoInstance);
-            };
-            let attributes = from_json::<InstanceAttributes>(&row, 0);
-            if let Some(refusal) = refuse_other_ids(attributes.as_ref(), &claimed) {
-                return Ok(Outcome::OtherIds(refusal));
-            }
             let attributes = to_json(&new.attributes);
             let (expires_at, renew_before) = lifetime_columns(new.lifetime);
-            let inserted = transaction.execute(
-                &insert,
-                &[
-                    &instance_id,
-                    &binding_id,
-                    &attributes,
-                    &new.username,
-                    &new.password,
-                    &expires_at,
-                    &renew_before,
-                ],
-            )?;
-            let outcome = if inserted == 1 {
-                Outcome::Done(BindingRecord {
-                    attributes: new.attributes.clone(),
-                    username: new.username.clone(),
-                    password: new.password.clone(),
-                    lifetime: new.lifetime,
-                })
-            } else {
-                let existing = transaction.query_one(&read, &[&instance_id, &binding_id])?;
-                Outcome::Exists(read_binding(&existing))
-            };
-            transaction.commit()?;
-            Ok(outcome)
+            // As for a provision: the binding found in the way may be deleted before it is
+            // read; then bind again (a few times at most).
+            for _ in 0..3 {
+                let row = session.client.query_opt(
+                    &bind,
+                    &[
+                        &instance_id,
+                        &claimed.service_id,
+                        &claimed.plan_id,
+                        &binding_id,
+                        &attributes,
+                        &new.username,
+                        &new.password,
+                        &expires_at,
+                        &renew_before,
+                    ],
+                )?;
+                let Some(row) = row else {
+                    return Ok(Outcome::NoInstance);
+                };
+                if row.get::<_, bool>(1) {
+                    return Ok(Outcome::Done(BindingRecord {
+                        attributes: new.attributes.clone(),
+                        username: new.username.clone(),
+                        password: new.password.clone(),
+                        lifetime: new.lifetime,
+                    }));
+                }
+                let stored = from_json::<InstanceAttributes>(&row, 0);
+                if let Some(refusal) = refuse_other_ids(stored.as_ref(), &claimed) {
+                    return Ok(Outcome::OtherIds(refusal));
+                }
+                if let Some(existing) = session
+                    .client
+                    .query_opt(&read, &[&instance_id, &binding_id])?
+                {
+                    return Ok(Outcome::Exists(read_binding(&existing, 0)));
+                }
+            }
+            Ok(Outcome::NoBinding)
         })
     }
 
@@ -423,7 +479,7 @@ impl Store for PostgresStore {
                 .client
                 .query_opt(&read, &[&instance_id, &binding_id])?
             {
-                return Ok(Outcome::Done(read_binding(&row)));
+                return Ok(Outcome::Done(read_binding(&row, 0)));
             }
             let exists = session.statement(INSTANCE_EXISTS)?;
             Ok(match session.client.query_opt(&exists, &[&instance_id])? {
@@ -442,19 +498,22 @@ impl Store for PostgresStore {
         let (instance_id, binding_id) = (instance_id.to_string(), binding_id.to_string());
         let claimed = claimed.clone();
         self.change(move |session| {
-            let lock = session.statement(LOCK_INSTANCE_FOR_BINDINGS)?;
-            let delete = session.statement(DELETE_BINDING)?;
-            let mut transaction = session.client.transaction()?;
-            let Some(row) = transaction.query_opt(&lock, &[&instance_id])? else {
+            let unbind = session.statement(UNBIND)?;
+            let ids = (&claimed.service_id, &claimed.plan_id);
+            let row = session
+                .client
+                .query_opt(&unbind, &[&instance_id, ids.0, ids.1, &binding_id])?;
+            let Some(row) = row else {
                 return Ok(Outcome::NoInstance);
             };
-            let attributes = from_json::<InstanceAttributes>(&row, 0);
-            if let Some(refusal) = refuse_other_ids(attributes.as_ref(), &claimed) {
-                return Ok(Outcome::OtherIds(refusal));
+            if row.get::<_, Option<String>>(2).is_some() {
+                return Ok(Outcome::Done(read_binding(&row, 1)));
             }
-            let removed = transaction.query_opt(&delete, &[&instance_id, &binding_id])?;
-            transaction.commit()?;
-            Ok(removed.map_or(Outcome::NoBinding, |row| Outcome::Done(read_binding(&row))))
+            let attributes = from_json::<InstanceAttributes>(&row, 0);
+            Ok(match refuse_other_ids(attributes.as_ref(), &claimed) {
+                Some(refusal) => Outcome::OtherIds(refusal),
+                None => Outcome::NoBinding,
+            })
         })
     }
 
@@ -604,13 +663,14 @@ fn read_instance(row: &Row) -> InstanceRecord {
     }
 }
 
-/// A row of `attributes, username, password, expires_at, renew_before` (see [`BINDING`]).
-fn read_binding(row: &Row) -> BindingRecord {
+/// `attributes, username, password, expires_at, renew_before` from column `first` on (see
+/// [`BINDING`]).
+fn read_binding(row: &Row, first: usize) -> BindingRecord {
     BindingRecord {
-        attributes: from_json::<BindingAttributes>(row, 0),
-        username: row.get(1),
-        password: row.get(2),
-        lifetime: read_lifetime(row, 3),
+        attributes: from_json::<BindingAttributes>(row, first),
+        username: row.get(first + 1),
+        password: row.get(first + 2),
+        lifetime: read_lifetime(row, first + 3),
     }
 }
 

@@ -36,9 +36,26 @@ use crate::http::{self, HttpRequest, HttpResponse};
 use crate::metrics::{self, RequestMetrics};
 use crate::server::{Answered, Handler};
 use serde_json::json;
+use std::cell::RefCell;
 
 /// The service whose instances answer with the message reversed.
 const INVERT_SERVICE_ID: &str = "invert_service";
+
+thread_local! {
+    /// The bound app that `admit` has just let in on this connection's thread. `handle`
+    /// runs next on the same thread for the same request and takes it, rather than asking
+    /// the store for the same credentials a second time (a round trip to PostgreSQL).
+    static ADMITTED_CALLER: RefCell<Option<AdmittedCaller>> = const { RefCell::new(None) };
+}
+
+/// A bound app's message, admitted: which binding, with which `Authorization`, and the
+/// instance's service.
+struct AdmittedCaller {
+    instance_id: String,
+    binding_id: String,
+    authorization: Option<String>,
+    service_id: Option<String>,
+}
 
 /// The echo service: where its state lives, and who may manage it.
 pub struct EchoService {
@@ -342,10 +359,23 @@ impl EchoService {
             },
             Err(problem) => return bad_request(&problem),
         };
-        let inverts = match self.check_binding_caller(request, instance_id, binding_id) {
-            Ok(service_id) => service_id.as_deref() == Some(INVERT_SERVICE_ID),
-            Err(refusal) => return refusal,
+        let admitted = ADMITTED_CALLER.with(|admitted| admitted.borrow_mut().take());
+        let service_id = match admitted {
+            // The same request `admit` checked (the binding may have gone since: recording
+            // the message checks that it is still there).
+            Some(caller)
+                if caller.instance_id == instance_id
+                    && caller.binding_id == binding_id
+                    && caller.authorization.as_deref() == request.header("Authorization") =>
+            {
+                caller.service_id
+            }
+            _ => match self.check_binding_caller(request, instance_id, binding_id) {
+                Ok(service_id) => service_id,
+                Err(refusal) => return refusal,
+            },
         };
+        let inverts = service_id.as_deref() == Some(INVERT_SERVICE_ID);
         match self
             .store
             .record_message(instance_id, binding_id, &preview_of(&message))
@@ -589,9 +619,17 @@ impl Handler for EchoService {
         let segments: Vec<&str> = segments.iter().map(String::as_str).collect();
         match (head.method.as_str(), segments.as_slice()) {
             ("GET", _) => Ok(()),
-            ("POST", ["echo", instance_id, binding_id]) => self
-                .check_binding_caller(head, instance_id, binding_id)
-                .map(|_| ()),
+            ("POST", ["echo", instance_id, binding_id]) => {
+                let service_id = self.check_binding_caller(head, instance_id, binding_id)?;
+                let caller = AdmittedCaller {
+                    instance_id: instance_id.to_string(),
+                    binding_id: binding_id.to_string(),
+                    authorization: head.header("Authorization").map(str::to_string),
+                    service_id,
+                };
+                ADMITTED_CALLER.with(|admitted| *admitted.borrow_mut() = Some(caller));
+                Ok(())
+            }
             _ if self.may_manage(head) => Ok(()),
             _ => Err(management_unauthorized()),
         }

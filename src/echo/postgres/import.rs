@@ -126,7 +126,7 @@ fn copy_instance(
             continue;
         }
         let stored = transaction.query_one(super::BINDING, &[&instance_id, binding_id])?;
-        if super::read_binding(&stored) == binding.record() {
+        if super::read_binding(&stored, 0) == binding.record() {
             copied.already_there += 1;
         } else {
             copied.conflicts.push(format!(
