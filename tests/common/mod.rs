@@ -102,7 +102,8 @@ impl Process {
         Process::launch(None, wrapper[0], &args, port, env)
     }
 
-    /// [`Process::start`] with `working_dir` as the current directory (else the test's).
+    /// [`Process::start`] with `working_dir` as the current directory (else a folder of its
+    /// own, beside its log).
     pub fn start_in(
         working_dir: Option<&Path>,
         binary: &str,
@@ -184,12 +185,14 @@ impl Drop for Process {
 }
 
 /// Spawns `binary` with `args` and `env`, its stdout (the log) into `log_path` and its
-/// stderr (where nothing should appear) beside it, with `.stderr` added to the name.
+/// stderr (where nothing should appear) beside it, with `.stderr` added to the name. It runs
+/// in the folder of `log_path`, which the test made: never in the project's, where a
+/// reader's own `./echo-data` may be.
 pub fn spawn(binary: &str, args: &[&str], env: &[(&str, &str)], log_path: &Path) -> Child {
     spawn_in(None, binary, args, env, log_path)
 }
 
-/// [`spawn`] with `working_dir` as the current directory (else the test's).
+/// [`spawn`] with `working_dir` as the current directory (else the folder of `log_path`).
 pub fn spawn_in(
     working_dir: Option<&Path>,
     binary: &str,
@@ -217,7 +220,7 @@ pub fn spawn_in(
     if let Some(database_url) = matrix_database_url(env) {
         command.env("DATABASE_URL", database_url);
     }
-    if let Some(dir) = working_dir {
+    if let Some(dir) = working_dir.or_else(|| log_path.parent()) {
         command.current_dir(dir);
     }
     command.spawn().expect("the binary starts")
