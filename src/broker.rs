@@ -1,7 +1,7 @@
 //! The service broker: the Open Service Broker API v2.17 request path, top to bottom.
 //!
 //! Read this file in order and you have read the OSB API as a synchronous broker speaks it:
-//! the version it speaks, where the backend is, the catalog, the errors, the checks every
+//! the version it speaks, where the echo service is, the catalog, the errors, the checks every
 //! request passes (basic auth, API version, originating identity), the router, and then one
 //! handler per call in lifecycle order: catalog, provision, fetch, update, deprovision,
 //! bind, fetch binding, unbind, last operation. Each handler's doc comment shows the
@@ -11,6 +11,8 @@
 //! "The original" below is the original Python broker and its echo service (2014, Service
 //! Broker API v2.3), which this file re-implements: the same catalog, the same calls to the
 //! echo service, in the same order. Where this broker differs from it, it follows the spec.
+//! What the spec requires is said to be the spec's ("the spec: MUST ..."); where the spec
+//! leaves a choice, the comment says that the choice is this broker's own.
 //!
 //! The broker keeps no state of its own: it asks the echo service (`echo_client.rs`), so
 //! several brokers can run behind one platform router. The source of truth is the platform
@@ -22,9 +24,22 @@
 //! sends DELETE until the broker answers success (orphan mitigation). Every call must
 //! therefore be safe to repeat: a PUT repeated with the same attributes is 200 ("already
 //! done"), an id reused with other attributes is 409, and a DELETE of what is not there is
-//! 410 ("already gone": a repeated DELETE learns that its work is done, and the platform
-//! counts it a success, not a failure). A 4xx MUST leave the resources unchanged (a 5xx SHOULD): a refused
-//! request changes nothing, so the platform may fix it and send it again.
+//! 410 Gone (the spec: MUST). That a platform counts a DELETE's 410 as a success (the work
+//! is already done) is Cloud Foundry's practice; the spec says it only of a 410 while the
+//! platform polls an asynchronous delete (`last_operation`, at the end of this file). A 4xx
+//! MUST leave the resources unchanged (a 5xx SHOULD): a refused request changes nothing, so
+//! the platform may fix it and send it again.
+//!
+//! The catalog may change while instances of it exist: an operator renames or removes a
+//! plan. The platform keeps those instances (Cloud Foundry marks the plan inactive) and goes
+//! on sending the old plan's id for them; the spec warns broker authors of this ("URL
+//! Properties": platforms might have provisioned instances of a removed plan). So only what
+//! makes something new must name a plan of the current catalog, else 400: a provision, a
+//! bind, an update's new plan. A call about what exists does not need the instance's plan
+//! in the catalog: fetch, unbind and deprovision (the echo service checks that the ids are
+//! the instance's), and an update that keeps the plan or moves the instance to a plan of the
+//! catalog. Were they refused, a platform could never delete such an instance, and its
+//! orphan mitigation would retry for ever.
 //!
 //! The bodies of provision, update and bind may carry `context`: what the platform knows of
 //! where the resource lives. `context.platform` names the platform (e.g. `cloudfoundry`);
@@ -427,10 +442,11 @@ impl Broker {
         let body: ProvisionRequest =
             http::parse_json_body(&request.body, "provision").map_err(BrokerError::BadRequest)?;
         let (_, plan) = self.find_plan(&body.service_id, &body.plan_id)?;
-        check_maintenance_info(plan, body.maintenance_info.as_ref())?;
+        check_maintenance_info(&body.plan_id, Some(plan), body.maintenance_info.as_ref())?;
         check_id("organization_guid", &body.organization_guid)?;
         check_id("space_guid", &body.space_guid)?;
-        // What the echo service stores and compares a repeat with (`{}` counts as absent).
+        // What the echo service stores and compares a repeat with (`{}` counts as absent),
+        // and the plan's maintenance_info, which a fetch shows.
         let attributes = InstanceAttributes {
             service_id: body.service_id,
             plan_id: body.plan_id,
@@ -438,6 +454,7 @@ impl Broker {
             space_guid: body.space_guid,
             context: non_empty(body.context.map(Value::Object)),
             parameters: non_empty(body.parameters.map(Value::Object)),
+            maintenance_info: plan.maintenance_info.as_ref().map(|info| json!(info)),
         };
         // The echo service's status, translated into the spec's as the original did it. Any
         // other answer, or none (the `?`s), is a 502-504: table at `BrokerError::Backend`.
@@ -491,15 +508,18 @@ impl Broker {
 impl Broker {
     /// `GET /v2/service_instances/{instance_id}`
     ///
-    /// - 200 `{"service_id", "plan_id", "dashboard_url", "parameters"}` (every field is
-    ///   optional in the spec: a backend that recorded nothing, like the original echo
-    ///   service, gives no `service_id` or `plan_id`).
+    /// - 200 `{"service_id", "plan_id", "dashboard_url", "parameters", "maintenance_info"}`
+    ///   (every field is optional in the spec: an echo service that recorded nothing, like
+    ///   the original, gives no `service_id` or `plan_id`). `maintenance_info` is the one the
+    ///   instance was provisioned or last updated with (see `update`), so a platform can
+    ///   tell whether an upgrade the catalog offers was made.
     /// - 404: it does not exist.
     fn fetch_instance(&self, instance_id: &str) -> Answer {
         check_id("instance_id", instance_id)?;
         let view = self.existing_instance(instance_id)?;
+        let attributes = view.attributes.as_ref();
         let mut body = Map::new();
-        if let Some(attributes) = &view.attributes {
+        if let Some(attributes) = attributes {
             body.insert("service_id".into(), json!(attributes.service_id));
             body.insert("plan_id".into(), json!(attributes.plan_id));
         }
@@ -507,8 +527,11 @@ impl Broker {
             "dashboard_url".into(),
             json!(self.dashboard_url(instance_id, &view)),
         );
-        let parameters = view.attributes.and_then(|attributes| attributes.parameters);
+        let parameters = attributes.and_then(|attributes| attributes.parameters.clone());
         body.insert("parameters".into(), parameters.unwrap_or_else(|| json!({})));
+        if let Some(info) = attributes.and_then(|attributes| attributes.maintenance_info.clone()) {
+            body.insert("maintenance_info".into(), info);
+        }
         Ok(HttpResponse::json(200, &body))
     }
 
@@ -553,8 +576,10 @@ impl Broker {
     /// `{"service_id": "echo_service", "plan_id": "big_0001", "parameters": {...}}`
     ///
     /// - 200 `{}`: the changes are applied (parameters replaced, plan changed).
-    /// - 400: bad input, a plan of another service, a service_id that is not the instance's.
-    /// - 404: the instance does not exist.
+    /// - 400: bad input, a new plan not in the catalog or of another service, a service_id
+    ///   that is not the instance's.
+    /// - 404: the instance does not exist (this broker's choice: the spec names no status
+    ///   for it).
     /// - 422: a plan change the plan does not allow (`plan_updateable`), or a
     ///   maintenance_info that is not the catalog's.
     ///
@@ -562,7 +587,8 @@ impl Broker {
     /// ([`BrokerError::UpdateFailed`]), hence `update` around `apply_update`. What is absent
     /// is kept: an update without `plan_id` and `parameters` changes neither. One that
     /// carries the catalog's newer `maintenance_info.version` is the upgrade the catalog
-    /// announced (here, only a number).
+    /// announced (here, only a number). An instance whose plan has left the catalog may
+    /// still be updated: its parameters, or a move to a plan of the catalog.
     fn update(&self, instance_id: &str, request: &HttpRequest) -> Answer {
         self.apply_update(instance_id, request)
             .map_err(BrokerError::update_failed)
@@ -574,14 +600,25 @@ impl Broker {
             http::parse_json_body(&request.body, "update").map_err(BrokerError::BadRequest)?;
         let service = self.find_service(&body.service_id)?;
         let current_plan_id = self.current_plan_id(instance_id, service)?;
-        let target_plan_id = body.plan_id.as_deref().unwrap_or(&current_plan_id);
-        let (_, target_plan) = self.find_plan(&body.service_id, target_plan_id)?;
-        check_plan_change(service, &current_plan_id, target_plan)?;
-        check_maintenance_info(target_plan, body.maintenance_info.as_ref())?;
+        let new_plan_id = body.plan_id.as_deref().filter(|id| *id != current_plan_id);
+        // The plan the instance will be on: a new one must be in the catalog and allowed; the
+        // current one may have left it (`None`).
+        let plan = match new_plan_id {
+            Some(new_plan_id) => {
+                let (_, new_plan) = self.find_plan(&body.service_id, new_plan_id)?;
+                check_plan_change(service, &current_plan_id, new_plan)?;
+                Some(new_plan)
+            }
+            None => service.plan(&current_plan_id),
+        };
+        let plan_id = new_plan_id.unwrap_or(&current_plan_id);
+        let requested_info = body.maintenance_info.as_ref();
+        check_maintenance_info(plan_id, plan, requested_info)?;
         let update = InstanceUpdate {
-            plan_id: body.plan_id,
+            plan_id: new_plan_id.map(str::to_string),
             parameters: body.parameters.map(Value::Object),
             context: body.context.map(Value::Object),
+            maintenance_info: updated_maintenance_info(plan, new_plan_id.is_some(), requested_info),
         };
         let reply = self.echo.update(instance_id, &update)?;
         match reply.status {
@@ -620,7 +657,10 @@ impl BrokerError {
 }
 
 /// A plan change is allowed only where the instance's plan is `plan_updateable` (the
-/// plan's flag wins over the service's); anything else is a 422.
+/// plan's flag wins over the service's); anything else is a 422. An instance whose plan
+/// has left the catalog may move to any plan of its service (this broker's choice): the
+/// catalog no longer says what its plan allows, and a move is its way back to a plan the
+/// broker offers.
 fn check_plan_change(
     service: &Service,
     current_plan_id: &str,
@@ -629,9 +669,10 @@ fn check_plan_change(
     if target.id == current_plan_id {
         return Ok(());
     }
-    // A current plan gone from the catalog is judged by the target plan's flag.
-    let current = service.plan(current_plan_id).unwrap_or(target);
-    if service.plan_is_updateable(current) {
+    let allowed = service
+        .plan(current_plan_id)
+        .is_none_or(|current| service.plan_is_updateable(current));
+    if allowed {
         Ok(())
     } else {
         Err(BrokerError::UnsupportedChange(format!(
@@ -640,7 +681,24 @@ fn check_plan_change(
     }
 }
 
-/// The plan an update starts from when the backend did not record one: the service's first
+/// The instance's `maintenance_info` after an update that changes it: a new plan's (`{}`
+/// when that plan has none, which clears it), or its plan's in the catalog when the platform
+/// asks for that version (an upgrade; `check_maintenance_info` made sure it is the
+/// catalog's). `None` keeps what the instance has.
+fn updated_maintenance_info(
+    plan: Option<&Plan>,
+    plan_changes: bool,
+    requested: Option<&MaintenanceInfoRequest>,
+) -> Option<Value> {
+    let upgrade = requested.is_some_and(|info| info.version.is_some());
+    if !plan_changes && !upgrade {
+        return None;
+    }
+    let info = plan.and_then(|plan| plan.maintenance_info.as_ref());
+    Some(info.map_or_else(|| json!({}), |info| json!(info)))
+}
+
+/// The plan an update starts from when the echo service did not record one: the service's first
 /// plan (the original's services had one plan each).
 fn unrecorded_plan_id(service: &Service) -> String {
     service
@@ -658,11 +716,13 @@ impl Broker {
     ///
     /// - 200 `{}`: deprovisioned, with its messages. (The platform MUST unbind every binding
     ///   first; the echo service removes any left over.)
-    /// - 410 `{}`: it does not exist; the platform takes this as success (a repeat).
-    /// - 400: service_id or plan_id missing, unknown, or not the instance's.
+    /// - 410 `{}`: it does not exist (the spec: MUST); Cloud Foundry counts this a success,
+    ///   a repeat of a delete already done.
+    /// - 400: service_id or plan_id missing, or not the instance's (whether or not the
+    ///   catalog still has them: see "The catalog may change" at the top).
     fn deprovision(&self, instance_id: &str, request: &HttpRequest) -> Answer {
         check_id("instance_id", instance_id)?;
-        let (service_id, plan_id) = self.ids_from_query(request)?;
+        let (service_id, plan_id) = ids_from_query(request)?;
         // The echo service's status, translated into the spec's.
         let reply = self.echo.deprovision(instance_id, &service_id, &plan_id)?;
         match reply.status {
@@ -675,14 +735,15 @@ impl Broker {
             _ => Err(BrokerError::Backend(reply.unexpected())),
         }
     }
+}
 
-    /// The `service_id` and `plan_id` query parameters that deprovision and unbind require.
-    fn ids_from_query(&self, request: &HttpRequest) -> Result<(String, String), BrokerError> {
-        let service_id = required_query(request, "service_id")?;
-        let plan_id = required_query(request, "plan_id")?;
-        self.find_plan(&service_id, &plan_id)?;
-        Ok((service_id, plan_id))
-    }
+/// The `service_id` and `plan_id` query parameters that deprovision and unbind require (the
+/// spec: MUST). They are not looked up in the catalog, which may no longer have them: the
+/// echo service checks that they are the instance's.
+fn ids_from_query(request: &HttpRequest) -> Result<(String, String), BrokerError> {
+    let service_id = required_query(request, "service_id")?;
+    let plan_id = required_query(request, "plan_id")?;
+    Ok((service_id, plan_id))
 }
 
 // ---------------------------------------------------------------------------------------
@@ -853,12 +914,12 @@ impl Broker {
     /// `DELETE /v2/service_instances/{instance_id}/service_bindings/{binding_id}?service_id=..&plan_id=..`
     ///
     /// - 200 `{}`: unbound; the binding's credentials stop working at once.
-    /// - 410 `{}`: the binding does not exist.
-    /// - 400: service_id or plan_id missing, unknown, or not the instance's.
+    /// - 410 `{}`: the binding does not exist (the spec: MUST; a success for Cloud Foundry).
+    /// - 400: service_id or plan_id missing, or not the instance's, in the catalog or not.
     fn unbind(&self, instance_id: &str, binding_id: &str, request: &HttpRequest) -> Answer {
         check_id("instance_id", instance_id)?;
         check_id("binding_id", binding_id)?;
-        let (service_id, plan_id) = self.ids_from_query(request)?;
+        let (service_id, plan_id) = ids_from_query(request)?;
         // The echo service's status, translated as in `deprovision`.
         let reply = self
             .echo
@@ -943,23 +1004,26 @@ fn required_query(request: &HttpRequest, name: &str) -> Result<String, BrokerErr
 }
 
 /// A platform may send the plan's `maintenance_info`; if it sends a version, it must be the
-/// catalog's. `{}` counts as absent.
+/// catalog's (the spec: MUST, else 422). `{}` counts as absent. `plan` is `None` when
+/// `plan_id` has left the catalog, which then has no version for it.
 fn check_maintenance_info(
-    plan: &Plan,
+    plan_id: &str,
+    plan: Option<&Plan>,
     requested: Option<&MaintenanceInfoRequest>,
 ) -> Result<(), BrokerError> {
     let Some(requested_version) = requested.and_then(|info| info.version.as_deref()) else {
         return Ok(());
     };
-    match &plan.maintenance_info {
-        Some(info) if info.version == requested_version => Ok(()),
-        info => Err(BrokerError::MaintenanceInfoConflict(format!(
-            "maintenance_info.version '{requested_version}' is not plan '{}''s version ({}); \
-             fetch the catalog again",
-            plan.id,
-            info.as_ref().map_or("none", |info| info.version.as_str())
-        ))),
-    }
+    let catalog_version = match plan.map(|plan| plan.maintenance_info.as_ref()) {
+        Some(Some(info)) if info.version == requested_version => return Ok(()),
+        Some(Some(info)) => format!("the catalog's is '{}'", info.version),
+        Some(None) => "the catalog gives it none".to_string(),
+        None => "it has left the catalog".to_string(),
+    };
+    Err(BrokerError::MaintenanceInfoConflict(format!(
+        "maintenance_info.version '{requested_version}' is not the version of plan \
+         '{plan_id}' ({catalog_version}); fetch the catalog again"
+    )))
 }
 
 // ---------------------------------------------------------------------------------------

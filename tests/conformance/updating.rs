@@ -384,6 +384,30 @@ fn plan_change_checks_maintenance_info_against_the_new_plan() {
 }
 
 #[test]
+fn a_plan_change_gives_the_instance_the_new_plans_maintenance_info() {
+    let (system, _dir) = start_with_plan_changes();
+    provision(&system, "upd-mi-2", "flexible_service", "flex_small");
+    let version = |system: &System| instance(system, "upd-mi-2")["maintenance_info"].clone();
+    assert_eq!(version(&system), json!({"version": "1.0.0"}));
+    updated(
+        &system,
+        "upd-mi-2",
+        &json!({"service_id": "flexible_service", "plan_id": "flex_large"}),
+    );
+    assert_eq!(version(&system), json!({"version": "2.0.0"}));
+    updated(
+        &system,
+        "upd-mi-2",
+        &json!({"service_id": "flexible_service", "parameters": {"p": 1}}),
+    );
+    assert_eq!(version(&system), json!({"version": "2.0.0"}), "kept");
+    provision(&system, "upd-mi-3", "mixed_service", "mixed_open");
+    assert!(instance(&system, "upd-mi-3")
+        .get("maintenance_info")
+        .is_none());
+}
+
+#[test]
 fn update_ignores_accepts_incomplete_and_answers_synchronously() {
     let system = start();
     provision_echo(&system, "upd-async");
