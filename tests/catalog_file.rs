@@ -13,7 +13,7 @@ fn write_catalog(dir: &TempDir, text: &str) -> String {
 }
 
 #[test]
-fn check_catalog_accepts_the_seed_catalog_and_warns_about_its_names() {
+fn check_catalog_accepts_the_embedded_catalogs_file_and_warns_about_its_names() {
     let dir = TempDir::new("check-valid");
     let path = write_catalog(&dir, CATALOG);
     let (code, output) = run_to_end(BROKER, &["--check-catalog", &path], &[]);
@@ -96,6 +96,32 @@ fn an_invalid_catalog_path_stops_start_up_with_one_line_and_exit_code_2() {
     );
 }
 
+/// The original broker's names ("Echo Service") are the embedded catalog's on purpose: the
+/// default start warns of nothing in it, and speaks of no "seed". The same names in a
+/// catalog file are the operator's to change, and warned about.
+#[test]
+fn the_embedded_default_starts_without_catalog_warnings_and_a_file_with_its_names_gets_them() {
+    let system = System::start();
+    let log = system.broker.log();
+    assert!(
+        log.contains("catalog: embedded catalog.toml (2 services, 2 plans)"),
+        "{log}"
+    );
+    let catalog_warning = |line: &&str| line.contains("WARN") && line.contains("catalog");
+    assert_eq!(log.lines().find(catalog_warning), None, "{log}");
+    assert!(!log.to_lowercase().contains("seed"), "{log}");
+
+    let dir = TempDir::new("names");
+    let path = write_catalog(&dir, CATALOG);
+    let system = System::start_with(&[("CATALOG_PATH", &path)]);
+    let log = system.broker.log();
+    let warning = log.lines().find(catalog_warning).unwrap_or_default();
+    assert!(
+        warning.contains("'Echo Service' is not CLI-friendly"),
+        "{log}"
+    );
+}
+
 #[test]
 fn catalog_path_serves_another_catalog() {
     let dir = TempDir::new("serve");
@@ -110,7 +136,8 @@ fn catalog_path_serves_another_catalog() {
         .contains(&format!("catalog: {path} (2 services, 2 plans)")));
 }
 
-/// The deployed catalog is the seed's with one difference: no published dashboard client.
+/// The deployed catalog is the embedded one with one difference: no published dashboard
+/// client.
 #[test]
 fn the_deployed_catalog_is_the_embedded_one_without_its_dashboard_client() {
     let mut embedded: toml::Value = toml::from_str(CATALOG).expect("catalog.toml is TOML");

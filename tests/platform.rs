@@ -505,7 +505,7 @@ fn beyond_loopback_a_fresh_strong_password_is_accepted() {
 }
 
 #[test]
-fn on_loopback_the_seed_credentials_still_work() {
+fn on_loopback_the_default_credentials_still_work() {
     let system = System::start_with(&[
         ("HOST", "127.0.0.1"),
         ("BROKER_USERNAME", "user"),

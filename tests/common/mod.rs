@@ -24,7 +24,8 @@ pub const BROKER_CREDENTIAL_LINES: &str =
 /// line, for a system from [`System::start_with_known_echo_credentials`].
 pub const ECHO_CREDENTIAL_LINES: &str = "Authorization: Basic YnJva2VyOmVjaG8tc2VjcmV0\r\n";
 
-/// The seed's credentials, which the broker accepts when none are configured.
+/// The default credentials (the original broker's), which the broker accepts when none are
+/// configured.
 pub const USER: &str = "user";
 pub const PASSWORD: &str = "pass";
 
@@ -493,7 +494,7 @@ pub fn call_bytes(
     })
 }
 
-/// The headers a platform sends: basic auth with the seed's credentials and API version 2.17.
+/// The headers a platform sends: basic auth with the default credentials and API version 2.17.
 pub fn platform_headers() -> Vec<(&'static str, &'static str)> {
     vec![
         ("Authorization", "Basic dXNlcjpwYXNz"),

@@ -1,6 +1,6 @@
 //! Spec section "Updating a Service Instance": `PATCH /v2/service_instances/:instance_id`.
 //!
-//! Every service of the seed catalog has one plan, so plan changes are tested against a
+//! Every service of the embedded catalog has one plan, so plan changes are tested against a
 //! catalog of this module's own (`CATALOG_PATH`).
 
 use crate::common::{Reply, System};
