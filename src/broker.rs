@@ -51,9 +51,11 @@ use crate::catalog::{Catalog, Plan, Service};
 use crate::echo::api::{
     non_empty, BindingAttributes, BindingView, InstanceAttributes, InstanceUpdate, InstanceView,
 };
-use crate::echo_client::{EchoClient, EchoError, TlsRoots};
+use crate::echo_client::{EchoClient, EchoError};
 use crate::http::{self, HttpRequest, HttpResponse};
 use crate::observer::Observer;
+use crate::osb::{is_osb_call, ORIGINATING_IDENTITY_HEADER, VERSION_HEADER};
+use crate::settings::TlsRoots;
 use base64::Engine;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
@@ -64,11 +66,10 @@ use serde_json::{json, Map, Value};
 
 /// Every request carries `X-Broker-API-Version: MAJOR.MINOR`. This broker implements 2.17
 /// and answers anything from 2.3 (the original's version) on: Cloud Controller sends 2.15,
-/// Korifi 2.17.
+/// Korifi 2.17. (The API's header names, `VERSION_HEADER` and the others, are in `osb.rs`,
+/// which the conversation page shares.)
 const API_MAJOR: u32 = 2;
 const OLDEST_API_MINOR: u32 = 3;
-pub const VERSION_HEADER: &str = "X-Broker-API-Version";
-pub const ORIGINATING_IDENTITY_HEADER: &str = "X-Broker-API-Originating-Identity";
 const REQUEST_IDENTITY_HEADER: &str = crate::echo::api::REQUEST_IDENTITY_HEADER;
 
 // ---------------------------------------------------------------------------------------
@@ -328,11 +329,6 @@ impl Broker {
         originating_user(request)?;
         Ok(())
     }
-}
-
-/// The OSB API's own paths: the checks of the API version and identity apply to these.
-pub(crate) fn is_osb_call(request: &HttpRequest) -> bool {
-    request.path() == "/v2" || request.path().starts_with("/v2/")
 }
 
 // ---------------------------------------------------------------------------------------

@@ -3,10 +3,10 @@
 
 use echo_broker::broker::{Broker, BrokerConfig};
 use echo_broker::catalog::Catalog;
-use echo_broker::echo_client::TlsRoots;
 use echo_broker::http;
 use echo_broker::platform::{self, StateLocation};
 use echo_broker::server;
+use echo_broker::settings::TlsRoots;
 use echo_broker::settings::{self, Command};
 use std::path::PathBuf;
 use std::sync::Arc;
