@@ -73,7 +73,7 @@ const OLDEST_API_MINOR: u32 = 3;
 const REQUEST_IDENTITY_HEADER: &str = crate::echo::api::REQUEST_IDENTITY_HEADER;
 
 // ---------------------------------------------------------------------------------------
-// The broker: its catalog, its login, and where the backend is
+// The broker: its catalog, its login, and where the echo service is
 // ---------------------------------------------------------------------------------------
 
 /// What the broker needs to run.
@@ -121,9 +121,11 @@ impl Broker {
 
 /// Why a request did not do what it asked. Handlers return these; [`BrokerError::to_response`]
 /// is the one place that turns them into HTTP: `{"error": WORD, "description": TEXT}`, the
-/// text for people and the camel-case word for programs (all but `Gone`, whose `{}` tells a
-/// repeated DELETE that its work is already done: for the platform, a success). The spec fixes the status of each failure,
-/// and the word for four failures only (spec, "Error Codes"):
+/// text for people and the camel-case word for programs (all but `Gone`, whose body is the
+/// spec's `{}`). Where the spec names a status for a failure, it MUST be used; where it
+/// names none (an update or a bind of an instance that does not exist, a path that is not
+/// the API's), the status is this broker's choice, said at the variant. The spec fixes the
+/// word for four failures only (spec, "Error Codes"):
 ///
 /// - `AsyncRequired`: the broker can do the work only asynchronously, and the request
 ///   lacks `?accepts_incomplete=true` (the note at the end of this file);
@@ -142,49 +144,54 @@ pub enum BrokerError {
     BadRequest(String),
     /// 401: missing or wrong credentials. Never says which half was wrong.
     Unauthorized,
-    /// 404: no such resource (fetch, bind to a missing instance, unknown path).
+    /// 404: no such resource. The spec's for a fetch or a `last_operation` of a missing
+    /// instance or binding; this broker's choice for an update or a bind of a missing
+    /// instance and for a path that is not the API's.
     NotFound(String),
-    /// 405: a known path with a method it does not answer, and the methods it does (`Allow`).
+    /// 405 (this broker's choice, HTTP's meaning): a known path with a method it does not
+    /// answer, and the methods it does (`Allow`).
     MethodNotAllowed(String, String),
     /// 409: the resource exists with other attributes.
     Conflict(String),
-    /// 410: the resource to delete does not exist. The spec's body is `{}`.
+    /// 410: the resource to delete does not exist (the spec: MUST, with the body `{}`).
     Gone,
-    /// 412: the platform speaks an API version this broker does not.
+    /// 412: the platform speaks an API version this broker does not (the spec: MAY).
     PreconditionFailed(String),
     /// 422 with the spec's `MaintenanceInfoConflict`: the request's maintenance_info is not
     /// the catalog's.
     MaintenanceInfoConflict(String),
     /// 422: an update this service cannot make (e.g. a plan change where plans are fixed).
     UnsupportedChange(String),
-    /// 502, 503 or 504 `BackendFailed`: the echo service gave no answer a handler can use,
-    /// and the status says how, as a gateway's does:
+    /// 502, 503 or 504 `EchoServiceFailed` (this broker's choice: the spec names no status
+    /// for what it calls the service broker's own error, a 5xx): the echo service gave no
+    /// answer a handler can use, and the status says how, as a gateway's does:
     ///
-    /// | the echo service                                           | answer                  |
-    /// |------------------------------------------------------------|-------------------------|
-    /// | answered a status the handler has no arm for, or not HTTP  | 502 Bad Gateway         |
-    /// | answered a body that is not what its status promises       | 502 Bad Gateway         |
-    /// | failed the TLS handshake (its certificate is not trusted)  | 502 Bad Gateway         |
-    /// | cannot be reached: refused, unknown host, connection lost  | 503 Service Unavailable |
-    /// | answered 503 itself (say, a change it cannot make durable) | 503 Service Unavailable |
-    /// | did not answer in time (`echo_client::BACKEND_TIMEOUT`)    | 504 Gateway Timeout     |
+    /// | the echo service                                             | answer                  |
+    /// |--------------------------------------------------------------|-------------------------|
+    /// | answered a status the handler has no arm for, or not HTTP    | 502 Bad Gateway         |
+    /// | answered a body that is not what its status promises         | 502 Bad Gateway         |
+    /// | failed the TLS handshake (its certificate is not trusted)    | 502 Bad Gateway         |
+    /// | cannot be reached: refused, unknown host, connection lost    | 503 Service Unavailable |
+    /// | answered 503 itself (say, a change it cannot make durable)   | 503 Service Unavailable |
+    /// | did not answer in time (`echo_client::ECHO_SERVICE_TIMEOUT`) | 504 Gateway Timeout     |
     ///
     /// A provision or bind that timed out may still be done: the platform's DELETEs
     /// (orphan mitigation) undo it.
-    Backend(EchoError),
+    EchoService(EchoError),
     /// An update failed: the cause's answer plus two flags that tell the platform what the
     /// failure left behind: `instance_usable`, may apps go on using the instance, and
     /// `update_repeatable`, may the same update succeed if sent again (both default to
     /// true). The spec allows `update_repeatable` on a failed update only, and
-    /// `instance_usable` on a failed update or deprovision. An update refused here (4xx) changes nothing, so the instance
-    /// stays usable unless it does not exist, and the same update would be refused again;
-    /// one the echo service failed (5xx) may pass if sent again.
+    /// `instance_usable` on a failed update or deprovision. An update refused here (4xx)
+    /// changes nothing, so the instance stays usable unless it does not exist, and the same
+    /// update would be refused again; one the echo service failed (5xx) may pass if sent
+    /// again.
     UpdateFailed(Box<BrokerError>),
 }
 
 impl From<EchoError> for BrokerError {
     fn from(error: EchoError) -> BrokerError {
-        BrokerError::Backend(error)
+        BrokerError::EchoService(error)
     }
 }
 
@@ -212,9 +219,11 @@ impl BrokerError {
             BrokerError::Conflict(text) => (409, "Conflict", text.as_str()),
             BrokerError::PreconditionFailed(text) => (412, "PreconditionFailed", text.as_str()),
             BrokerError::UnsupportedChange(text) => (422, "UnsupportedChange", text.as_str()),
-            BrokerError::Backend(error) => {
-                (error.status, "BackendFailed", error.description.as_str())
-            }
+            BrokerError::EchoService(error) => (
+                error.status,
+                "EchoServiceFailed",
+                error.description.as_str(),
+            ),
             BrokerError::Gone => return HttpResponse::json(410, &json!({})),
             BrokerError::UpdateFailed(cause) => return cause.response_with(cause.update_flags()),
         };
@@ -235,7 +244,7 @@ impl BrokerError {
     /// `instance_usable` and `update_repeatable` for an update that failed with this error.
     fn update_flags(&self) -> Map<String, Value> {
         let usable = !matches!(self, BrokerError::NotFound(_));
-        let repeatable = matches!(self, BrokerError::Backend(_));
+        let repeatable = matches!(self, BrokerError::EchoService(_));
         let mut flags = Map::new();
         flags.insert("instance_usable".into(), usable.into());
         flags.insert("update_repeatable".into(), repeatable.into());
@@ -261,7 +270,8 @@ impl Broker {
     }
 }
 
-/// `X-Broker-API-Version`: absent is 400; present but not `2.x` with x >= 3 is 412.
+/// `X-Broker-API-Version`: absent is 400; present but not `2.x` with x >= 3 is 412. The spec
+/// requires platforms to send it and lets a broker refuse either way (MAY); this broker does.
 fn check_api_version(request: &HttpRequest) -> Result<(), BrokerError> {
     let expected =
         format!("send {VERSION_HEADER}: {API_MAJOR}.{OLDEST_API_MINOR} or a later {API_MAJOR}.x");
@@ -282,7 +292,8 @@ fn check_api_version(request: &HttpRequest) -> Result<(), BrokerError> {
 /// `X-Broker-API-Originating-Identity: PLATFORM BASE64(JSON)`: who on the platform asked.
 /// Returns the user it names (Cloud Foundry's `user_id`, Kubernetes' `username`), if any.
 /// PLATFORM MUST equal the body's `context.platform` when it carries `context`; this broker
-/// only reads the user, for the log and the conversation page.
+/// only reads the user, for the log and the conversation page. A value not of this form is
+/// a 400: the spec says what a platform MUST send, the refusal is this broker's choice.
 pub fn originating_user(request: &HttpRequest) -> Result<Option<String>, BrokerError> {
     let Some(value) = request.header(ORIGINATING_IDENTITY_HEADER) else {
         return Ok(None);
@@ -389,7 +400,8 @@ impl Broker {
     /// `plan_updateable = false` (a plan change is a 422), `instances_retrievable` and
     /// `bindings_retrievable = true` (a promise that the two fetch endpoints work for every
     /// plan), and each plan's `maintenance_info.version` (when it changes, a platform may
-    /// offer an upgrade: an update that carries the new version).
+    /// offer an upgrade: an update that carries the new version; a fetch of an instance
+    /// shows the version it has).
     fn catalog(&self) -> HttpResponse {
         HttpResponse::raw_json(200, self.catalog_json.clone())
     }
@@ -453,7 +465,7 @@ impl Broker {
             maintenance_info: plan.maintenance_info.as_ref().map(|info| json!(info)),
         };
         // The echo service's status, translated into the spec's as the original did it. Any
-        // other answer, or none (the `?`s), is a 502-504: table at `BrokerError::Backend`.
+        // other answer, or none (the `?`s), is a 502-504: table at `BrokerError::EchoService`.
         let reply = self.echo.provision(instance_id, &attributes)?;
         match reply.status {
             // Made now (the original echo service says so with 200).
@@ -469,7 +481,7 @@ impl Broker {
                     )))
                 }
             }
-            _ => Err(BrokerError::Backend(reply.unexpected())),
+            _ => Err(BrokerError::EchoService(reply.unexpected())),
         }
     }
 }
@@ -539,7 +551,7 @@ impl Broker {
             404 | 410 => Err(BrokerError::NotFound(format!(
                 "instance '{instance_id}' does not exist"
             ))),
-            _ => Err(BrokerError::Backend(reply.unexpected())),
+            _ => Err(BrokerError::EchoService(reply.unexpected())),
         }
     }
 }
@@ -626,12 +638,12 @@ impl Broker {
             404 => Err(BrokerError::NotFound(format!(
                 "instance '{instance_id}' does not exist"
             ))),
-            _ => Err(BrokerError::Backend(reply.unexpected())),
+            _ => Err(BrokerError::EchoService(reply.unexpected())),
         }
     }
 
-    /// The plan the instance is on now; 400 if the instance belongs to another service. (A
-    /// backend that recorded none: [`unrecorded_plan_id`], with the original echo service.)
+    /// The plan the instance is on now; 400 if the instance belongs to another service. (An
+    /// echo service that recorded none, like the original: [`unrecorded_plan_id`].)
     fn current_plan_id(&self, instance_id: &str, service: &Service) -> Result<String, BrokerError> {
         match self.existing_instance(instance_id)?.attributes {
             Some(attributes) if attributes.service_id != service.id => {
@@ -728,7 +740,7 @@ impl Broker {
             404 | 410 => Err(BrokerError::Gone),
             // The instance is of another service or plan.
             400 => Err(BrokerError::BadRequest(reply.description())),
-            _ => Err(BrokerError::Backend(reply.unexpected())),
+            _ => Err(BrokerError::EchoService(reply.unexpected())),
         }
     }
 }
@@ -773,7 +785,8 @@ impl Broker {
     ///   "username": USER, "password": PASS}}`: bound; the app posts messages to `uri`.
     /// - 200 with the same credentials: it already exists with identical attributes.
     /// - 409: it already exists with other attributes.
-    /// - 404: the instance does not exist.
+    /// - 404: the instance does not exist (this broker's choice: the spec names no status
+    ///   for it).
     /// - 400: a missing field, an unknown service or plan, or not the instance's.
     ///
     /// This broker's bindings are of the spec's credentials kind. A bind answer may also
@@ -822,7 +835,7 @@ impl Broker {
             ))),
             // The instance is of another service or plan.
             400 => Err(BrokerError::BadRequest(reply.description())),
-            _ => Err(BrokerError::Backend(reply.unexpected())),
+            _ => Err(BrokerError::EchoService(reply.unexpected())),
         }
     }
 
@@ -897,7 +910,7 @@ impl Broker {
             404 | 410 => Err(BrokerError::NotFound(format!(
                 "binding '{binding_id}' does not exist"
             ))),
-            _ => Err(BrokerError::Backend(reply.unexpected())),
+            _ => Err(BrokerError::EchoService(reply.unexpected())),
         }
     }
 }
@@ -924,7 +937,7 @@ impl Broker {
             200 | 204 => Ok(HttpResponse::json(200, &json!({}))),
             404 | 410 => Err(BrokerError::Gone),
             400 => Err(BrokerError::BadRequest(reply.description())),
-            _ => Err(BrokerError::Backend(reply.unexpected())),
+            _ => Err(BrokerError::EchoService(reply.unexpected())),
         }
     }
 }
@@ -983,7 +996,9 @@ impl Broker {
     }
 }
 
-/// Ids must be non-empty, at most 255 bytes, and free of control characters.
+/// Ids must be non-empty, at most 255 bytes, and free of control characters: this broker's
+/// own rule (the spec restricts no characters and sets no length; it recommends RFC 3986's
+/// unreserved characters, "URL Properties"), so that an id fits every store and log line.
 fn check_id(name: &str, id: &str) -> Result<(), BrokerError> {
     match http::id_problem(id) {
         Some(problem) => Err(BrokerError::BadRequest(format!("{name} {problem}"))),

@@ -58,7 +58,7 @@ impl Drop for ForwardedIdentity {
 }
 
 /// How long the broker waits for the echo service's answer before answering with an error.
-pub const BACKEND_TIMEOUT: Duration = Duration::from_secs(5);
+pub const ECHO_SERVICE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How long connecting, sending the request, and reading an answer's body may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -117,7 +117,7 @@ impl EchoClient {
             // name on a new thread for every call, pooled connection or not.
             .timeout_connect(Some(CONNECT_TIMEOUT))
             .timeout_send_request(Some(CONNECT_TIMEOUT))
-            .timeout_recv_response(Some(BACKEND_TIMEOUT))
+            .timeout_recv_response(Some(ECHO_SERVICE_TIMEOUT))
             .timeout_recv_body(Some(CONNECT_TIMEOUT))
             // Requests and answers here are a few hundred bytes; ureq's default 128 KiB
             // buffers per pooled connection would be most of the broker's memory.
@@ -406,7 +406,7 @@ fn description_of(reply: &Reply) -> String {
 /// phase that expired: 5 s for the answer to begin, 2 s for the rest).
 fn too_slow(phase: ureq::Timeout) -> String {
     let (what, allowed) = match phase {
-        ureq::Timeout::RecvResponse => ("did not answer", BACKEND_TIMEOUT),
+        ureq::Timeout::RecvResponse => ("did not answer", ECHO_SERVICE_TIMEOUT),
         ureq::Timeout::RecvBody => ("did not send its whole answer", CONNECT_TIMEOUT),
         ureq::Timeout::Resolve | ureq::Timeout::Connect => {
             ("could not be connected to", CONNECT_TIMEOUT)
