@@ -11,10 +11,11 @@
 //! - The echo service (`src/bin/echo-service.rs`, or inside the broker's process): [`echo`],
 //!   its service, management API types, journal and dashboard.
 //! - Shared by both servers: [`http`], the HTTP vocabulary; [`server`], the HTTP/1.1
-//!   connection layer (on httparse); [`settings`], configuration from the environment; [`logging`], log lines as text
-//!   or JSON, with no secrets in them; [`platform`], what Cloud Foundry and Stackato offer (a
-//!   volume for the state) and forbid (published secrets); [`metrics`], the Prometheus text;
-//!   [`redact`], the one rule that keeps secrets off every page and log line.
+//!   connection layer (on httparse); [`settings`], configuration from the environment (the
+//!   CAs that TLS trusts among it); [`logging`], log lines as text or JSON, with no secrets
+//!   in them; [`platform`], what Cloud Foundry and Stackato offer (a volume for the state)
+//!   and forbid (published secrets); [`metrics`], the Prometheus text; [`redact`], the one
+//!   rule that keeps secrets off every page and log line.
 
 // The broker.
 pub mod broker;
