@@ -614,7 +614,7 @@ impl Broker {
         let plan = match new_plan_id {
             Some(new_plan_id) => {
                 let (_, new_plan) = self.find_plan(&body.service_id, new_plan_id)?;
-                check_plan_change(service, &current_plan_id, new_plan)?;
+                check_plan_change(service, &current_plan_id)?;
                 Some(new_plan)
             }
             None => service.plan(&current_plan_id),
@@ -664,19 +664,12 @@ impl BrokerError {
     }
 }
 
-/// A plan change is allowed only where the instance's plan is `plan_updateable` (the
-/// plan's flag wins over the service's); anything else is a 422. An instance whose plan
+/// A move to another plan is allowed only where the instance's plan is `plan_updateable`
+/// (the plan's flag wins over the service's); anything else is a 422. An instance whose plan
 /// has left the catalog may move to any plan of its service (this broker's choice): the
 /// catalog no longer says what its plan allows, and a move is its way back to a plan the
 /// broker offers.
-fn check_plan_change(
-    service: &Service,
-    current_plan_id: &str,
-    target: &Plan,
-) -> Result<(), BrokerError> {
-    if target.id == current_plan_id {
-        return Ok(());
-    }
+fn check_plan_change(service: &Service, current_plan_id: &str) -> Result<(), BrokerError> {
     let allowed = service
         .plan(current_plan_id)
         .is_none_or(|current| service.plan_is_updateable(current));
@@ -706,8 +699,8 @@ fn updated_maintenance_info(
     Some(info.map_or_else(|| json!({}), |info| json!(info)))
 }
 
-/// The plan an update starts from when the echo service did not record one: the service's first
-/// plan (the original's services had one plan each).
+/// The plan an update starts from when the echo service did not record one: the service's
+/// first plan (the original's services had one plan each).
 fn unrecorded_plan_id(service: &Service) -> String {
     service
         .plans
