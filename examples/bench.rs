@@ -3760,7 +3760,7 @@ fn report(report: Report) {
         ),
         at_most(
             "broker_rss",
-            "broker peak RSS over the whole run, 64 conns and burst included (own process)",
+            "broker peak RSS, whole run: 64 conns, and the burst unless --quick (own process)",
             kb_mib(report.memory[0].1),
             8.0,
             " MiB",

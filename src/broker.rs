@@ -1,7 +1,7 @@
 //! The service broker: the Open Service Broker API v2.17 request path, top to bottom.
 //!
 //! Read this file in order and you have read the OSB API as a synchronous broker speaks it:
-//! the version it speaks, where the backend is, the catalog, the errors, the checks every
+//! the version it speaks, where the echo service is, the catalog, the errors, the checks every
 //! request passes (basic auth, API version, originating identity), the router, and then one
 //! handler per call in lifecycle order: catalog, provision, fetch, update, deprovision,
 //! bind, fetch binding, unbind, last operation. Each handler's doc comment shows the
@@ -11,6 +11,8 @@
 //! "The original" below is the original Python broker and its echo service (2014, Service
 //! Broker API v2.3), which this file re-implements: the same catalog, the same calls to the
 //! echo service, in the same order. Where this broker differs from it, it follows the spec.
+//! What the spec requires is said to be the spec's ("the spec: MUST ..."); where the spec
+//! leaves a choice, the comment says that the choice is this broker's own.
 //!
 //! The broker keeps no state of its own: it asks the echo service (`echo_client.rs`), so
 //! several brokers can run behind one platform router. The source of truth is the platform
@@ -22,9 +24,22 @@
 //! sends DELETE until the broker answers success (orphan mitigation). Every call must
 //! therefore be safe to repeat: a PUT repeated with the same attributes is 200 ("already
 //! done"), an id reused with other attributes is 409, and a DELETE of what is not there is
-//! 410 ("already gone": a repeated DELETE learns that its work is done, and the platform
-//! counts it a success, not a failure). A 4xx MUST leave the resources unchanged (a 5xx SHOULD): a refused
-//! request changes nothing, so the platform may fix it and send it again.
+//! 410 Gone (the spec: MUST). That a platform counts a DELETE's 410 as a success (the work
+//! is already done) is Cloud Foundry's practice; the spec says it only of a 410 while the
+//! platform polls an asynchronous delete (`last_operation`, at the end of this file). A 4xx
+//! MUST leave the resources unchanged (a 5xx SHOULD): a refused request changes nothing, so
+//! the platform may fix it and send it again.
+//!
+//! The catalog may change while instances of it exist: an operator renames or removes a
+//! plan. The platform keeps those instances (Cloud Foundry marks the plan inactive) and goes
+//! on sending the old plan's id for them; the spec warns broker authors of this ("URL
+//! Properties": platforms might have provisioned instances of a removed plan). So only what
+//! makes something new must name a plan of the current catalog, else 400: a provision, a
+//! bind, an update's new plan. A call about what exists does not need the instance's plan
+//! in the catalog: fetch, unbind and deprovision (the echo service checks that the ids are
+//! the instance's), and an update that keeps the plan or moves the instance to a plan of the
+//! catalog. Were they refused, a platform could never delete such an instance, and its
+//! orphan mitigation would retry for ever.
 //!
 //! The bodies of provision, update and bind may carry `context`: what the platform knows of
 //! where the resource lives. `context.platform` names the platform (e.g. `cloudfoundry`);
@@ -37,9 +52,11 @@ use crate::echo::api::{
     non_empty, BindingAttributes, BindingLifetime, BindingView, InstanceAttributes, InstanceUpdate,
     InstanceView,
 };
-use crate::echo_client::{EchoClient, EchoError, TlsRoots};
+use crate::echo_client::{EchoClient, EchoError};
 use crate::http::{self, HttpRequest, HttpResponse};
 use crate::observer::Observer;
+use crate::osb::{is_osb_call, ORIGINATING_IDENTITY_HEADER, VERSION_HEADER};
+use crate::settings::TlsRoots;
 use base64::Engine;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
@@ -50,15 +67,14 @@ use serde_json::{json, Map, Value};
 
 /// Every request carries `X-Broker-API-Version: MAJOR.MINOR`. This broker implements 2.17
 /// and answers anything from 2.3 (the original's version) on: Cloud Controller sends 2.15,
-/// Korifi 2.17.
+/// Korifi 2.17. (The API's header names, `VERSION_HEADER` and the others, are in `osb.rs`,
+/// which the conversation page shares.)
 const API_MAJOR: u32 = 2;
 const OLDEST_API_MINOR: u32 = 3;
-pub const VERSION_HEADER: &str = "X-Broker-API-Version";
-pub const ORIGINATING_IDENTITY_HEADER: &str = "X-Broker-API-Originating-Identity";
 const REQUEST_IDENTITY_HEADER: &str = crate::echo::api::REQUEST_IDENTITY_HEADER;
 
 // ---------------------------------------------------------------------------------------
-// The broker: its catalog, its login, and where the backend is
+// The broker: its catalog, its login, and where the echo service is
 // ---------------------------------------------------------------------------------------
 
 /// What the broker needs to run.
@@ -106,9 +122,11 @@ impl Broker {
 
 /// Why a request did not do what it asked. Handlers return these; [`BrokerError::to_response`]
 /// is the one place that turns them into HTTP: `{"error": WORD, "description": TEXT}`, the
-/// text for people and the camel-case word for programs (all but `Gone`, whose `{}` tells a
-/// repeated DELETE that its work is already done: for the platform, a success). The spec fixes the status of each failure,
-/// and the word for four failures only (spec, "Error Codes"):
+/// text for people and the camel-case word for programs (all but `Gone`, whose body is the
+/// spec's `{}`). Where the spec names a status for a failure, it MUST be used; where it
+/// names none (an update or a bind of an instance that does not exist, a path that is not
+/// the API's), the status is this broker's choice, said at the variant. The spec fixes the
+/// word for four failures only (spec, "Error Codes"):
 ///
 /// - `AsyncRequired`: the broker can do the work only asynchronously, and the request
 ///   lacks `?accepts_incomplete=true` (the note at the end of this file);
@@ -127,49 +145,54 @@ pub enum BrokerError {
     BadRequest(String),
     /// 401: missing or wrong credentials. Never says which half was wrong.
     Unauthorized,
-    /// 404: no such resource (fetch, bind to a missing instance, unknown path).
+    /// 404: no such resource. The spec's for a fetch or a `last_operation` of a missing
+    /// instance or binding; this broker's choice for an update or a bind of a missing
+    /// instance and for a path that is not the API's.
     NotFound(String),
-    /// 405: a known path with a method it does not answer, and the methods it does (`Allow`).
+    /// 405 (this broker's choice, HTTP's meaning): a known path with a method it does not
+    /// answer, and the methods it does (`Allow`).
     MethodNotAllowed(String, String),
     /// 409: the resource exists with other attributes.
     Conflict(String),
-    /// 410: the resource to delete does not exist. The spec's body is `{}`.
+    /// 410: the resource to delete does not exist (the spec: MUST, with the body `{}`).
     Gone,
-    /// 412: the platform speaks an API version this broker does not.
+    /// 412: the platform speaks an API version this broker does not (the spec: MAY).
     PreconditionFailed(String),
     /// 422 with the spec's `MaintenanceInfoConflict`: the request's maintenance_info is not
     /// the catalog's.
     MaintenanceInfoConflict(String),
     /// 422: an update this service cannot make (e.g. a plan change where plans are fixed).
     UnsupportedChange(String),
-    /// 502, 503 or 504 `BackendFailed`: the echo service gave no answer a handler can use,
-    /// and the status says how, as a gateway's does:
+    /// 502, 503 or 504 `EchoServiceFailed` (this broker's choice: the spec names no status
+    /// for what it calls the service broker's own error, a 5xx): the echo service gave no
+    /// answer a handler can use, and the status says how, as a gateway's does:
     ///
-    /// | the echo service                                           | answer                  |
-    /// |------------------------------------------------------------|-------------------------|
-    /// | answered a status the handler has no arm for, or not HTTP  | 502 Bad Gateway         |
-    /// | answered a body that is not what its status promises       | 502 Bad Gateway         |
-    /// | failed the TLS handshake (its certificate is not trusted)  | 502 Bad Gateway         |
-    /// | cannot be reached: refused, unknown host, connection lost  | 503 Service Unavailable |
-    /// | answered 503 itself (say, a change it cannot make durable) | 503 Service Unavailable |
-    /// | did not answer in time (`echo_client::BACKEND_TIMEOUT`)    | 504 Gateway Timeout     |
+    /// | the echo service                                             | answer                  |
+    /// |--------------------------------------------------------------|-------------------------|
+    /// | answered a status the handler has no arm for, or not HTTP    | 502 Bad Gateway         |
+    /// | answered a body that is not what its status promises         | 502 Bad Gateway         |
+    /// | failed the TLS handshake (its certificate is not trusted)    | 502 Bad Gateway         |
+    /// | cannot be reached: refused, unknown host, connection lost    | 503 Service Unavailable |
+    /// | answered 503 itself (say, a change it cannot make durable)   | 503 Service Unavailable |
+    /// | did not answer in time (`echo_client::ECHO_SERVICE_TIMEOUT`) | 504 Gateway Timeout     |
     ///
     /// A provision or bind that timed out may still be done: the platform's DELETEs
     /// (orphan mitigation) undo it.
-    Backend(EchoError),
+    EchoService(EchoError),
     /// An update failed: the cause's answer plus two flags that tell the platform what the
     /// failure left behind: `instance_usable`, may apps go on using the instance, and
     /// `update_repeatable`, may the same update succeed if sent again (both default to
     /// true). The spec allows `update_repeatable` on a failed update only, and
-    /// `instance_usable` on a failed update or deprovision. An update refused here (4xx) changes nothing, so the instance
-    /// stays usable unless it does not exist, and the same update would be refused again;
-    /// one the echo service failed (5xx) may pass if sent again.
+    /// `instance_usable` on a failed update or deprovision. An update refused here (4xx)
+    /// changes nothing, so the instance stays usable unless it does not exist, and the same
+    /// update would be refused again; one the echo service failed (5xx) may pass if sent
+    /// again.
     UpdateFailed(Box<BrokerError>),
 }
 
 impl From<EchoError> for BrokerError {
     fn from(error: EchoError) -> BrokerError {
-        BrokerError::Backend(error)
+        BrokerError::EchoService(error)
     }
 }
 
@@ -197,9 +220,11 @@ impl BrokerError {
             BrokerError::Conflict(text) => (409, "Conflict", text.as_str()),
             BrokerError::PreconditionFailed(text) => (412, "PreconditionFailed", text.as_str()),
             BrokerError::UnsupportedChange(text) => (422, "UnsupportedChange", text.as_str()),
-            BrokerError::Backend(error) => {
-                (error.status, "BackendFailed", error.description.as_str())
-            }
+            BrokerError::EchoService(error) => (
+                error.status,
+                "EchoServiceFailed",
+                error.description.as_str(),
+            ),
             BrokerError::Gone => return HttpResponse::json(410, &json!({})),
             BrokerError::UpdateFailed(cause) => return cause.response_with(cause.update_flags()),
         };
@@ -220,7 +245,7 @@ impl BrokerError {
     /// `instance_usable` and `update_repeatable` for an update that failed with this error.
     fn update_flags(&self) -> Map<String, Value> {
         let usable = !matches!(self, BrokerError::NotFound(_));
-        let repeatable = matches!(self, BrokerError::Backend(_));
+        let repeatable = matches!(self, BrokerError::EchoService(_));
         let mut flags = Map::new();
         flags.insert("instance_usable".into(), usable.into());
         flags.insert("update_repeatable".into(), repeatable.into());
@@ -246,7 +271,8 @@ impl Broker {
     }
 }
 
-/// `X-Broker-API-Version`: absent is 400; present but not `2.x` with x >= 3 is 412.
+/// `X-Broker-API-Version`: absent is 400; present but not `2.x` with x >= 3 is 412. The spec
+/// requires platforms to send it and lets a broker refuse either way (MAY); this broker does.
 fn check_api_version(request: &HttpRequest) -> Result<(), BrokerError> {
     let expected =
         format!("send {VERSION_HEADER}: {API_MAJOR}.{OLDEST_API_MINOR} or a later {API_MAJOR}.x");
@@ -267,7 +293,8 @@ fn check_api_version(request: &HttpRequest) -> Result<(), BrokerError> {
 /// `X-Broker-API-Originating-Identity: PLATFORM BASE64(JSON)`: who on the platform asked.
 /// Returns the user it names (Cloud Foundry's `user_id`, Kubernetes' `username`), if any.
 /// PLATFORM MUST equal the body's `context.platform` when it carries `context`; this broker
-/// only reads the user, for the log and the conversation page.
+/// only reads the user, for the log and the conversation page. A value not of this form is
+/// a 400: the spec says what a platform MUST send, the refusal is this broker's choice.
 pub fn originating_user(request: &HttpRequest) -> Result<Option<String>, BrokerError> {
     let Some(value) = request.header(ORIGINATING_IDENTITY_HEADER) else {
         return Ok(None);
@@ -314,11 +341,6 @@ impl Broker {
         originating_user(request)?;
         Ok(())
     }
-}
-
-/// The OSB API's own paths: the checks of the API version and identity apply to these.
-pub(crate) fn is_osb_call(request: &HttpRequest) -> bool {
-    request.path() == "/v2" || request.path().starts_with("/v2/")
 }
 
 // ---------------------------------------------------------------------------------------
@@ -379,7 +401,8 @@ impl Broker {
     /// `plan_updateable = false` (a plan change is a 422), `instances_retrievable` and
     /// `bindings_retrievable = true` (a promise that the two fetch endpoints work for every
     /// plan), and each plan's `maintenance_info.version` (when it changes, a platform may
-    /// offer an upgrade: an update that carries the new version).
+    /// offer an upgrade: an update that carries the new version; a fetch of an instance
+    /// shows the version it has).
     fn catalog(&self) -> HttpResponse {
         HttpResponse::raw_json(200, self.catalog_json.clone())
     }
@@ -428,10 +451,11 @@ impl Broker {
         let body: ProvisionRequest =
             http::parse_json_body(&request.body, "provision").map_err(BrokerError::BadRequest)?;
         let (_, plan) = self.find_plan(&body.service_id, &body.plan_id)?;
-        check_maintenance_info(plan, body.maintenance_info.as_ref())?;
+        check_maintenance_info(&body.plan_id, Some(plan), body.maintenance_info.as_ref())?;
         check_id("organization_guid", &body.organization_guid)?;
         check_id("space_guid", &body.space_guid)?;
-        // What the echo service stores and compares a repeat with (`{}` counts as absent).
+        // What the echo service stores and compares a repeat with (`{}` counts as absent),
+        // and the plan's maintenance_info, which a fetch shows.
         let attributes = InstanceAttributes {
             service_id: body.service_id,
             plan_id: body.plan_id,
@@ -439,9 +463,10 @@ impl Broker {
             space_guid: body.space_guid,
             context: non_empty(body.context.map(Value::Object)),
             parameters: non_empty(body.parameters.map(Value::Object)),
+            maintenance_info: plan.maintenance_info.as_ref().map(|info| json!(info)),
         };
         // The echo service's status, translated into the spec's as the original did it. Any
-        // other answer, or none (the `?`s), is a 502-504: table at `BrokerError::Backend`.
+        // other answer, or none (the `?`s), is a 502-504: table at `BrokerError::EchoService`.
         let reply = self.echo.provision(instance_id, &attributes)?;
         match reply.status {
             // Made now (the original echo service says so with 200).
@@ -457,7 +482,7 @@ impl Broker {
                     )))
                 }
             }
-            _ => Err(BrokerError::Backend(reply.unexpected())),
+            _ => Err(BrokerError::EchoService(reply.unexpected())),
         }
     }
 }
@@ -511,15 +536,18 @@ impl Broker {
 impl Broker {
     /// `GET /v2/service_instances/{instance_id}`
     ///
-    /// - 200 `{"service_id", "plan_id", "dashboard_url", "parameters"}` (every field is
-    ///   optional in the spec: a backend that recorded nothing, like the original echo
-    ///   service, gives no `service_id` or `plan_id`).
+    /// - 200 `{"service_id", "plan_id", "dashboard_url", "parameters", "maintenance_info"}`
+    ///   (every field is optional in the spec: an echo service that recorded nothing, like
+    ///   the original, gives no `service_id` or `plan_id`). `maintenance_info` is the one the
+    ///   instance was provisioned or last updated with (see `update`), so a platform can
+    ///   tell whether an upgrade the catalog offers was made.
     /// - 404: it does not exist.
     fn fetch_instance(&self, instance_id: &str) -> Answer {
         check_id("instance_id", instance_id)?;
         let view = self.existing_instance(instance_id)?;
+        let attributes = view.attributes.as_ref();
         let mut body = Map::new();
-        if let Some(attributes) = &view.attributes {
+        if let Some(attributes) = attributes {
             body.insert("service_id".into(), json!(attributes.service_id));
             body.insert("plan_id".into(), json!(attributes.plan_id));
         }
@@ -531,8 +559,11 @@ impl Broker {
             "metadata".into(),
             self.instance_metadata(instance_id, &view),
         );
-        let parameters = view.attributes.and_then(|attributes| attributes.parameters);
+        let parameters = attributes.and_then(|attributes| attributes.parameters.clone());
         body.insert("parameters".into(), parameters.unwrap_or_else(|| json!({})));
+        if let Some(info) = attributes.and_then(|attributes| attributes.maintenance_info.clone()) {
+            body.insert("maintenance_info".into(), info);
+        }
         Ok(HttpResponse::json(200, &body))
     }
 
@@ -544,7 +575,7 @@ impl Broker {
             404 | 410 => Err(BrokerError::NotFound(format!(
                 "instance '{instance_id}' does not exist"
             ))),
-            _ => Err(BrokerError::Backend(reply.unexpected())),
+            _ => Err(BrokerError::EchoService(reply.unexpected())),
         }
     }
 }
@@ -577,8 +608,10 @@ impl Broker {
     /// `{"service_id": "echo_service", "plan_id": "big_0001", "parameters": {...}}`
     ///
     /// - 200 `{}`: the changes are applied (parameters replaced, plan changed).
-    /// - 400: bad input, a plan of another service, a service_id that is not the instance's.
-    /// - 404: the instance does not exist.
+    /// - 400: bad input, a new plan not in the catalog or of another service, a service_id
+    ///   that is not the instance's.
+    /// - 404: the instance does not exist (this broker's choice: the spec names no status
+    ///   for it).
     /// - 422: a plan change the plan does not allow (`plan_updateable`), or a
     ///   maintenance_info that is not the catalog's.
     ///
@@ -586,7 +619,8 @@ impl Broker {
     /// ([`BrokerError::UpdateFailed`]), hence `update` around `apply_update`. What is absent
     /// is kept: an update without `plan_id` and `parameters` changes neither. One that
     /// carries the catalog's newer `maintenance_info.version` is the upgrade the catalog
-    /// announced (here, only a number).
+    /// announced (here, only a number). An instance whose plan has left the catalog may
+    /// still be updated: its parameters, or a move to a plan of the catalog.
     fn update(&self, instance_id: &str, request: &HttpRequest) -> Answer {
         self.apply_update(instance_id, request)
             .map_err(BrokerError::update_failed)
@@ -598,14 +632,25 @@ impl Broker {
             http::parse_json_body(&request.body, "update").map_err(BrokerError::BadRequest)?;
         let service = self.find_service(&body.service_id)?;
         let current_plan_id = self.current_plan_id(instance_id, service)?;
-        let target_plan_id = body.plan_id.as_deref().unwrap_or(&current_plan_id);
-        let (_, target_plan) = self.find_plan(&body.service_id, target_plan_id)?;
-        check_plan_change(service, &current_plan_id, target_plan)?;
-        check_maintenance_info(target_plan, body.maintenance_info.as_ref())?;
+        let new_plan_id = body.plan_id.as_deref().filter(|id| *id != current_plan_id);
+        // The plan the instance will be on: a new one must be in the catalog and allowed; the
+        // current one may have left it (`None`).
+        let plan = match new_plan_id {
+            Some(new_plan_id) => {
+                let (_, new_plan) = self.find_plan(&body.service_id, new_plan_id)?;
+                check_plan_change(service, &current_plan_id)?;
+                Some(new_plan)
+            }
+            None => service.plan(&current_plan_id),
+        };
+        let plan_id = new_plan_id.unwrap_or(&current_plan_id);
+        let requested_info = body.maintenance_info.as_ref();
+        check_maintenance_info(plan_id, plan, requested_info)?;
         let update = InstanceUpdate {
-            plan_id: body.plan_id,
+            plan_id: new_plan_id.map(str::to_string),
             parameters: body.parameters.map(Value::Object),
             context: body.context.map(Value::Object),
+            maintenance_info: updated_maintenance_info(plan, new_plan_id.is_some(), requested_info),
         };
         let reply = self.echo.update(instance_id, &update)?;
         match reply.status {
@@ -618,12 +663,12 @@ impl Broker {
             404 => Err(BrokerError::NotFound(format!(
                 "instance '{instance_id}' does not exist"
             ))),
-            _ => Err(BrokerError::Backend(reply.unexpected())),
+            _ => Err(BrokerError::EchoService(reply.unexpected())),
         }
     }
 
-    /// The plan the instance is on now; 400 if the instance belongs to another service. (A
-    /// backend that recorded none: [`unrecorded_plan_id`], with the original echo service.)
+    /// The plan the instance is on now; 400 if the instance belongs to another service. (An
+    /// echo service that recorded none, like the original: [`unrecorded_plan_id`].)
     fn current_plan_id(&self, instance_id: &str, service: &Service) -> Result<String, BrokerError> {
         match self.existing_instance(instance_id)?.attributes {
             Some(attributes) if attributes.service_id != service.id => {
@@ -644,19 +689,16 @@ impl BrokerError {
     }
 }
 
-/// A plan change is allowed only where the instance's plan is `plan_updateable` (the
-/// plan's flag wins over the service's); anything else is a 422.
-fn check_plan_change(
-    service: &Service,
-    current_plan_id: &str,
-    target: &Plan,
-) -> Result<(), BrokerError> {
-    if target.id == current_plan_id {
-        return Ok(());
-    }
-    // A current plan gone from the catalog is judged by the target plan's flag.
-    let current = service.plan(current_plan_id).unwrap_or(target);
-    if service.plan_is_updateable(current) {
+/// A move to another plan is allowed only where the instance's plan is `plan_updateable`
+/// (the plan's flag wins over the service's); anything else is a 422. An instance whose plan
+/// has left the catalog may move to any plan of its service (this broker's choice): the
+/// catalog no longer says what its plan allows, and a move is its way back to a plan the
+/// broker offers.
+fn check_plan_change(service: &Service, current_plan_id: &str) -> Result<(), BrokerError> {
+    let allowed = service
+        .plan(current_plan_id)
+        .is_none_or(|current| service.plan_is_updateable(current));
+    if allowed {
         Ok(())
     } else {
         Err(BrokerError::UnsupportedChange(format!(
@@ -665,8 +707,25 @@ fn check_plan_change(
     }
 }
 
-/// The plan an update starts from when the backend did not record one: the service's first
-/// plan (the original's services had one plan each).
+/// The instance's `maintenance_info` after an update that changes it: a new plan's (`{}`
+/// when that plan has none, which clears it), or its plan's in the catalog when the platform
+/// asks for that version (an upgrade; `check_maintenance_info` made sure it is the
+/// catalog's). `None` keeps what the instance has.
+fn updated_maintenance_info(
+    plan: Option<&Plan>,
+    plan_changes: bool,
+    requested: Option<&MaintenanceInfoRequest>,
+) -> Option<Value> {
+    let upgrade = requested.is_some_and(|info| info.version.is_some());
+    if !plan_changes && !upgrade {
+        return None;
+    }
+    let info = plan.and_then(|plan| plan.maintenance_info.as_ref());
+    Some(info.map_or_else(|| json!({}), |info| json!(info)))
+}
+
+/// The plan an update starts from when the echo service did not record one: the service's
+/// first plan (the original's services had one plan each).
 fn unrecorded_plan_id(service: &Service) -> String {
     service
         .plans
@@ -683,11 +742,13 @@ impl Broker {
     ///
     /// - 200 `{}`: deprovisioned, with its messages. (The platform MUST unbind every binding
     ///   first; the echo service removes any left over.)
-    /// - 410 `{}`: it does not exist; the platform takes this as success (a repeat).
-    /// - 400: service_id or plan_id missing, unknown, or not the instance's.
+    /// - 410 `{}`: it does not exist (the spec: MUST); Cloud Foundry counts this a success,
+    ///   a repeat of a delete already done.
+    /// - 400: service_id or plan_id missing, or not the instance's (whether or not the
+    ///   catalog still has them: see "The catalog may change" at the top).
     fn deprovision(&self, instance_id: &str, request: &HttpRequest) -> Answer {
         check_id("instance_id", instance_id)?;
-        let (service_id, plan_id) = self.ids_from_query(request)?;
+        let (service_id, plan_id) = ids_from_query(request)?;
         // The echo service's status, translated into the spec's.
         let reply = self.echo.deprovision(instance_id, &service_id, &plan_id)?;
         match reply.status {
@@ -697,17 +758,18 @@ impl Broker {
             404 | 410 => Err(BrokerError::Gone),
             // The instance is of another service or plan.
             400 => Err(BrokerError::BadRequest(reply.description())),
-            _ => Err(BrokerError::Backend(reply.unexpected())),
+            _ => Err(BrokerError::EchoService(reply.unexpected())),
         }
     }
+}
 
-    /// The `service_id` and `plan_id` query parameters that deprovision and unbind require.
-    fn ids_from_query(&self, request: &HttpRequest) -> Result<(String, String), BrokerError> {
-        let service_id = required_query(request, "service_id")?;
-        let plan_id = required_query(request, "plan_id")?;
-        self.find_plan(&service_id, &plan_id)?;
-        Ok((service_id, plan_id))
-    }
+/// The `service_id` and `plan_id` query parameters that deprovision and unbind require (the
+/// spec: MUST). They are not looked up in the catalog, which may no longer have them: the
+/// echo service checks that they are the instance's.
+fn ids_from_query(request: &HttpRequest) -> Result<(String, String), BrokerError> {
+    let service_id = required_query(request, "service_id")?;
+    let plan_id = required_query(request, "plan_id")?;
+    Ok((service_id, plan_id))
 }
 
 // ---------------------------------------------------------------------------------------
@@ -748,7 +810,8 @@ impl Broker {
     ///   "username": USER, "password": PASS}}`: bound; the app posts messages to `uri`.
     /// - 200 with the same credentials: it already exists with identical attributes.
     /// - 409: it already exists with other attributes.
-    /// - 404: the instance does not exist.
+    /// - 404: the instance does not exist (this broker's choice: the spec names no status
+    ///   for it).
     /// - 400: a missing field, an unknown service or plan, or not the instance's.
     ///
     /// This broker's bindings are of the spec's credentials kind. A bind answer may also
@@ -833,7 +896,7 @@ impl Broker {
             ))),
             // The instance is of another service or plan.
             400 => Err(BrokerError::BadRequest(reply.description())),
-            _ => Err(BrokerError::Backend(reply.unexpected())),
+            _ => Err(BrokerError::EchoService(reply.unexpected())),
         }
     }
 
@@ -1075,7 +1138,7 @@ impl Broker {
             404 | 410 => Err(BrokerError::NotFound(format!(
                 "binding '{binding_id}' does not exist"
             ))),
-            _ => Err(BrokerError::Backend(reply.unexpected())),
+            _ => Err(BrokerError::EchoService(reply.unexpected())),
         }
     }
 }
@@ -1088,12 +1151,12 @@ impl Broker {
     /// `DELETE /v2/service_instances/{instance_id}/service_bindings/{binding_id}?service_id=..&plan_id=..`
     ///
     /// - 200 `{}`: unbound; the binding's credentials stop working at once.
-    /// - 410 `{}`: the binding does not exist.
-    /// - 400: service_id or plan_id missing, unknown, or not the instance's.
+    /// - 410 `{}`: the binding does not exist (the spec: MUST; a success for Cloud Foundry).
+    /// - 400: service_id or plan_id missing, or not the instance's, in the catalog or not.
     fn unbind(&self, instance_id: &str, binding_id: &str, request: &HttpRequest) -> Answer {
         check_id("instance_id", instance_id)?;
         check_id("binding_id", binding_id)?;
-        let (service_id, plan_id) = self.ids_from_query(request)?;
+        let (service_id, plan_id) = ids_from_query(request)?;
         // The echo service's status, translated as in `deprovision`.
         let reply = self
             .echo
@@ -1102,7 +1165,7 @@ impl Broker {
             200 | 204 => Ok(HttpResponse::json(200, &json!({}))),
             404 | 410 => Err(BrokerError::Gone),
             400 => Err(BrokerError::BadRequest(reply.description())),
-            _ => Err(BrokerError::Backend(reply.unexpected())),
+            _ => Err(BrokerError::EchoService(reply.unexpected())),
         }
     }
 }
@@ -1161,7 +1224,9 @@ impl Broker {
     }
 }
 
-/// Ids must be non-empty, at most 255 bytes, and free of control characters.
+/// Ids must be non-empty, at most 255 bytes, and free of control characters: this broker's
+/// own rule (the spec restricts no characters and sets no length; it recommends RFC 3986's
+/// unreserved characters, "URL Properties"), so that an id fits every store and log line.
 fn check_id(name: &str, id: &str) -> Result<(), BrokerError> {
     match http::id_problem(id) {
         Some(problem) => Err(BrokerError::BadRequest(format!("{name} {problem}"))),
@@ -1178,23 +1243,26 @@ fn required_query(request: &HttpRequest, name: &str) -> Result<String, BrokerErr
 }
 
 /// A platform may send the plan's `maintenance_info`; if it sends a version, it must be the
-/// catalog's. `{}` counts as absent.
+/// catalog's (the spec: MUST, else 422). `{}` counts as absent. `plan` is `None` when
+/// `plan_id` has left the catalog, which then has no version for it.
 fn check_maintenance_info(
-    plan: &Plan,
+    plan_id: &str,
+    plan: Option<&Plan>,
     requested: Option<&MaintenanceInfoRequest>,
 ) -> Result<(), BrokerError> {
     let Some(requested_version) = requested.and_then(|info| info.version.as_deref()) else {
         return Ok(());
     };
-    match &plan.maintenance_info {
-        Some(info) if info.version == requested_version => Ok(()),
-        info => Err(BrokerError::MaintenanceInfoConflict(format!(
-            "maintenance_info.version '{requested_version}' is not plan '{}''s version ({}); \
-             fetch the catalog again",
-            plan.id,
-            info.as_ref().map_or("none", |info| info.version.as_str())
-        ))),
-    }
+    let catalog_version = match plan.map(|plan| plan.maintenance_info.as_ref()) {
+        Some(Some(info)) if info.version == requested_version => return Ok(()),
+        Some(Some(info)) => format!("the catalog's is '{}'", info.version),
+        Some(None) => "the catalog gives it none".to_string(),
+        None => "it has left the catalog".to_string(),
+    };
+    Err(BrokerError::MaintenanceInfoConflict(format!(
+        "maintenance_info.version '{requested_version}' is not the version of plan \
+         '{plan_id}' ({catalog_version}); fetch the catalog again"
+    )))
 }
 
 // ---------------------------------------------------------------------------------------

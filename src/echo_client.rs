@@ -14,11 +14,11 @@ use crate::echo::api::{
     InstanceView, REQUEST_IDENTITY_HEADER,
 };
 use crate::http::percent_encode;
+use crate::settings::TlsRoots;
 use serde::de::DeserializeOwned;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
-use ureq::tls::{Certificate, PemItem, RootCerts, TlsConfig, TlsProvider};
+use ureq::tls::{RootCerts, TlsConfig, TlsProvider};
 
 thread_local! {
     /// The request identity of the platform request this thread is answering. A request is
@@ -58,13 +58,10 @@ impl Drop for ForwardedIdentity {
 }
 
 /// How long the broker waits for the echo service's answer before answering with an error.
-pub const BACKEND_TIMEOUT: Duration = Duration::from_secs(5);
+pub const ECHO_SERVICE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How long connecting, sending the request, and reading an answer's body may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
-
-/// The largest `SSL_CERT_FILE` read (a system's whole CA bundle is about 200 KiB).
-const MAX_PEM_BYTES: u64 = 4 * 1024 * 1024;
 
 /// The largest answer the broker reads from the echo service.
 const MAX_REPLY_BYTES: u64 = 1024 * 1024;
@@ -87,90 +84,16 @@ pub struct Reply {
     operation: &'static str,
 }
 
-/// Which certificate authorities an `https://` echo service's certificate must chain to.
-#[derive(Debug, Clone, Default)]
-pub enum TlsRoots {
-    /// The operating system's trust store, through its own verifier where it has one
-    /// (Windows, macOS) and its CA files elsewhere. Cloud Foundry installs the platform's
-    /// CAs (those of `*.apps.internal` and of its routers) into the container's store.
-    #[default]
-    System,
-    /// Only these CAs: the certificates of the PEM file that `SSL_CERT_FILE` names (its
-    /// meaning in OpenSSL and curl: it replaces the system's list).
-    Only(Vec<Certificate<'static>>),
-}
-
-impl TlsRoots {
-    /// The certificates of a PEM file; an error names the file and what is wrong.
-    pub fn from_pem_file(path: &Path) -> Result<TlsRoots, String> {
-        let pem = crate::settings::read_config_file(path, MAX_PEM_BYTES)
-            .map_err(|problem| format!("{} {problem}", path.display()))?;
-        let mut certificates = Vec::new();
-        for item in ureq::tls::parse_pem(&pem) {
-            match item {
-                Ok(PemItem::Certificate(certificate)) => certificates.push(certificate),
-                Ok(_) => {}
-                Err(error) => return Err(format!("{} is not PEM: {error}", path.display())),
-            }
-        }
-        if certificates.is_empty() {
-            return Err(format!("{} holds no PEM certificate", path.display()));
-        }
-        Ok(TlsRoots::Only(certificates))
-    }
-
-    /// What certificates are checked against, for the start-up log.
-    pub fn describe(&self) -> String {
-        match self {
-            TlsRoots::System => "the system's trust store".into(),
-            TlsRoots::Only(certificates) => {
-                format!(
-                    "the {} CA certificate(s) of SSL_CERT_FILE",
-                    certificates.len()
-                )
-            }
-        }
-    }
-
-    /// A rustls client configuration that checks a server's certificate against these
-    /// roots, with ring as the crypto provider (for TLS to a PostgreSQL database).
-    pub fn rustls_config(&self) -> Result<rustls::ClientConfig, String> {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let builder = rustls::ClientConfig::builder_with_provider(Arc::clone(&provider))
-            .with_safe_default_protocol_versions()
-            .map_err(|error| format!("TLS cannot be set up: {error}"))?;
-        let config = match self {
-            TlsRoots::System => {
-                let verifier = rustls_platform_verifier::Verifier::new(provider)
-                    .map_err(|error| format!("the system's trust store cannot be read: {error}"))?;
-                builder
-                    .dangerous()
-                    .with_custom_certificate_verifier(Arc::new(verifier))
-            }
-            TlsRoots::Only(certificates) => {
-                let mut roots = rustls::RootCertStore::empty();
-                for certificate in certificates {
-                    let der = rustls::pki_types::CertificateDer::from(certificate.der().to_vec());
-                    roots.add(der).map_err(|error| {
-                        format!("SSL_CERT_FILE: a certificate is unusable: {error}")
-                    })?;
-                }
-                builder.with_root_certificates(roots)
-            }
-        };
-        Ok(config.with_no_client_auth())
-    }
-
-    fn tls_config(&self) -> TlsConfig {
-        let roots = match self {
-            TlsRoots::System => RootCerts::PlatformVerifier,
-            TlsRoots::Only(certificates) => RootCerts::Specific(Arc::new(certificates.clone())),
-        };
-        TlsConfig::builder()
-            .provider(TlsProvider::Rustls)
-            .root_certs(roots)
-            .build()
-    }
+/// The agent's TLS: rustls, checking the echo service's certificate against `tls_roots`.
+fn agent_tls_config(tls_roots: &TlsRoots) -> TlsConfig {
+    let roots = match tls_roots {
+        TlsRoots::System => RootCerts::PlatformVerifier,
+        TlsRoots::Only(certificates) => RootCerts::Specific(Arc::new(certificates.clone())),
+    };
+    TlsConfig::builder()
+        .provider(TlsProvider::Rustls)
+        .root_certs(roots)
+        .build()
 }
 
 /// A client for one echo service.
@@ -189,12 +112,12 @@ impl EchoClient {
         tls_roots: &TlsRoots,
     ) -> EchoClient {
         let agent: ureq::Agent = ureq::Agent::config_builder()
-            .tls_config(tls_roots.tls_config())
+            .tls_config(agent_tls_config(tls_roots))
             // Per phase, not `timeout_global`: with a global timeout ureq resolves the host
             // name on a new thread for every call, pooled connection or not.
             .timeout_connect(Some(CONNECT_TIMEOUT))
             .timeout_send_request(Some(CONNECT_TIMEOUT))
-            .timeout_recv_response(Some(BACKEND_TIMEOUT))
+            .timeout_recv_response(Some(ECHO_SERVICE_TIMEOUT))
             .timeout_recv_body(Some(CONNECT_TIMEOUT))
             // Requests and answers here are a few hundred bytes; ureq's default 128 KiB
             // buffers per pooled connection would be most of the broker's memory.
@@ -489,7 +412,7 @@ fn description_of(reply: &Reply) -> String {
 /// phase that expired: 5 s for the answer to begin, 2 s for the rest).
 fn too_slow(phase: ureq::Timeout) -> String {
     let (what, allowed) = match phase {
-        ureq::Timeout::RecvResponse => ("did not answer", BACKEND_TIMEOUT),
+        ureq::Timeout::RecvResponse => ("did not answer", ECHO_SERVICE_TIMEOUT),
         ureq::Timeout::RecvBody => ("did not send its whole answer", CONNECT_TIMEOUT),
         ureq::Timeout::Resolve | ureq::Timeout::Connect => {
             ("could not be connected to", CONNECT_TIMEOUT)

@@ -3,10 +3,10 @@
 
 use echo_broker::broker::{Broker, BrokerConfig};
 use echo_broker::catalog::Catalog;
-use echo_broker::echo_client::TlsRoots;
 use echo_broker::http;
 use echo_broker::platform::{self, StateLocation};
 use echo_broker::server;
+use echo_broker::settings::TlsRoots;
 use echo_broker::settings::{self, Command};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -14,7 +14,7 @@ use std::sync::Arc;
 /// `--check-catalog FILE`: the file was read and the catalog in it is invalid.
 const EXIT_INVALID_CATALOG: i32 = 1;
 
-/// The seed's credentials, accepted (on loopback only) when none are configured.
+/// The original broker's credentials, accepted (on loopback only) when none are configured.
 const DEFAULT_CREDENTIALS: (&str, &str) = ("user", "pass");
 
 const HELP: &str = "\
@@ -180,7 +180,7 @@ fn load_catalog(host: &str) -> Catalog {
     loaded.catalog
 }
 
-/// The configured credentials, or the seed's pair (only ever on loopback: see
+/// The configured credentials, or the default pair (only ever on loopback: see
 /// `settings::listen_host`).
 fn broker_credentials(configured: Option<(String, String)>, host: &str) -> (String, String) {
     match configured {
@@ -191,7 +191,7 @@ fn broker_credentials(configured: Option<(String, String)>, host: &str) -> (Stri
         None => {
             let (user, password) = DEFAULT_CREDENTIALS;
             log::warn!(
-                "auth: BROKER_USERNAME and BROKER_PASSWORD are not set: accepting the seed's '{user}' / '{password}' on {host} only"
+                "auth: BROKER_USERNAME and BROKER_PASSWORD are not set: accepting the default user '{user}' with password '{password}', on {host} only"
             );
             (user.to_string(), password.to_string())
         }

@@ -7,13 +7,13 @@
 //! kept or logged: a refusal is counted by status under the route `checks`, and its body,
 //! which the server never even read, is never looked at.
 
-use crate::broker::{is_osb_call, originating_user, ORIGINATING_IDENTITY_HEADER, VERSION_HEADER};
 use crate::conversation::{
     self, Conversation, Exchange, MAX_BODY_BYTES, MAX_HEADER_BYTES, MAX_URL_BYTES,
 };
 use crate::echo::api::REQUEST_IDENTITY_HEADER;
 use crate::http::{self, HttpRequest, HttpResponse};
 use crate::metrics::{self, RequestMetrics};
+use crate::osb::{is_osb_call, ORIGINATING_IDENTITY_HEADER, VERSION_HEADER};
 use crate::redact::{json_for_people, shown};
 use crate::server::Answered;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -54,8 +54,9 @@ impl Observer {
 
     /// Counts an answer; keeps it for the page (and logs its bodies at debug) when it was an
     /// OSB call that passed the checks and a handler answered it. `route` is `None` when the
-    /// router took none.
-    pub fn observe(&self, answered: &Answered, route: Option<RouteName>) {
+    /// router took none; `user` is the originating user the request names, as the broker's
+    /// check of the header read it.
+    pub fn observe(&self, answered: &Answered, route: Option<RouteName>, user: Option<String>) {
         let status = answered.response.status;
         if !answered.admitted {
             self.requests.record(REFUSED, status, answered.elapsed);
@@ -77,7 +78,7 @@ impl Observer {
         if !is_osb_call(answered.request) || self.repeats_newest_catalog_fetch(answered, handler) {
             return;
         }
-        let exchange = self.exchange(answered, handler, spec_section);
+        let exchange = self.exchange(answered, handler, spec_section, user);
         if log::log_enabled!(log::Level::Debug) {
             log::debug!(
                 "{} {}: request body {} / response body {}",
@@ -91,7 +92,13 @@ impl Observer {
     }
 
     /// The exchange as the page keeps it: every part redacted and bounded here, once.
-    fn exchange(&self, answered: &Answered, handler: &'static str, spec: &str) -> Exchange {
+    fn exchange(
+        &self,
+        answered: &Answered,
+        handler: &'static str,
+        spec: &str,
+        user: Option<String>,
+    ) -> Exchange {
         let (request, response) = (answered.request, answered.response);
         let header = |name: &str| {
             request
@@ -113,10 +120,7 @@ impl Observer {
             duration_ms: (answered.elapsed.as_secs_f64() * 10_000.0).round() / 10.0,
             api_version: header(VERSION_HEADER),
             request_identity: header(REQUEST_IDENTITY_HEADER),
-            user: originating_user(request)
-                .ok()
-                .flatten()
-                .map(|user| shown(&user, MAX_HEADER_BYTES)),
+            user: user.map(|user| shown(&user, MAX_HEADER_BYTES)),
             handler,
             spec_section: spec_link(spec),
             instance_id: instance_id_of(request),

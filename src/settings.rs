@@ -2,7 +2,9 @@
 //! binaries. Every problem is one line that names the variable and what is wrong with it.
 
 use std::net::IpAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use ureq::tls::{Certificate, PemItem};
 
 /// Every environment variable either binary reads (for `--help` and for tools that start
 /// them with a clean environment).
@@ -329,13 +331,93 @@ pub fn read_config_file(path: &std::path::Path, limit: u64) -> Result<Vec<u8>, S
     Ok(bytes)
 }
 
-/// `SSL_CERT_FILE`: a PEM file of the CAs an `https://` echo service's certificate must
-/// chain to, instead of the system's trust store.
-pub fn tls_roots() -> Result<crate::echo_client::TlsRoots, String> {
+/// `SSL_CERT_FILE`: a PEM file of the CAs an `https://` echo service's certificate, or a TLS
+/// database's, must chain to, instead of the system's trust store.
+pub fn tls_roots() -> Result<TlsRoots, String> {
     match var("SSL_CERT_FILE") {
-        None => Ok(crate::echo_client::TlsRoots::System),
-        Some(path) => crate::echo_client::TlsRoots::from_pem_file(std::path::Path::new(&path))
+        None => Ok(TlsRoots::System),
+        Some(path) => TlsRoots::from_pem_file(std::path::Path::new(&path))
             .map_err(|problem| format!("SSL_CERT_FILE: {problem}")),
+    }
+}
+
+/// The largest `SSL_CERT_FILE` read (a system's whole CA bundle is about 200 KiB).
+const MAX_PEM_BYTES: u64 = 4 * 1024 * 1024;
+
+/// Which certificate authorities a server's certificate must chain to: an `https://` echo
+/// service's (the broker's calls, `echo_client.rs`) and a PostgreSQL database's over TLS
+/// (the echo service's store). `SSL_CERT_FILE` chooses them, for both binaries.
+#[derive(Debug, Clone, Default)]
+pub enum TlsRoots {
+    /// The operating system's trust store, through its own verifier where it has one
+    /// (Windows, macOS) and its CA files elsewhere. Cloud Foundry installs the platform's
+    /// CAs (those of `*.apps.internal` and of its routers) into the container's store.
+    #[default]
+    System,
+    /// Only these CAs: the certificates of the PEM file that `SSL_CERT_FILE` names (its
+    /// meaning in OpenSSL and curl: it replaces the system's list).
+    Only(Vec<Certificate<'static>>),
+}
+
+impl TlsRoots {
+    /// The certificates of a PEM file; an error names the file and what is wrong.
+    pub fn from_pem_file(path: &Path) -> Result<TlsRoots, String> {
+        let pem = read_config_file(path, MAX_PEM_BYTES)
+            .map_err(|problem| format!("{} {problem}", path.display()))?;
+        let mut certificates = Vec::new();
+        for item in ureq::tls::parse_pem(&pem) {
+            match item {
+                Ok(PemItem::Certificate(certificate)) => certificates.push(certificate),
+                Ok(_) => {}
+                Err(error) => return Err(format!("{} is not PEM: {error}", path.display())),
+            }
+        }
+        if certificates.is_empty() {
+            return Err(format!("{} holds no PEM certificate", path.display()));
+        }
+        Ok(TlsRoots::Only(certificates))
+    }
+
+    /// What certificates are checked against, for the start-up log.
+    pub fn describe(&self) -> String {
+        match self {
+            TlsRoots::System => "the system's trust store".into(),
+            TlsRoots::Only(certificates) => {
+                format!(
+                    "the {} CA certificate(s) of SSL_CERT_FILE",
+                    certificates.len()
+                )
+            }
+        }
+    }
+
+    /// A rustls client configuration that checks a server's certificate against these
+    /// roots, with ring as the crypto provider (for TLS to a PostgreSQL database).
+    pub fn rustls_config(&self) -> Result<rustls::ClientConfig, String> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let builder = rustls::ClientConfig::builder_with_provider(Arc::clone(&provider))
+            .with_safe_default_protocol_versions()
+            .map_err(|error| format!("TLS cannot be set up: {error}"))?;
+        let config = match self {
+            TlsRoots::System => {
+                let verifier = rustls_platform_verifier::Verifier::new(provider)
+                    .map_err(|error| format!("the system's trust store cannot be read: {error}"))?;
+                builder
+                    .dangerous()
+                    .with_custom_certificate_verifier(Arc::new(verifier))
+            }
+            TlsRoots::Only(certificates) => {
+                let mut roots = rustls::RootCertStore::empty();
+                for certificate in certificates {
+                    let der = rustls::pki_types::CertificateDer::from(certificate.der().to_vec());
+                    roots.add(der).map_err(|error| {
+                        format!("SSL_CERT_FILE: a certificate is unusable: {error}")
+                    })?;
+                }
+                builder.with_root_certificates(roots)
+            }
+        };
+        Ok(config.with_no_client_auth())
     }
 }
 

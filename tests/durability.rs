@@ -281,6 +281,7 @@ fn prefill(dir: &Path, count: u64) {
                 space_guid: "s".into(),
                 context: None,
                 parameters: None,
+                maintenance_info: None,
             }),
             dashboard_token: format!("token-{i}"),
         };

@@ -5,7 +5,8 @@
 
 mod common;
 use common::*;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 
 /// `VCAP_SERVICES` as Cloud Foundry hands it to an app bound to an NFS volume service
 /// instance whose read-write mount is `dir`.
@@ -172,25 +173,75 @@ fn assert_refused(binary: &str, env: &[(&str, &str)], variable: &str) -> String 
     output
 }
 
-/// The repository's text files (not `target/` or `.git/`), with their paths.
-fn repository_files() -> Vec<(PathBuf, String)> {
+/// The repository's own files when git cannot list them (a source archive): these files, and
+/// every file under these folders. `fallback_covers_every_tracked_file_with_a_credential`
+/// keeps the list complete.
+const FALLBACK_FILES: [&str; 16] = [
+    "README.md",
+    "CONTRIBUTING.md",
+    "Cargo.toml",
+    "manifest.yml",
+    "vars.example.yml",
+    "catalog.toml",
+    "catalog-cf.toml",
+    "Procfile",
+    ".gitignore",
+    ".cfignore",
+    ".ci",
+    "docs",
+    "examples",
+    "scripts",
+    "src",
+    "tests",
+];
+
+/// The files git tracks under `root`, or `None` where git is not installed or `root` is not
+/// in a repository.
+fn tracked_files(root: &Path) -> Option<Vec<PathBuf>> {
+    let output = Command::new("git")
+        .args(["ls-files", "-z"])
+        .current_dir(root)
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .output()
+        .ok()
+        .filter(|output| output.status.success())?;
+    let listed = String::from_utf8_lossy(&output.stdout).to_string();
+    let files = listed
+        .split('\0')
+        .filter(|path| !path.is_empty())
+        .map(|path| root.join(path))
+        .collect();
+    Some(files)
+}
+
+/// The files of [`FALLBACK_FILES`] under `root`, the folders' walked.
+fn fallback_files(root: &Path) -> Vec<PathBuf> {
     let mut files = Vec::new();
-    let mut pending = vec![PathBuf::from(env!("CARGO_MANIFEST_DIR"))];
-    while let Some(dir) = pending.pop() {
-        let entries = std::fs::read_dir(&dir).expect("the repository lists");
-        for entry in entries.flatten() {
-            let path = entry.path();
-            let name = entry.file_name().to_string_lossy().to_string();
-            if path.is_dir() {
-                if name != "target" && !name.starts_with('.') {
-                    pending.push(path);
-                }
-            } else if let Ok(text) = std::fs::read_to_string(&path) {
-                files.push((path, text));
-            }
+    let mut pending: Vec<PathBuf> = FALLBACK_FILES.iter().map(|path| root.join(path)).collect();
+    while let Some(path) = pending.pop() {
+        match std::fs::read_dir(&path) {
+            Ok(entries) => pending.extend(entries.flatten().map(|entry| entry.path())),
+            Err(_) => files.push(path),
         }
     }
     files
+}
+
+/// The repository's text files with their paths: the files git tracks, which anyone who
+/// clones it can read, else the fallback list. Nothing else is read: beside them a reader
+/// keeps secrets of their own (the walk-through's `./echo-data`, a `vars.yml`, a
+/// `vcap.json`).
+fn repository_files() -> Vec<(PathBuf, String)> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let paths = tracked_files(root).unwrap_or_else(|| fallback_files(root));
+    paths
+        .into_iter()
+        .filter_map(|path| {
+            let text = std::fs::read_to_string(&path).ok()?;
+            Some((path, text))
+        })
+        .collect()
 }
 
 /// A value as the text writes it: quotes, brackets and trailing punctuation taken off, and
@@ -253,6 +304,10 @@ fn credential_values(line: &str) -> Vec<String> {
 /// its files holds (README and docs, manifest, vars.example.yml, catalogs, sources, tests),
 /// the real binary refuses it beyond loopback. Tests that need a password that is accepted
 /// make a fresh one at run time (`fresh_password`).
+///
+/// A value the binary accepts lets it go on with its start: to `DATABASE_URL`, which is no
+/// database's, so it stops there too (exit 2), before it opens any state or listens; the
+/// failure then names each such value and the file it came from.
 #[test]
 fn beyond_loopback_every_credential_looking_value_in_the_repository_is_refused() {
     let mut found: Vec<(String, PathBuf)> = Vec::new();
@@ -275,22 +330,84 @@ fn beyond_loopback_every_credential_looking_value_in_the_repository_is_refused()
         );
     }
     let port = free_port().to_string();
+    let mut accepted = Vec::new();
     for (password, path) in &found {
         let env = [
             ("PORT", port.as_str()),
             ("HOST", "0.0.0.0"),
             ("ECHO_USERNAME", "broker"),
             ("ECHO_PASSWORD", password.as_str()),
+            ("DATABASE_URL", "not-a-database"),
         ];
         let (code, output) = run_to_end(ECHO_SERVICE, &[], &env);
-        assert_eq!(
-            code,
-            Some(2),
-            "{password} (from {}) is accepted: {output}",
-            path.display()
-        );
-        assert_eq!(output.trim().lines().count(), 1, "{output}");
-        assert!(output.contains("ECHO_PASSWORD: this value "), "{output}");
+        let refused = code == Some(2)
+            && output.trim().lines().count() == 1
+            && output.contains("ECHO_PASSWORD: this value ");
+        if !refused {
+            accepted.push(format!(
+                "'{password}' (from {}): {}",
+                path.display(),
+                output.trim()
+            ));
+        }
+    }
+    assert!(
+        accepted.is_empty(),
+        "beyond loopback the echo service accepts:\n{}",
+        accepted.join("\n")
+    );
+}
+
+/// Only what git tracks is scanned: an untracked file, such as the `vars.yml` the deploy
+/// steps make, is a reader's own and never read.
+#[test]
+fn the_scan_reads_the_files_git_tracks_and_no_other() {
+    let repository = TempDir::new("repository");
+    let root = repository.path();
+    let git = |args: &[&str]| {
+        Command::new("git")
+            .args(args)
+            .current_dir(root)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|status| status.success())
+    };
+    if !git(&["init", "--quiet"]) {
+        eprintln!("skipped: git is not installed");
+        return;
+    }
+    std::fs::write(root.join("README.md"), "published\n").expect("a file is written");
+    std::fs::write(root.join("vars.yml"), "broker-password: mine\n").expect("a file is written");
+    assert!(git(&["add", "README.md"]), "git add");
+    assert_eq!(tracked_files(root), Some(vec![root.join("README.md")]));
+    let not_a_repository = TempDir::new("not-a-repository");
+    assert_eq!(tracked_files(not_a_repository.path()), None);
+}
+
+/// Without git the scan reads the fallback list: it holds every tracked file in which the
+/// scan finds a value, and names only files that exist.
+#[test]
+fn fallback_covers_every_tracked_file_with_a_credential() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let Some(tracked) = tracked_files(root) else {
+        eprintln!("skipped: git cannot list the repository's files here");
+        return;
+    };
+    for path in FALLBACK_FILES {
+        assert!(root.join(path).exists(), "{path} does not exist");
+    }
+    let fallback = fallback_files(root);
+    for path in tracked {
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        if text.lines().flat_map(credential_values).next().is_some() {
+            assert!(
+                fallback.contains(&path),
+                "{} is not in FALLBACK_FILES",
+                path.display()
+            );
+        }
     }
 }
 
@@ -388,7 +505,7 @@ fn beyond_loopback_a_fresh_strong_password_is_accepted() {
 }
 
 #[test]
-fn on_loopback_the_seed_credentials_still_work() {
+fn on_loopback_the_default_credentials_still_work() {
     let system = System::start_with(&[
         ("HOST", "127.0.0.1"),
         ("BROKER_USERNAME", "user"),

@@ -49,7 +49,7 @@ fn the_401_body_is_the_same_whichever_half_of_the_credentials_is_wrong() {
 }
 
 #[test]
-fn configured_broker_credentials_replace_the_seed_pair() {
+fn configured_broker_credentials_replace_the_default_pair() {
     let system = System::start_with(&[
         ("BROKER_USERNAME", "platform"),
         ("BROKER_PASSWORD", "s3cret-broker"),

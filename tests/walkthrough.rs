@@ -8,7 +8,7 @@ use common::*;
 use std::process::{Command, Stdio};
 
 #[test]
-fn seed_walkthrough_runs_end_to_end_on_the_embedded_default() {
+fn the_walkthrough_runs_end_to_end_on_the_embedded_default() {
     let system = System::start();
 
     let catalog = platform("GET", &system.url("/v2/catalog"), None);

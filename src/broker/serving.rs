@@ -48,15 +48,16 @@ impl Handler for Broker {
         respond(request, self.answer(request))
     }
 
-    /// The answer, with the name the router gives its route.
+    /// The answer, with the name the router gives its route and the originating user.
     fn observe(&self, answered: &Answered) {
+        let user = originating_user(answered.request).ok().flatten();
         let Some(segments) = answered.request.path_segments() else {
-            return self.observer.observe(answered, None); // a path no route can match
+            return self.observer.observe(answered, None, user); // a path no route can match
         };
         let path: Vec<&str> = segments.iter().map(String::as_str).collect();
         let method = &answered.request.method;
         let named = route(method, &path).map(|route| (route.name, route.spec_section));
-        self.observer.observe(answered, named);
+        self.observer.observe(answered, named, user);
     }
 
     /// The platform's request identity and the originating user, for the log line, as the

@@ -9,8 +9,9 @@ use serde_json::Value;
 /// service logs it, so one request can be followed through both).
 pub const REQUEST_IDENTITY_HEADER: &str = "X-Broker-API-Request-Identity";
 
-/// Everything the platform said when it provisioned an instance. A repeated provision is
-/// answered 200 only if these are identical, 409 otherwise (OSB API "Provisioning").
+/// Everything the platform said when it provisioned an instance, and the plan's
+/// `maintenance_info` it was made with. A repeated provision is answered 200 only if these
+/// are identical, 409 otherwise (OSB API "Provisioning").
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct InstanceAttributes {
     pub service_id: String,
@@ -21,6 +22,11 @@ pub struct InstanceAttributes {
     pub context: Option<Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parameters: Option<Value>,
+    /// The catalog's `maintenance_info` of the instance's plan when it was provisioned, or
+    /// as the latest update left it (an upgrade, a new plan). Absent for an instance made
+    /// before the echo service kept it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub maintenance_info: Option<Value>,
 }
 
 /// Everything the platform said when it created a binding; compared like [`InstanceAttributes`].
@@ -76,6 +82,8 @@ pub struct InstanceUpdate {
     pub parameters: Option<Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub context: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub maintenance_info: Option<Value>,
 }
 
 /// An instance as the echo service reports it. The original echo service sent only

@@ -757,6 +757,7 @@ pub(crate) mod test_changes {
                 space_guid: "s".into(),
                 context: None,
                 parameters: None,
+                maintenance_info: None,
             }),
             dashboard_token: format!("token-{instance_id}"),
         }

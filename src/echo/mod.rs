@@ -20,9 +20,9 @@ pub mod postgres;
 pub mod service;
 pub mod store;
 
-use crate::echo_client::TlsRoots;
 use crate::platform::{self, StateLocation};
 use crate::settings;
+use crate::settings::TlsRoots;
 
 /// The echo service as both binaries start it: the store `location` names (see
 /// [`platform::state_location`]) opened, and one start-up line that says which store,

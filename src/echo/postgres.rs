@@ -25,8 +25,8 @@ use super::store::{
     apply_update, refuse_other_ids, BindingRecord, Caller, ClaimedIds, DashboardRecord,
     InstanceRecord, NewBinding, NewInstance, Outcome, Store, StoreResult, Totals, RECENT_MESSAGES,
 };
-use crate::echo_client::TlsRoots;
 use crate::metrics;
+use crate::settings::TlsRoots;
 use pool::{Call, Failure, Pool, Session};
 use postgres::config::{Host, SslMode};
 use postgres::{Config, NoTls, Row};

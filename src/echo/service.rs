@@ -495,6 +495,7 @@ fn ids_in_query(request: &HttpRequest) -> ClaimedIds {
 fn normalise_instance(mut attributes: InstanceAttributes) -> InstanceAttributes {
     attributes.context = non_empty(attributes.context);
     attributes.parameters = non_empty(attributes.parameters);
+    attributes.maintenance_info = non_empty(attributes.maintenance_info);
     attributes
 }
 

@@ -231,6 +231,9 @@ pub fn apply_update(attributes: &mut InstanceAttributes, update: InstanceUpdate)
     if let Some(context) = update.context {
         attributes.context = super::api::non_empty(Some(context));
     }
+    if let Some(maintenance_info) = update.maintenance_info {
+        attributes.maintenance_info = super::api::non_empty(Some(maintenance_info));
+    }
 }
 
 #[cfg(test)]

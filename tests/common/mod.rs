@@ -24,7 +24,8 @@ pub const BROKER_CREDENTIAL_LINES: &str =
 /// line, for a system from [`System::start_with_known_echo_credentials`].
 pub const ECHO_CREDENTIAL_LINES: &str = "Authorization: Basic YnJva2VyOmVjaG8tc2VjcmV0\r\n";
 
-/// The seed's credentials, which the broker accepts when none are configured.
+/// The default credentials (the original broker's), which the broker accepts when none are
+/// configured.
 pub const USER: &str = "user";
 pub const PASSWORD: &str = "pass";
 
@@ -102,7 +103,8 @@ impl Process {
         Process::launch(None, wrapper[0], &args, port, env)
     }
 
-    /// [`Process::start`] with `working_dir` as the current directory (else the test's).
+    /// [`Process::start`] with `working_dir` as the current directory (else a folder of its
+    /// own, beside its log).
     pub fn start_in(
         working_dir: Option<&Path>,
         binary: &str,
@@ -184,12 +186,14 @@ impl Drop for Process {
 }
 
 /// Spawns `binary` with `args` and `env`, its stdout (the log) into `log_path` and its
-/// stderr (where nothing should appear) beside it, with `.stderr` added to the name.
+/// stderr (where nothing should appear) beside it, with `.stderr` added to the name. It runs
+/// in the folder of `log_path`, which the test made: never in the project's, where a
+/// reader's own `./echo-data` may be.
 pub fn spawn(binary: &str, args: &[&str], env: &[(&str, &str)], log_path: &Path) -> Child {
     spawn_in(None, binary, args, env, log_path)
 }
 
-/// [`spawn`] with `working_dir` as the current directory (else the test's).
+/// [`spawn`] with `working_dir` as the current directory (else the folder of `log_path`).
 pub fn spawn_in(
     working_dir: Option<&Path>,
     binary: &str,
@@ -217,7 +221,7 @@ pub fn spawn_in(
     if let Some(database_url) = matrix_database_url(env) {
         command.env("DATABASE_URL", database_url);
     }
-    if let Some(dir) = working_dir {
+    if let Some(dir) = working_dir.or_else(|| log_path.parent()) {
         command.current_dir(dir);
     }
     command.spawn().expect("the binary starts")
@@ -490,8 +494,8 @@ pub fn call_bytes(
     })
 }
 
-/// The headers a platform sends: basic auth with the seed's credentials and the API version
-/// [`platform_api_version`].
+/// The headers a platform sends: basic auth with the default credentials and the API
+/// version [`platform_api_version`].
 pub fn platform_headers() -> Vec<(&'static str, &'static str)> {
     vec![
         ("Authorization", "Basic dXNlcjpwYXNz"),

@@ -131,7 +131,7 @@ fn both_services_declare_the_fetch_endpoints() {
 }
 
 #[test]
-fn echo_service_keeps_the_seed_fields_and_its_dashboard_client() {
+fn echo_service_keeps_the_original_fields_and_its_dashboard_client() {
     let catalog = catalog();
     let echo = service(&catalog, "echo_service");
     assert_eq!(echo["name"], "Echo Service");

@@ -47,6 +47,31 @@ fn fetch_of_an_invert_instance_reports_its_service_and_plan() {
 }
 
 #[test]
+fn fetch_returns_the_maintenance_info_the_instance_was_provisioned_with() {
+    let system = start();
+    provision_echo(&system, "fetch-4");
+    let fetched = instance(&system, "fetch-4");
+    assert_eq!(
+        fetched["maintenance_info"],
+        json!({"version": "1.0.0", "description": "First release of the echo service"})
+    );
+}
+
+#[test]
+fn fetch_of_an_instance_whose_plan_has_no_maintenance_info_has_none() {
+    let info = "[services.plans.maintenance_info]\nversion = \"1.0.0\"\n\
+                description = \"First release of the echo service\"\n";
+    let embedded = echo_broker::catalog::EMBEDDED_CATALOG;
+    assert!(embedded.contains(info));
+    let catalog = embedded.replace(info, "");
+    let (_dir, path) = catalog_file(&catalog);
+    let system = crate::common::System::start_with(&[("CATALOG_PATH", &path)]);
+    provision_echo(&system, "fetch-5");
+    let fetched = instance(&system, "fetch-5");
+    assert!(fetched.get("maintenance_info").is_none(), "{fetched}");
+}
+
+#[test]
 fn fetch_of_a_missing_instance_returns_404_with_description() {
     let system = start();
     expect_plain_error(&fetch_instance(&system, "fetch-missing"), 404);

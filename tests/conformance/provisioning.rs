@@ -161,7 +161,7 @@ fn unknown_service_returns_400() {
 
 #[test]
 fn plan_of_another_service_returns_400_naming_the_services_plans() {
-    // The seed's own example: echo_service with invert_service's plan.
+    // The original broker's own example: echo_service with invert_service's plan.
     let system = start();
     let body = with(echo_body(), "plan_id", json!("small_0001"));
     let error = refused(&system, "prov-other-plan", &body.to_string(), 400);

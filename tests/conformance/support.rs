@@ -12,7 +12,7 @@ pub fn start() -> System {
     System::start()
 }
 
-/// A request with the platform's headers (seed credentials, API version 2.17).
+/// A request with the platform's headers (the default credentials, API version 2.17).
 pub fn osb(system: &System, method: &str, path: &str, body: Option<&str>) -> Reply {
     osb_with(system, method, path, &common::platform_headers(), body)
 }
@@ -194,7 +194,7 @@ pub fn provision_with(system: &System, instance_id: &str, body: &Value) -> Value
     expect(&reply, 201)
 }
 
-/// Binds the seed's app to an echo_service instance (201); returns the credentials.
+/// Binds the walk-through's app to an echo_service instance (201); returns the credentials.
 pub fn bind_echo(system: &System, instance_id: &str, binding_id: &str) -> Value {
     let reply = osb(
         system,
@@ -238,7 +238,7 @@ pub fn credentials_work(uri: &str) -> bool {
     }
 }
 
-/// The seed's echo_service ids as a query string, with `extra` appended.
+/// The embedded catalog's echo_service ids as a query string, with `extra` appended.
 pub fn echo_query(extra: &str) -> String {
     format!("?{}{extra}", common::ECHO_IDS)
 }

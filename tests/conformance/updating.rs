@@ -1,6 +1,6 @@
 //! Spec section "Updating a Service Instance": `PATCH /v2/service_instances/:instance_id`.
 //!
-//! Every service of the seed catalog has one plan, so plan changes are tested against a
+//! Every service of the embedded catalog has one plan, so plan changes are tested against a
 //! catalog of this module's own (`CATALOG_PATH`).
 
 use crate::common::{Reply, System};
@@ -389,6 +389,30 @@ fn plan_change_checks_maintenance_info_against_the_new_plan() {
             "maintenance_info": {"version": "2.0.0"}}),
     );
     assert_eq!(instance(&system, "upd-mi")["plan_id"], "flex_large");
+}
+
+#[test]
+fn a_plan_change_gives_the_instance_the_new_plans_maintenance_info() {
+    let (system, _dir) = start_with_plan_changes();
+    provision(&system, "upd-mi-2", "flexible_service", "flex_small");
+    let version = |system: &System| instance(system, "upd-mi-2")["maintenance_info"].clone();
+    assert_eq!(version(&system), json!({"version": "1.0.0"}));
+    updated(
+        &system,
+        "upd-mi-2",
+        &json!({"service_id": "flexible_service", "plan_id": "flex_large"}),
+    );
+    assert_eq!(version(&system), json!({"version": "2.0.0"}));
+    updated(
+        &system,
+        "upd-mi-2",
+        &json!({"service_id": "flexible_service", "parameters": {"p": 1}}),
+    );
+    assert_eq!(version(&system), json!({"version": "2.0.0"}), "kept");
+    provision(&system, "upd-mi-3", "mixed_service", "mixed_open");
+    assert!(instance(&system, "upd-mi-3")
+        .get("maintenance_info")
+        .is_none());
 }
 
 #[test]
