@@ -49,15 +49,13 @@
 
 use crate::catalog::{Catalog, Plan, Service};
 use crate::echo::api::{
-    non_empty, BindingAttributes, BindingLifetime, BindingView, InstanceAttributes, InstanceUpdate,
-    InstanceView,
+    non_empty, BindingAttributes, BindingView, InstanceAttributes, InstanceUpdate, InstanceView,
 };
 use crate::echo_client::{EchoClient, EchoError};
 use crate::http::{self, HttpRequest, HttpResponse};
 use crate::observer::Observer;
-use crate::osb::{is_osb_call, ORIGINATING_IDENTITY_HEADER, VERSION_HEADER};
+use crate::osb::{is_osb_call, VERSION_HEADER};
 use crate::settings::TlsRoots;
-use base64::Engine;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
@@ -290,40 +288,6 @@ fn check_api_version(request: &HttpRequest) -> Result<(), BrokerError> {
     }
 }
 
-/// `X-Broker-API-Originating-Identity: PLATFORM BASE64(JSON)`: who on the platform asked.
-/// Returns the user it names (Cloud Foundry's `user_id`, Kubernetes' `username`), if any.
-/// PLATFORM MUST equal the body's `context.platform` when it carries `context`; this broker
-/// only reads the user, for the log and the conversation page. A value not of this form is
-/// a 400: the spec says what a platform MUST send, the refusal is this broker's choice.
-pub fn originating_user(request: &HttpRequest) -> Result<Option<String>, BrokerError> {
-    let Some(value) = request.header(ORIGINATING_IDENTITY_HEADER) else {
-        return Ok(None);
-    };
-    let malformed = |why: &str| {
-        BrokerError::BadRequest(format!(
-            "the {ORIGINATING_IDENTITY_HEADER} header must be 'PLATFORM BASE64-JSON-OBJECT': {why}"
-        ))
-    };
-    let (platform, encoded) = value
-        .trim()
-        .split_once(' ')
-        .ok_or_else(|| malformed("there is no space between platform and value"))?;
-    if platform.is_empty() {
-        return Err(malformed("the platform is empty"));
-    }
-    let decoded = base64::engine::general_purpose::STANDARD
-        .decode(encoded.trim())
-        .map_err(|_| malformed("the value is not base64"))?;
-    let identity: Map<String, Value> = serde_json::from_slice(&decoded)
-        .map_err(|_| malformed("the value is not a JSON object"))?;
-    let user = identity
-        .get("user_id")
-        .or_else(|| identity.get("username"))
-        .and_then(Value::as_str)
-        .map(str::to_string);
-    Ok(Some(user.unwrap_or_else(|| format!("({platform} user)"))))
-}
-
 impl Broker {
     /// The checks of this section, in order, on the headers alone: no body is read for a
     /// client without credentials. The platform's health check needs none; the pages for
@@ -350,6 +314,15 @@ impl Broker {
 // How the server calls the checks, then this router (or a 404 or 405): `broker/serving.rs`.
 mod serving;
 use serving::{to, Route};
+
+// What the handlers share and a reader can take on trust (catalog and echo service
+// look-ups, id rules, the URLs handed out): `broker/shared.rs`.
+mod shared;
+pub use shared::originating_user;
+use shared::{
+    binding_metadata, check_id, check_maintenance_info, ids_from_query, lifetime_from_now,
+    updated_maintenance_info,
+};
 
 /// Every route, in lifecycle order: the one table that picks a handler and names it: the
 /// handler's own name (for `/metrics` and the conversation page) and the anchor of its
@@ -441,7 +414,8 @@ impl Broker {
     /// `{"service_id": "echo_service", "plan_id": "big_0001", "organization_guid": "HP",
     ///   "space_guid": "IT", "context": {"platform": "cloudfoundry"}, "parameters": {...}}`
     ///
-    /// - 201 `{"dashboard_url": ".../echo/dashboard/{instance_id}?token=..."}`: provisioned.
+    /// - 201 `{"dashboard_url": ".../echo/dashboard/{instance_id}?token=...", "metadata":
+    ///   {"labels": {"service": .., "plan": ..}, "attributes": {"dashboard_url": ..}}}`.
     /// - 200 with the same body: it already exists with identical attributes.
     /// - 409: it already exists with other attributes.
     /// - 400: a missing field, an unknown service or plan, a plan of another service.
@@ -504,29 +478,6 @@ impl Broker {
             }),
         )
     }
-
-    /// The instance's `metadata` (spec 2.17), answered on provision, update and fetch:
-    /// `labels` a platform may show its users (here the instance's service and plan, as the
-    /// catalog names them) and `attributes`, the broker's own facts about it (here its
-    /// dashboard). Both are the broker's to say: nothing the platform sent is echoed here.
-    fn instance_metadata(&self, instance_id: &str, view: &InstanceView) -> Value {
-        let labels = match &view.attributes {
-            Some(attributes) => json!({
-                "service": attributes.service_id,
-                "plan": attributes.plan_id,
-            }),
-            None => json!({}),
-        };
-        let dashboard_url = self.dashboard_url(instance_id, view);
-        json!({ "labels": labels, "attributes": { "dashboard_url": dashboard_url } })
-    }
-
-    /// `{SERVICE_BASE}/echo/dashboard/{instance_id}?token=...`.
-    fn dashboard_url(&self, instance_id: &str, view: &InstanceView) -> String {
-        let token = view.dashboard_token.as_deref();
-        self.echo
-            .url(&["echo", "dashboard", instance_id], None, token)
-    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -536,7 +487,7 @@ impl Broker {
 impl Broker {
     /// `GET /v2/service_instances/{instance_id}`
     ///
-    /// - 200 `{"service_id", "plan_id", "dashboard_url", "parameters", "maintenance_info"}`
+    /// - 200 `{"service_id", "plan_id", "dashboard_url", "metadata", "parameters", "maintenance_info"}`
     ///   (every field is optional in the spec: an echo service that recorded nothing, like
     ///   the original, gives no `service_id` or `plan_id`). `maintenance_info` is the one the
     ///   instance was provisioned or last updated with (see `update`), so a platform can
@@ -565,18 +516,6 @@ impl Broker {
             body.insert("maintenance_info".into(), info);
         }
         Ok(HttpResponse::json(200, &body))
-    }
-
-    /// The instance, if the echo service has it.
-    fn existing_instance(&self, instance_id: &str) -> Result<InstanceView, BrokerError> {
-        let reply = self.echo.fetch_instance(instance_id)?;
-        match reply.status {
-            200 => Ok(reply.instance(instance_id)?),
-            404 | 410 => Err(BrokerError::NotFound(format!(
-                "instance '{instance_id}' does not exist"
-            ))),
-            _ => Err(BrokerError::EchoService(reply.unexpected())),
-        }
     }
 }
 
@@ -607,7 +546,7 @@ impl Broker {
     /// `PATCH /v2/service_instances/{instance_id}`
     /// `{"service_id": "echo_service", "plan_id": "big_0001", "parameters": {...}}`
     ///
-    /// - 200 `{}`: the changes are applied (parameters replaced, plan changed).
+    /// - 200 `{"metadata": {...}}`: the changes are applied (parameters replaced, plan changed).
     /// - 400: bad input, a new plan not in the catalog or of another service, a service_id
     ///   that is not the instance's.
     /// - 404: the instance does not exist (this broker's choice: the spec names no status
@@ -666,21 +605,6 @@ impl Broker {
             _ => Err(BrokerError::EchoService(reply.unexpected())),
         }
     }
-
-    /// The plan the instance is on now; 400 if the instance belongs to another service. (An
-    /// echo service that recorded none, like the original: [`unrecorded_plan_id`].)
-    fn current_plan_id(&self, instance_id: &str, service: &Service) -> Result<String, BrokerError> {
-        match self.existing_instance(instance_id)?.attributes {
-            Some(attributes) if attributes.service_id != service.id => {
-                Err(BrokerError::BadRequest(format!(
-                    "instance '{instance_id}' belongs to service '{}', not '{}'",
-                    attributes.service_id, service.id
-                )))
-            }
-            Some(attributes) => Ok(attributes.plan_id),
-            None => Ok(unrecorded_plan_id(service)),
-        }
-    }
 }
 
 impl BrokerError {
@@ -705,32 +629,6 @@ fn check_plan_change(service: &Service, current_plan_id: &str) -> Result<(), Bro
             "plan '{current_plan_id}' does not allow plan changes (plan_updateable is false)"
         )))
     }
-}
-
-/// The instance's `maintenance_info` after an update that changes it: a new plan's (`{}`
-/// when that plan has none, which clears it), or its plan's in the catalog when the platform
-/// asks for that version (an upgrade; `check_maintenance_info` made sure it is the
-/// catalog's). `None` keeps what the instance has.
-fn updated_maintenance_info(
-    plan: Option<&Plan>,
-    plan_changes: bool,
-    requested: Option<&MaintenanceInfoRequest>,
-) -> Option<Value> {
-    let upgrade = requested.is_some_and(|info| info.version.is_some());
-    if !plan_changes && !upgrade {
-        return None;
-    }
-    let info = plan.and_then(|plan| plan.maintenance_info.as_ref());
-    Some(info.map_or_else(|| json!({}), |info| json!(info)))
-}
-
-/// The plan an update starts from when the echo service did not record one: the service's
-/// first plan (the original's services had one plan each).
-fn unrecorded_plan_id(service: &Service) -> String {
-    service
-        .plans
-        .first()
-        .map_or_else(String::new, |plan| plan.id.clone())
 }
 
 // ---------------------------------------------------------------------------------------
@@ -761,15 +659,6 @@ impl Broker {
             _ => Err(BrokerError::EchoService(reply.unexpected())),
         }
     }
-}
-
-/// The `service_id` and `plan_id` query parameters that deprovision and unbind require (the
-/// spec: MUST). They are not looked up in the catalog, which may no longer have them: the
-/// echo service checks that they are the instance's.
-fn ids_from_query(request: &HttpRequest) -> Result<(String, String), BrokerError> {
-    let service_id = required_query(request, "service_id")?;
-    let plan_id = required_query(request, "plan_id")?;
-    Ok((service_id, plan_id))
 }
 
 // ---------------------------------------------------------------------------------------
@@ -807,7 +696,7 @@ impl Broker {
     ///   "bind_resource": {"app_guid": "myapp"}}`
     ///
     /// - 201 `{"credentials": {"uri": "http://USER:PASS@.../echo/{instance_id}/{binding_id}",
-    ///   "username": USER, "password": PASS}}`: bound; the app posts messages to `uri`.
+    ///   "username": USER, "password": PASS}, "metadata": {}}`: bound; the app posts to `uri`.
     /// - 200 with the same credentials: it already exists with identical attributes.
     /// - 409: it already exists with other attributes.
     /// - 404: the instance does not exist (this broker's choice: the spec names no status
@@ -823,8 +712,8 @@ impl Broker {
     /// unless the binding expires. A plan may give its bindings a lifetime (this broker's
     /// own `binding_lifetime` in `catalog.toml`, e.g. the Invert Service's 90 days): the
     /// answer then carries `metadata.expires_at`, when the credentials stop working, and
-    /// `metadata.renew_before`, when the platform should rotate them (the spec's binding
-    /// metadata, since 2.17). The echo service refuses expired credentials itself, so the
+    /// `metadata.renew_before` (a fifth of the lifetime earlier), when the platform should
+    /// rotate them (the spec's binding metadata, since 2.17). The echo service refuses expired credentials itself, so the
     /// expiry is enforced where the credentials are used, not only announced.
     fn bind(&self, instance_id: &str, binding_id: &str, request: &HttpRequest) -> Answer {
         check_id("instance_id", instance_id)?;
@@ -933,47 +822,6 @@ impl Broker {
             }),
         )
     }
-
-    /// What the bound app gets: the original's `uri`, plus the binding's own user and
-    /// password, also placed in the uri as userinfo (the usual form of a service URI).
-    fn binding_credentials(
-        &self,
-        instance_id: &str,
-        binding_id: &str,
-        view: &BindingView,
-    ) -> Value {
-        let path = ["echo", instance_id, binding_id];
-        match (&view.username, &view.password) {
-            (Some(username), Some(password)) => json!({
-                "uri": self.echo.url(&path, Some((username, password)), None),
-                "username": username,
-                "password": password,
-            }),
-            _ => json!({ "uri": self.echo.url(&path, None, None) }),
-        }
-    }
-}
-
-/// A lifetime of `seconds` from now. The platform is asked to renew when a fifth of it is
-/// left (18 days of 90; 2 s of 10): time for a rotation job that runs daily, fails, and
-/// runs again, before the credentials stop working.
-fn lifetime_from_now(seconds: u64) -> BindingLifetime {
-    let expires_at = http::unix_now().saturating_add(seconds);
-    BindingLifetime {
-        expires_at,
-        renew_before: expires_at - seconds / 5,
-    }
-}
-
-/// A binding's `metadata`: when it expires and when to renew it, if it does (`{}` if not).
-fn binding_metadata(view: &BindingView) -> Value {
-    match view.lifetime {
-        Some(lifetime) => json!({
-            "expires_at": http::osb_timestamp(lifetime.expires_at),
-            "renew_before": http::osb_timestamp(lifetime.renew_before),
-        }),
-        None => json!({}),
-    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1038,65 +886,6 @@ impl Broker {
             .and_then(|attributes| attributes.parameters);
         Ok(Rotation::Inherit { parameters })
     }
-
-    /// The service and plan of a rotation that names only its predecessor: the
-    /// predecessor's (the spec's rotation request needs no more), or, once it is gone, those
-    /// of the successor this same rotation made.
-    fn ids_of_predecessor(
-        &self,
-        instance_id: &str,
-        binding_id: &str,
-        predecessor_id: &str,
-    ) -> Result<(String, String), BrokerError> {
-        check_id("predecessor_binding_id", predecessor_id)?;
-        let attributes = match self.existing_binding(instance_id, predecessor_id) {
-            Ok(predecessor) => predecessor.attributes,
-            Err(BrokerError::NotFound(_)) => {
-                match self.made_by_this_rotation(instance_id, binding_id, predecessor_id)? {
-                    Rotation::AlreadyDone(successor) => successor.attributes,
-                    Rotation::Inherit { .. } => None,
-                }
-            }
-            Err(error) => return Err(error),
-        };
-        attributes
-            .map(|attributes| (attributes.service_id, attributes.plan_id))
-            .ok_or_else(|| {
-                BrokerError::BadRequest(format!(
-                    "service_id and plan_id are required: the predecessor binding '{predecessor_id}' has none to take"
-                ))
-            })
-    }
-
-    /// With its predecessor gone, a rotation is either a retry of one that was made (the
-    /// successor exists and names this predecessor) or a 400.
-    fn made_by_this_rotation(
-        &self,
-        instance_id: &str,
-        binding_id: &str,
-        predecessor_id: &str,
-    ) -> Result<Rotation, BrokerError> {
-        let missing = || {
-            BrokerError::BadRequest(format!(
-                "predecessor binding '{predecessor_id}' does not exist in instance '{instance_id}'"
-            ))
-        };
-        match self.existing_binding(instance_id, binding_id) {
-            Ok(successor) => {
-                let named = successor
-                    .attributes
-                    .as_ref()
-                    .and_then(|attributes| attributes.predecessor_binding_id.as_deref());
-                if named == Some(predecessor_id) {
-                    Ok(Rotation::AlreadyDone(Box::new(successor)))
-                } else {
-                    Err(missing())
-                }
-            }
-            Err(BrokerError::NotFound(_)) => Err(missing()),
-            Err(error) => Err(error),
-        }
-    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1106,7 +895,8 @@ impl Broker {
 impl Broker {
     /// `GET /v2/service_instances/{instance_id}/service_bindings/{binding_id}`
     ///
-    /// - 200 `{"credentials": {...}, "parameters": {...}}`
+    /// - 200 `{"credentials": {...}, "parameters": {...}, "metadata": {...}}`, also once the
+    ///   binding has expired (the platform still holds it, and may delete it: 200).
     /// - 404: the binding does not exist.
     fn fetch_binding(&self, instance_id: &str, binding_id: &str) -> Answer {
         check_id("instance_id", instance_id)?;
@@ -1124,22 +914,6 @@ impl Broker {
                 "metadata": binding_metadata(&view),
             }),
         ))
-    }
-
-    /// The binding, if the echo service has it.
-    fn existing_binding(
-        &self,
-        instance_id: &str,
-        binding_id: &str,
-    ) -> Result<BindingView, BrokerError> {
-        let reply = self.echo.fetch_binding(instance_id, binding_id)?;
-        match reply.status {
-            200 => Ok(reply.binding(binding_id)?),
-            404 | 410 => Err(BrokerError::NotFound(format!(
-                "binding '{binding_id}' does not exist"
-            ))),
-            _ => Err(BrokerError::EchoService(reply.unexpected())),
-        }
     }
 }
 
@@ -1196,73 +970,6 @@ impl Broker {
         self.existing_binding(instance_id, binding_id)?;
         Ok(HttpResponse::json(200, &json!({"state": "succeeded"})))
     }
-}
-
-// ---------------------------------------------------------------------------------------
-// Request checks the handlers share
-// ---------------------------------------------------------------------------------------
-
-impl Broker {
-    fn find_service(&self, service_id: &str) -> Result<&Service, BrokerError> {
-        check_id("service_id", service_id)?;
-        self.catalog.service(service_id).ok_or_else(|| {
-            BrokerError::BadRequest(format!("service_id '{service_id}' is not in the catalog"))
-        })
-    }
-
-    /// The service and plan named by a request: the plan must be one of that service's.
-    fn find_plan(&self, service_id: &str, plan_id: &str) -> Result<(&Service, &Plan), BrokerError> {
-        let service = self.find_service(service_id)?;
-        check_id("plan_id", plan_id)?;
-        let plan = service.plan(plan_id).ok_or_else(|| {
-            BrokerError::BadRequest(format!(
-                "plan_id '{plan_id}' is not a plan of service '{service_id}' (its plans: {})",
-                service.plan_ids()
-            ))
-        })?;
-        Ok((service, plan))
-    }
-}
-
-/// Ids must be non-empty, at most 255 bytes, and free of control characters: this broker's
-/// own rule (the spec restricts no characters and sets no length; it recommends RFC 3986's
-/// unreserved characters, "URL Properties"), so that an id fits every store and log line.
-fn check_id(name: &str, id: &str) -> Result<(), BrokerError> {
-    match http::id_problem(id) {
-        Some(problem) => Err(BrokerError::BadRequest(format!("{name} {problem}"))),
-        None => Ok(()),
-    }
-}
-
-fn required_query(request: &HttpRequest, name: &str) -> Result<String, BrokerError> {
-    let value = request.query(name).ok_or_else(|| {
-        BrokerError::BadRequest(format!("the query parameter {name} is required"))
-    })?;
-    check_id(name, &value)?;
-    Ok(value)
-}
-
-/// A platform may send the plan's `maintenance_info`; if it sends a version, it must be the
-/// catalog's (the spec: MUST, else 422). `{}` counts as absent. `plan` is `None` when
-/// `plan_id` has left the catalog, which then has no version for it.
-fn check_maintenance_info(
-    plan_id: &str,
-    plan: Option<&Plan>,
-    requested: Option<&MaintenanceInfoRequest>,
-) -> Result<(), BrokerError> {
-    let Some(requested_version) = requested.and_then(|info| info.version.as_deref()) else {
-        return Ok(());
-    };
-    let catalog_version = match plan.map(|plan| plan.maintenance_info.as_ref()) {
-        Some(Some(info)) if info.version == requested_version => return Ok(()),
-        Some(Some(info)) => format!("the catalog's is '{}'", info.version),
-        Some(None) => "the catalog gives it none".to_string(),
-        None => "it has left the catalog".to_string(),
-    };
-    Err(BrokerError::MaintenanceInfoConflict(format!(
-        "maintenance_info.version '{requested_version}' is not the version of plan \
-         '{plan_id}' ({catalog_version}); fetch the catalog again"
-    )))
 }
 
 // ---------------------------------------------------------------------------------------
