@@ -6,6 +6,10 @@
 //! [`StoreError`] that names storage, so reads only ever see what is on disk; the journal
 //! recovers by itself once the disk does.
 
+// A `Decision`'s outcome (its `Err`) is as large as a record; it lives for one call, on the
+// stack, so its size does not matter.
+#![allow(clippy::result_large_err)]
+
 use super::api::{BindingAttributes, BindingLifetime};
 use super::api::{InstanceAttributes, InstanceUpdate};
 use super::journal::{Journal, Recorded, Ticket};
@@ -322,15 +326,9 @@ fn storage_unavailable() -> StoreError {
     StoreError::new(STORAGE_UNAVAILABLE)
 }
 
-/// What a change-making call decided after looking at the state. (Short-lived, on the
-/// stack: the size of a change does not matter here.)
-#[allow(clippy::large_enum_variant)]
-enum Decision<T> {
-    /// Make this change; once durable, answer `Done` with this record.
-    Make(Change, T),
-    /// Make no change: answer this.
-    Answer(Outcome<T>),
-}
+/// What a change-making call decides after looking at the state: the change to make and the
+/// record to answer once it is durable, or, making none, the answer.
+type Decision<T> = Result<(Change, T), Outcome<T>>;
 
 /// The echo service's state and its journal (none: in memory only, for unit tests).
 pub struct JournalStore {
@@ -393,8 +391,8 @@ impl JournalStore {
     fn change<T>(&self, decide: impl FnOnce(&EchoState) -> Decision<T>) -> StoreResult<Outcome<T>> {
         let mut live = self.lock_live();
         let (change, made) = match decide(&live.state) {
-            Decision::Make(change, made) => (change, made),
-            Decision::Answer(outcome) => {
+            Ok(change_and_made) => change_and_made,
+            Err(outcome) => {
                 drop(live);
                 return self.read(|_| outcome);
             }
@@ -469,7 +467,7 @@ impl Store for JournalStore {
         new: NewInstance,
     ) -> StoreResult<Outcome<InstanceRecord>> {
         self.change(|state| match state.instances.get(instance_id) {
-            Some(instance) => Decision::Answer(Outcome::Exists(instance.record())),
+            Some(instance) => Err(Outcome::Exists(instance.record())),
             None => {
                 let record = InstanceRecord {
                     attributes: new.attributes.clone(),
@@ -482,7 +480,7 @@ impl Store for JournalStore {
                     attributes: new.attributes,
                     dashboard_token: new.dashboard_token,
                 };
-                Decision::Make(change, record)
+                Ok((change, record))
             }
         })
     }
@@ -501,7 +499,7 @@ impl Store for JournalStore {
     ) -> StoreResult<Outcome<InstanceRecord>> {
         self.change(|state| {
             let Some(instance) = state.instances.get(instance_id) else {
-                return Decision::Answer(Outcome::NoInstance);
+                return Err(Outcome::NoInstance);
             };
             let mut record = instance.record();
             if let Some(attributes) = record.attributes.as_mut() {
@@ -511,7 +509,7 @@ impl Store for JournalStore {
                 instance_id: instance_id.to_string(),
                 update,
             };
-            Decision::Make(change, record)
+            Ok((change, record))
         })
     }
 
@@ -521,16 +519,11 @@ impl Store for JournalStore {
         claimed: &ClaimedIds,
     ) -> StoreResult<Outcome<InstanceRecord>> {
         self.change(|state| {
-            let Some(instance) = state.instances.get(instance_id) else {
-                return Decision::Answer(Outcome::NoInstance);
-            };
-            if let Some(refusal) = refuse_other_ids(instance.attributes.as_ref(), claimed) {
-                return Decision::Answer(Outcome::OtherIds(refusal));
-            }
+            let instance = claimed_instance(state, instance_id, claimed)?;
             let change = Change::Deprovision {
                 instance_id: instance_id.to_string(),
             };
-            Decision::Make(change, instance.record())
+            Ok((change, instance.record()))
         })
     }
 
@@ -542,14 +535,9 @@ impl Store for JournalStore {
         new: NewBinding,
     ) -> StoreResult<Outcome<BindingRecord>> {
         self.change(|state| {
-            let Some(instance) = state.instances.get(instance_id) else {
-                return Decision::Answer(Outcome::NoInstance);
-            };
-            if let Some(refusal) = refuse_other_ids(instance.attributes.as_ref(), claimed) {
-                return Decision::Answer(Outcome::OtherIds(refusal));
-            }
+            let instance = claimed_instance(state, instance_id, claimed)?;
             if let Some(binding) = instance.bindings.get(binding_id) {
-                return Decision::Answer(Outcome::Exists(binding.record()));
+                return Err(Outcome::Exists(binding.record()));
             }
             let record = BindingRecord {
                 attributes: new.attributes.clone(),
@@ -565,7 +553,7 @@ impl Store for JournalStore {
                 password: new.password,
                 lifetime: new.lifetime,
             };
-            Decision::Make(change, record)
+            Ok((change, record))
         })
     }
 
@@ -586,20 +574,15 @@ impl Store for JournalStore {
         claimed: &ClaimedIds,
     ) -> StoreResult<Outcome<BindingRecord>> {
         self.change(|state| {
-            let Some(instance) = state.instances.get(instance_id) else {
-                return Decision::Answer(Outcome::NoInstance);
-            };
-            if let Some(refusal) = refuse_other_ids(instance.attributes.as_ref(), claimed) {
-                return Decision::Answer(Outcome::OtherIds(refusal));
-            }
+            let instance = claimed_instance(state, instance_id, claimed)?;
             let Some(binding) = instance.bindings.get(binding_id) else {
-                return Decision::Answer(Outcome::NoBinding);
+                return Err(Outcome::NoBinding);
             };
             let change = Change::Unbind {
                 instance_id: instance_id.to_string(),
                 binding_id: binding_id.to_string(),
             };
-            Decision::Make(change, binding.record())
+            Ok((change, binding.record()))
         })
     }
 
@@ -628,13 +611,13 @@ impl Store for JournalStore {
                 .get(instance_id)
                 .is_some_and(|instance| instance.bindings.contains_key(binding_id));
             if !bound {
-                return Decision::Answer(Outcome::NoBinding);
+                return Err(Outcome::NoBinding);
             }
             let change = Change::Message {
                 instance_id: instance_id.to_string(),
                 preview: preview_of(preview),
             };
-            Decision::Make(change, ())
+            Ok((change, ()))
         })
     }
 
@@ -716,6 +699,23 @@ impl Store for JournalStore {
             help,
             per_fsync,
         );
+    }
+}
+
+/// The instance a change to it or its bindings acts on: it must exist, and the caller must
+/// have named its service and plan, if any.
+fn claimed_instance<'a, T>(
+    state: &'a EchoState,
+    instance_id: &str,
+    claimed: &ClaimedIds,
+) -> Result<&'a Instance, Outcome<T>> {
+    let instance = state
+        .instances
+        .get(instance_id)
+        .ok_or(Outcome::NoInstance)?;
+    match refuse_other_ids(instance.attributes.as_ref(), claimed) {
+        Some(refusal) => Err(Outcome::OtherIds(refusal)),
+        None => Ok(instance),
     }
 }
 
