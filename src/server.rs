@@ -27,6 +27,7 @@
 //! connections close, and every request already read is answered.
 
 mod answer;
+mod chunked;
 mod head;
 mod slots;
 mod wire;

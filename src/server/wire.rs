@@ -8,6 +8,7 @@
 //! thread blocked on a socket is reached on every platform: another thread cannot portably
 //! wake it (on Windows, `shutdown` from elsewhere does not).
 
+use super::chunked;
 use super::head::MAX_HEAD_BYTES;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, TcpStream};
@@ -173,13 +174,11 @@ impl<T: Transport> Wire<T> {
     ) -> Result<(), Interrupted> {
         let mut first = true;
         loop {
-            let empty_lines = self
-                .unread()
-                .iter()
-                .take_while(|byte| matches!(byte, b'\r' | b'\n'))
-                .count();
+            let empty_lines = empty_lines(self.unread());
             self.consume(empty_lines);
-            if self.has_unread() {
+            // A lone CR may begin an empty line whose LF is still on its way; a CR followed
+            // by anything else is the start of a request (which its bare CR then fails).
+            if self.has_unread() && self.unread() != b"\r" {
                 return Ok(());
             }
             self.compact();
@@ -205,6 +204,10 @@ impl<T: Transport> Wire<T> {
         loop {
             let unread = self.unread();
             if let Some(end) = head_end(unread, scanned) {
+                // However it arrived (in one read or many), a head is measured whole.
+                if end > MAX_HEAD_BYTES {
+                    return Err(HeadFailure::TooLarge);
+                }
                 let head = unread[..end].to_vec();
                 self.consume(end);
                 return Ok(head);
@@ -272,7 +275,8 @@ impl<T: Transport> Wire<T> {
     }
 
     /// RFC 9112 §7.1: chunks of `size[;extensions] CRLF data CRLF`, a last chunk of size 0,
-    /// then trailer lines (read and dropped) and an empty line. Every line must end in CRLF.
+    /// then trailer lines (read, checked and dropped) and an empty line. Every line must end
+    /// in CRLF, and a bare CR anywhere in these lines is refused ([`chunked`]).
     fn read_chunked(
         &mut self,
         limit: usize,
@@ -283,12 +287,12 @@ impl<T: Transport> Wire<T> {
         let mut total = 0usize;
         let mut framing = 0usize;
         loop {
-            let line = self.read_line(MAX_CHUNK_LINE, deadline, stop_waiting)?;
+            let line = self.read_line(Line::ChunkSize, MAX_CHUNK_LINE, deadline, stop_waiting)?;
             framing += line.len() + 4;
             if framing > MAX_CHUNK_FRAMING {
                 return Err(BodyFailure::TooLarge);
             }
-            let size = chunk_size(&line).ok_or(BodyFailure::Malformed("a malformed chunk size"))?;
+            let size = chunked::chunk_size(&line).map_err(BodyFailure::Malformed)?;
             if size == 0 {
                 break;
             }
@@ -297,17 +301,21 @@ impl<T: Transport> Wire<T> {
                 .filter(|total| *total <= limit)
                 .ok_or(BodyFailure::TooLarge)?;
             self.read_exact(size, into.as_deref_mut(), deadline, stop_waiting)?;
-            if !self.read_line(0, deadline, stop_waiting)?.is_empty() {
-                return Err(BodyFailure::Malformed("a chunk longer than its size"));
+            if !self
+                .read_line(Line::ChunkEnd, 0, deadline, stop_waiting)?
+                .is_empty()
+            {
+                return Err(BodyFailure::Malformed(Line::ChunkEnd.not_crlf()));
             }
         }
         let mut trailers = 0;
         loop {
             let room = MAX_TRAILERS.saturating_sub(trailers);
-            let line = self.read_line(room, deadline, stop_waiting)?;
+            let line = self.read_line(Line::Trailer, room, deadline, stop_waiting)?;
             if line.is_empty() {
                 return Ok(());
             }
+            chunked::trailer_line(&line).map_err(BodyFailure::Malformed)?;
             trailers += line.len() + 2;
         }
     }
@@ -315,6 +323,7 @@ impl<T: Transport> Wire<T> {
     /// One line ending in CRLF, without it, at most `max` bytes before the CRLF.
     fn read_line(
         &mut self,
+        kind: Line,
         max: usize,
         deadline: Instant,
         stop_waiting: &dyn Fn() -> bool,
@@ -324,15 +333,18 @@ impl<T: Transport> Wire<T> {
             let unread = self.unread();
             if let Some(newline) = unread[scanned..].iter().position(|byte| *byte == b'\n') {
                 let end = scanned + newline;
-                if end == 0 || unread[end - 1] != b'\r' || end - 1 > max {
-                    return Err(BodyFailure::Malformed("a chunk line not ended by CRLF"));
+                if end == 0 || unread[end - 1] != b'\r' {
+                    return Err(BodyFailure::Malformed(kind.not_crlf()));
+                }
+                if end - 1 > max {
+                    return Err(BodyFailure::Malformed(kind.too_long()));
                 }
                 let line = unread[..end - 1].to_vec();
                 self.consume(end + 1);
                 return Ok(line);
             }
             if unread.len() > max + 1 {
-                return Err(BodyFailure::Malformed("a chunk line too long"));
+                return Err(BodyFailure::Malformed(kind.too_long()));
             }
             scanned = unread.len();
             self.compact();
@@ -389,6 +401,18 @@ fn waits(error: &std::io::Error) -> bool {
     )
 }
 
+/// How many bytes of empty lines (CRLF, or a bare LF) `bytes` start with.
+fn empty_lines(bytes: &[u8]) -> usize {
+    let mut count = 0;
+    loop {
+        match &bytes[count..] {
+            [b'\r', b'\n', ..] => count += 2,
+            [b'\n', ..] => count += 1,
+            _ => return count,
+        }
+    }
+}
+
 /// Where the head in `bytes` ends (just past its blank line), looking from `from`: the first
 /// LF followed by an empty line (CRLF or a bare LF, which RFC 9112 §2.2 lets a server accept).
 fn head_end(bytes: &[u8], from: usize) -> Option<usize> {
@@ -405,21 +429,33 @@ fn head_end(bytes: &[u8], from: usize) -> Option<usize> {
     None
 }
 
-/// The size of a chunk-size line: 1 to 8 hex digits (no chunk here is near 4 GiB), then
-/// nothing or `;` and extensions, which are ignored.
-fn chunk_size(line: &[u8]) -> Option<usize> {
-    let digits = line
-        .iter()
-        .take_while(|byte| byte.is_ascii_hexdigit())
-        .count();
-    let rest = &line[digits..];
-    let before_extensions = rest.iter().take_while(|byte| matches!(byte, b' ' | b'\t'));
-    let extension_ok = rest.is_empty() || rest.get(before_extensions.count()) == Some(&b';');
-    if digits == 0 || digits > 8 || !extension_ok {
-        return None;
+/// The lines of a chunked body, for what a refusal says.
+#[derive(Debug, Clone, Copy)]
+enum Line {
+    ChunkSize,
+    /// The CRLF after a chunk's data.
+    ChunkEnd,
+    Trailer,
+}
+
+impl Line {
+    fn not_crlf(self) -> &'static str {
+        match self {
+            Line::ChunkSize => "a chunk-size line not ended by CRLF",
+            Line::ChunkEnd => {
+                "chunk data not followed by CRLF (a chunk longer than its size, or a bare CR or LF)"
+            }
+            Line::Trailer => "a trailer line not ended by CRLF",
+        }
     }
-    let digits = std::str::from_utf8(&line[..digits]).ok()?;
-    usize::from_str_radix(digits, 16).ok()
+
+    fn too_long(self) -> &'static str {
+        match self {
+            Line::ChunkSize => "a chunk-size line longer than 4096 bytes",
+            Line::ChunkEnd => Line::ChunkEnd.not_crlf(),
+            Line::Trailer => "trailers longer than 16384 bytes",
+        }
+    }
 }
 
 #[cfg(test)]
@@ -510,6 +546,64 @@ pub mod tests {
         let endless = [b"GET / HTTP/1.1\r\nX: ".as_slice(), &[b'a'; 20_000]].concat();
         let result = wire(&endless, 4096).read_head(soon(), &|| false);
         assert!(matches!(result, Err(HeadFailure::TooLarge)));
+    }
+
+    /// A complete head of `size` bytes.
+    fn head_of(size: usize) -> Vec<u8> {
+        let start = b"GET / HTTP/1.1\r\nHost: h\r\nX: ";
+        let filler = size - start.len() - 4;
+        [start.as_slice(), &vec![b'a'; filler], b"\r\n\r\n"].concat()
+    }
+
+    #[test]
+    fn a_head_over_the_limit_is_too_large_however_it_arrives() {
+        for step in [1, 3, 4096, READ_SIZE, 100_000] {
+            for size in [MAX_HEAD_BYTES + 1, 20_000, 24_000] {
+                let result = wire(&head_of(size), step).read_head(soon(), &|| false);
+                assert!(
+                    matches!(result, Err(HeadFailure::TooLarge)),
+                    "{size} bytes in reads of {step}: {result:?}"
+                );
+            }
+            let whole = wire(&head_of(MAX_HEAD_BYTES), step).read_head(soon(), &|| false);
+            assert!(
+                whole.is_ok_and(|head| head.len() == MAX_HEAD_BYTES),
+                "{step}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_bare_cr_in_chunk_lines_extensions_or_trailers_is_named() {
+        for (body, problem) in [
+            (&b"4\r\r\nWiki\r\n0\r\n\r\n"[..], "chunk-size line"),
+            (b"4;a=b\rc\r\nWiki\r\n0\r\n\r\n", "chunk extension"),
+            (b"4;\r\nWiki\r\n0\r\n\r\n", "chunk extension that is not"),
+            (
+                b"4\r\nWiki\r\r\n0\r\n\r\n",
+                "chunk data not followed by CRLF",
+            ),
+            (
+                b"4\r\nWiki\r\n0\r\nT: a\rb\r\n\r\n",
+                "a bare CR in a trailer line",
+            ),
+            (b"4\r\nWiki\r\n0\r\nno colon\r\n\r\n", "not a field line"),
+            (b"4\r\nWiki\r\n0\r\nT: 1\r\n folded\r\n\r\n", "obs-fold"),
+            (
+                b"4\r\nWiki\r\n0\r\nT: 1\n\r\n",
+                "trailer line not ended by CRLF",
+            ),
+        ] {
+            for step in [1, 5, 4096] {
+                let result =
+                    wire(body, step).read_body(Framing::Chunked, 64, true, soon(), &|| false);
+                assert!(
+                    matches!(result, Err(BodyFailure::Malformed(what)) if what.contains(problem)),
+                    "{:?} in reads of {step}: {result:?}",
+                    String::from_utf8_lossy(body)
+                );
+            }
+        }
     }
 
     #[test]
