@@ -38,12 +38,15 @@ fn test_server() -> Server {
         name: "test",
         slots: Slots::new(4),
         max_connections: 4,
+        longest_handling: Duration::from_secs(1),
         stopping: AtomicBool::new(false),
         stop_deadline_ms: AtomicU64::new(u64::MAX),
+        answers_due_ms: AtomicU64::new(u64::MAX),
+        reading_until_ms: AtomicU64::new(u64::MAX),
         stop_started_ms: AtomicU64::new(u64::MAX),
         epoch: Instant::now(),
         listening: AtomicBool::new(false),
-        connections: AtomicUsize::new(0),
+        threads: Threads::start("test", 8).expect("a reaper thread"),
         wake_address: SocketAddr::from(([127, 0, 0, 1], 9)),
     }
 }

@@ -1,17 +1,19 @@
 //! The bytes of one connection: a read buffer that keeps what a client sent ahead
 //! (pipelined requests), reads bounded by deadlines over the whole of a head or a body
-//! rather than per read, the chunked body decoding of RFC 9112 §7.1, bounded writes, and the
-//! lingering close.
+//! rather than per read, the chunked body decoding of RFC 9112 §7.1, writes in bounded
+//! chunks, and the lingering close.
 //!
-//! Reads wait at most [`POLL`] at a time; between them the connection's deadline and its
-//! interruptions (displaced by a newcomer, the server stopping) are checked. This is how a
-//! thread blocked on a socket is reached on every platform: another thread cannot portably
-//! wake it (on Windows, `shutdown` from elsewhere does not).
+//! Reads wait at most [`POLL`] at a time, writes at most [`WRITE_POLL`] for room; between
+//! them the connection's deadline and its interruptions (displaced by a newcomer, the server
+//! stopping) are checked. This is how a thread blocked on a socket is reached on every
+//! platform: another thread cannot portably wake it (on Windows, `shutdown` from elsewhere
+//! does not). A writer whose client does not read lets go as soon as a reader does.
 
 use super::chunked;
 use super::head::MAX_HEAD_BYTES;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, TcpStream};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// The longest one read waits before the connection's deadline and flags are looked at
@@ -19,6 +21,15 @@ use std::time::{Duration, Instant};
 /// displaced it does not wait for that), at a cost of a wake-up per idle connection per
 /// interval.
 pub const POLL: Duration = Duration::from_millis(500);
+
+/// The longest one write waits for the client to make room before the connection's
+/// deadline and flags are looked at again: how quickly a displaced or stopping writer whose
+/// client does not read lets go.
+pub const WRITE_POLL: Duration = Duration::from_millis(200);
+
+/// The most bytes handed to one write: an answer goes out in chunks, each bounded in size
+/// and in time.
+const WRITE_CHUNK: usize = 64 * 1024;
 
 /// The longest chunk-size line (with its extensions) and trailer section accepted.
 const MAX_CHUNK_LINE: usize = 4096;
@@ -33,27 +44,86 @@ const MAX_CHUNK_FRAMING: usize = 64 * 1024;
 const READ_SIZE: usize = 8 * 1024;
 
 /// A connection's byte stream: a TCP socket, or bytes in memory in tests.
-pub trait Transport: Read + Write {
+pub trait Transport: Read {
     /// Bounds each read to [`POLL`] (nothing to do for bytes in memory).
     fn poll_reads(&mut self) -> std::io::Result<()>;
-    /// Bounds the next writes to `timeout`.
-    fn bound_writes(&mut self, timeout: Duration) -> std::io::Result<()>;
+    /// Writes some of `bytes`, waiting at most `wait` for the client to make room; an error
+    /// of kind `WouldBlock` or `TimedOut` when none could be written in that time (and the
+    /// write can be tried again).
+    fn write_some(&mut self, bytes: &[u8], wait: Duration) -> std::io::Result<usize>;
     /// Sends FIN: the client sees the end of the answers while it may still send.
     fn shutdown_write(&mut self);
 }
 
-impl Transport for TcpStream {
+/// A connection's TCP socket, shared with its server so that the server can end the
+/// connection from outside (see `threads`).
+pub struct Socket {
+    stream: Arc<TcpStream>,
+    /// The write timeout the socket has now (Unix), so that it is set only when it changes.
+    #[cfg(not(windows))]
+    write_wait: Duration,
+}
+
+impl Socket {
+    pub fn new(stream: Arc<TcpStream>) -> Socket {
+        Socket {
+            stream,
+            #[cfg(not(windows))]
+            write_wait: Duration::ZERO,
+        }
+    }
+}
+
+impl Read for Socket {
+    fn read(&mut self, buffer: &mut [u8]) -> std::io::Result<usize> {
+        (&*self.stream).read(buffer)
+    }
+}
+
+impl Transport for Socket {
     fn poll_reads(&mut self) -> std::io::Result<()> {
-        self.set_read_timeout(Some(POLL))
+        self.stream.set_read_timeout(Some(POLL))
     }
 
-    fn bound_writes(&mut self, timeout: Duration) -> std::io::Result<()> {
+    /// A blocking write under the socket's write timeout: one that times out has written
+    /// nothing, or returns what it wrote, and may be tried again.
+    #[cfg(not(windows))]
+    fn write_some(&mut self, bytes: &[u8], wait: Duration) -> std::io::Result<usize> {
         // Zero would mean "no timeout" to the socket.
-        self.set_write_timeout(Some(timeout.max(Duration::from_millis(1))))
+        let wait = wait.clamp(Duration::from_millis(1), WRITE_POLL);
+        if wait != self.write_wait {
+            self.stream.set_write_timeout(Some(wait))?;
+            self.write_wait = wait;
+        }
+        (&*self.stream).write(bytes)
+    }
+
+    /// On Windows a socket whose send timed out is in an undefined state (SO_SNDTIMEO), so
+    /// the wait is made of non-blocking tries instead, a few milliseconds apart.
+    #[cfg(windows)]
+    fn write_some(&mut self, bytes: &[u8], wait: Duration) -> std::io::Result<usize> {
+        let started = Instant::now();
+        let mut pause = Duration::from_millis(1);
+        self.stream.set_nonblocking(true)?;
+        let written = loop {
+            match (&*self.stream).write(bytes) {
+                Err(error) if error.kind() == ErrorKind::WouldBlock => {
+                    let left = wait.saturating_sub(started.elapsed());
+                    if left.is_zero() {
+                        break Err(error);
+                    }
+                    std::thread::sleep(pause.min(left));
+                    pause = (pause * 2).min(Duration::from_millis(20));
+                }
+                other => break other,
+            }
+        };
+        self.stream.set_nonblocking(false)?;
+        written
     }
 
     fn shutdown_write(&mut self) {
-        let _ = self.shutdown(Shutdown::Write);
+        let _ = self.stream.shutdown(Shutdown::Write);
     }
 }
 
@@ -352,25 +422,37 @@ impl<T: Transport> Wire<T> {
         }
     }
 
-    /// Writes all of `bytes` by `deadline`: a client that does not read its answers cannot
-    /// hold the connection longer. A write that times out is not retried: on Windows a
-    /// socket whose send timed out is in an undefined state.
-    pub fn write_all(&mut self, bytes: &[u8], deadline: Instant) -> std::io::Result<()> {
+    /// Writes all of `bytes`, in chunks each bounded in size and in how long it waits for
+    /// the client: by `deadline`, unless `stop_waiting` says otherwise between chunks (the
+    /// connection was displaced, the server must be done). A client that does not read
+    /// cannot hold the connection longer. The first chunk is always tried: an answer that
+    /// the client's buffers can take goes out however late it is.
+    pub fn write_all(
+        &mut self,
+        bytes: &[u8],
+        deadline: Instant,
+        stop_waiting: &dyn Fn() -> bool,
+    ) -> Result<(), Interrupted> {
         let mut written = 0;
-        while written < bytes.len() {
+        loop {
             let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Err(ErrorKind::TimedOut.into());
-            }
-            self.transport.bound_writes(left)?;
-            match self.transport.write(&bytes[written..]) {
-                Ok(0) => return Err(ErrorKind::WriteZero.into()),
+            let chunk = &bytes[written..bytes.len().min(written + WRITE_CHUNK)];
+            match self.transport.write_some(chunk, left.min(WRITE_POLL)) {
+                Ok(0) if !chunk.is_empty() => return Err(Interrupted::Closed),
                 Ok(count) => written += count,
-                Err(error) if error.kind() == ErrorKind::Interrupted => {}
-                Err(error) => return Err(error),
+                Err(error) if waits(&error) => {}
+                Err(_) => return Err(Interrupted::Closed),
+            }
+            if written == bytes.len() {
+                return Ok(());
+            }
+            if stop_waiting() {
+                return Err(Interrupted::Called);
+            }
+            if Instant::now() >= deadline {
+                return Err(Interrupted::TimedOut);
             }
         }
-        self.transport.flush()
     }
 
     /// The lingering close: says FIN, then reads and drops what the client is still
@@ -470,6 +552,8 @@ pub mod tests {
         pub position: usize,
         pub step: usize,
         pub written: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+        /// How much the client reads of what is written, at most.
+        pub room: usize,
     }
 
     impl InMemory {
@@ -479,6 +563,7 @@ pub mod tests {
                 position: 0,
                 step: step.max(1),
                 written: Default::default(),
+                room: usize::MAX,
             }
         }
     }
@@ -493,26 +578,27 @@ pub mod tests {
         }
     }
 
-    impl Write for InMemory {
-        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-            self.written
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner())
-                .extend_from_slice(bytes);
-            Ok(bytes.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-
     impl Transport for InMemory {
         fn poll_reads(&mut self) -> std::io::Result<()> {
             Ok(())
         }
-        fn bound_writes(&mut self, _timeout: Duration) -> std::io::Result<()> {
-            Ok(())
+
+        /// Takes everything, up to `room` bytes in all; then nothing, as a client that
+        /// stopped reading.
+        fn write_some(&mut self, bytes: &[u8], wait: Duration) -> std::io::Result<usize> {
+            let mut written = self
+                .written
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            let room = self.room.saturating_sub(written.len()).min(bytes.len());
+            if room == 0 {
+                std::thread::sleep(wait);
+                return Err(ErrorKind::WouldBlock.into());
+            }
+            written.extend_from_slice(&bytes[..room]);
+            Ok(room)
         }
+
         fn shutdown_write(&mut self) {}
     }
 
@@ -682,6 +768,34 @@ pub mod tests {
             displaced.await_request(soon(), &|| true),
             Err(Interrupted::Called)
         );
+    }
+
+    #[test]
+    fn a_write_to_a_client_that_stops_reading_ends_when_told_between_chunks() {
+        let answer = vec![b'x'; 3 * WRITE_CHUNK];
+        let mut stalled = InMemory::new(b"", 1);
+        stalled.room = WRITE_CHUNK + 10;
+        let written = std::sync::Arc::clone(&stalled.written);
+        let mut stalled = Wire::new(stalled).expect("in memory");
+        let started = Instant::now();
+        let told = || started.elapsed() >= Duration::from_millis(300);
+        let result = stalled.write_all(&answer, Instant::now() + Duration::from_secs(60), &told);
+        assert_eq!(result, Err(Interrupted::Called));
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "{:?}",
+            started.elapsed()
+        );
+        assert_eq!(
+            written.lock().map(|bytes| bytes.len()).ok(),
+            Some(WRITE_CHUNK + 10)
+        );
+
+        let mut reader = wire(b"", 1);
+        assert_eq!(reader.write_all(&answer, soon(), &|| false), Ok(()));
+        let mut late = wire(b"", 1);
+        let result = late.write_all(&answer, Instant::now(), &|| false);
+        assert_eq!(result, Err(Interrupted::TimedOut));
     }
 
     #[test]
