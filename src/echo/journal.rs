@@ -24,12 +24,15 @@
 //!
 //! # Loading
 //!
-//! The snapshot (if any) is read, then its generation's log is replayed. Only a torn tail is
-//! forgiven: bytes after the last line end are a write a crash interrupted, never
-//! acknowledged, and are cut off. A complete line (one that ends with a line end) was written
-//! whole, so if it fails its checksum, even as the last line, the disk changed it: that and
-//! anything else that does not read (a bad snapshot, a sequence out of order, a log newer
-//! than the snapshot) stops start-up with a message naming the file and line, and nothing in
+//! The snapshot (if any) is read, then its generation's log is replayed, then the logs of the
+//! next generations if there are any (a compaction that switched logs but did not install
+//! its snapshot left them; each continues the sequence of the one before, and the
+//! compaction is finished at once). Only a torn tail is forgiven: bytes after the last line
+//! end are a write a crash interrupted, never acknowledged, and are cut off (in the last log
+//! that holds anything). A complete line (one that ends with a line end) was written whole,
+//! so if it fails its checksum, even as the last line, the disk changed it: that and anything
+//! else that does not read (a bad snapshot, a sequence out of order, a missing log, a gap in
+//! the generations) stops start-up with a message naming the file and line, and nothing in
 //! the directory is changed.
 //!
 //! # Writing
@@ -58,12 +61,24 @@
 //!
 //! # Compaction
 //!
-//! Once the log holds [`COMPACT_AFTER_ENTRIES`] changes, or [`COMPACT_AFTER_BYTES`] bytes, and
-//! is at least as big as the snapshot, [`Journal::compact`] (under the state lock) creates the empty log of the next
-//! generation, writes the snapshot to `state.snapshot.tmp`, fsyncs it, renames it over
-//! `state.snapshot` and fsyncs the directory; only then do new changes go to the new log, and
-//! the old one is deleted. A crash at any point leaves either the old snapshot with its
-//! complete log or the new snapshot with its (empty or growing) log.
+//! Once the logs hold [`COMPACT_AFTER_ENTRIES`] changes, or [`COMPACT_AFTER_BYTES`] bytes, and
+//! are at least as big as the snapshot, the caller claims a compaction
+//! ([`Journal::claim_compaction`]) and runs its three steps, holding its state lock for the
+//! second only:
+//!
+//! 1. [`Journal::prepare_compaction`] creates the empty log of the next generation and makes
+//!    it durable (file and directory);
+//! 2. [`Journal::switch_log`], under the state lock: every change appended so far is made
+//!    durable in the current log, and new changes go to the new one from now on; the caller
+//!    takes a copy of its state as it is at that point (cheap: see
+//!    `journal_state::EchoState::freeze`);
+//! 3. [`Journal::finish_compaction`], without the lock, while changes go on: the copy is
+//!    written to `state.snapshot.tmp`, fsynced, renamed over `state.snapshot`, the directory
+//!    fsynced, and the logs it replaces are deleted.
+//!
+//! A crash at any point leaves the old snapshot with its complete log (and, after step 2,
+//! the new log with the changes made since), or the new snapshot with its log. A snapshot
+//! that cannot be written leaves the same, and compaction is tried again later.
 //!
 //! # Secrets at rest
 //!

@@ -10,7 +10,7 @@
 //! its bound can end the oldest displaced connection at once instead of waiting for it, and
 //! a stopping server can reach the connections it still has.
 
-use super::slots::Slot;
+use super::slots::{Phase, Slot};
 use std::collections::HashMap;
 use std::net::{Shutdown, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -109,13 +109,14 @@ impl Threads {
     /// Waits until a new thread may start without passing the bound. At the bound, the
     /// oldest displaced connection is ended at once (its thread lets go within moments) and
     /// its end awaited: displaced connections never make a newcomer wait for their grace.
-    /// Returns early when `give_up` says so (the server is stopping).
+    /// (One whose late request is being handled is left to finish it.) Returns early when
+    /// `give_up` says so (the server is stopping).
     pub fn make_room(&self, give_up: &AtomicBool) {
         let mut running = self.lock();
         while running.len() >= self.most && !give_up.load(Ordering::SeqCst) {
-            let ending = running
-                .values()
-                .any(|thread| thread.slot.is_cut_off() && thread.handle.is_some());
+            let ending = running.values().any(|thread| {
+                thread.slot.is_cut_off() && thread.handle.is_some() && !is_handled(&thread.slot)
+            });
             if !ending {
                 cut_off_oldest_displaced(&running);
             }
@@ -187,11 +188,14 @@ impl Threads {
     }
 }
 
-/// Ends the connection displaced longest ago (not yet ended); whether there was one.
+/// Ends the connection displaced longest ago (not yet ended, and not being handled: its
+/// thread would go on until its handler returns); whether there was one.
 fn cut_off_oldest_displaced(running: &HashMap<u64, Running>) -> bool {
     let oldest = running
         .values()
-        .filter(|thread| thread.slot.displaced() && !thread.slot.is_cut_off())
+        .filter(|thread| {
+            thread.slot.displaced() && !thread.slot.is_cut_off() && !is_handled(&thread.slot)
+        })
         .min_by_key(|thread| thread.slot.displaced_at_ms());
     match oldest {
         Some(thread) => {
@@ -200,6 +204,11 @@ fn cut_off_oldest_displaced(running: &HashMap<u64, Running>) -> bool {
         }
         None => false,
     }
+}
+
+/// Whether a connection's request is in its handler's hands.
+fn is_handled(slot: &Slot) -> bool {
+    matches!(slot.phase(), Phase::Busy | Phase::AnsweredByStop)
 }
 
 /// Ends a connection from outside its thread: every wait of its thread gives up at the next
