@@ -254,6 +254,7 @@ fn sigterm_while_a_write_is_blocked_on_a_client_that_never_reads_exits_0_in_time
                     let mut server = Process::start(binary, free_port(), &env);
                     let _stuck = client_that_never_reads(server.port);
                     let (status, took) = terminate(&mut server);
+                    println!("{binary}, run {run}: {status}, {took:?} after SIGTERM");
                     let log = server.log();
                     assert_eq!(status.code(), Some(0), "{binary}, run {run}: {log}");
                     assert!(
@@ -329,6 +330,7 @@ fn sigterm_with_a_silent_echo_service_answers_every_request_read_and_exits_0_in_
         let answers = [read_all(&mut before), read_all(&mut after)];
         let late_answer = late_writer.join().expect("the late client ends");
         let (status, took) = wait_for_exit(&mut broker, stopped_at);
+        println!("run {run}: {status}, {took:?} after SIGTERM");
         signal_echo("-CONT");
         let log = broker.log();
         assert_eq!(status.code(), Some(0), "run {run}: {log}");

@@ -1,19 +1,20 @@
 //! The state the journal store holds in memory: every instance, binding and message count,
 //! laid out so that memory follows the data rather than the structure.
 //!
-//! What an instance and a binding cost (64-bit Linux, glibc's allocator), and why:
+//! What an instance and a binding cost (64-bit Linux, glibc's allocator; measured on the
+//! release build, see docs/reliability.md), and why:
 //!
-//! - **An instance** is one allocation of 192 bytes (its record, shared with a compaction
-//!   under way through an `Arc`), its id (16 bytes of count and the id's bytes), a slot in
-//!   the table (24 bytes, the table at most half empty), and one allocation per string it
-//!   holds: organization and space, the dashboard token, and its context and parameters kept
-//!   as the compact JSON text the platform sent (not a tree of maps and strings). Service and
-//!   plan ids are shared by every record that names them. About 420 bytes for an instance
-//!   with short ids and no context; a platform's context adds its length.
-//! - **A binding** is one 128-byte entry in its instance's sorted list (grown one at a time,
-//!   never to spare capacity: most instances have one or two), and its id, user, password
-//!   and app id strings: about 300 bytes. (The `BTreeMap` it replaced allocated a node for
-//!   eleven bindings, 2.3 KB, for an instance's first.)
+//! - **An instance**, about 450 bytes with short ids and no context: one allocation of 192
+//!   bytes (its record, shared with a compaction under way through an `Arc`), its id (16
+//!   bytes of counts and the id's bytes), a slot in the table (24 bytes, the table at most
+//!   half empty), and one allocation per string it holds: organization and space, the
+//!   dashboard token, and its context and parameters kept as the compact JSON text the
+//!   platform sent (not a tree of maps and strings). Service and plan ids are shared by
+//!   every record that names them. A platform's context adds about its length.
+//! - **A binding**, about 310 bytes: one 128-byte entry in its instance's sorted list (grown
+//!   one at a time, never to spare capacity: most instances have one or two), and its id,
+//!   user, password and app id strings. (The `BTreeMap` it replaced allocated a node for
+//!   eleven bindings, 2.3 KB, for an instance's first: 2.5 KB a binding in all.)
 //!
 //! Its JSON, the journal's snapshot, is the same as when the state was plain maps and
 //! strings ([`Instance`] and [`Binding`], which `--import-journal` still receives), so
