@@ -99,27 +99,10 @@ impl Transport for Socket {
     }
 
     /// On Windows a socket whose send timed out is in an undefined state (SO_SNDTIMEO), so
-    /// the wait is made of non-blocking tries instead, a few milliseconds apart.
+    /// the wait is made of non-blocking tries instead.
     #[cfg(windows)]
     fn write_some(&mut self, bytes: &[u8], wait: Duration) -> std::io::Result<usize> {
-        let started = Instant::now();
-        let mut pause = Duration::from_millis(1);
-        self.stream.set_nonblocking(true)?;
-        let written = loop {
-            match (&*self.stream).write(bytes) {
-                Err(error) if error.kind() == ErrorKind::WouldBlock => {
-                    let left = wait.saturating_sub(started.elapsed());
-                    if left.is_zero() {
-                        break Err(error);
-                    }
-                    std::thread::sleep(pause.min(left));
-                    pause = (pause * 2).min(Duration::from_millis(20));
-                }
-                other => break other,
-            }
-        };
-        self.stream.set_nonblocking(false)?;
-        written
+        write_in_nonblocking_tries(&self.stream, bytes, wait)
     }
 
     fn shutdown_write(&mut self) {
@@ -474,6 +457,34 @@ impl<T: Transport> Wire<T> {
     }
 }
 
+/// Writes some of `bytes` to `stream` in non-blocking tries a few milliseconds apart, for at
+/// most `wait`; `WouldBlock` if none could be written. The stream is left blocking.
+#[cfg(any(windows, test))]
+fn write_in_nonblocking_tries(
+    stream: &TcpStream,
+    bytes: &[u8],
+    wait: Duration,
+) -> std::io::Result<usize> {
+    let started = Instant::now();
+    let mut pause = Duration::from_millis(1);
+    stream.set_nonblocking(true)?;
+    let written = loop {
+        match (&*stream).write(bytes) {
+            Err(error) if error.kind() == ErrorKind::WouldBlock => {
+                let left = wait.saturating_sub(started.elapsed());
+                if left.is_zero() {
+                    break Err(error);
+                }
+                std::thread::sleep(pause.min(left));
+                pause = (pause * 2).min(Duration::from_millis(20));
+            }
+            other => break other,
+        }
+    };
+    stream.set_nonblocking(false)?;
+    written
+}
+
 /// Whether a read error only means "nothing yet": the step's timeout (Unix says
 /// `WouldBlock`, Windows `TimedOut`) or a signal.
 fn waits(error: &std::io::Error) -> bool {
@@ -796,6 +807,50 @@ pub mod tests {
         let mut late = wire(b"", 1);
         let result = late.write_all(&answer, Instant::now(), &|| false);
         assert_eq!(result, Err(Interrupted::TimedOut));
+    }
+
+    /// Windows' way of waiting for room, tried on a real socket whose reader stops reading:
+    /// it gives up after its wait with `WouldBlock`, and goes on once the reader reads.
+    #[test]
+    fn nonblocking_tries_wait_for_room_and_give_up_in_time() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a port");
+        let address = listener.local_addr().expect("an address");
+        let writer = TcpStream::connect(address).expect("connects");
+        let (mut reader, _) = listener.accept().expect("accepts");
+        let chunk = vec![b'x'; 64 * 1024];
+        let wait = Duration::from_millis(100);
+        let mut written = 0;
+        let started = Instant::now();
+        let full = loop {
+            match write_in_nonblocking_tries(&writer, &chunk, wait) {
+                Ok(count) => written += count,
+                Err(error) => break error,
+            }
+            assert!(started.elapsed() < Duration::from_secs(30), "never full");
+        };
+        assert_eq!(full.kind(), ErrorKind::WouldBlock);
+        let tried = Instant::now();
+        assert!(write_in_nonblocking_tries(&writer, &chunk, wait).is_err());
+        assert!(tried.elapsed() >= wait, "{:?}", tried.elapsed());
+        assert!(tried.elapsed() < wait * 20, "{:?}", tried.elapsed());
+        let mut buffer = vec![0; written];
+        reader
+            .read_exact(&mut buffer)
+            .expect("reads what was written");
+        assert!(write_in_nonblocking_tries(&writer, &chunk, wait).is_ok_and(|count| count > 0));
+        // Left blocking, as reads need it: a read waits for its timeout.
+        writer
+            .set_read_timeout(Some(Duration::from_millis(50)))
+            .expect("a timeout");
+        let mut byte = [0u8; 1];
+        let reading = Instant::now();
+        let read = (&writer).read(&mut byte);
+        assert!(read.is_err_and(|error| waits(&error)));
+        assert!(
+            reading.elapsed() >= Duration::from_millis(40),
+            "{:?}",
+            reading.elapsed()
+        );
     }
 
     #[test]
