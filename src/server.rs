@@ -432,8 +432,11 @@ fn serve_connection<T: Transport, H: Handler>(
         let started = Instant::now();
         let arrived = SystemTime::now();
         let displaced_while_idle = slot.displaced();
-        let give_up_reading =
-            || (slot.displaced() && !displaced_while_idle) || server.stop_reading();
+        let give_up_reading = || {
+            (slot.displaced() && !displaced_while_idle)
+                || slot.is_cut_off()
+                || server.stop_reading()
+        };
         let (head_within, body_within) = if displaced_while_idle {
             (DISPLACED_REQUEST_WITHIN, DISPLACED_REQUEST_WITHIN)
         } else {

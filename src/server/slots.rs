@@ -4,9 +4,10 @@
 //!
 //! Each connection's thread says what it is doing ([`Phase`]) and since when; the accept
 //! loop reads that when every slot is taken. A displaced connection is told through its
-//! slot's flag, which its thread checks between short reads (a thread blocked in `read`
-//! cannot be woken portably from outside), so it is gone within one poll interval while
-//! the newcomer is already being served.
+//! slot's flag, which its thread checks between short reads and between the chunks of a
+//! write (a thread blocked in `read` cannot be woken portably from outside), so it is gone
+//! within its grace while the newcomer is already being served; and a server at its thread
+//! bound can end one at once (`threads.rs`).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
