@@ -23,12 +23,20 @@
 //! At most `MAX_CONNECTIONS` connections are served at once ([`slots`]); a full server
 //! makes room for a newcomer by displacing an idle connection, or else the one that has
 //! been reading its head longest: nobody can hoard the server by connecting and waiting.
+//! Displaced connections finish outside the slots, each within a short grace; their threads
+//! are bounded too ([`threads`]), and at that bound the oldest is ended at once, so that
+//! accepting never waits for them.
+//!
 //! On SIGTERM or Ctrl-C ([`run_until_stopped`]) the listeners close first, idle
-//! connections close, and every request already read is answered.
+//! connections close, no request is read that could not be answered in time, and every
+//! request already read is answered: by its handler, or with a 503 when the handler cannot
+//! finish in time.
 
 mod answer;
+mod chunked;
 mod head;
 mod slots;
+mod threads;
 mod wire;
 
 use crate::http::{HttpRequest, HttpResponse, MAX_BODY_BYTES};
@@ -37,10 +45,11 @@ use answer::{Persistence, Refusal};
 use head::{Framing, Head};
 use slots::{Phase, Slot, SlotGuard, Slots};
 use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
-use wire::{BodyFailure, HeadFailure, Interrupted, Transport, Wire};
+use threads::Threads;
+use wire::{BodyFailure, HeadFailure, Interrupted, Socket, Transport, Wire};
 
 /// What a server does with a request.
 pub trait Handler: Send + Sync + 'static {
@@ -61,6 +70,14 @@ pub trait Handler: Send + Sync + 'static {
     /// Sees every answer this handler gave (refusals by [`Handler::admit`] included), for
     /// pages and metrics of what the server saw. The default does nothing.
     fn observe(&self, _answered: &Answered) {}
+
+    /// How long [`Handler::handle`] may take at most (the broker: the time it gives the echo
+    /// service to answer). A stopping server reads no new request once the time it has left
+    /// could not cover this, and answers 503 for a handler still running when its answers
+    /// are due.
+    fn longest_handling(&self) -> Duration {
+        Duration::from_secs(1)
+    }
 }
 
 /// A request and the answer it got, as [`Handler::observe`] sees them.
@@ -96,8 +113,9 @@ pub const BODY_TIMEOUT: Duration = Duration::from_secs(10);
 /// and are the first displaced when the server is full, so keeping them is cheap.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(120);
 
-/// How long an answer may take to be written: a client that does not read cannot hold a
-/// connection (and its thread) longer.
+/// How long an answer may take to be written: a client that reads slowly cannot hold a
+/// connection (and its thread) longer. (One that does not read at all is let go sooner
+/// when its slot is needed: see [`DISPLACED_REQUEST_WITHIN`].)
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How long a refused request's body may take to arrive and be read away so that the
@@ -113,12 +131,14 @@ const DISPLACED_GRACE: Duration = Duration::from_millis(250);
 
 /// How long a displaced connection may still take for each step it has left: a request
 /// that arrived as it was displaced must come whole (head and body each) within it, as a
-/// client that sent it in one write does, and an answer must be written within it.
+/// client that sent it in one write does, and an answer must be written within it (from
+/// the displacement, or from the answer's start if it began later), whether the answer was
+/// being written when the connection was displaced or not.
 const DISPLACED_REQUEST_WITHIN: Duration = Duration::from_secs(1);
 
 /// Threads beyond twice `MAX_CONNECTIONS` that displaced connections may use while they
-/// finish: with a small cap, one client's reconnections would otherwise make newcomers
-/// wait for them.
+/// finish: with a small cap, one client's reconnections would otherwise end displaced
+/// connections before their grace.
 const DISPLACED_ROOM: usize = 64;
 
 /// How long a stopping server waits for the first request of a connection it accepted
@@ -134,6 +154,18 @@ const CONNECTION_STACK: usize = 512 * 1024;
 /// SIGKILL 10 s after SIGTERM, so every server is done well before that.
 pub const STOP_GRACE: Duration = Duration::from_secs(8);
 
+/// How long before the end of [`STOP_GRACE`] every answer must be out: then the handlers
+/// still running get a 503 in their place, and the process exits with time to spare.
+const STOP_MARGIN: Duration = Duration::from_millis(1500);
+
+/// The time kept for writing an answer after its handler, when a stopping server decides
+/// whether a request can still be answered in time.
+const ANSWER_ALLOWANCE: Duration = Duration::from_millis(500);
+
+/// How long a stopping server waits, once its answers are due, for the connections it ended
+/// and for the writes under way (each gives up within one wait for room).
+const ENDED_WITHIN: Duration = Duration::from_millis(300);
+
 /// Starts serving `handler` on `address` ("host:port") in background threads.
 pub fn serve<H: Handler>(
     name: &'static str,
@@ -147,16 +179,21 @@ pub fn serve<H: Handler>(
     let local = listener
         .local_addr()
         .map_err(|error| format!("cannot listen on {socket_address}: {error}"))?;
+    let threads = Threads::start(name, 2 * max_connections + DISPLACED_ROOM)
+        .map_err(|error| format!("cannot start the {name} server: {error}"))?;
     let server = Arc::new(Server {
         name,
         slots: Slots::new(max_connections),
         max_connections,
+        longest_handling: handler.longest_handling(),
         stopping: AtomicBool::new(false),
         stop_deadline_ms: AtomicU64::new(u64::MAX),
+        answers_due_ms: AtomicU64::new(u64::MAX),
+        reading_until_ms: AtomicU64::new(u64::MAX),
         stop_started_ms: AtomicU64::new(u64::MAX),
         epoch: Instant::now(),
         listening: AtomicBool::new(true),
-        connections: AtomicUsize::new(0),
+        threads,
         wake_address: reachable(local),
     });
     register(&server);
@@ -176,22 +213,26 @@ fn socket_address(address: &str) -> Result<SocketAddr, String> {
         .ok_or_else(|| format!("'{address}' is not an address to listen on"))
 }
 
-/// One server of the process: its slots and whether it is stopping.
+/// One server of the process: its slots, its threads and whether it is stopping.
 struct Server {
     name: &'static str,
     slots: Arc<Slots>,
     max_connections: usize,
+    /// What its handler says a request may take at most ([`Handler::longest_handling`]).
+    longest_handling: Duration,
     stopping: AtomicBool,
-    /// When a stopping server must be done (milliseconds since `epoch`): it gives up on
-    /// heads and bodies still arriving a [`LINGER`] before, and no write goes past it.
+    /// The times of a stop, in milliseconds since `epoch` (`u64::MAX` until it stops): when
+    /// it must be done, when every answer is due, and until when it reads requests.
     stop_deadline_ms: AtomicU64,
-    /// When the stop began (milliseconds since `epoch`).
+    answers_due_ms: AtomicU64,
+    reading_until_ms: AtomicU64,
+    /// When the stop began.
     stop_started_ms: AtomicU64,
     epoch: Instant,
     /// Whether the accept loop still holds the listener.
     listening: AtomicBool,
     /// Connection threads alive: those holding a slot, and displaced ones still finishing.
-    connections: AtomicUsize,
+    threads: Arc<Threads>,
     /// Where to connect to wake the accept loop when stopping.
     wake_address: SocketAddr,
 }
@@ -205,30 +246,33 @@ impl Server {
         u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
 
-    /// Whether a stopping server has waited long enough for requests still arriving.
-    fn stop_reading(&self) -> bool {
-        let deadline = self.stop_deadline_ms.load(Ordering::SeqCst);
-        self.now_ms() >= deadline.saturating_sub(LINGER.as_millis() as u64)
+    fn ms_since_epoch(&self, at: Instant) -> u64 {
+        u64::try_from(at.saturating_duration_since(self.epoch).as_millis()).unwrap_or(u64::MAX)
     }
 
-    /// By when an answer begun now must be written: [`WRITE_TIMEOUT`], a second for a
-    /// connection that has been displaced (its slot is someone else's), and never past a
-    /// stopping server's deadline.
-    fn write_deadline(&self, slot: &Slot) -> Instant {
-        let allowed = if slot.displaced() {
-            DISPLACED_REQUEST_WITHIN
-        } else {
-            WRITE_TIMEOUT
-        };
-        let stop_deadline = self.stop_deadline_ms.load(Ordering::SeqCst);
-        let left_before_stop = Duration::from_millis(stop_deadline.saturating_sub(self.now_ms()));
-        Instant::now() + allowed.min(left_before_stop)
+    /// Whether a stopping server reads no more of requests still arriving: the time it has
+    /// left could not cover a request's handling and answer.
+    fn stop_reading(&self) -> bool {
+        self.now_ms() >= self.reading_until_ms.load(Ordering::SeqCst)
+    }
+
+    /// Whether a stopping server's answers are due: writes and lingering closes end.
+    fn answers_overdue(&self) -> bool {
+        self.now_ms() >= self.answers_due_ms.load(Ordering::SeqCst)
+    }
+
+    /// Whether a request about to be handled can be answered before a stopping server's
+    /// answers are due.
+    fn can_answer_in_time(&self) -> bool {
+        let needed = self.longest_handling + ANSWER_ALLOWANCE;
+        self.now_ms().saturating_add(needed.as_millis() as u64)
+            <= self.answers_due_ms.load(Ordering::SeqCst)
     }
 
     /// Whether an idle connection should close now: when the server is stopping, at once
     /// if it has served a request (a client that reuses it meanwhile retries elsewhere),
     /// after [`FRESH_CONNECTION_GRACE`] if it is new (its client has just connected, and
-    /// its request is surely on the way).
+    /// its request is surely on the way), and never past the time requests are read.
     fn closes_idle(&self, fresh: bool) -> bool {
         let stop_started = self.stop_started_ms.load(Ordering::SeqCst);
         let grace = if fresh {
@@ -236,7 +280,9 @@ impl Server {
         } else {
             Duration::ZERO
         };
-        self.stopping() && self.now_ms().saturating_sub(stop_started) >= grace.as_millis() as u64
+        self.stopping()
+            && (self.now_ms().saturating_sub(stop_started) >= grace.as_millis() as u64
+                || self.stop_reading())
     }
 }
 
@@ -253,7 +299,9 @@ fn accept_loop<H: Handler>(listener: TcpListener, server: &Arc<Server>, handler:
         match listener.accept() {
             Ok((stream, _)) => {
                 trouble.over();
-                wait_for_displaced_to_finish(server);
+                // Displaced connections never hold newcomers back: at the thread bound the
+                // oldest of them is ended at once.
+                server.threads.make_room(&server.stopping);
                 // While every slot is busy the newcomer waits here, and later ones in the
                 // kernel's queue; `None` means the server is stopping.
                 let Some(slot) = server.slots.claim(&server.stopping) else {
@@ -270,57 +318,35 @@ fn accept_loop<H: Handler>(listener: TcpListener, server: &Arc<Server>, handler:
     server.listening.store(false, Ordering::SeqCst);
 }
 
-/// Displaced connections finish outside the slots (within a second or so, a write already
-/// under way within its deadline); however fast newcomers displace them, connection
-/// threads stay under twice `MAX_CONNECTIONS` and a few dozen more: beyond that, the
-/// newcomer waits.
-fn wait_for_displaced_to_finish(server: &Server) {
-    let most = 2 * server.max_connections + DISPLACED_ROOM;
-    while server.connections.load(Ordering::SeqCst) >= most && !server.stopping() {
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
 fn spawn_connection<H: Handler>(
     stream: TcpStream,
     slot: SlotGuard,
     server: &Arc<Server>,
     handler: &Arc<H>,
 ) {
-    let alive = ConnectionThread::count_in(server);
+    let stream = Arc::new(stream);
+    let socket = Arc::downgrade(&stream);
+    let shared_slot = slot.shared();
     let handler = Arc::clone(handler);
-    let spawned = std::thread::Builder::new()
-        .name(format!("{}-connection", server.name))
-        .stack_size(CONNECTION_STACK)
-        .spawn(move || {
+    let serving = Arc::clone(server);
+    let spawned = server.threads.spawn(
+        format!("{}-connection", server.name),
+        CONNECTION_STACK,
+        shared_slot,
+        socket,
+        move || {
             // Small answers go out at once instead of waiting for the client's ACK.
             let _ = stream.set_nodelay(true);
-            if let Ok(wire) = Wire::new(stream) {
+            if let Ok(wire) = Wire::new(Socket::new(stream)) {
                 // A bug in this layer costs its connection, never the slot or the process.
                 let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    serve_connection(wire, &slot, &alive.0, handler.as_ref());
+                    serve_connection(wire, &slot, &serving, handler.as_ref());
                 }));
             }
-        });
+        },
+    );
     if let Err(error) = spawned {
         log::warn!(target: server.name, "cannot start a connection thread: {error}");
-    }
-}
-
-/// A connection thread, counted in its server's `connections` while it lives (a stopping
-/// server waits for them all, displaced ones included).
-struct ConnectionThread(Arc<Server>);
-
-impl ConnectionThread {
-    fn count_in(server: &Arc<Server>) -> ConnectionThread {
-        server.connections.fetch_add(1, Ordering::SeqCst);
-        ConnectionThread(Arc::clone(server))
-    }
-}
-
-impl Drop for ConnectionThread {
-    fn drop(&mut self) {
-        self.0.connections.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -346,8 +372,11 @@ impl AcceptTrouble {
             // That one connection is gone before it was accepted: nothing to back off from.
             return;
         }
-        // Most likely out of file descriptors: let the connection worth least go.
-        server.slots.displace_for_descriptor();
+        // Most likely out of file descriptors: end a displaced connection at once, or else
+        // let the connection worth least go.
+        if !server.threads.cut_off_oldest_displaced() {
+            server.slots.displace_for_descriptor();
+        }
         self.log(error, server.name);
         self.backoff = (self.backoff * 2).clamp(Self::FIRST_BACKOFF, Self::MOST_BACKOFF);
         std::thread::sleep(self.backoff);
@@ -403,8 +432,11 @@ fn serve_connection<T: Transport, H: Handler>(
         let started = Instant::now();
         let arrived = SystemTime::now();
         let displaced_while_idle = slot.displaced();
-        let give_up_reading =
-            || (slot.displaced() && !displaced_while_idle) || server.stop_reading();
+        let give_up_reading = || {
+            (slot.displaced() && !displaced_while_idle)
+                || slot.is_cut_off()
+                || server.stop_reading()
+        };
         let (head_within, body_within) = if displaced_while_idle {
             (DISPLACED_REQUEST_WITHIN, DISPLACED_REQUEST_WITHIN)
         } else {
@@ -499,6 +531,10 @@ fn exchange<T: Transport, H: Handler>(
                 (refusal, read_away, false, false)
             }
             Ok(()) => match receive_body(wire, framing, expects_continue, reading) {
+                // A stopping server does not start what it could not answer in time.
+                Ok(_) if !reading.server.can_answer_in_time() => {
+                    (Refusal::stopping().response, true, true, false)
+                }
                 Ok(body) => {
                     request.body = body;
                     let response = guarded(|| handler.handle(&request)).unwrap_or_else(|e| e);
@@ -518,6 +554,10 @@ fn exchange<T: Transport, H: Handler>(
         elapsed: started.elapsed(),
     };
     let (slot, server) = (reading.slot, reading.server);
+    // The stopping server answered in the handler's place: this answer is nobody's.
+    if !slot.enter_writing() {
+        return false;
+    }
     report(server.name, handler, &answered, head_only);
     let keep = body_read_away && !wants_close && !server.stopping() && !slot.displaced();
     let persistence = match (keep, http_1_0) {
@@ -543,14 +583,7 @@ fn receive_body<T: Transport>(
     if matches!(framing, Framing::Length(length) if length > MAX_BODY_BYTES as u64) {
         return Err(Some(Refusal::body_too_large()));
     }
-    if expects_continue
-        && wire
-            .write_all(
-                answer::CONTINUE,
-                reading.server.write_deadline(reading.slot),
-            )
-            .is_err()
-    {
+    if expects_continue && !write(wire, reading.slot, reading.server, answer::CONTINUE) {
         return Err(None);
     }
     reading.slot.enter(Phase::ReadingBody);
@@ -592,7 +625,8 @@ struct Reading<'a> {
     give_up: &'a dyn Fn() -> bool,
 }
 
-/// Step 6: writes the answer; whether it went out whole.
+/// Step 6: writes the answer; whether it went out whole. Nothing is written for a request
+/// its stopping server has answered already.
 fn send<T: Transport>(
     wire: &mut Wire<T>,
     slot: &Slot,
@@ -601,18 +635,31 @@ fn send<T: Transport>(
     persistence: Persistence,
     head_only: bool,
 ) -> bool {
-    slot.enter(Phase::Writing);
+    if !slot.enter_writing() {
+        return false;
+    }
     let bytes = answer::encode(response, persistence, head_only);
-    let written = wire.write_all(&bytes, server.write_deadline(slot));
+    let written = write(wire, slot, server, &bytes);
     slot.enter(Phase::Busy);
-    written.is_ok()
+    written
+}
+
+/// Writes `bytes` within [`WRITE_TIMEOUT`]; given up between chunks once the connection has
+/// been displaced for [`DISPLACED_REQUEST_WITHIN`] (counted from the start of this write if
+/// that is later), or a stopping server's answers are due. Whether they all went out.
+fn write<T: Transport>(wire: &mut Wire<T>, slot: &Slot, server: &Server, bytes: &[u8]) -> bool {
+    let started = slot.now_ms();
+    let give_up =
+        || slot.displaced_beyond(DISPLACED_REQUEST_WITHIN, started) || server.answers_overdue();
+    wire.write_all(bytes, Instant::now() + WRITE_TIMEOUT, &give_up)
+        .is_ok()
 }
 
 /// Step 7 when the connection ends after an answer: a lingering close, cut short when the
-/// connection is displaced or the server must be done.
+/// connection is displaced or a stopping server's answers are due.
 fn close<T: Transport>(wire: Wire<T>, slot: &Slot, server: &Server) {
     slot.enter(Phase::Closing);
-    let give_up = || slot.displaced_for(DISPLACED_GRACE) || server.stop_reading();
+    let give_up = || slot.displaced_for(DISPLACED_GRACE) || server.answers_overdue();
     wire.close_lingering(Instant::now() + LINGER, &give_up);
 }
 
@@ -667,20 +714,20 @@ fn servers() -> std::sync::MutexGuard<'static, Vec<Arc<Server>>> {
 }
 
 fn register(server: &Arc<Server>) {
-    let mut all = servers();
-    all.push(Arc::clone(server));
-    let caps: Vec<usize> = all.iter().map(|server| server.max_connections).collect();
-    drop(all);
-    warn_if_descriptors_run_short(&caps);
+    servers().push(Arc::clone(server));
 }
 
 /// Each connection holds one file descriptor, and a request may hold one more while its
 /// handler calls another server (the broker calling the echo service); with a few dozen
 /// for the process itself, every server of the process together needs about
 /// `2 × connections + 64`. Linux says the limit in /proc; elsewhere there is nothing cheap
-/// to read. Said once, when the servers started so far need more than there is.
-fn warn_if_descriptors_run_short(caps: &[usize]) {
-    static WARNED: AtomicBool = AtomicBool::new(false);
+/// to read. Said once, when every server of the process has started (the embedded default
+/// runs two), if they need more than there is.
+fn warn_if_descriptors_run_short() {
+    let caps: Vec<usize> = servers()
+        .iter()
+        .map(|server| server.max_connections)
+        .collect();
     let Ok(limits) = std::fs::read_to_string("/proc/self/limits") else {
         return;
     };
@@ -692,9 +739,11 @@ fn warn_if_descriptors_run_short(caps: &[usize]) {
     let connections: usize = caps.iter().sum();
     let needed = 2 * connections + 64;
     if let Some(limit) = soft_limit.filter(|limit| *limit < needed) {
-        if !WARNED.swap(true, Ordering::SeqCst) {
-            log::warn!("MAX_CONNECTIONS: {connections} connections over {} servers need about {needed} file descriptors, but the limit is {limit} (ulimit -n); when it is reached, idle connections are closed to make room", caps.len());
-        }
+        let servers = match caps.len() {
+            1 => "1 server".to_string(),
+            count => format!("{count} servers"),
+        };
+        log::warn!("MAX_CONNECTIONS: {connections} connections over {servers} need about {needed} file descriptors, but the limit is {limit} (ulimit -n); when it is reached, idle connections are closed to make room");
     }
 }
 
@@ -713,34 +762,92 @@ fn reachable(local: SocketAddr) -> SocketAddr {
 }
 
 impl Server {
-    /// Stops taking connections, closes idle ones, and waits for every request already
-    /// read to be answered, or `until`; whether all were.
+    /// Stops taking connections and closes idle ones; reads requests only while they can
+    /// still be answered in time; waits for every request already read to be answered. When
+    /// the answers are due ([`STOP_MARGIN`] before `until`), a handler still running gets a
+    /// 503 written in its place, and every other connection is ended. Whether every request
+    /// read was answered, by its handler or in its place.
     fn stop(&self, until: Instant) -> bool {
-        let deadline = until.saturating_duration_since(self.epoch);
-        self.stop_deadline_ms.store(
-            u64::try_from(deadline.as_millis()).unwrap_or(u64::MAX),
-            Ordering::SeqCst,
-        );
-        self.stop_started_ms.store(self.now_ms(), Ordering::SeqCst);
+        let now = Instant::now();
+        let due = until.checked_sub(STOP_MARGIN).unwrap_or(now).max(now);
+        let handling = self.longest_handling + ANSWER_ALLOWANCE;
+        let reading_until = due.checked_sub(handling).unwrap_or(now).max(now);
+        let store = |field: &AtomicU64, at: Instant| {
+            field.store(self.ms_since_epoch(at), Ordering::SeqCst);
+        };
+        store(&self.stop_deadline_ms, until);
+        store(&self.answers_due_ms, due);
+        store(&self.reading_until_ms, reading_until);
+        store(&self.stop_started_ms, now);
         self.stopping.store(true, Ordering::SeqCst);
         // The accept loop is blocked in `accept`: a connection of our own wakes it, and it
         // closes the listener (this connection, served like any, ends at once).
         let _ = TcpStream::connect_timeout(&self.wake_address, Duration::from_secs(1));
-        let done = || {
-            !self.listening.load(Ordering::SeqCst) && self.connections.load(Ordering::SeqCst) == 0
-        };
-        while !done() && Instant::now() < until {
-            std::thread::sleep(Duration::from_millis(5));
+        let listening = || self.listening.load(Ordering::SeqCst);
+        if self.threads.wait_until_all_ended(due) && !wait_while(due, listening) {
+            return true;
         }
-        done()
+        self.answer_what_is_left();
+        let ended = |slot: &Slot| slot.phase() == Phase::AnsweredByStop;
+        let settled = (Instant::now() + ENDED_WITHIN).min(until);
+        let all_answered = self.threads.wait_until_all(settled, ended);
+        all_answered && !wait_while(settled, listening)
+    }
+
+    /// When a stopping server's answers are due: a 503 for each request whose handler is
+    /// still running (its own answer, if it comes, is dropped), and every connection that
+    /// is not writing (lingering, reading) ended at once. A write under way is left to
+    /// finish its chunk: one that came just now still goes out, and one blocked on a client
+    /// that does not read gives up within one wait for room.
+    fn answer_what_is_left(&self) {
+        let mut answered = 0;
+        self.threads.each_alive(|slot, socket| {
+            if slot.answer_for_the_handler() {
+                answered += 1;
+                if let Some(socket) = &socket {
+                    answer_in_the_handlers_place(socket);
+                }
+            } else if !matches!(slot.phase(), Phase::AnsweredByStop | Phase::Writing) {
+                threads::cut_off(slot, socket.as_deref());
+            }
+        });
+        if answered > 0 {
+            log::warn!(
+                target: self.name,
+                "answered {answered} requests with 503: their handlers could not finish before the stop"
+            );
+        }
     }
 }
 
-/// Blocks until SIGTERM, SIGINT or SIGHUP (Ctrl-C, Ctrl-Break or closing the console on
-/// Windows), then stops every server of the process, the last started first (the broker
-/// before the embedded echo service its requests still call), and exits 0. Every change
-/// the echo service acknowledged is already on disk, so nothing is left to flush.
+/// Writes the 503 of a request whose handler could not finish before the stop, at once and
+/// without waiting for a client that does not read, then says FIN. The handler's thread is
+/// left to the process's exit.
+fn answer_in_the_handlers_place(socket: &TcpStream) {
+    use std::io::Write;
+    let refusal = Refusal::unfinished_at_stop();
+    let bytes = answer::encode(&refusal.response, Persistence::Close, false);
+    let _ = socket.set_nonblocking(true);
+    let _ = (&*socket).write_all(&bytes);
+    let _ = socket.shutdown(std::net::Shutdown::Write);
+}
+
+/// Waits while `condition` holds, until `until`; whether it still holds.
+fn wait_while(until: Instant, condition: impl Fn() -> bool) -> bool {
+    while condition() && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    condition()
+}
+
+/// Called once every server of the process has started: warns if they could run out of
+/// file descriptors, then blocks until SIGTERM, SIGINT or SIGHUP (Ctrl-C, Ctrl-Break or
+/// closing the console on Windows), then stops every server of the process, the last
+/// started first (the broker before the embedded echo service its requests still call),
+/// and exits 0. Every change the echo service acknowledged is already on disk, so nothing
+/// is left to flush.
 pub fn run_until_stopped() -> ! {
+    warn_if_descriptors_run_short();
     let (signalled, signal) = std::sync::mpsc::channel();
     if let Err(error) = ctrlc::set_handler(move || {
         let _ = signalled.send(());
@@ -769,7 +876,7 @@ fn stop_all() -> i32 {
             log::error!(
                 "{}: {} connections still open after {} s; stopping anyway",
                 server.name,
-                server.connections.load(Ordering::SeqCst),
+                server.threads.alive(),
                 STOP_GRACE.as_secs()
             );
             status = 1;

@@ -1,18 +1,65 @@
-//! A graceful stop: SIGTERM (what Cloud Foundry sends before SIGKILL 10 s later) while
-//! eight clients provision in a loop, five times. Every request the broker read gets a
-//! complete answer; the others are refused before a byte is read (the listener is closed,
-//! or the connection reset), so the platform's router can retry them elsewhere; nothing is
-//! left half-done, and the process exits 0.
+//! A graceful stop: SIGTERM (what Cloud Foundry sends before SIGKILL 10 s later).
+//!
+//! - While eight clients provision in a loop, five times: every request the broker read
+//!   gets a complete answer; the others are refused before a byte is read (the listener is
+//!   closed, or the connection reset), so the platform's router can retry them elsewhere;
+//!   nothing is left half-done, and the process exits 0.
+//! - While an answer is blocked in a write to a client that never reads, five times on
+//!   each server: the write is abandoned in time and the process exits 0, with time to
+//!   spare.
+//! - With a separate echo service that has stopped answering, five times: a request read
+//!   before the stop gets its 504, one sent during the stop is read only while there is time
+//!   to see it through, and a head still arriving gets a 503; the process exits 0 in time.
+//! - With an echo service too slow for the stop: the request gets a 503 in its handler's
+//!   place, never silence.
 #![cfg(unix)]
 
 mod common;
 use common::*;
-use std::io::{ErrorKind, Read, Write};
-use std::net::TcpStream;
-use std::process::Command;
+use std::io::{BufReader, ErrorKind, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::{Command, ExitStatus};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
+
+/// By when a stopped process must have exited: the servers' grace is 8 s (Cloud Foundry
+/// sends SIGKILL at 10 s), and a stop must end with time to spare, not at the last moment.
+const EXITS_WITHIN: Duration = Duration::from_millis(7_300);
+
+/// Sends SIGTERM to `process`; its exit status and how long it took (panics after 12 s).
+fn terminate(process: &mut Process) -> (ExitStatus, Duration) {
+    let pid = process.child.id().to_string();
+    let sent = Command::new("kill").args(["-TERM", &pid]).status();
+    let started = Instant::now();
+    assert!(
+        sent.is_ok_and(|status| status.success()),
+        "kill -TERM {pid}"
+    );
+    wait_for_exit(process, started)
+}
+
+fn wait_for_exit(process: &mut Process, since: Instant) -> (ExitStatus, Duration) {
+    loop {
+        if let Ok(Some(status)) = process.child.try_wait() {
+            return (status, since.elapsed());
+        }
+        assert!(
+            since.elapsed() < Duration::from_secs(12),
+            "still running 12 s after SIGTERM; its log:\n{}",
+            process.log()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Everything `stream` receives until the server closes it (or 15 s pass).
+fn read_all(stream: &mut TcpStream) -> String {
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(15)));
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer);
+    String::from_utf8_lossy(&answer).into_owned()
+}
 
 /// What became of one provision request sent on a fresh connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -165,5 +212,211 @@ fn sigterm_under_load_answers_every_request_read_and_exits_0_five_times() {
             404
         };
         assert_eq!(fetched, expected, "{instance_id} was {outcome:?}");
+    }
+}
+
+/// A client that never reads: a small receive buffer and segment size, and for a second
+/// as many pipelined `/health` requests as the server takes, so that it always has one to
+/// answer and ends up blocked writing answers nobody reads (loopback's send buffers grow to
+/// megabytes first).
+fn client_that_never_reads(port: u16) -> TcpStream {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP)).expect("a socket");
+    socket.set_recv_buffer_size(1024).expect("a small buffer");
+    socket.set_tcp_mss(536).expect("a small segment size");
+    let address = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    socket.connect(&address.into()).expect("the server accepts");
+    let mut stream: TcpStream = socket.into();
+    stream.set_nonblocking(true).expect("non-blocking");
+    let requests = "GET /health HTTP/1.1\r\nHost: x\r\n\r\n".repeat(2_000);
+    let until = Instant::now() + Duration::from_secs(1);
+    while Instant::now() < until {
+        if stream.write(requests.as_bytes()).is_err() {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+    stream
+}
+
+#[test]
+fn sigterm_while_a_write_is_blocked_on_a_client_that_never_reads_exits_0_in_time_five_times() {
+    std::thread::scope(|scope| {
+        for binary in [BROKER, ECHO_SERVICE] {
+            scope.spawn(move || {
+                let data = TempDir::new("blocked-writer");
+                let data_dir = data.path().display().to_string();
+                let echo_port = free_port().to_string();
+                let env = [
+                    ("ECHO_PORT", echo_port.as_str()),
+                    ("DATA_DIR", data_dir.as_str()),
+                ];
+                for run in 0..5 {
+                    let mut server = Process::start(binary, free_port(), &env);
+                    let _stuck = client_that_never_reads(server.port);
+                    let (status, took) = terminate(&mut server);
+                    println!("{binary}, run {run}: {status}, {took:?} after SIGTERM");
+                    let log = server.log();
+                    assert_eq!(status.code(), Some(0), "{binary}, run {run}: {log}");
+                    assert!(
+                        took < EXITS_WITHIN,
+                        "{binary}, run {run}: exited {took:?} after SIGTERM: {log}"
+                    );
+                    assert!(!log.contains("still open"), "{binary}, run {run}: {log}");
+                    assert_eq!(server.stderr(), "", "{binary}, run {run}");
+                }
+            });
+        }
+    });
+}
+
+/// A request sent whole on `stream`.
+fn provision_request(instance_id: &str) -> String {
+    format!(
+        "PUT /v2/service_instances/{instance_id} HTTP/1.1\r\nHost: x\r\nAuthorization: Basic dXNlcjpwYXNz\r\nX-Broker-API-Version: 2.17\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{PROVISION_ECHO}",
+        PROVISION_ECHO.len()
+    )
+}
+
+fn connect(port: u16) -> TcpStream {
+    TcpStream::connect(("127.0.0.1", port)).expect("the broker accepts")
+}
+
+/// The status of the one answer in `answer`, if it is complete and says
+/// `Connection: close`.
+fn closing_status(answer: &str) -> Option<u16> {
+    let (head, _) = answer.split_once("\r\n\r\n")?;
+    head.contains("\r\nConnection: close")
+        .then(|| answer.get(9..12)?.parse().ok())
+        .flatten()
+}
+
+#[test]
+fn sigterm_with_a_silent_echo_service_answers_every_request_read_and_exits_0_in_time_five_times() {
+    let data = TempDir::new("silent-backend");
+    let data_dir = data.path().display().to_string();
+    let echo = Process::start(ECHO_SERVICE, free_port(), &[("DATA_DIR", &data_dir)]);
+    let echo_pid = echo.child.id().to_string();
+    let signal_echo = |signal: &str| {
+        let sent = Command::new("kill").args([signal, &echo_pid]).status();
+        assert!(sent.is_ok_and(|status| status.success()), "kill {signal}");
+    };
+    for run in 0..5 {
+        let mut broker = Process::start(BROKER, free_port(), &[("SERVICE_BASE", &echo.url)]);
+        // Sent whole before the stop; sent whole just after it; a head begun before it and
+        // completed 4 s into it.
+        let mut before = connect(broker.port);
+        let mut after = connect(broker.port);
+        let mut late = connect(broker.port);
+        let request = provision_request(&format!("late-{run}"));
+        let (head_start, rest) = request.split_at(40);
+        let rest = rest.to_string();
+        late.write_all(head_start.as_bytes()).expect("sent");
+        signal_echo("-STOP");
+        before
+            .write_all(provision_request(&format!("before-{run}")).as_bytes())
+            .expect("sent");
+        std::thread::sleep(Duration::from_millis(200));
+        let pid = broker.child.id().to_string();
+        let sent = Command::new("kill").args(["-TERM", &pid]).status();
+        assert!(sent.is_ok_and(|status| status.success()));
+        let stopped_at = Instant::now();
+        std::thread::sleep(Duration::from_millis(200));
+        let _ = after.write_all(provision_request(&format!("after-{run}")).as_bytes());
+        let late_writer = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_secs(4).saturating_sub(stopped_at.elapsed()));
+            let _ = late.write_all(rest.as_bytes());
+            read_all(&mut late)
+        });
+        let answers = [read_all(&mut before), read_all(&mut after)];
+        let late_answer = late_writer.join().expect("the late client ends");
+        let (status, took) = wait_for_exit(&mut broker, stopped_at);
+        println!("run {run}: {status}, {took:?} after SIGTERM");
+        signal_echo("-CONT");
+        let log = broker.log();
+        assert_eq!(status.code(), Some(0), "run {run}: {log}");
+        assert!(
+            took < EXITS_WITHIN,
+            "run {run}: exited {took:?} after SIGTERM: {log}"
+        );
+        // The echo service's 504; or, on a machine so loaded that the 5 s took longer, the
+        // stop's 503 in the handler's place. Never silence.
+        for (which, answer) in ["before", "after"].iter().zip(&answers) {
+            let status = closing_status(answer);
+            let unfinished =
+                status == Some(503) && answer.contains("could not be finished in time");
+            assert!(
+                status == Some(504) || unfinished,
+                "run {run}, sent {which} the stop: {answer}\n{log}"
+            );
+        }
+        assert_eq!(
+            closing_status(&late_answer),
+            Some(503),
+            "run {run}: {late_answer}"
+        );
+        assert_eq!(broker.stderr(), "", "run {run}");
+    }
+}
+
+/// A fake echo service that answers each request's head after `head_after`, then sends its
+/// body a byte every half second: slow enough that the broker's handler cannot finish
+/// before a stop's answers are due.
+fn slow_backend(head_after: Duration) -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("a loopback port is free");
+    let port = listener.local_addr().expect("it has an address").port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut stream = stream;
+                if let Ok(clone) = stream.try_clone() {
+                    let _ = read_http_message(&mut BufReader::new(clone));
+                }
+                std::thread::sleep(head_after);
+                let head = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 40\r\n\r\n";
+                let _ = stream.write_all(head.as_bytes());
+                for _ in 0..40 {
+                    if stream.write_all(b" ").is_err() {
+                        return;
+                    }
+                    std::thread::sleep(Duration::from_millis(500));
+                }
+            });
+        }
+    });
+    port
+}
+
+#[test]
+fn sigterm_while_a_handler_cannot_finish_in_time_answers_503_in_its_place() {
+    let backend = format!(
+        "http://127.0.0.1:{}",
+        slow_backend(Duration::from_millis(4_800))
+    );
+    for run in 0..2 {
+        let mut broker = Process::start(BROKER, free_port(), &[("SERVICE_BASE", &backend)]);
+        let mut client = connect(broker.port);
+        let pid = broker.child.id().to_string();
+        let sent = Command::new("kill").args(["-TERM", &pid]).status();
+        assert!(sent.is_ok_and(|status| status.success()));
+        let stopped_at = Instant::now();
+        // Read while there is time for the echo service's 5 s; its slow answer takes longer.
+        std::thread::sleep(Duration::from_millis(200));
+        client
+            .write_all(provision_request(&format!("slow-{run}")).as_bytes())
+            .expect("sent");
+        let answer = read_all(&mut client);
+        let (status, took) = wait_for_exit(&mut broker, stopped_at);
+        let log = broker.log();
+        assert_eq!(status.code(), Some(0), "run {run}: {log}");
+        assert!(
+            took < EXITS_WITHIN,
+            "run {run}: exited {took:?} after SIGTERM: {log}"
+        );
+        assert_eq!(closing_status(&answer), Some(503), "run {run}: {answer}");
+        assert!(answer.contains("could not be finished in time"), "{answer}");
+        assert!(
+            log.contains("answered 1 requests with 503"),
+            "run {run}: {log}"
+        );
     }
 }

@@ -164,6 +164,85 @@ fn ambiguous_framing_is_refused_and_the_connection_closed() {
     assert_still_serving(&system);
 }
 
+/// Sends `bytes` in writes of `piece` bytes, 5 ms apart (so that the server reads them
+/// apart), and reads until the server closes.
+fn exchange_in_pieces(port: u16, bytes: &[u8], piece: usize) -> String {
+    let mut stream = connect(port);
+    for chunk in bytes.chunks(piece) {
+        if stream.write_all(chunk).is_err() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer);
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+#[test]
+fn a_head_over_16_kib_is_431_however_it_arrives() {
+    let system = System::start_with_known_echo_credentials(&[]);
+    let head_of = |size: usize| {
+        let start = "GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\nX-Padding: ";
+        format!("{start}{}\r\n\r\n", "a".repeat(size - start.len() - 4))
+    };
+    for (name, port, _) in system.servers() {
+        for size in [16_385, 20_000, 24_000] {
+            let head = head_of(size);
+            for piece in [head.len(), 8_192, 5_000] {
+                let answer = exchange_in_pieces(port, head.as_bytes(), piece);
+                assert!(
+                    status_line(&answer).contains("431"),
+                    "{name}: {size} bytes in writes of {piece}: {answer}"
+                );
+                assert!(answer.contains("exceeds 16384 bytes"), "{name}: {answer}");
+            }
+        }
+        let answer = exchange(port, head_of(16_384).as_bytes());
+        assert!(status_line(&answer).contains("200"), "{name}: {answer}");
+    }
+    assert_still_serving(&system);
+}
+
+#[test]
+fn a_bare_cr_in_chunk_lines_or_trailers_and_a_trailer_without_a_colon_are_400() {
+    let system = System::start_with_known_echo_credentials(&[]);
+    let next = "GET /health HTTP/1.1\r\nHost: x\r\n\r\n";
+    let cases = [
+        ("4\r\r\nWiki\r\n0\r\n\r\n", "a bare CR in a chunk-size line"),
+        (
+            "4;a=b\rc\r\nWiki\r\n0\r\n\r\n",
+            "a bare CR in a chunk extension",
+        ),
+        (
+            "4\r\nWiki\r\n0\r\nT: a\rb\r\n\r\n",
+            "a bare CR in a trailer line",
+        ),
+        ("4\r\nWiki\r\n0\r\nno colon\r\n\r\n", "not a field line"),
+    ];
+    for (name, port, _) in system.servers() {
+        for (body, problem) in cases {
+            let request = format!(
+                "GET /health HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n{body}{next}"
+            );
+            let answer = exchange(port, request.as_bytes());
+            assert!(
+                status_line(&answer).contains("400"),
+                "{name}: {body:?}: {answer}"
+            );
+            assert!(answer.contains(problem), "{name}: {body:?}: {answer}");
+            assert!(answer.contains("Connection: close"), "{name}: {answer}");
+            assert_eq!(responses_in(&answer), 1, "{name}: {body:?}: {answer}");
+        }
+        let answer = exchange(port, b"GET /health HTTP/1.1\r\nHost: x\r\nX: a\rb\r\n\r\n");
+        assert!(
+            answer.contains("a bare CR in the request head"),
+            "{name}: {answer}"
+        );
+    }
+    assert_still_serving(&system);
+}
+
 #[test]
 fn a_chunked_body_over_64_kib_is_413_and_its_rest_is_never_parsed_as_requests() {
     let system = System::start_with_known_echo_credentials(&[]);

@@ -48,6 +48,13 @@ impl Handler for Broker {
         respond(request, self.answer(request))
     }
 
+    /// The time a call to the echo service gets to be answered: a stopping broker reads no
+    /// request once it could not wait that long. (An update makes two calls; should both be
+    /// slow during a stop, the server answers 503 in its place when its answers are due.)
+    fn longest_handling(&self) -> std::time::Duration {
+        crate::echo_client::ECHO_SERVICE_TIMEOUT
+    }
+
     /// The answer, with the name the router gives its route and the originating user.
     fn observe(&self, answered: &Answered) {
         let user = originating_user(answered.request).ok().flatten();

@@ -24,12 +24,15 @@
 //!
 //! # Loading
 //!
-//! The snapshot (if any) is read, then its generation's log is replayed. Only a torn tail is
-//! forgiven: bytes after the last line end are a write a crash interrupted, never
-//! acknowledged, and are cut off. A complete line (one that ends with a line end) was written
-//! whole, so if it fails its checksum, even as the last line, the disk changed it: that and
-//! anything else that does not read (a bad snapshot, a sequence out of order, a log newer
-//! than the snapshot) stops start-up with a message naming the file and line, and nothing in
+//! The snapshot (if any) is read, then its generation's log is replayed, then the logs of the
+//! next generations if there are any (a compaction that switched logs but did not install
+//! its snapshot left them; each continues the sequence of the one before, and the
+//! compaction is finished at once). Only a torn tail is forgiven: bytes after the last line
+//! end are a write a crash interrupted, never acknowledged, and are cut off (in the last log
+//! that holds anything). A complete line (one that ends with a line end) was written whole,
+//! so if it fails its checksum, even as the last line, the disk changed it: that and anything
+//! else that does not read (a bad snapshot, a sequence out of order, a missing log, a gap in
+//! the generations) stops start-up with a message naming the file and line, and nothing in
 //! the directory is changed.
 //!
 //! # Writing
@@ -58,12 +61,24 @@
 //!
 //! # Compaction
 //!
-//! Once the log holds [`COMPACT_AFTER_ENTRIES`] changes, or [`COMPACT_AFTER_BYTES`] bytes, and
-//! is at least as big as the snapshot, [`Journal::compact`] (under the state lock) creates the empty log of the next
-//! generation, writes the snapshot to `state.snapshot.tmp`, fsyncs it, renames it over
-//! `state.snapshot` and fsyncs the directory; only then do new changes go to the new log, and
-//! the old one is deleted. A crash at any point leaves either the old snapshot with its
-//! complete log or the new snapshot with its (empty or growing) log.
+//! Once the logs hold [`COMPACT_AFTER_ENTRIES`] changes, or [`COMPACT_AFTER_BYTES`] bytes, and
+//! are at least as big as the snapshot, the caller claims a compaction
+//! ([`Journal::claim_compaction`]) and runs its three steps, holding its state lock for the
+//! second only:
+//!
+//! 1. [`Journal::prepare_compaction`] creates the empty log of the next generation and makes
+//!    it durable (file and directory);
+//! 2. [`Journal::switch_log`], under the state lock: every change appended so far is made
+//!    durable in the current log, and new changes go to the new one from now on; the caller
+//!    takes a copy of its state as it is at that point (cheap: see
+//!    `journal_state::EchoState::freeze`);
+//! 3. [`Journal::finish_compaction`], without the lock, while changes go on: the copy is
+//!    written to `state.snapshot.tmp`, fsynced, renamed over `state.snapshot`, the directory
+//!    fsynced, and the logs it replaces are deleted.
+//!
+//! A crash at any point leaves the old snapshot with its complete log (and, after step 2,
+//! the new log with the changes made since), or the new snapshot with its log. A snapshot
+//! that cannot be written leaves the same, and compaction is tried again later.
 //!
 //! # Secrets at rest
 //!
@@ -74,6 +89,7 @@
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::fs::{File, Metadata, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::marker::PhantomData;
@@ -121,6 +137,19 @@ pub trait Recorded: Default + Serialize + DeserializeOwned {
 
     /// Applies `change` (live, or replayed from the log at start).
     fn apply(&mut self, change: Self::Change);
+}
+
+/// The next generation's log, made ready by [`Journal::prepare_compaction`].
+pub struct NextLog {
+    file: File,
+    generation: u64,
+}
+
+/// Where [`Journal::switch_log`] switched: the state held then is the state up to
+/// `sequence`, to be written as the snapshot of `generation`.
+pub struct Switched {
+    generation: u64,
+    sequence: u64,
 }
 
 /// Identifies one appended change: its sequence number.
@@ -206,9 +235,17 @@ struct Shared {
     failed: Option<Failed>,
     /// When [`Journal::recover`] may next try.
     next_recovery: Instant,
+    /// Changes in the logs since the snapshot.
     log_entries: u64,
-    /// The log's size with what is appended but not yet flushed.
+    /// The current log's size with what is appended but not yet flushed.
     log_bytes: u64,
+    /// Logs older than the current one that the installed snapshot does not cover yet
+    /// (their generation, and the file, held open for its lock): a compaction switched logs
+    /// and has not installed its snapshot, or could not. Removed once one is installed.
+    older_logs: Vec<(u64, File)>,
+    older_logs_bytes: u64,
+    /// A compaction is under way (between [`Journal::claim_compaction`] and its end).
+    compacting: bool,
     /// The log's size up to the last successful flush (what a failed flush is cut back to).
     flushed_log_bytes: u64,
     snapshot_bytes: u64,
@@ -223,6 +260,16 @@ struct Shared {
     flushed_entries: u64,
     /// Changes appended but not yet in a flush (for the statistics).
     pending_entries: u64,
+}
+
+impl Shared {
+    fn wants_compaction(&self) -> bool {
+        let logs_bytes = self.log_bytes + self.older_logs_bytes;
+        self.failed.is_none()
+            && !self.compacting
+            && (self.log_entries >= self.compact_at || logs_bytes >= self.compact_at_bytes)
+            && logs_bytes >= self.snapshot_bytes
+    }
 }
 
 #[derive(Serialize)]
@@ -245,16 +292,25 @@ struct SnapshotIn<S> {
 struct Loaded<S> {
     state: S,
     generation: u64,
+    /// The snapshot's sequence number: the logs continue from the next.
     sequence: u64,
     snapshot_bytes: u64,
-    log_entries: u64,
-    /// The length of the log's complete lines (a torn tail beyond it is cut off).
-    log_valid_len: u64,
-    log_torn_bytes: u64,
-    /// The log, open and locked; `None` if it does not exist yet.
-    log_file: Option<File>,
+    /// The logs that follow the snapshot, oldest first: its own generation's, then those of
+    /// a compaction that switched logs but did not install its snapshot. Empty if there is
+    /// none yet.
+    logs: Vec<LoadedLog>,
     /// Files that a finished or interrupted compaction left behind.
     leftovers: Vec<PathBuf>,
+}
+
+/// One log read at start, open and locked.
+struct LoadedLog {
+    generation: u64,
+    file: File,
+    entries: u64,
+    /// The length of its complete lines (a torn tail beyond it is cut off).
+    valid_len: u64,
+    torn_bytes: u64,
 }
 
 impl<S: Recorded> Journal<S> {
@@ -282,47 +338,44 @@ impl<S: Recorded> Journal<S> {
                 }
             }
         }
-        let log_path = dir.join(log_name(loaded.generation));
-        let log_exists = loaded.log_file.is_some();
-        let mut file = match loaded.log_file {
-            Some(file) => file,
-            None => create_locked_log(&log_path)
-                .map_err(|error| format!("{}: cannot create: {error}", log_path.display()))?,
+        let mut logs = loaded.logs;
+        if logs.is_empty() {
+            let generation = loaded.generation;
+            let log_path = dir.join(log_name(generation));
+            let file = create_locked_log(&log_path)
+                .and_then(|file| file.sync_all().map(|()| file))
+                .and_then(|file| sync_dir(dir).map(|()| file))
+                .map_err(|error| format!("{}: cannot create: {error}", log_path.display()))?;
+            logs.push(LoadedLog {
+                generation,
+                file,
+                entries: 0,
+                valid_len: 0,
+                torn_bytes: 0,
+            });
+        }
+        for log in &mut logs {
+            cut_torn_tail(dir, log)?;
+        }
+        let sequence_at_snapshot = loaded.sequence;
+        let appended = sequence_at_snapshot + logs.iter().map(|log| log.entries).sum::<u64>();
+        let Some(current) = logs.pop() else {
+            return Err(format!("{}: no log to write to", dir.display()));
         };
-        let log_identity = file
+        let log_path = dir.join(log_name(current.generation));
+        let log_identity = current
+            .file
             .metadata()
             .map(|metadata| identity_of(&metadata))
             .map_err(|error| format!("{}: cannot read: {error}", log_path.display()))?;
-        if loaded.log_torn_bytes > 0 {
-            log::warn!(
-                "journal: {}: cut off an incomplete last line ({} bytes) that an interrupted write left",
-                log_path.display(),
-                loaded.log_torn_bytes
-            );
-            file.set_len(loaded.log_valid_len)
-                .and_then(|()| file.sync_all())
-                .map_err(|error| {
-                    format!(
-                        "{}: cannot cut off the incomplete last line: {error}",
-                        log_path.display()
-                    )
-                })?;
-        }
-        file.seek(SeekFrom::Start(loaded.log_valid_len))
-            .map_err(|error| format!("{}: cannot seek: {error}", log_path.display()))?;
-        if !log_exists {
-            file.sync_all()
-                .and_then(|()| sync_dir(dir))
-                .map_err(|error| format!("{}: cannot create: {error}", log_path.display()))?;
-        }
         log::debug!(
-            "journal: generation {}: snapshot up to change {}, then {} changes in the log",
+            "journal: snapshot of generation {} up to change {sequence_at_snapshot}, then {} changes in {} log(s)",
             loaded.generation,
-            loaded.sequence,
-            loaded.log_entries
+            appended - sequence_at_snapshot,
+            logs.len() + 1
         );
-
-        let appended = loaded.sequence + loaded.log_entries;
+        let older_logs_bytes = logs.iter().map(|log| log.valid_len).sum();
+        let chained = !logs.is_empty();
         let journal = Journal {
             dir: dir.to_path_buf(),
             dir_identity,
@@ -331,14 +384,20 @@ impl<S: Recorded> Journal<S> {
                 spare: Vec::new(),
                 appended,
                 durable: appended,
-                file: Some(file),
+                file: Some(current.file),
                 log_identity,
-                generation: loaded.generation,
+                generation: current.generation,
                 failed: None,
                 next_recovery: Instant::now(),
-                log_entries: loaded.log_entries,
-                log_bytes: loaded.log_valid_len,
-                flushed_log_bytes: loaded.log_valid_len,
+                log_entries: appended - sequence_at_snapshot,
+                log_bytes: current.valid_len,
+                older_logs: logs
+                    .into_iter()
+                    .map(|log| (log.generation, log.file))
+                    .collect(),
+                older_logs_bytes,
+                compacting: false,
+                flushed_log_bytes: current.valid_len,
                 snapshot_bytes: loaded.snapshot_bytes,
                 compact_at: limits.compact_after_entries,
                 compact_at_bytes: limits.compact_after_bytes,
@@ -351,6 +410,12 @@ impl<S: Recorded> Journal<S> {
             _lock: lock,
             state: PhantomData,
         };
+        // A compaction switched logs and did not install its snapshot: one is written now,
+        // so that the journal is a snapshot and one log again.
+        if chained {
+            log::info!("journal: finishing a compaction that a stop or a failure interrupted");
+            journal.compact(&loaded.state);
+        }
         Ok((journal, loaded.state))
     }
 
@@ -386,13 +451,25 @@ impl<S: Recorded> Journal<S> {
         self.lock().durable
     }
 
-    /// Whether the log has grown enough to be folded into a new snapshot.
+    /// Whether the logs have grown enough to be folded into a new snapshot, and no
+    /// compaction is under way.
     pub fn wants_compaction(&self) -> bool {
-        let shared = self.lock();
-        shared.failed.is_none()
-            && (shared.log_entries >= shared.compact_at
-                || shared.log_bytes >= shared.compact_at_bytes)
-            && shared.log_bytes >= shared.snapshot_bytes
+        self.lock().wants_compaction()
+    }
+
+    /// Claims the compaction that is due, if none is under way: the caller then runs
+    /// [`Journal::prepare_compaction`], [`Journal::switch_log`] and
+    /// [`Journal::finish_compaction`] (each gives the claim back if it cannot go on).
+    pub fn claim_compaction(&self) -> bool {
+        let mut shared = self.lock();
+        let due = shared.wants_compaction();
+        shared.compacting |= due;
+        due
+    }
+
+    /// Gives back a claimed compaction without making it.
+    pub fn release_compaction(&self) {
+        self.lock().compacting = false;
     }
 
     /// `Ok` while changes are accepted; otherwise why not. Also checks (two `stat` calls)
@@ -441,8 +518,10 @@ impl<S: Recorded> Journal<S> {
                 return Err(failure);
             }
             shared.next_recovery = Instant::now() + RECOVERY_INTERVAL;
-            if shared.appended != shared.durable {
-                return Err(failure); // the caller has not rolled back yet
+            // The caller has not rolled back yet; or a compaction is still writing (it will
+            // not install its snapshot now).
+            if shared.appended != shared.durable || shared.compacting {
+                return Err(failure);
             }
             if let Err(problem) = self.check_dir_in_place() {
                 self.fail_for_good(&mut shared, problem.clone());
@@ -459,59 +538,188 @@ impl<S: Recorded> Journal<S> {
         )?;
         let mut shared = self.wait_for_no_flush();
         shared.failed = None;
-        let old = self.switch_log(&mut shared, file, next, snapshot_bytes);
+        let replaced = self.start_afresh(&mut shared, file, next, snapshot_bytes);
         drop(shared);
-        self.remove_old_log(old, generation);
+        self.remove_logs(replaced);
         log::warn!(
             "journal: recovered: the state up to change {sequence} is in a fresh snapshot (generation {next}); changes are accepted again"
         );
         Ok(())
     }
 
-    /// Writes `state` (which holds every appended change) as the new snapshot and starts a
-    /// fresh log. Called under the state lock, so no change is appended meanwhile. If the
-    /// snapshot cannot be written the old snapshot and log stay in use (and compaction is
-    /// tried again later); if the switch cannot be made durable, the journal fails (and
-    /// [`Journal::recover`] tries the switch again).
+    /// Folds the logs into a new snapshot of `state`, which holds every appended change (the
+    /// caller holds its state lock, or nothing changes meanwhile): the three steps of a
+    /// compaction at once. If it cannot be done the logs stay in use, and it is tried
+    /// again later.
     pub fn compact(&self, state: &S) {
-        let (generation, sequence, entries) = {
-            let shared = self.lock();
-            if shared.failed.is_some() {
+        {
+            let mut shared = self.lock();
+            if shared.compacting || shared.failed.is_some() {
                 return;
             }
-            (shared.generation, shared.appended, shared.log_entries)
+            shared.compacting = true;
+        }
+        let Some(next_log) = self.prepare_compaction() else {
+            return;
         };
-        let next = generation + 1;
-        let new_log = match self.write_snapshot(state, next, sequence) {
-            Ok(written) => written,
-            Err(Failure::Retry(problem)) => {
-                log::error!("journal: compaction failed, keeping the current log: {problem}");
-                let mut shared = self.lock();
-                shared.compact_at = entries + self.limits.compact_after_entries;
-                shared.compact_at_bytes = shared.log_bytes + self.limits.compact_after_bytes;
-                return;
-            }
-            Err(Failure::Fatal(problem)) => {
-                let mut shared = self.lock();
-                self.fail(
-                    &mut shared,
-                    format!("compaction could not be made durable ({problem})"),
-                );
-                return;
-            }
-        };
-        let (file, snapshot_bytes) = new_log;
+        if let Some(switched) = self.switch_log(next_log) {
+            self.finish_compaction(switched, state);
+        }
+    }
 
-        // The new snapshot holds every appended change: they are all durable now. Wait for a
-        // running flush (of lines the snapshot already holds) to end, then switch logs.
+    /// A compaction's first step, holding nothing: creates the next generation's empty log
+    /// and makes it durable.
+    pub fn prepare_compaction(&self) -> Option<NextLog> {
+        let generation = self.lock().generation + 1;
+        let log_path = self.dir.join(log_name(generation));
+        let created = create_locked_log(&log_path)
+            .and_then(|file| file.sync_all().map(|()| file))
+            .and_then(|file| sync_dir(&self.dir).map(|()| file));
+        match created {
+            Ok(file) => Some(NextLog { file, generation }),
+            Err(error) => {
+                drop(std::fs::remove_file(&log_path));
+                self.postpone_compaction(&format!("{}: {error}", log_path.display()));
+                None
+            }
+        }
+    }
+
+    /// A compaction's second step, under the caller's state lock (so that no change is
+    /// appended meanwhile): makes every change appended so far durable in the current log,
+    /// then sends the next changes to the new one. The caller's state is now the state at
+    /// the returned point: it takes a copy of it for [`Journal::finish_compaction`].
+    pub fn switch_log(&self, next_log: NextLog) -> Option<Switched> {
+        let appended = self.last_appended();
+        let abandon = |problem: Option<String>| {
+            drop(std::fs::remove_file(
+                self.dir.join(log_name(next_log.generation)),
+            ));
+            match problem {
+                Some(problem) => self.postpone_compaction(&problem),
+                None => self.release_compaction(),
+            }
+        };
+        // A failure here fails the journal, as any flush's; the store rolls back at its
+        // next change, and recovery writes a snapshot of its own.
+        if self.wait_until_durable(appended).is_err() {
+            abandon(None);
+            return None;
+        }
         let mut shared = self.wait_for_no_flush();
-        let old = self.switch_log(&mut shared, file, next, snapshot_bytes);
-        let (flushes, flushed_entries) = (shared.flushes, shared.flushed_entries);
-        drop(shared);
-        self.remove_old_log(old, generation);
+        if shared.failed.is_some() || shared.appended != appended.0 {
+            drop(shared);
+            abandon(None);
+            return None;
+        }
+        if next_log.generation != shared.generation + 1 {
+            drop(shared);
+            abandon(Some("the logs changed meanwhile".into()));
+            return None;
+        }
+        let NextLog { file, generation } = next_log;
+        shared.log_identity = file.metadata().ok().and_then(|m| identity_of(&m));
+        let previous = shared.generation;
+        if let Some(old) = shared.file.replace(file) {
+            shared.older_logs.push((previous, old));
+        }
+        shared.older_logs_bytes += shared.log_bytes;
+        shared.generation = generation;
+        shared.log_bytes = 0;
+        shared.flushed_log_bytes = 0;
+        self.flushed.notify_all();
+        Some(Switched {
+            generation,
+            sequence: appended.0,
+        })
+    }
+
+    /// A compaction's last step, holding nothing: writes `frozen` (the caller's state when
+    /// the logs were switched) as the new generation's snapshot, installs it with an atomic
+    /// rename, and removes the logs it replaces. Whether it did. A snapshot that cannot be
+    /// written changes nothing (a start replays the logs in order), and compaction is tried
+    /// again later; one installed but not made durable fails the journal (recovery writes
+    /// a fresh one).
+    pub fn finish_compaction<F: Serialize>(&self, switched: Switched, frozen: &F) -> bool {
+        let snapshot = SnapshotOut {
+            format: FORMAT,
+            generation: switched.generation,
+            sequence: switched.sequence,
+            state: frozen,
+        };
+        let tmp_path = self.dir.join(SNAPSHOT_TMP);
+        let snapshot_path = self.dir.join(SNAPSHOT);
+        let written = write_framed_snapshot(&tmp_path, &snapshot)
+            .map_err(|error| format!("{}: {error}", tmp_path.display()))
+            .and_then(|bytes| {
+                if let Some(failed) = &self.lock().failed {
+                    // Recovery writes a snapshot of its own.
+                    return Err(format!("not installed: {}", failed.reason));
+                }
+                std::fs::rename(&tmp_path, &snapshot_path)
+                    .map(|()| bytes)
+                    .map_err(|error| {
+                        format!(
+                            "renaming {} to {}: {error}",
+                            tmp_path.display(),
+                            snapshot_path.display()
+                        )
+                    })
+            });
+        let snapshot_bytes = match written {
+            Ok(bytes) => bytes,
+            Err(problem) => {
+                drop(std::fs::remove_file(&tmp_path));
+                self.postpone_compaction(&problem);
+                return false;
+            }
+        };
+        // From here the new snapshot may be the one on disk.
+        if let Err(error) = sync_dir(&self.dir) {
+            let mut shared = self.lock();
+            shared.compacting = false;
+            self.fail(
+                &mut shared,
+                format!(
+                    "compaction could not be made durable ({}: {error})",
+                    self.dir.display()
+                ),
+            );
+            return false;
+        }
+        let (replaced, entries, flushes, flushed_entries) = {
+            let mut shared = self.lock();
+            shared.compacting = false;
+            shared.snapshot_bytes = snapshot_bytes;
+            shared.log_entries = shared.appended - switched.sequence;
+            shared.older_logs_bytes = 0;
+            shared.compact_at = self.limits.compact_after_entries;
+            shared.compact_at_bytes = self.limits.compact_after_bytes;
+            let replaced = std::mem::take(&mut shared.older_logs);
+            (
+                replaced,
+                switched.sequence,
+                shared.flushes,
+                shared.flushed_entries,
+            )
+        };
+        self.remove_logs(replaced);
         log::debug!(
-            "journal: compacted {entries} changes into a snapshot of {snapshot_bytes} bytes (generation {next}); {flushed_entries} changes written in {flushes} flushes so far"
+            "journal: compacted the changes up to {entries} into a snapshot of {snapshot_bytes} bytes (generation {}); {flushed_entries} changes written in {flushes} flushes so far",
+            switched.generation
         );
+        true
+    }
+
+    /// After a compaction that could not be made: logs the problem, and tries again once
+    /// the logs have grown as much again.
+    fn postpone_compaction(&self, problem: &str) {
+        log::error!("journal: compaction failed, keeping the current logs: {problem}");
+        let mut shared = self.lock();
+        shared.compacting = false;
+        shared.compact_at = shared.log_entries + self.limits.compact_after_entries;
+        shared.compact_at_bytes =
+            shared.log_bytes + shared.older_logs_bytes + self.limits.compact_after_bytes;
     }
 
     /// The shared state once no flush is running (a flush holds the log file meanwhile).
@@ -527,38 +735,45 @@ impl<S: Recorded> Journal<S> {
     }
 
     /// Makes `file` (the empty log of `generation`, after a snapshot holding every appended
-    /// change) the current log. Returns the old log, for [`Journal::remove_old_log`].
-    fn switch_log(
+    /// change) the current log. Returns the logs it replaces, for [`Journal::remove_logs`].
+    fn start_afresh(
         &self,
         shared: &mut Shared,
         file: File,
         generation: u64,
         snapshot_bytes: u64,
-    ) -> Option<File> {
+    ) -> Vec<(u64, File)> {
         shared.log_identity = file.metadata().ok().and_then(|m| identity_of(&m));
-        let old = shared.file.replace(file);
+        let mut replaced = std::mem::take(&mut shared.older_logs);
+        if let Some(old) = shared.file.replace(file) {
+            replaced.push((shared.generation, old));
+        }
         shared.pending.clear();
         shared.pending_entries = 0;
         shared.durable = shared.appended;
         shared.generation = generation;
         shared.log_entries = 0;
         shared.log_bytes = 0;
+        shared.older_logs_bytes = 0;
         shared.flushed_log_bytes = 0;
         shared.snapshot_bytes = snapshot_bytes;
         shared.compact_at = self.limits.compact_after_entries;
         shared.compact_at_bytes = self.limits.compact_after_bytes;
         self.flushed.notify_all();
-        old
+        replaced
     }
 
-    fn remove_old_log(&self, old: Option<File>, generation: u64) {
-        drop(old);
-        let old_path = self.dir.join(log_name(generation));
-        if let Err(error) = std::fs::remove_file(&old_path) {
-            log::warn!(
-                "journal: could not remove {} (it is removed at the next start): {error}",
-                old_path.display()
-            );
+    /// Closes and removes logs a snapshot has replaced.
+    fn remove_logs(&self, logs: Vec<(u64, File)>) {
+        for (generation, file) in logs {
+            drop(file);
+            let path = self.dir.join(log_name(generation));
+            if let Err(error) = std::fs::remove_file(&path) {
+                log::warn!(
+                    "journal: could not remove {} (it is removed at the next start): {error}",
+                    path.display()
+                );
+            }
         }
     }
 
@@ -717,7 +932,7 @@ impl<S: Recorded> Journal<S> {
     /// The journal's size on disk: the snapshot and the log (with what is being flushed).
     pub fn size_bytes(&self) -> u64 {
         let shared = self.lock();
-        shared.snapshot_bytes + shared.log_bytes
+        shared.snapshot_bytes + shared.older_logs_bytes + shared.log_bytes
     }
 
     fn lock(&self) -> MutexGuard<'_, Shared> {
@@ -860,7 +1075,13 @@ fn lock_directory(dir: &Path) -> Result<File, String> {
     }
 }
 
-/// Reads snapshot and log, changing nothing on disk.
+/// Reads the snapshot and the logs that follow it, changing nothing on disk.
+///
+/// The snapshot of generation `G` is followed by the log of generation `G`, and possibly by
+/// those of `G + 1`, `G + 2`, ...: a compaction switches to a new log before it writes its
+/// snapshot, and a stop or a failure may come in between. Each log continues the sequence
+/// numbers of the one before. A gap in the generations, or a log that does not continue the
+/// one before, is damage.
 fn load<S: Recorded>(dir: &Path) -> Result<Loaded<S>, String> {
     let snapshot_path = dir.join(SNAPSHOT);
     let snapshot_before = stamp_of(&snapshot_path);
@@ -884,7 +1105,8 @@ fn load<S: Recorded>(dir: &Path) -> Result<Loaded<S>, String> {
         }
     };
 
-    let mut saw_newer = false;
+    // Logs newer than the snapshot, by generation, with their sizes.
+    let mut newer = BTreeMap::new();
     let entries = std::fs::read_dir(dir)
         .map_err(|error| format!("{}: cannot list: {error}", dir.display()))?;
     for entry in entries {
@@ -901,61 +1123,134 @@ fn load<S: Recorded>(dir: &Path) -> Result<Loaded<S>, String> {
                 .metadata()
                 .map_err(|error| format!("{}: cannot read: {error}", path.display()))?
                 .len();
-            if size > 0 {
-                let snapshot = if generation == 0 && !snapshot_path.exists() {
-                    format!("{} is missing", snapshot_path.display())
-                } else {
-                    format!("{} is of generation {generation}", snapshot_path.display())
-                };
-                return Err(format!(
-                    "{}: a log of generation {found} but {snapshot}; the journal is inconsistent and was left untouched: restore it from a backup or move it away",
-                    path.display()
-                ));
-            }
-            saw_newer = true;
-            leftovers.push(path);
+            newer.insert(found, (path, size));
         }
     }
 
+    let snapshot_named = || {
+        if generation == 0 && !snapshot_path.exists() {
+            format!("{} is missing", snapshot_path.display())
+        } else {
+            format!("{} is of generation {generation}", snapshot_path.display())
+        }
+    };
     let log_path = dir.join(log_name(generation));
-    let log_file = open_locked_log(&log_path)?;
-    // The log was locked by whoever used it: a compaction between reading the snapshot and
-    // taking that lock would have replaced the snapshot.
+    let Some(first) = open_locked_log(&log_path)? else {
+        // No log of the snapshot's generation: a fresh journal, or damage.
+        if generation > 0 {
+            return Err(format!(
+                "{}: missing, but {} needs it; the journal is inconsistent and was left untouched: restore it from a backup or move it away",
+                log_path.display(),
+                snapshot_path.display()
+            ));
+        }
+        if let Some((found, (path, _))) = newer.iter().find(|(_, (_, size))| *size > 0) {
+            return Err(format!(
+                "{}: a log of generation {found} but {}, and so is {}; the journal is inconsistent and was left untouched: restore it from a backup or move it away",
+                path.display(),
+                snapshot_named(),
+                log_path.display()
+            ));
+        }
+        leftovers.extend(newer.into_values().map(|(path, _)| path));
+        return Ok(Loaded {
+            state,
+            generation,
+            sequence,
+            snapshot_bytes,
+            logs: Vec::new(),
+            leftovers,
+        });
+    };
+    let mut chain = vec![(generation, log_path, first)];
+    while let Some((path, _)) = newer.remove(&(chain.len() as u64 + generation)) {
+        let Some(file) = open_locked_log(&path)? else {
+            break;
+        };
+        chain.push((chain.len() as u64 + generation, path, file));
+    }
+    for (found, (path, size)) in newer {
+        if size > 0 {
+            return Err(format!(
+                "{}: a log of generation {found} but {} and the logs after it stop at generation {}; the journal is inconsistent and was left untouched: restore it from a backup or move it away",
+                path.display(),
+                snapshot_named(),
+                generation + chain.len() as u64 - 1
+            ));
+        }
+        leftovers.push(path);
+    }
+    // The logs were locked by whoever used them: a compaction between reading the snapshot
+    // and taking those locks would have replaced the snapshot.
     if stamp_of(&snapshot_path) != snapshot_before {
         return Err(format!(
             "{}: changed while it was read: another process is using this journal",
             snapshot_path.display()
         ));
     }
-    let log = match &log_file {
-        Some(file) => Some(read_all(file, &log_path)?),
-        None => None,
-    };
-    if log.is_none() && (generation > 0 || saw_newer) {
-        let reason = if generation > 0 {
-            format!("{} needs it", snapshot_path.display())
-        } else {
-            "newer logs exist".to_string()
-        };
-        return Err(format!(
-            "{}: missing, but {reason}; the journal is inconsistent and was left untouched: restore it from a backup or move it away",
-            log_path.display(),
-        ));
+
+    let mut logs = Vec::new();
+    let mut next_sequence = sequence;
+    let mut torn_before: Option<PathBuf> = None;
+    for (generation, path, file) in chain {
+        let bytes = read_all(&file, &path)?;
+        if let Some(torn) = torn_before.as_ref().filter(|_| !bytes.is_empty()) {
+            return Err(corrupt(
+                torn,
+                0,
+                "an incomplete last line in a log that a newer one follows",
+            ));
+        }
+        let replayed = replay(&bytes, next_sequence, &mut state)
+            .map_err(|(line, problem)| corrupt(&path, line, &problem))?;
+        next_sequence += replayed.entries;
+        let torn_bytes = bytes.len() as u64 - replayed.valid_len;
+        if torn_bytes > 0 {
+            torn_before = Some(path);
+        }
+        logs.push(LoadedLog {
+            generation,
+            file,
+            entries: replayed.entries,
+            valid_len: replayed.valid_len,
+            torn_bytes,
+        });
     }
-    let log = log.unwrap_or_default();
-    let replayed = replay(&log, sequence, &mut state)
-        .map_err(|(line, problem)| corrupt(&log_path, line, &problem))?;
     Ok(Loaded {
         state,
         generation,
         sequence,
         snapshot_bytes,
-        log_entries: replayed.entries,
-        log_valid_len: replayed.valid_len,
-        log_torn_bytes: log.len() as u64 - replayed.valid_len,
-        log_file,
+        logs,
         leftovers,
     })
+}
+
+/// Cuts a torn tail off `log` (bytes after its last line end: a write a crash interrupted,
+/// never acknowledged), and leaves the file positioned at its end.
+fn cut_torn_tail(dir: &Path, log: &mut LoadedLog) -> Result<(), String> {
+    let path = dir.join(log_name(log.generation));
+    if log.torn_bytes > 0 {
+        log::warn!(
+            "journal: {}: cut off an incomplete last line ({} bytes) that an interrupted write left",
+            path.display(),
+            log.torn_bytes
+        );
+        log.file
+            .set_len(log.valid_len)
+            .and_then(|()| log.file.sync_all())
+            .map_err(|error| {
+                format!(
+                    "{}: cannot cut off the incomplete last line: {error}",
+                    path.display()
+                )
+            })?;
+        log.torn_bytes = 0;
+    }
+    log.file
+        .seek(SeekFrom::Start(log.valid_len))
+        .map(drop)
+        .map_err(|error| format!("{}: cannot seek: {error}", path.display()))
 }
 
 fn corrupt(path: &Path, line: usize, problem: &str) -> String {
@@ -1217,8 +1512,8 @@ mod tests {
     use super::*;
     // The tests' tenant is the echo service's state, the journal's one user: the changes and
     // the state that replay must give back are the real ones. (Only the tests look this way.)
-    use crate::echo::journal_store::test_changes::{bind, provision};
-    use crate::echo::journal_store::{Change, EchoState};
+    use crate::echo::journal_state::test_changes::{bind, provision};
+    use crate::echo::journal_state::{Change, EchoState};
 
     type Journal = super::Journal<EchoState>;
     use std::collections::BTreeMap;
@@ -1368,8 +1663,9 @@ mod tests {
         let live = run(&dir, 1_000_000, changes("i", 20));
         let (journal, replayed) = open(&dir, 1_000_000);
         assert_eq!(as_json(&replayed), as_json(&live));
-        assert_eq!(replayed.instances["i-1"].message_count, 2);
-        assert!(!replayed.instances.contains_key("i-3"));
+        let messages = replayed.instances.get("i-1").map(|i| i.message_count());
+        assert_eq!(messages, Some(2));
+        assert!(replayed.instances.get("i-3").is_none());
 
         // It carries on where it stopped, and the second run is replayed after the first.
         let state = Mutex::new(replayed);
@@ -1596,7 +1892,8 @@ mod tests {
         let (journal, replayed) = open(&dir, 7);
         assert_eq!(as_json(&replayed), as_json(&live));
         // Messages count up: a change replayed twice would show.
-        assert_eq!(replayed.instances["i-1"].message_count, 2);
+        let messages = replayed.instances.get("i-1").map(|i| i.message_count());
+        assert_eq!(messages, Some(2));
         assert!(journal.lock().appended == count);
     }
 
@@ -1696,6 +1993,70 @@ mod tests {
                 as_json(&state.into_inner().expect("state"))
             );
         }
+    }
+
+    #[test]
+    fn changes_made_while_a_snapshot_is_written_survive_a_stop_before_it_is_installed() {
+        let dir = TestDir::new("switched");
+        run(&dir, 1_000_000, changes("a", 3));
+        let (journal, state) = open(&dir, 1_000_000);
+        let state = Mutex::new(state);
+        // A compaction switches logs, then the state goes on changing while its snapshot
+        // would be written: and the process stops before it is installed.
+        assert!(journal.lock().older_logs.is_empty());
+        {
+            let guard = state.lock().expect("state");
+            journal.lock().compacting = true;
+            let next = journal.prepare_compaction().expect("the next log");
+            journal.switch_log(next).expect("switched");
+            drop(guard);
+        }
+        for change in changes("b", 2) {
+            commit(&journal, &state, change);
+        }
+        let expected = as_json(&state.lock().expect("state"));
+        drop(journal);
+        let files = dir.files();
+        assert!(files.contains_key(&log_name(0)) && files.contains_key(&log_name(1)));
+        assert!(!files[&log_name(1)].is_empty());
+
+        // Both logs are replayed, in order, and the compaction finished at the start.
+        let (journal, replayed) = open(&dir, 1_000_000);
+        assert_eq!(as_json(&replayed), expected);
+        let names: Vec<String> = dir.files().into_keys().collect();
+        assert_eq!(names.len(), 3, "one snapshot and one log again: {names:?}");
+        let state = Mutex::new(replayed);
+        commit(&journal, &state, provision("later"));
+        drop(journal);
+        let (_, reopened) = open(&dir, 1_000_000);
+        assert_eq!(
+            as_json(&reopened),
+            as_json(&state.into_inner().expect("state"))
+        );
+
+        // A torn last line in the older log (a stop during the switch's last flush) is
+        // forgiven while the newer log is empty, and is damage once it is not.
+        let dir = TestDir::new("switched-torn");
+        let expected = as_json(&run(&dir, 1_000_000, changes("a", 2)));
+        let mut files = dir.files();
+        let mut torn = files[&log_name(0)].clone();
+        torn.extend_from_slice(b"0badc0de 99 {\"change\":");
+        files.insert(log_name(0), torn);
+        files.insert(log_name(1), Vec::new());
+        dir.replace_files(&files);
+        let (journal, replayed) = open(&dir, 1_000_000);
+        assert_eq!(as_json(&replayed), expected);
+        drop(journal);
+        files.insert(log_name(1), b"00000000 1 {}\n".to_vec());
+        dir.replace_files(&files);
+        let problem = Journal::open_with(&dir.0, limits(1_000_000))
+            .err()
+            .expect("refused");
+        assert!(problem.contains("a newer one follows"), "{problem}");
+        let mut left = dir.files();
+        left.remove(LOCK);
+        files.remove(LOCK);
+        assert_eq!(left, files, "left as it was");
     }
 
     #[test]

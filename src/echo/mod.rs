@@ -5,7 +5,7 @@
 //! - [`api`]: the management API's bodies, the one part the broker's client shares.
 //! - [`store`]: what the service asks of where its state lives, and two answers side by
 //!   side: [`journal_store`] (memory and a journal on a local disk, over the generic
-//!   [`journal`]) and [`postgres`] (a PostgreSQL database shared by any number of
+//!   [`journal`], holding a [`journal_state`]) and [`postgres`] (a PostgreSQL database shared by any number of
 //!   instances).
 //! - [`dashboard`]: the per-instance HTML page, rendered from a plain view.
 //!
@@ -15,6 +15,7 @@
 pub mod api;
 pub mod dashboard;
 pub mod journal;
+pub mod journal_state;
 pub mod journal_store;
 pub mod postgres;
 pub mod service;

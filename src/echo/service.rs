@@ -640,6 +640,12 @@ impl Handler for EchoService {
         EchoService::handle(self, request)
     }
 
+    /// A request is one call to the store: on PostgreSQL bounded by its deadline, on the
+    /// journal by an fsync (milliseconds).
+    fn longest_handling(&self) -> std::time::Duration {
+        super::postgres::CALL_TIMEOUT
+    }
+
     /// The platform's request identity, which the broker forwards on its management calls,
     /// so one platform request can be followed through the broker's log and this one.
     fn observe(&self, answered: &Answered) {

@@ -196,24 +196,23 @@ pub fn refuse_other_ids(
     claimed: &ClaimedIds,
 ) -> Option<String> {
     let attributes = attributes?;
-    if let Some(service_id) = claimed
-        .service_id
-        .as_deref()
-        .filter(|id| *id != attributes.service_id)
-    {
+    refuse_other_service_or_plan(&attributes.service_id, &attributes.plan_id, claimed)
+}
+
+/// [`refuse_other_ids`] for an instance of `service_id` and `plan_id`.
+pub fn refuse_other_service_or_plan(
+    service_id: &str,
+    plan_id: &str,
+    claimed: &ClaimedIds,
+) -> Option<String> {
+    if let Some(claimed_service_id) = claimed.service_id.as_deref().filter(|id| *id != service_id) {
         return Some(format!(
-            "service_id '{service_id}' is not the instance's service ('{}')",
-            attributes.service_id
+            "service_id '{claimed_service_id}' is not the instance's service ('{service_id}')"
         ));
     }
-    if let Some(plan_id) = claimed
-        .plan_id
-        .as_deref()
-        .filter(|id| *id != attributes.plan_id)
-    {
+    if let Some(claimed_plan_id) = claimed.plan_id.as_deref().filter(|id| *id != plan_id) {
         return Some(format!(
-            "plan_id '{plan_id}' is not the instance's plan ('{}')",
-            attributes.plan_id
+            "plan_id '{claimed_plan_id}' is not the instance's plan ('{plan_id}')"
         ));
     }
     None

@@ -54,6 +54,25 @@ impl Refusal {
         )
     }
 
+    /// For a request read by a stopping server that could not answer it in time: it was not
+    /// carried out.
+    pub fn stopping() -> Refusal {
+        Refusal::new(
+            503,
+            "Unavailable",
+            "the server is stopping and could not have answered this request in time; it was not carried out: send it again",
+        )
+    }
+
+    /// Written by a stopping server in the place of a handler that could not finish in time.
+    pub fn unfinished_at_stop() -> Refusal {
+        Refusal::new(
+            503,
+            "Unavailable",
+            "the server is stopping and this request could not be finished in time; it may or may not have been carried out: send it again",
+        )
+    }
+
     /// For a request still arriving when its connection must end: its slot went to a
     /// newcomer, or the server is stopping.
     pub fn cut_short() -> Refusal {

@@ -44,6 +44,12 @@ pub struct Head {
 
 /// Parses the head in `bytes` (which end with its blank line).
 pub fn parse(bytes: &[u8]) -> Result<Head, Refusal> {
+    // httparse refuses these too, but its words ("invalid header value") do not say why.
+    if has_bare_cr(bytes) {
+        return Err(Refusal::bad_request(
+            "a bare CR in the request head: every line must end in CRLF",
+        ));
+    }
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut parsed = httparse::Request::new(&mut headers);
     match parsed.parse(bytes) {
@@ -114,6 +120,15 @@ pub fn parse(bytes: &[u8]) -> Result<Head, Refusal> {
         wants_close,
         expects_continue,
     })
+}
+
+/// Whether `bytes` hold a CR that does not begin a CRLF (RFC 9112 §2.2: refused, since a
+/// front proxy that took it for a line end would read the head differently).
+fn has_bare_cr(bytes: &[u8]) -> bool {
+    bytes
+        .iter()
+        .enumerate()
+        .any(|(index, byte)| *byte == b'\r' && bytes.get(index + 1) != Some(&b'\n'))
 }
 
 /// RFC 9112 §6.1-6.3, strictly: Content-Length and Transfer-Encoding together, two
@@ -210,6 +225,22 @@ mod tests {
             status_of("PUT /x HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n"),
             400
         );
+    }
+
+    #[test]
+    fn a_bare_cr_anywhere_in_a_head_is_named() {
+        for head in [
+            "GET / HTTP/1.1\r\nHost: h\r\nX: a\rb\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: h\r\nX\r: a\r\n\r\n",
+            "GET /\r HTTP/1.1\r\nHost: h\r\n\r\n",
+            "GET / HTTP/1.1\rHost: h\r\n\r\n",
+        ] {
+            let refusal = parse(head.as_bytes()).expect_err(head);
+            let text = String::from_utf8_lossy(&refusal.response.body).into_owned();
+            assert_eq!(refusal.response.status, 400, "{head:?}");
+            assert!(text.contains("a bare CR"), "{head:?}: {text}");
+        }
+        assert_eq!(status_of("GET / HTTP/1.1\nHost: h\n\n"), 200);
     }
 
     #[test]

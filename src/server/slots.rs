@@ -4,9 +4,10 @@
 //!
 //! Each connection's thread says what it is doing ([`Phase`]) and since when; the accept
 //! loop reads that when every slot is taken. A displaced connection is told through its
-//! slot's flag, which its thread checks between short reads (a thread blocked in `read`
-//! cannot be woken portably from outside), so it is gone within one poll interval while
-//! the newcomer is already being served.
+//! slot's flag, which its thread checks between short reads and between the chunks of a
+//! write (a thread blocked in `read` cannot be woken portably from outside), so it is gone
+//! within its grace while the newcomer is already being served; and a server at its thread
+//! bound can end one at once (`threads.rs`).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -32,6 +33,9 @@ pub enum Phase {
     Writing = 4,
     /// Being handled: never displaced.
     Busy = 5,
+    /// Answered by its stopping server, because its handler could not finish in time: the
+    /// handler's own answer, if it comes, is dropped. Never displaced.
+    AnsweredByStop = 6,
 }
 
 impl Phase {
@@ -42,7 +46,8 @@ impl Phase {
             2 => Phase::ReadingHead,
             3 => Phase::ReadingBody,
             4 => Phase::Writing,
-            _ => Phase::Busy,
+            5 => Phase::Busy,
+            _ => Phase::AnsweredByStop,
         }
     }
 }
@@ -55,31 +60,89 @@ pub struct Slot {
     /// When a newcomer took this connection's place (milliseconds since `epoch`), or
     /// `u64::MAX` while it has not.
     displaced_at_ms: AtomicU64,
+    /// Ended from outside (a server at its thread bound, or stopping): every wait gives up.
+    cut_off: AtomicBool,
     epoch: Instant,
 }
 
 impl Slot {
+    /// Says what the connection does now. A connection its stopping server has answered for
+    /// stays so.
     pub fn enter(&self, phase: Phase) {
         self.since_ms
             .store(millis_since(self.epoch), Ordering::Relaxed);
-        self.phase.store(phase as u8, Ordering::Relaxed);
+        let _ = self
+            .phase
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |current| {
+                (current != Phase::AnsweredByStop as u8).then_some(phase as u8)
+            });
+    }
+
+    /// Enters [`Phase::Writing`] to write the handler's answer; `false` if the stopping
+    /// server has answered for it already.
+    pub fn enter_writing(&self) -> bool {
+        self.enter(Phase::Writing);
+        self.phase() == Phase::Writing
+    }
+
+    /// For a stopping server whose answers are due: claims a connection whose request is
+    /// still being handled, to answer it in the handler's place; whether it was one.
+    pub fn answer_for_the_handler(&self) -> bool {
+        self.phase
+            .compare_exchange(
+                Phase::Busy as u8,
+                Phase::AnsweredByStop as u8,
+                Ordering::SeqCst,
+                Ordering::SeqCst,
+            )
+            .is_ok()
     }
 
     pub fn phase(&self) -> Phase {
-        Phase::from_u8(self.phase.load(Ordering::Relaxed))
+        Phase::from_u8(self.phase.load(Ordering::SeqCst))
     }
 
-    /// Whether a newcomer has taken this connection's place: it must close.
+    /// Whether a newcomer has taken this connection's place (or it was ended): it must close.
     pub fn displaced(&self) -> bool {
-        self.displaced_at_ms.load(Ordering::Relaxed) != u64::MAX
+        self.displaced_at_ms.load(Ordering::Relaxed) != u64::MAX || self.is_cut_off()
+    }
+
+    /// When it was displaced (milliseconds since the slots' epoch), `u64::MAX` if it was not.
+    pub fn displaced_at_ms(&self) -> u64 {
+        self.displaced_at_ms.load(Ordering::Relaxed)
     }
 
     /// Whether it was displaced at least `grace` ago: an idle connection waits that long
     /// before it closes, so that a request its client sent at that moment (it could not
     /// know) is still served rather than met by a reset.
     pub fn displaced_for(&self, grace: Duration) -> bool {
+        self.displaced_beyond(grace, 0)
+    }
+
+    /// Whether it was displaced, and `grace` has passed since then or since `since_ms`
+    /// ([`Slot::now_ms`]), whichever is later: a step begun after the displacement (an
+    /// answer to a request that arrived just then) still gets its grace.
+    pub fn displaced_beyond(&self, grace: Duration, since_ms: u64) -> bool {
+        if self.is_cut_off() {
+            return true;
+        }
         let at = self.displaced_at_ms.load(Ordering::Relaxed);
-        at != u64::MAX && millis_since(self.epoch).saturating_sub(at) >= grace.as_millis() as u64
+        at != u64::MAX
+            && millis_since(self.epoch).saturating_sub(at.max(since_ms)) >= grace.as_millis() as u64
+    }
+
+    /// Now, on the clock of [`Slot::displaced_beyond`].
+    pub fn now_ms(&self) -> u64 {
+        millis_since(self.epoch)
+    }
+
+    /// Ends the connection from outside: it closes at its next look, whatever it was doing.
+    pub fn cut_off(&self) {
+        self.cut_off.store(true, Ordering::SeqCst);
+    }
+
+    pub fn is_cut_off(&self) -> bool {
+        self.cut_off.load(Ordering::SeqCst)
     }
 
     /// How a full server ranks this connection: lowest first out, `None` for never.
@@ -87,7 +150,7 @@ impl Slot {
         let phase = self.phase();
         let since = self.since_ms.load(Ordering::Relaxed);
         match phase {
-            Phase::Busy => None,
+            Phase::Busy | Phase::AnsweredByStop => None,
             // Among idle and closing connections the oldest goes first; among those reading,
             // the one that has been at it longest.
             _ => Some((phase, since)),
@@ -112,6 +175,13 @@ pub struct Slots {
 pub struct SlotGuard {
     slots: Arc<Slots>,
     slot: Arc<Slot>,
+}
+
+impl SlotGuard {
+    /// The slot itself, for its server to reach the connection from outside.
+    pub fn shared(&self) -> Arc<Slot> {
+        Arc::clone(&self.slot)
+    }
 }
 
 impl std::ops::Deref for SlotGuard {
@@ -159,6 +229,7 @@ impl Slots {
                     phase: AtomicU8::new(Phase::Idle as u8),
                     since_ms: AtomicU64::new(millis_since(self.epoch)),
                     displaced_at_ms: AtomicU64::new(u64::MAX),
+                    cut_off: AtomicBool::new(false),
                     epoch: self.epoch,
                 });
                 taken.push(Arc::clone(&slot));

@@ -38,12 +38,15 @@ fn test_server() -> Server {
         name: "test",
         slots: Slots::new(4),
         max_connections: 4,
+        longest_handling: Duration::from_secs(1),
         stopping: AtomicBool::new(false),
         stop_deadline_ms: AtomicU64::new(u64::MAX),
+        answers_due_ms: AtomicU64::new(u64::MAX),
+        reading_until_ms: AtomicU64::new(u64::MAX),
         stop_started_ms: AtomicU64::new(u64::MAX),
         epoch: Instant::now(),
         listening: AtomicBool::new(false),
-        connections: AtomicUsize::new(0),
+        threads: Threads::start("test", 8).expect("a reaper thread"),
         wake_address: SocketAddr::from(([127, 0, 0, 1], 9)),
     }
 }
@@ -230,6 +233,73 @@ proptest! {
             let text = String::from_utf8_lossy(&bytes);
             let heads = text.matches("\n\r\n").count() + text.matches("\n\n").count();
             prop_assert!(statuses(&written).len() <= heads + 1, "{}", written);
+        }
+    }
+}
+
+/// A chunked request with an extension on each size line and two trailers, with the
+/// regions where a bare CR may be put: (start, end) of its header lines, size lines,
+/// extensions and trailer lines.
+fn chunked_with_regions(body: &str) -> (String, Vec<(usize, usize)>) {
+    let head = "PUT /chunked HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n";
+    let size_line = format!("{:x}", body.len());
+    let extension = ";name=value;q=\"a b\"";
+    let mut request = String::from(head);
+    let mut regions = vec![(0, head.len() - 4)];
+    regions.push((request.len(), request.len() + size_line.len()));
+    request.push_str(&size_line);
+    regions.push((request.len(), request.len() + extension.len()));
+    request.push_str(extension);
+    request.push_str(&format!("\r\n{body}\r\n0\r\n"));
+    let trailers = "Trailer-A: 1\r\nTrailer-B: two words";
+    regions.push((request.len(), request.len() + trailers.len()));
+    request.push_str(trailers);
+    request.push_str("\r\n\r\n");
+    (request, regions)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    /// A bare CR anywhere in a request's head, its chunk-size lines, extensions or
+    /// trailers: one 400 that says so, the connection closed, nothing handled (neither the
+    /// request nor what follows it), however the bytes are split into reads.
+    #[test]
+    fn a_bare_cr_is_refused_wherever_it_is_and_however_it_arrives(
+        body in "[a-z]{1,40}",
+        region in 0usize..4,
+        at in any::<prop::sample::Index>(),
+        step in 1usize..100,
+    ) {
+        let (request, regions) = chunked_with_regions(&body);
+        let (start, end) = regions[region];
+        let mut bytes = request.into_bytes();
+        bytes.insert(start + at.index(end - start + 1), b'\r');
+        bytes.extend_from_slice(SMUGGLED.as_bytes());
+        let (written, paths) = converse(&bytes, step);
+        prop_assert_eq!(statuses(&written), vec![400], "{}", written);
+        prop_assert!(written.contains("bare CR") || written.contains("not ended by CRLF") || written.contains("not followed by CRLF"), "{}", written);
+        prop_assert!(written.contains("Connection: close\r\n"));
+        prop_assert!(paths.is_empty(), "{:?}", paths);
+    }
+
+    /// A head is measured whole however it is split into reads: over 16 KiB it is a 431
+    /// and nothing after it is read; up to 16 KiB it is answered and so is the next request.
+    #[test]
+    fn a_head_is_measured_whole_however_it_is_split(
+        size in (head::MAX_HEAD_BYTES - 100)..(head::MAX_HEAD_BYTES + 8_000),
+        step in prop_oneof![1usize..64, 4000usize..30_000],
+    ) {
+        let start = "GET /large HTTP/1.1\r\nHost: h\r\nX: ";
+        let filler = "a".repeat(size - start.len() - 4);
+        let input = format!("{start}{filler}\r\n\r\nGET /next HTTP/1.1\r\nHost: h\r\n\r\n");
+        let (written, paths) = converse(input.as_bytes(), step);
+        if size > head::MAX_HEAD_BYTES {
+            prop_assert_eq!(statuses(&written), vec![431], "{}", written);
+            prop_assert!(paths.is_empty(), "{:?}", paths);
+        } else {
+            prop_assert_eq!(statuses(&written), vec![200, 200], "{}", written);
+            prop_assert_eq!(paths, vec!["/large".to_string(), "/next".to_string()]);
         }
     }
 }

@@ -1,16 +1,19 @@
 //! The bytes of one connection: a read buffer that keeps what a client sent ahead
 //! (pipelined requests), reads bounded by deadlines over the whole of a head or a body
-//! rather than per read, the chunked body decoding of RFC 9112 §7.1, bounded writes, and the
-//! lingering close.
+//! rather than per read, the chunked body decoding of RFC 9112 §7.1, writes in bounded
+//! chunks, and the lingering close.
 //!
-//! Reads wait at most [`POLL`] at a time; between them the connection's deadline and its
-//! interruptions (displaced by a newcomer, the server stopping) are checked. This is how a
-//! thread blocked on a socket is reached on every platform: another thread cannot portably
-//! wake it (on Windows, `shutdown` from elsewhere does not).
+//! Reads wait at most [`POLL`] at a time, writes at most [`WRITE_POLL`] for room; between
+//! them the connection's deadline and its interruptions (displaced by a newcomer, the server
+//! stopping) are checked. This is how a thread blocked on a socket is reached on every
+//! platform: another thread cannot portably wake it (on Windows, `shutdown` from elsewhere
+//! does not). A writer whose client does not read lets go as soon as a reader does.
 
+use super::chunked;
 use super::head::MAX_HEAD_BYTES;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, TcpStream};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// The longest one read waits before the connection's deadline and flags are looked at
@@ -18,6 +21,15 @@ use std::time::{Duration, Instant};
 /// displaced it does not wait for that), at a cost of a wake-up per idle connection per
 /// interval.
 pub const POLL: Duration = Duration::from_millis(500);
+
+/// The longest one write waits for the client to make room before the connection's
+/// deadline and flags are looked at again: how quickly a displaced or stopping writer whose
+/// client does not read lets go.
+pub const WRITE_POLL: Duration = Duration::from_millis(200);
+
+/// The most bytes handed to one write: an answer goes out in chunks, each bounded in size
+/// and in time.
+const WRITE_CHUNK: usize = 64 * 1024;
 
 /// The longest chunk-size line (with its extensions) and trailer section accepted.
 const MAX_CHUNK_LINE: usize = 4096;
@@ -32,27 +44,69 @@ const MAX_CHUNK_FRAMING: usize = 64 * 1024;
 const READ_SIZE: usize = 8 * 1024;
 
 /// A connection's byte stream: a TCP socket, or bytes in memory in tests.
-pub trait Transport: Read + Write {
+pub trait Transport: Read {
     /// Bounds each read to [`POLL`] (nothing to do for bytes in memory).
     fn poll_reads(&mut self) -> std::io::Result<()>;
-    /// Bounds the next writes to `timeout`.
-    fn bound_writes(&mut self, timeout: Duration) -> std::io::Result<()>;
+    /// Writes some of `bytes`, waiting at most `wait` for the client to make room; an error
+    /// of kind `WouldBlock` or `TimedOut` when none could be written in that time (and the
+    /// write can be tried again).
+    fn write_some(&mut self, bytes: &[u8], wait: Duration) -> std::io::Result<usize>;
     /// Sends FIN: the client sees the end of the answers while it may still send.
     fn shutdown_write(&mut self);
 }
 
-impl Transport for TcpStream {
+/// A connection's TCP socket, shared with its server so that the server can end the
+/// connection from outside (see `threads`).
+pub struct Socket {
+    stream: Arc<TcpStream>,
+    /// The write timeout the socket has now (Unix), so that it is set only when it changes.
+    #[cfg(not(windows))]
+    write_wait: Duration,
+}
+
+impl Socket {
+    pub fn new(stream: Arc<TcpStream>) -> Socket {
+        Socket {
+            stream,
+            #[cfg(not(windows))]
+            write_wait: Duration::ZERO,
+        }
+    }
+}
+
+impl Read for Socket {
+    fn read(&mut self, buffer: &mut [u8]) -> std::io::Result<usize> {
+        (&*self.stream).read(buffer)
+    }
+}
+
+impl Transport for Socket {
     fn poll_reads(&mut self) -> std::io::Result<()> {
-        self.set_read_timeout(Some(POLL))
+        self.stream.set_read_timeout(Some(POLL))
     }
 
-    fn bound_writes(&mut self, timeout: Duration) -> std::io::Result<()> {
+    /// A blocking write under the socket's write timeout: one that times out has written
+    /// nothing, or returns what it wrote, and may be tried again.
+    #[cfg(not(windows))]
+    fn write_some(&mut self, bytes: &[u8], wait: Duration) -> std::io::Result<usize> {
         // Zero would mean "no timeout" to the socket.
-        self.set_write_timeout(Some(timeout.max(Duration::from_millis(1))))
+        let wait = wait.clamp(Duration::from_millis(1), WRITE_POLL);
+        if wait != self.write_wait {
+            self.stream.set_write_timeout(Some(wait))?;
+            self.write_wait = wait;
+        }
+        (&*self.stream).write(bytes)
+    }
+
+    /// On Windows a socket whose send timed out is in an undefined state (SO_SNDTIMEO), so
+    /// the wait is made of non-blocking tries instead.
+    #[cfg(windows)]
+    fn write_some(&mut self, bytes: &[u8], wait: Duration) -> std::io::Result<usize> {
+        write_in_nonblocking_tries(&self.stream, bytes, wait)
     }
 
     fn shutdown_write(&mut self) {
-        let _ = self.shutdown(Shutdown::Write);
+        let _ = self.stream.shutdown(Shutdown::Write);
     }
 }
 
@@ -173,13 +227,11 @@ impl<T: Transport> Wire<T> {
     ) -> Result<(), Interrupted> {
         let mut first = true;
         loop {
-            let empty_lines = self
-                .unread()
-                .iter()
-                .take_while(|byte| matches!(byte, b'\r' | b'\n'))
-                .count();
+            let empty_lines = empty_lines(self.unread());
             self.consume(empty_lines);
-            if self.has_unread() {
+            // A lone CR may begin an empty line whose LF is still on its way; a CR followed
+            // by anything else is the start of a request (which its bare CR then fails).
+            if self.has_unread() && self.unread() != b"\r" {
                 return Ok(());
             }
             self.compact();
@@ -205,6 +257,10 @@ impl<T: Transport> Wire<T> {
         loop {
             let unread = self.unread();
             if let Some(end) = head_end(unread, scanned) {
+                // However it arrived (in one read or many), a head is measured whole.
+                if end > MAX_HEAD_BYTES {
+                    return Err(HeadFailure::TooLarge);
+                }
                 let head = unread[..end].to_vec();
                 self.consume(end);
                 return Ok(head);
@@ -272,7 +328,8 @@ impl<T: Transport> Wire<T> {
     }
 
     /// RFC 9112 §7.1: chunks of `size[;extensions] CRLF data CRLF`, a last chunk of size 0,
-    /// then trailer lines (read and dropped) and an empty line. Every line must end in CRLF.
+    /// then trailer lines (read, checked and dropped) and an empty line. Every line must end
+    /// in CRLF, and a bare CR anywhere in these lines is refused ([`chunked`]).
     fn read_chunked(
         &mut self,
         limit: usize,
@@ -283,12 +340,12 @@ impl<T: Transport> Wire<T> {
         let mut total = 0usize;
         let mut framing = 0usize;
         loop {
-            let line = self.read_line(MAX_CHUNK_LINE, deadline, stop_waiting)?;
+            let line = self.read_line(Line::ChunkSize, MAX_CHUNK_LINE, deadline, stop_waiting)?;
             framing += line.len() + 4;
             if framing > MAX_CHUNK_FRAMING {
                 return Err(BodyFailure::TooLarge);
             }
-            let size = chunk_size(&line).ok_or(BodyFailure::Malformed("a malformed chunk size"))?;
+            let size = chunked::chunk_size(&line).map_err(BodyFailure::Malformed)?;
             if size == 0 {
                 break;
             }
@@ -297,17 +354,21 @@ impl<T: Transport> Wire<T> {
                 .filter(|total| *total <= limit)
                 .ok_or(BodyFailure::TooLarge)?;
             self.read_exact(size, into.as_deref_mut(), deadline, stop_waiting)?;
-            if !self.read_line(0, deadline, stop_waiting)?.is_empty() {
-                return Err(BodyFailure::Malformed("a chunk longer than its size"));
+            if !self
+                .read_line(Line::ChunkEnd, 0, deadline, stop_waiting)?
+                .is_empty()
+            {
+                return Err(BodyFailure::Malformed(Line::ChunkEnd.not_crlf()));
             }
         }
         let mut trailers = 0;
         loop {
             let room = MAX_TRAILERS.saturating_sub(trailers);
-            let line = self.read_line(room, deadline, stop_waiting)?;
+            let line = self.read_line(Line::Trailer, room, deadline, stop_waiting)?;
             if line.is_empty() {
                 return Ok(());
             }
+            chunked::trailer_line(&line).map_err(BodyFailure::Malformed)?;
             trailers += line.len() + 2;
         }
     }
@@ -315,6 +376,7 @@ impl<T: Transport> Wire<T> {
     /// One line ending in CRLF, without it, at most `max` bytes before the CRLF.
     fn read_line(
         &mut self,
+        kind: Line,
         max: usize,
         deadline: Instant,
         stop_waiting: &dyn Fn() -> bool,
@@ -324,15 +386,18 @@ impl<T: Transport> Wire<T> {
             let unread = self.unread();
             if let Some(newline) = unread[scanned..].iter().position(|byte| *byte == b'\n') {
                 let end = scanned + newline;
-                if end == 0 || unread[end - 1] != b'\r' || end - 1 > max {
-                    return Err(BodyFailure::Malformed("a chunk line not ended by CRLF"));
+                if end == 0 || unread[end - 1] != b'\r' {
+                    return Err(BodyFailure::Malformed(kind.not_crlf()));
+                }
+                if end - 1 > max {
+                    return Err(BodyFailure::Malformed(kind.too_long()));
                 }
                 let line = unread[..end - 1].to_vec();
                 self.consume(end + 1);
                 return Ok(line);
             }
             if unread.len() > max + 1 {
-                return Err(BodyFailure::Malformed("a chunk line too long"));
+                return Err(BodyFailure::Malformed(kind.too_long()));
             }
             scanned = unread.len();
             self.compact();
@@ -340,25 +405,37 @@ impl<T: Transport> Wire<T> {
         }
     }
 
-    /// Writes all of `bytes` by `deadline`: a client that does not read its answers cannot
-    /// hold the connection longer. A write that times out is not retried: on Windows a
-    /// socket whose send timed out is in an undefined state.
-    pub fn write_all(&mut self, bytes: &[u8], deadline: Instant) -> std::io::Result<()> {
+    /// Writes all of `bytes`, in chunks each bounded in size and in how long it waits for
+    /// the client: by `deadline`, unless `stop_waiting` says otherwise between chunks (the
+    /// connection was displaced, the server must be done). A client that does not read
+    /// cannot hold the connection longer. The first chunk is always tried: an answer that
+    /// the client's buffers can take goes out however late it is.
+    pub fn write_all(
+        &mut self,
+        bytes: &[u8],
+        deadline: Instant,
+        stop_waiting: &dyn Fn() -> bool,
+    ) -> Result<(), Interrupted> {
         let mut written = 0;
-        while written < bytes.len() {
+        loop {
             let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Err(ErrorKind::TimedOut.into());
-            }
-            self.transport.bound_writes(left)?;
-            match self.transport.write(&bytes[written..]) {
-                Ok(0) => return Err(ErrorKind::WriteZero.into()),
+            let chunk = &bytes[written..bytes.len().min(written + WRITE_CHUNK)];
+            match self.transport.write_some(chunk, left.min(WRITE_POLL)) {
+                Ok(0) if !chunk.is_empty() => return Err(Interrupted::Closed),
                 Ok(count) => written += count,
-                Err(error) if error.kind() == ErrorKind::Interrupted => {}
-                Err(error) => return Err(error),
+                Err(error) if waits(&error) => {}
+                Err(_) => return Err(Interrupted::Closed),
+            }
+            if written == bytes.len() {
+                return Ok(());
+            }
+            if stop_waiting() {
+                return Err(Interrupted::Called);
+            }
+            if Instant::now() >= deadline {
+                return Err(Interrupted::TimedOut);
             }
         }
-        self.transport.flush()
     }
 
     /// The lingering close: says FIN, then reads and drops what the client is still
@@ -380,6 +457,34 @@ impl<T: Transport> Wire<T> {
     }
 }
 
+/// Writes some of `bytes` to `stream` in non-blocking tries a few milliseconds apart, for at
+/// most `wait`; `WouldBlock` if none could be written. The stream is left blocking.
+#[cfg(any(windows, test))]
+fn write_in_nonblocking_tries(
+    stream: &TcpStream,
+    bytes: &[u8],
+    wait: Duration,
+) -> std::io::Result<usize> {
+    let started = Instant::now();
+    let mut pause = Duration::from_millis(1);
+    stream.set_nonblocking(true)?;
+    let written = loop {
+        match (&*stream).write(bytes) {
+            Err(error) if error.kind() == ErrorKind::WouldBlock => {
+                let left = wait.saturating_sub(started.elapsed());
+                if left.is_zero() {
+                    break Err(error);
+                }
+                std::thread::sleep(pause.min(left));
+                pause = (pause * 2).min(Duration::from_millis(20));
+            }
+            other => break other,
+        }
+    };
+    stream.set_nonblocking(false)?;
+    written
+}
+
 /// Whether a read error only means "nothing yet": the step's timeout (Unix says
 /// `WouldBlock`, Windows `TimedOut`) or a signal.
 fn waits(error: &std::io::Error) -> bool {
@@ -387,6 +492,18 @@ fn waits(error: &std::io::Error) -> bool {
         error.kind(),
         ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted
     )
+}
+
+/// How many bytes of empty lines (CRLF, or a bare LF) `bytes` start with.
+fn empty_lines(bytes: &[u8]) -> usize {
+    let mut count = 0;
+    loop {
+        match &bytes[count..] {
+            [b'\r', b'\n', ..] => count += 2,
+            [b'\n', ..] => count += 1,
+            _ => return count,
+        }
+    }
 }
 
 /// Where the head in `bytes` ends (just past its blank line), looking from `from`: the first
@@ -405,21 +522,33 @@ fn head_end(bytes: &[u8], from: usize) -> Option<usize> {
     None
 }
 
-/// The size of a chunk-size line: 1 to 8 hex digits (no chunk here is near 4 GiB), then
-/// nothing or `;` and extensions, which are ignored.
-fn chunk_size(line: &[u8]) -> Option<usize> {
-    let digits = line
-        .iter()
-        .take_while(|byte| byte.is_ascii_hexdigit())
-        .count();
-    let rest = &line[digits..];
-    let before_extensions = rest.iter().take_while(|byte| matches!(byte, b' ' | b'\t'));
-    let extension_ok = rest.is_empty() || rest.get(before_extensions.count()) == Some(&b';');
-    if digits == 0 || digits > 8 || !extension_ok {
-        return None;
+/// The lines of a chunked body, for what a refusal says.
+#[derive(Debug, Clone, Copy)]
+enum Line {
+    ChunkSize,
+    /// The CRLF after a chunk's data.
+    ChunkEnd,
+    Trailer,
+}
+
+impl Line {
+    fn not_crlf(self) -> &'static str {
+        match self {
+            Line::ChunkSize => "a chunk-size line not ended by CRLF",
+            Line::ChunkEnd => {
+                "chunk data not followed by CRLF (a chunk longer than its size, or a bare CR or LF)"
+            }
+            Line::Trailer => "a trailer line not ended by CRLF",
+        }
     }
-    let digits = std::str::from_utf8(&line[..digits]).ok()?;
-    usize::from_str_radix(digits, 16).ok()
+
+    fn too_long(self) -> &'static str {
+        match self {
+            Line::ChunkSize => "a chunk-size line longer than 4096 bytes",
+            Line::ChunkEnd => Line::ChunkEnd.not_crlf(),
+            Line::Trailer => "trailers longer than 16384 bytes",
+        }
+    }
 }
 
 #[cfg(test)]
@@ -434,6 +563,8 @@ pub mod tests {
         pub position: usize,
         pub step: usize,
         pub written: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+        /// How much the client reads of what is written, at most.
+        pub room: usize,
     }
 
     impl InMemory {
@@ -443,6 +574,7 @@ pub mod tests {
                 position: 0,
                 step: step.max(1),
                 written: Default::default(),
+                room: usize::MAX,
             }
         }
     }
@@ -457,26 +589,27 @@ pub mod tests {
         }
     }
 
-    impl Write for InMemory {
-        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-            self.written
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner())
-                .extend_from_slice(bytes);
-            Ok(bytes.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-
     impl Transport for InMemory {
         fn poll_reads(&mut self) -> std::io::Result<()> {
             Ok(())
         }
-        fn bound_writes(&mut self, _timeout: Duration) -> std::io::Result<()> {
-            Ok(())
+
+        /// Takes everything, up to `room` bytes in all; then nothing, as a client that
+        /// stopped reading.
+        fn write_some(&mut self, bytes: &[u8], wait: Duration) -> std::io::Result<usize> {
+            let mut written = self
+                .written
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            let room = self.room.saturating_sub(written.len()).min(bytes.len());
+            if room == 0 {
+                std::thread::sleep(wait);
+                return Err(ErrorKind::WouldBlock.into());
+            }
+            written.extend_from_slice(&bytes[..room]);
+            Ok(room)
         }
+
         fn shutdown_write(&mut self) {}
     }
 
@@ -510,6 +643,64 @@ pub mod tests {
         let endless = [b"GET / HTTP/1.1\r\nX: ".as_slice(), &[b'a'; 20_000]].concat();
         let result = wire(&endless, 4096).read_head(soon(), &|| false);
         assert!(matches!(result, Err(HeadFailure::TooLarge)));
+    }
+
+    /// A complete head of `size` bytes.
+    fn head_of(size: usize) -> Vec<u8> {
+        let start = b"GET / HTTP/1.1\r\nHost: h\r\nX: ";
+        let filler = size - start.len() - 4;
+        [start.as_slice(), &vec![b'a'; filler], b"\r\n\r\n"].concat()
+    }
+
+    #[test]
+    fn a_head_over_the_limit_is_too_large_however_it_arrives() {
+        for step in [1, 3, 4096, READ_SIZE, 100_000] {
+            for size in [MAX_HEAD_BYTES + 1, 20_000, 24_000] {
+                let result = wire(&head_of(size), step).read_head(soon(), &|| false);
+                assert!(
+                    matches!(result, Err(HeadFailure::TooLarge)),
+                    "{size} bytes in reads of {step}: {result:?}"
+                );
+            }
+            let whole = wire(&head_of(MAX_HEAD_BYTES), step).read_head(soon(), &|| false);
+            assert!(
+                whole.is_ok_and(|head| head.len() == MAX_HEAD_BYTES),
+                "{step}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_bare_cr_in_chunk_lines_extensions_or_trailers_is_named() {
+        for (body, problem) in [
+            (&b"4\r\r\nWiki\r\n0\r\n\r\n"[..], "chunk-size line"),
+            (b"4;a=b\rc\r\nWiki\r\n0\r\n\r\n", "chunk extension"),
+            (b"4;\r\nWiki\r\n0\r\n\r\n", "chunk extension that is not"),
+            (
+                b"4\r\nWiki\r\r\n0\r\n\r\n",
+                "chunk data not followed by CRLF",
+            ),
+            (
+                b"4\r\nWiki\r\n0\r\nT: a\rb\r\n\r\n",
+                "a bare CR in a trailer line",
+            ),
+            (b"4\r\nWiki\r\n0\r\nno colon\r\n\r\n", "not a field line"),
+            (b"4\r\nWiki\r\n0\r\nT: 1\r\n folded\r\n\r\n", "obs-fold"),
+            (
+                b"4\r\nWiki\r\n0\r\nT: 1\n\r\n",
+                "trailer line not ended by CRLF",
+            ),
+        ] {
+            for step in [1, 5, 4096] {
+                let result =
+                    wire(body, step).read_body(Framing::Chunked, 64, true, soon(), &|| false);
+                assert!(
+                    matches!(result, Err(BodyFailure::Malformed(what)) if what.contains(problem)),
+                    "{:?} in reads of {step}: {result:?}",
+                    String::from_utf8_lossy(body)
+                );
+            }
+        }
     }
 
     #[test]
@@ -587,6 +778,78 @@ pub mod tests {
         assert_eq!(
             displaced.await_request(soon(), &|| true),
             Err(Interrupted::Called)
+        );
+    }
+
+    #[test]
+    fn a_write_to_a_client_that_stops_reading_ends_when_told_between_chunks() {
+        let answer = vec![b'x'; 3 * WRITE_CHUNK];
+        let mut stalled = InMemory::new(b"", 1);
+        stalled.room = WRITE_CHUNK + 10;
+        let written = std::sync::Arc::clone(&stalled.written);
+        let mut stalled = Wire::new(stalled).expect("in memory");
+        let started = Instant::now();
+        let told = || started.elapsed() >= Duration::from_millis(300);
+        let result = stalled.write_all(&answer, Instant::now() + Duration::from_secs(60), &told);
+        assert_eq!(result, Err(Interrupted::Called));
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "{:?}",
+            started.elapsed()
+        );
+        assert_eq!(
+            written.lock().map(|bytes| bytes.len()).ok(),
+            Some(WRITE_CHUNK + 10)
+        );
+
+        let mut reader = wire(b"", 1);
+        assert_eq!(reader.write_all(&answer, soon(), &|| false), Ok(()));
+        let mut late = wire(b"", 1);
+        let result = late.write_all(&answer, Instant::now(), &|| false);
+        assert_eq!(result, Err(Interrupted::TimedOut));
+    }
+
+    /// Windows' way of waiting for room, tried on a real socket whose reader stops reading:
+    /// it gives up after its wait with `WouldBlock`, and goes on once the reader reads.
+    #[test]
+    fn nonblocking_tries_wait_for_room_and_give_up_in_time() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a port");
+        let address = listener.local_addr().expect("an address");
+        let writer = TcpStream::connect(address).expect("connects");
+        let (mut reader, _) = listener.accept().expect("accepts");
+        let chunk = vec![b'x'; 64 * 1024];
+        let wait = Duration::from_millis(100);
+        let mut written = 0;
+        let started = Instant::now();
+        let full = loop {
+            match write_in_nonblocking_tries(&writer, &chunk, wait) {
+                Ok(count) => written += count,
+                Err(error) => break error,
+            }
+            assert!(started.elapsed() < Duration::from_secs(30), "never full");
+        };
+        assert_eq!(full.kind(), ErrorKind::WouldBlock);
+        let tried = Instant::now();
+        assert!(write_in_nonblocking_tries(&writer, &chunk, wait).is_err());
+        assert!(tried.elapsed() >= wait, "{:?}", tried.elapsed());
+        assert!(tried.elapsed() < wait * 20, "{:?}", tried.elapsed());
+        let mut buffer = vec![0; written];
+        reader
+            .read_exact(&mut buffer)
+            .expect("reads what was written");
+        assert!(write_in_nonblocking_tries(&writer, &chunk, wait).is_ok_and(|count| count > 0));
+        // Left blocking, as reads need it: a read waits for its timeout.
+        writer
+            .set_read_timeout(Some(Duration::from_millis(50)))
+            .expect("a timeout");
+        let mut byte = [0u8; 1];
+        let reading = Instant::now();
+        let read = (&writer).read(&mut byte);
+        assert!(read.is_err_and(|error| waits(&error)));
+        assert!(
+            reading.elapsed() >= Duration::from_millis(40),
+            "{:?}",
+            reading.elapsed()
         );
     }
 
