@@ -364,7 +364,7 @@ fn deep_json(depth: usize, leaves: usize) -> String {
 
 #[cfg(target_os = "linux")]
 #[test]
-fn hostile_input_leaves_the_page_bounded_and_sixteen_views_within_32_mib() {
+fn hostile_input_leaves_the_page_bounded_and_sixteen_views_add_at_most_32_mib() {
     let system = System::start_with(&[("LOG_LEVEL", "debug"), ("MALLOC_ARENA_MAX", "2")]);
     lifecycle(&system, "real-2");
     // About 8 KiB of `"`, `'` and `&` in a header, with no credentials: refused unread.
@@ -442,7 +442,15 @@ fn hostile_input_leaves_the_page_bounded_and_sixteen_views_within_32_mib() {
     });
     let peak = peak_resident_kib(system.broker.child.id());
     println!("the broker's peak resident memory: {before} KiB, then {peak} KiB after the views");
-    assert!(peak <= 32 * 1024, "peak resident memory {peak} KiB");
+    // Each view renders a page of at most 1 MiB into a string that grows by doubling, so
+    // up to 2 MiB at once: sixteen at once add at most 32 MiB, however hostile the input
+    // kept before. (An absolute 32 MiB for the whole debug process failed about one run
+    // in two on a loaded machine, from the process's own size, not the views'.)
+    let added = peak.saturating_sub(before);
+    assert!(
+        added <= 32 * 1024,
+        "sixteen views added {added} KiB (peak {peak} KiB)"
+    );
 }
 
 /// A secret no page or log may show, numbered to be told apart.
