@@ -7,8 +7,10 @@
 //!
 //! Against the broker's port, the embedded echo service's port (which the broker's own
 //! calls share with the flood) and a separate echo service's port. The always-run test
-//! floods for 10 s at 200 connections a second; the full one (`#[ignore]`d: 30 s at 100 and
-//! then 200 a second against each, about 3 minutes):
+//! floods each for 10 s at 100 connections a second (in a debug build, 200 a second alone
+//! keeps both cores busy answering the flood, and measures that); the full one
+//! (`#[ignore]`d: 30 s at 100 and then 200 a second against each, about 3 minutes, for a
+//! release build):
 //!
 //! ```sh
 //! cargo test --release --test flood -- --ignored --nocapture
@@ -417,7 +419,7 @@ fn flood_every_target(rates: &[u32], length: Duration, strict: bool) {
 
 #[test]
 fn a_flood_of_clients_that_never_read_delays_no_legitimate_request() {
-    flood_every_target(&[200], Duration::from_secs(10), false);
+    flood_every_target(&[100], Duration::from_secs(10), false);
 }
 
 #[test]
