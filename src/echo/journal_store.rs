@@ -331,12 +331,10 @@ impl Store for JournalStore {
         claimed: &ClaimedIds,
     ) -> StoreResult<Outcome<InstanceRecord>> {
         self.change(|state| {
-            let Some(instance) = state.instances.get(instance_id) else {
-                return Decision::Answer(Outcome::NoInstance);
+            let instance = match claimed_instance(state, instance_id, claimed) {
+                Ok(instance) => instance,
+                Err(answer) => return Decision::Answer(answer),
             };
-            if let Some(refusal) = refuse_other_ids(instance, claimed) {
-                return Decision::Answer(Outcome::OtherIds(refusal));
-            }
             let change = Change::Deprovision {
                 instance_id: instance_id.to_string(),
             };
@@ -352,12 +350,10 @@ impl Store for JournalStore {
         new: NewBinding,
     ) -> StoreResult<Outcome<BindingRecord>> {
         self.change(|state| {
-            let Some(instance) = state.instances.get(instance_id) else {
-                return Decision::Answer(Outcome::NoInstance);
+            let instance = match claimed_instance(state, instance_id, claimed) {
+                Ok(instance) => instance,
+                Err(answer) => return Decision::Answer(answer),
             };
-            if let Some(refusal) = refuse_other_ids(instance, claimed) {
-                return Decision::Answer(Outcome::OtherIds(refusal));
-            }
             if let Some(binding) = instance.binding(binding_id) {
                 return Decision::Answer(Outcome::Exists(binding.record()));
             }
@@ -396,12 +392,10 @@ impl Store for JournalStore {
         claimed: &ClaimedIds,
     ) -> StoreResult<Outcome<BindingRecord>> {
         self.change(|state| {
-            let Some(instance) = state.instances.get(instance_id) else {
-                return Decision::Answer(Outcome::NoInstance);
+            let instance = match claimed_instance(state, instance_id, claimed) {
+                Ok(instance) => instance,
+                Err(answer) => return Decision::Answer(answer),
             };
-            if let Some(refusal) = refuse_other_ids(instance, claimed) {
-                return Decision::Answer(Outcome::OtherIds(refusal));
-            }
             let Some(binding) = instance.binding(binding_id) else {
                 return Decision::Answer(Outcome::NoBinding);
             };
@@ -554,9 +548,24 @@ impl Store for JournalStore {
     }
 }
 
-/// Why a caller may not act on `instance` through `claimed` ids (see
-/// `store::refuse_other_ids`).
-fn refuse_other_ids(instance: &HeldInstance, claimed: &ClaimedIds) -> Option<String> {
-    let (service_id, plan_id) = instance.service_and_plan()?;
-    refuse_other_service_or_plan(service_id, plan_id, claimed)
+/// The instance a change to it or its bindings acts on: it must exist, and the ids the caller
+/// named must be its own (see `store::refuse_other_ids`); else the answer to give.
+fn claimed_instance<'a, T>(
+    state: &'a EchoState,
+    instance_id: &str,
+    claimed: &ClaimedIds,
+) -> Result<&'a HeldInstance, Outcome<T>> {
+    let instance = state
+        .instances
+        .get(instance_id)
+        .ok_or(Outcome::NoInstance)?;
+    let refusal = instance
+        .service_and_plan()
+        .and_then(|(service_id, plan_id)| {
+            refuse_other_service_or_plan(service_id, plan_id, claimed)
+        });
+    match refusal {
+        Some(refusal) => Err(Outcome::OtherIds(refusal)),
+        None => Ok(instance),
+    }
 }
