@@ -144,9 +144,12 @@ pub enum HeadFailure {
 
 pub struct Wire<T: Transport> {
     transport: T,
-    /// Bytes read; those before `start` are consumed.
+    /// Bytes read (`..filled`); those before `start` are consumed. Past `filled` the buffer
+    /// holds zeroed room for the next read, kept from one read to the next: a client that
+    /// trickles its bytes one at a time must not make each read zero a fresh 8 KiB.
     buffer: Vec<u8>,
     start: usize,
+    filled: usize,
 }
 
 impl<T: Transport> Wire<T> {
@@ -156,40 +159,46 @@ impl<T: Transport> Wire<T> {
             transport,
             buffer: Vec::new(),
             start: 0,
+            filled: 0,
         })
     }
 
     fn unread(&self) -> &[u8] {
-        self.buffer.get(self.start..).unwrap_or_default()
+        self.buffer.get(self.start..self.filled).unwrap_or_default()
     }
 
     pub fn has_unread(&self) -> bool {
-        self.start < self.buffer.len()
+        self.start < self.filled
     }
 
     fn consume(&mut self, count: usize) {
-        self.start = (self.start + count).min(self.buffer.len());
+        self.start = (self.start + count).min(self.filled);
     }
 
     /// Drops consumed bytes and, after a large request, the memory that held it, so an idle
     /// connection keeps a small buffer.
     pub fn compact(&mut self) {
         self.buffer.drain(..self.start);
+        self.filled -= self.start;
         self.start = 0;
-        if self.buffer.capacity() > 2 * READ_SIZE && self.buffer.len() <= READ_SIZE {
+        if self.buffer.capacity() > 2 * READ_SIZE && self.filled <= READ_SIZE {
+            self.buffer.truncate(READ_SIZE);
             self.buffer.shrink_to(READ_SIZE);
         }
     }
 
     /// One read of at most [`POLL`]: whether it brought bytes (`false`: none yet).
     fn read_once(&mut self) -> Result<bool, Interrupted> {
-        let filled = self.buffer.len();
-        self.buffer.resize(filled + READ_SIZE, 0);
-        let read = self.transport.read(&mut self.buffer[filled..]);
-        self.buffer.truncate(filled + *read.as_ref().unwrap_or(&0));
-        match read {
+        let room = self.filled + READ_SIZE;
+        if self.buffer.len() < room {
+            self.buffer.resize(room, 0);
+        }
+        match self.transport.read(&mut self.buffer[self.filled..room]) {
             Ok(0) => Err(Interrupted::Closed),
-            Ok(_) => Ok(true),
+            Ok(count) => {
+                self.filled += count;
+                Ok(true)
+            }
             Err(error) if waits(&error) => Ok(false),
             Err(_) => Err(Interrupted::Closed),
         }
@@ -447,9 +456,9 @@ impl<T: Transport> Wire<T> {
     pub fn close_lingering(mut self, until: Instant, stop_waiting: &dyn Fn() -> bool) {
         self.transport.shutdown_write();
         self.buffer = Vec::new();
-        self.start = 0;
+        (self.start, self.filled) = (0, 0);
         while self.read_once().is_ok() {
-            self.buffer.clear();
+            self.filled = 0;
             if stop_waiting() || Instant::now() >= until {
                 return;
             }
