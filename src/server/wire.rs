@@ -145,8 +145,8 @@ pub enum HeadFailure {
 pub struct Wire<T: Transport> {
     transport: T,
     /// Bytes read (`..filled`); those before `start` are consumed. Past `filled` the buffer
-    /// holds zeroed room for the next read, kept from one read to the next: a client that
-    /// trickles its bytes one at a time must not make each read zero a fresh 8 KiB.
+    /// holds room for the next read (initialised once, then kept from one read to the next:
+    /// a client that trickles its bytes one at a time must not make each read zero 8 KiB).
     buffer: Vec<u8>,
     start: usize,
     filled: usize,
@@ -178,7 +178,8 @@ impl<T: Transport> Wire<T> {
     /// Drops consumed bytes and, after a large request, the memory that held it, so an idle
     /// connection keeps a small buffer.
     pub fn compact(&mut self) {
-        self.buffer.drain(..self.start);
+        // Only the unread bytes move; the room after them stays, as it was, for reads.
+        self.buffer.copy_within(self.start..self.filled, 0);
         self.filled -= self.start;
         self.start = 0;
         if self.buffer.capacity() > 2 * READ_SIZE && self.filled <= READ_SIZE {
