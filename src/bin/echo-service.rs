@@ -1,7 +1,7 @@
 //! The echo service on its own, for a separate deployment (`cf push` of a second app).
 
 use echo_broker::echo::journal_store::JournalStore;
-use echo_broker::echo::postgres::{import_journal, PostgresStore};
+use echo_broker::echo::postgres::{import_journal, DatabaseSettings, PostgresStore};
 use echo_broker::platform::{self, StateLocation};
 use echo_broker::server;
 use echo_broker::settings::{self, Command};
@@ -108,9 +108,12 @@ fn import(dir: &Path) {
         ));
     }
     let tls_roots = settings::tls_roots().unwrap_or_else(|problem| settings::exit_with(&problem));
-    let store = PostgresStore::open(&database.url, &tls_roots).unwrap_or_else(|problem| {
-        settings::exit_with(&format!("{}: {problem}", database.variable()))
-    });
+    let settings = DatabaseSettings::from_environment()
+        .unwrap_or_else(|problem| settings::exit_with(&problem));
+    let store =
+        PostgresStore::open(&database.url, &tls_roots, settings).unwrap_or_else(|problem| {
+            settings::exit_with(&format!("{}: {problem}", database.variable()))
+        });
     let journal = JournalStore::open(dir)
         .unwrap_or_else(|problem| settings::exit_with(&format!("--import-journal: {problem}")));
     let report = import_journal(&store, journal.into_state()).unwrap_or_else(|problem| {
@@ -119,12 +122,15 @@ fn import(dir: &Path) {
     for conflict in &report.conflicts {
         log::warn!("import: conflict: {conflict}");
     }
+    for refused in &report.refused {
+        log::warn!("import: refused: {refused}");
+    }
     log::info!(
         "import: from {} into the database {}: {report}",
         dir.display(),
         store.name()
     );
-    if !report.conflicts.is_empty() {
+    if !report.conflicts.is_empty() || !report.refused.is_empty() {
         std::process::exit(1);
     }
 }

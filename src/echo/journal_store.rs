@@ -14,11 +14,10 @@
 use super::api::InstanceUpdate;
 use super::journal::{Journal, Ticket};
 use super::store::{
-    apply_update, preview_of, refuse_other_service_or_plan, BindingRecord, Caller, ClaimedIds,
-    DashboardRecord, InstanceRecord, NewBinding, NewInstance, Outcome, Store, StoreError,
-    StoreResult, Totals,
+    apply_update, refuse_other_service_or_plan, BindingLookup, BindingRecord, Bound, Caller,
+    ClaimedIds, DashboardRecord, Deprovisioned, Figure, FigureKind, InstanceRecord, NewBinding,
+    NewInstance, OtherIds, Provisioned, Store, StoreError, StoreResult, Totals, Unbound,
 };
-use crate::metrics;
 use std::collections::VecDeque;
 use std::ops::Deref;
 use std::path::Path;
@@ -81,12 +80,15 @@ fn storage_unavailable() -> StoreError {
 /// What a change-making call decided after looking at the state. (Short-lived, on the
 /// stack: the size of a change does not matter here.)
 #[allow(clippy::large_enum_variant)]
-enum Decision<T> {
-    /// Make this change; once durable, answer `Done` with this record.
-    Make(Change, T),
-    /// Make no change: answer this.
-    Answer(Outcome<T>),
+enum Decision<A> {
+    /// Make this change; once durable, give this answer.
+    Make(Change, A),
+    /// Make no change: give this answer.
+    Answer(A),
 }
+
+/// The longest a call waits for the disk: an fsync behind a compaction's on a slow disk.
+const LONGEST_CALL: Duration = Duration::from_secs(3);
 
 /// The echo service's state and its journal (none: in memory only, for unit tests).
 pub struct JournalStore {
@@ -155,18 +157,18 @@ impl JournalStore {
     /// Decides on the locked state whether to make a change, and makes it: writes it to
     /// the journal, applies it, and returns once it is on disk (other calls' changes share
     /// the flush). A change that cannot be made durable is undone.
-    fn change<T>(&self, decide: impl FnOnce(&EchoState) -> Decision<T>) -> StoreResult<Outcome<T>> {
+    fn change<A>(&self, decide: impl FnOnce(&EchoState) -> Decision<A>) -> StoreResult<A> {
         let mut live = self.lock_live();
         let (change, made) = match decide(&live.state) {
             Decision::Make(change, made) => (change, made),
-            Decision::Answer(outcome) => {
+            Decision::Answer(answer) => {
                 drop(live);
-                return self.read(|_| outcome);
+                return self.read(|_| answer);
             }
         };
         let Some(journal) = self.journal.as_deref() else {
             live.state.apply_undoable(change);
-            return Ok(Outcome::Done(made));
+            return Ok(made);
         };
         if self.ready_for_changes(&mut live, journal).is_err() {
             return Err(storage_unavailable());
@@ -180,7 +182,7 @@ impl JournalStore {
         drop(live);
         self.wait_until_durable(journal, ticket)?;
         self.compact_if_due();
-        Ok(Outcome::Done(made))
+        Ok(made)
     }
 
     /// Starts a compaction on a thread of its own when the log has grown enough and none is
@@ -273,13 +275,9 @@ fn compact(live: &Mutex<Live>, journal: &Journal<EchoState>, compactions: &Compa
 }
 
 impl Store for JournalStore {
-    fn provision(
-        &self,
-        instance_id: &str,
-        new: NewInstance,
-    ) -> StoreResult<Outcome<InstanceRecord>> {
+    fn provision(&self, instance_id: &str, new: NewInstance) -> StoreResult<Provisioned> {
         self.change(|state| match state.instances.get(instance_id) {
-            Some(instance) => Decision::Answer(Outcome::Exists(instance.record())),
+            Some(instance) => Decision::Answer(Provisioned::Exists(instance.record())),
             None => {
                 let record = InstanceRecord {
                     attributes: new.attributes.clone(),
@@ -292,26 +290,23 @@ impl Store for JournalStore {
                     attributes: new.attributes,
                     dashboard_token: new.dashboard_token,
                 };
-                Decision::Make(change, record)
+                Decision::Make(change, Provisioned::Made(record))
             }
         })
     }
 
-    fn instance(&self, instance_id: &str) -> StoreResult<Outcome<InstanceRecord>> {
-        self.read(|state| match state.instances.get(instance_id) {
-            Some(instance) => Outcome::Done(instance.record()),
-            None => Outcome::NoInstance,
-        })
+    fn instance(&self, instance_id: &str) -> StoreResult<Option<InstanceRecord>> {
+        self.read(|state| state.instances.get(instance_id).map(HeldInstance::record))
     }
 
     fn update(
         &self,
         instance_id: &str,
         update: InstanceUpdate,
-    ) -> StoreResult<Outcome<InstanceRecord>> {
+    ) -> StoreResult<Option<InstanceRecord>> {
         self.change(|state| {
             let Some(instance) = state.instances.get(instance_id) else {
-                return Decision::Answer(Outcome::NoInstance);
+                return Decision::Answer(None);
             };
             let mut record = instance.record();
             if let Some(attributes) = record.attributes.as_mut() {
@@ -321,25 +316,23 @@ impl Store for JournalStore {
                 instance_id: instance_id.to_string(),
                 update,
             };
-            Decision::Make(change, record)
+            Decision::Make(change, Some(record))
         })
     }
 
-    fn deprovision(
-        &self,
-        instance_id: &str,
-        claimed: &ClaimedIds,
-    ) -> StoreResult<Outcome<InstanceRecord>> {
-        self.change(|state| {
-            let instance = match claimed_instance(state, instance_id, claimed) {
-                Ok(instance) => instance,
-                Err(answer) => return Decision::Answer(answer),
-            };
-            let change = Change::Deprovision {
-                instance_id: instance_id.to_string(),
-            };
-            Decision::Make(change, instance.record())
-        })
+    fn deprovision(&self, instance_id: &str, claimed: &ClaimedIds) -> StoreResult<Deprovisioned> {
+        self.change(
+            |state| match claimed_instance(state, instance_id, claimed) {
+                Claimed::Instance(instance) => {
+                    let change = Change::Deprovision {
+                        instance_id: instance_id.to_string(),
+                    };
+                    Decision::Make(change, Deprovisioned::Removed(instance.record()))
+                }
+                Claimed::NoInstance => Decision::Answer(Deprovisioned::NoInstance),
+                Claimed::OtherIds(refusal) => Decision::Answer(Deprovisioned::OtherIds(refusal)),
+            },
+        )
     }
 
     fn bind(
@@ -348,14 +341,15 @@ impl Store for JournalStore {
         binding_id: &str,
         claimed: &ClaimedIds,
         new: NewBinding,
-    ) -> StoreResult<Outcome<BindingRecord>> {
+    ) -> StoreResult<Bound> {
         self.change(|state| {
             let instance = match claimed_instance(state, instance_id, claimed) {
-                Ok(instance) => instance,
-                Err(answer) => return Decision::Answer(answer),
+                Claimed::Instance(instance) => instance,
+                Claimed::NoInstance => return Decision::Answer(Bound::NoInstance),
+                Claimed::OtherIds(refusal) => return Decision::Answer(Bound::OtherIds(refusal)),
             };
             if let Some(binding) = instance.binding(binding_id) {
-                return Decision::Answer(Outcome::Exists(binding.record()));
+                return Decision::Answer(Bound::Exists(binding.record()));
             }
             let record = BindingRecord {
                 attributes: new.attributes.clone(),
@@ -371,16 +365,16 @@ impl Store for JournalStore {
                 password: new.password,
                 lifetime: new.lifetime,
             };
-            Decision::Make(change, record)
+            Decision::Make(change, Bound::Made(record))
         })
     }
 
-    fn binding(&self, instance_id: &str, binding_id: &str) -> StoreResult<Outcome<BindingRecord>> {
+    fn binding(&self, instance_id: &str, binding_id: &str) -> StoreResult<BindingLookup> {
         self.read(|state| match state.instances.get(instance_id) {
-            None => Outcome::NoInstance,
+            None => BindingLookup::NoInstance,
             Some(instance) => match instance.binding(binding_id) {
-                Some(binding) => Outcome::Done(binding.record()),
-                None => Outcome::NoBinding,
+                Some(binding) => BindingLookup::Found(binding.record()),
+                None => BindingLookup::NoBinding,
             },
         })
     }
@@ -390,20 +384,21 @@ impl Store for JournalStore {
         instance_id: &str,
         binding_id: &str,
         claimed: &ClaimedIds,
-    ) -> StoreResult<Outcome<BindingRecord>> {
+    ) -> StoreResult<Unbound> {
         self.change(|state| {
             let instance = match claimed_instance(state, instance_id, claimed) {
-                Ok(instance) => instance,
-                Err(answer) => return Decision::Answer(answer),
+                Claimed::Instance(instance) => instance,
+                Claimed::NoInstance => return Decision::Answer(Unbound::NoInstance),
+                Claimed::OtherIds(refusal) => return Decision::Answer(Unbound::OtherIds(refusal)),
             };
             let Some(binding) = instance.binding(binding_id) else {
-                return Decision::Answer(Outcome::NoBinding);
+                return Decision::Answer(Unbound::NoBinding);
             };
             let change = Change::Unbind {
                 instance_id: instance_id.to_string(),
                 binding_id: binding_id.to_string(),
             };
-            Decision::Make(change, binding.record())
+            Decision::Make(change, Unbound::Removed(binding.record()))
         })
     }
 
@@ -427,31 +422,33 @@ impl Store for JournalStore {
         instance_id: &str,
         binding_id: &str,
         preview: &str,
-    ) -> StoreResult<Outcome<()>> {
+    ) -> StoreResult<bool> {
         self.change(|state| {
             let bound = state
                 .instances
                 .get(instance_id)
                 .is_some_and(|instance| instance.binding(binding_id).is_some());
             if !bound {
-                return Decision::Answer(Outcome::NoBinding);
+                return Decision::Answer(false);
             }
             let change = Change::Message {
                 instance_id: instance_id.to_string(),
-                preview: preview_of(preview),
+                preview: preview.to_string(),
             };
-            Decision::Make(change, ())
+            Decision::Make(change, true)
         })
     }
 
-    fn dashboard(&self, instance_id: &str) -> StoreResult<Outcome<DashboardRecord>> {
-        self.read(|state| match state.instances.get(instance_id) {
-            None => Outcome::NoInstance,
-            Some(instance) => Outcome::Done(DashboardRecord {
-                instance: instance.record(),
-                binding_ids: instance.binding_ids(),
-                recent_messages: instance.recent_messages(),
-            }),
+    fn dashboard(&self, instance_id: &str) -> StoreResult<Option<DashboardRecord>> {
+        self.read(|state| {
+            state
+                .instances
+                .get(instance_id)
+                .map(|instance| DashboardRecord {
+                    instance: instance.record(),
+                    binding_ids: instance.binding_ids(),
+                    recent_messages: instance.recent_messages(),
+                })
         })
     }
 
@@ -483,89 +480,94 @@ impl Store for JournalStore {
             .map_err(|_| storage_unavailable())
     }
 
-    /// The journal's size and its group commit: fsyncs, and the changes they made durable.
-    fn render_metrics(&self, out: &mut String) {
+    /// The journal's size, its group commit (fsyncs, and the changes they made durable) and
+    /// its compactions.
+    fn figures(&self) -> Vec<Figure> {
         let Some(journal) = &self.journal else {
-            return;
+            return Vec::new();
         };
         let (fsyncs, changes) = journal.flush_statistics();
-        let help = "The journal's size on disk (snapshot and log).";
-        metrics::single(
-            out,
-            "echo_service_journal_bytes",
-            "gauge",
-            help,
-            journal.size_bytes(),
-        );
-        let help = "Flushes of the journal (a write and an fsync each).";
-        metrics::single(
-            out,
-            "echo_service_journal_fsyncs_total",
-            "counter",
-            help,
-            fsyncs,
-        );
-        let help = "Changes made durable by those fsyncs.";
-        metrics::single(
-            out,
-            "echo_service_journal_changes_total",
-            "counter",
-            help,
-            changes,
-        );
         let per_fsync = if fsyncs == 0 {
             0.0
         } else {
             changes as f64 / fsyncs as f64
         };
-        let help = "Changes per fsync since start (the group commit's batching).";
-        metrics::single(
-            out,
-            "echo_service_journal_changes_per_fsync",
-            "gauge",
-            help,
-            per_fsync,
-        );
-        let help = "Compactions of the log into a new snapshot since start.";
-        let done = self.compactions.done.load(Ordering::Relaxed);
-        metrics::single(
-            out,
-            "echo_service_journal_compactions_total",
-            "counter",
-            help,
-            done,
-        );
-        let help = "The longest a compaction held the state (to switch logs and copy the table of instances): the most a request waited on one.";
         let held =
             Duration::from_micros(self.compactions.longest_hold_micros.load(Ordering::Relaxed));
-        metrics::single(
-            out,
-            "echo_service_journal_compaction_hold_seconds",
-            "gauge",
+        let figure = |name, kind, help, value| Figure {
+            name,
+            kind,
             help,
-            held.as_secs_f64(),
-        );
+            value,
+        };
+        vec![
+            figure(
+                "echo_service_journal_bytes",
+                FigureKind::Gauge,
+                "The journal's size on disk (snapshot and log).",
+                journal.size_bytes() as f64,
+            ),
+            figure(
+                "echo_service_journal_fsyncs_total",
+                FigureKind::Counter,
+                "Flushes of the journal (a write and an fsync each).",
+                fsyncs as f64,
+            ),
+            figure(
+                "echo_service_journal_changes_total",
+                FigureKind::Counter,
+                "Changes made durable by those fsyncs.",
+                changes as f64,
+            ),
+            figure(
+                "echo_service_journal_changes_per_fsync",
+                FigureKind::Gauge,
+                "Changes per fsync since start (the group commit's batching).",
+                per_fsync,
+            ),
+            figure(
+                "echo_service_journal_compactions_total",
+                FigureKind::Counter,
+                "Compactions of the log into a new snapshot since start.",
+                self.compactions.done.load(Ordering::Relaxed) as f64,
+            ),
+            figure(
+                "echo_service_journal_compaction_hold_seconds",
+                FigureKind::Gauge,
+                "The longest a compaction held the state (to switch logs and copy the table of instances): the most a request waited on one.",
+                held.as_secs_f64(),
+            ),
+        ]
+    }
+
+    fn longest_call(&self) -> Duration {
+        LONGEST_CALL
     }
 }
 
-/// The instance a change to it or its bindings acts on: it must exist, and the ids the caller
-/// named must be its own (see `store::refuse_other_ids`); else the answer to give.
-fn claimed_instance<'a, T>(
+/// The instance a change to it or its bindings acts on, if it exists and the ids the
+/// caller named are its own (see `store::refuse_other_ids`).
+enum Claimed<'a> {
+    Instance(&'a HeldInstance),
+    NoInstance,
+    OtherIds(OtherIds),
+}
+
+fn claimed_instance<'a>(
     state: &'a EchoState,
     instance_id: &str,
     claimed: &ClaimedIds,
-) -> Result<&'a HeldInstance, Outcome<T>> {
-    let instance = state
-        .instances
-        .get(instance_id)
-        .ok_or(Outcome::NoInstance)?;
+) -> Claimed<'a> {
+    let Some(instance) = state.instances.get(instance_id) else {
+        return Claimed::NoInstance;
+    };
     let refusal = instance
         .service_and_plan()
         .and_then(|(service_id, plan_id)| {
             refuse_other_service_or_plan(service_id, plan_id, claimed)
         });
     match refusal {
-        Some(refusal) => Err(Outcome::OtherIds(refusal)),
-        None => Ok(instance),
+        Some(refusal) => Claimed::OtherIds(refusal),
+        None => Claimed::Instance(instance),
     }
 }

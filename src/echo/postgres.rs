@@ -1,49 +1,74 @@
 //! The PostgreSQL store: the echo service's state in a database, so that any number of
 //! echo service processes on it behave as one service.
 //!
-//! The database keeps the promises a lock in one process kept for the journal:
+//! The database keeps the promises a lock in one process keeps for the journal:
 //! - an instance or binding is created once: `INSERT ... ON CONFLICT DO NOTHING` on the
 //!   primary key, and the loser of a race reads the winner's record (a 409 with it);
-//! - a check and the change it guards are one transaction that locks the instance's row
-//!   (a bind cannot slip in under a deprovision);
+//! - a change checked against the instance is made only on the instance as it was checked:
+//!   the store reads the instance, decides in Rust with the same rules as the journal
+//!   ([`refuse_other_ids`], [`apply_update`]), and makes the change in one statement that
+//!   matches the instance's attributes as read (compare and set), reading again when
+//!   another request changed them in between;
 //! - the dashboard's latest messages are a ring of [`RECENT_MESSAGES`] slots per instance,
 //!   bounded by its primary key, and a message is counted and kept in one statement;
-//! - a change is answered only after its transaction commits.
+//! - a change is answered only after it commits, and a change that may have been made is
+//!   never made again by the store (see [`pool`]).
 //!
-//! Every call has a deadline ([`CALL_TIMEOUT`]) that a silent server cannot stretch (see
-//! [`pool`]); a failure is a [`StoreError`] that names the database. The schema creates
-//! itself at start, numbered, under an advisory lock (see [`schema`]).
+//! Attributes are kept as the JSON text the service made of what the platform sent, never
+//! cast to `jsonb`: JSON text may hold `\u0000`, which `jsonb` refuses, and what a platform
+//! sent must never make an instance impossible to delete.
+//!
+//! Every call has a deadline ([`CALL_TIMEOUT`]) that a silent server cannot stretch; a
+//! failure is a [`StoreError`] that names the failing part, and a log line that names the
+//! database. The schema creates itself at start, numbered, under an advisory lock (see
+//! [`schema`]); start-up waits a while for a database that is not up yet.
 
 mod import;
 mod pool;
 mod schema;
 
 pub use import::{import_journal, ImportReport};
+pub use pool::Budget;
 
 use super::api::{BindingAttributes, BindingLifetime, InstanceAttributes, InstanceUpdate};
 use super::store::{
-    apply_update, refuse_other_ids, BindingRecord, Caller, ClaimedIds, DashboardRecord,
-    InstanceRecord, NewBinding, NewInstance, Outcome, Store, StoreResult, Totals, RECENT_MESSAGES,
+    apply_update, refuse_other_ids, BindingLookup, BindingRecord, Bound, Caller, ClaimedIds,
+    DashboardRecord, Deprovisioned, Figure, FigureKind, InstanceRecord, NewBinding, NewInstance,
+    Provisioned, Store, StoreError, StoreResult, Totals, Unbound, RECENT_MESSAGES,
 };
-use crate::metrics;
-use crate::settings::TlsRoots;
-use pool::{Call, Failure, Pool, Session};
-use postgres::config::{Host, SslMode};
-use postgres::{Config, NoTls, Row};
+use crate::settings::{self, TlsRoots};
+use deadpool_postgres::Object;
+use pool::{Call, Connections, Failure, Tls};
 use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tokio_postgres::config::{Host, SslMode};
+use tokio_postgres::{Config, Error, Row};
 
 /// How long one call may take in all: waiting for a connection, connecting, and the
 /// statements. Under the broker's 5-s wait for the echo service, so the broker hears the
-/// echo service's own 503 (which names the database) rather than a timeout.
-pub const CALL_TIMEOUT: Duration = Duration::from_secs(3);
+/// echo service's own 503 rather than a timeout.
+const CALL_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// `/health`'s deadline: platforms give a health check about a second.
 const HEALTH_TIMEOUT: Duration = Duration::from_millis(800);
 
-/// How long start-up waits for the database (connect, and create the schema).
-const START_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long start-up may take once the database answers (connect, and create the schema).
+const SCHEMA_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// How often start-up tries again while the database does not answer.
+const START_RETRY_INTERVAL: Duration = Duration::from_secs(1);
+
+/// How many times a change checked against an instance reads it again when another request
+/// changed it between the read and the change.
+const CHANGED_MEANWHILE_TRIES: usize = 5;
+
+/// The defaults of the connection budget (see `docs/cloud-foundry.md` for sizing): four
+/// connections keep two cores' worth of statements going (a request holds one for a
+/// round trip or two), and three echo services then take 12 of a small plan's 20 or so.
+const DEFAULT_CONNECTIONS: usize = 4;
+const DEFAULT_IDLE_SECONDS: u64 = 10;
+const DEFAULT_START_SECONDS: u64 = 30;
 
 /// A statement the server runs longer than this is cancelled by the server itself, and a
 /// transaction left open longer than the idle limit is ended by it: a connection stuck on
@@ -52,7 +77,8 @@ const START_TIMEOUT: Duration = Duration::from_secs(15);
 const SERVER_SIDE_OPTIONS: &str = "-c statement_timeout=3000 -c lock_timeout=2500 \
     -c idle_in_transaction_session_timeout=10000 -c client_min_messages=warning";
 
-/// Where the database is, as the start-up line and the errors name it (never the password).
+/// Where the database is, as the start-up line and the log name it (never the password; and
+/// never in what the platform is told).
 #[derive(Debug, Clone)]
 pub struct DatabaseName {
     pub host: String,
@@ -68,9 +94,51 @@ impl std::fmt::Display for DatabaseName {
     }
 }
 
+/// How the store uses the database: its connection budget and how long start-up waits.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DatabaseSettings {
+    pub budget: Budget,
+    pub start_wait: Duration,
+}
+
+impl DatabaseSettings {
+    /// `DATABASE_MAX_CONNECTIONS`, `DATABASE_IDLE_SECONDS` and `DATABASE_START_SECONDS`,
+    /// each with its default.
+    pub fn from_environment() -> Result<DatabaseSettings, String> {
+        let connections = number(
+            "DATABASE_MAX_CONNECTIONS",
+            DEFAULT_CONNECTIONS as u64,
+            1,
+            1000,
+        )?;
+        let idle = number("DATABASE_IDLE_SECONDS", DEFAULT_IDLE_SECONDS, 1, 86_400)?;
+        let start = number("DATABASE_START_SECONDS", DEFAULT_START_SECONDS, 0, 3_600)?;
+        Ok(DatabaseSettings {
+            budget: Budget {
+                connections: connections as usize,
+                idle: Duration::from_secs(idle),
+            },
+            start_wait: Duration::from_secs(start),
+        })
+    }
+}
+
+/// A whole number from `name`, `low` to `high`, or `default` when it is unset.
+fn number(name: &str, default: u64, low: u64, high: u64) -> Result<u64, String> {
+    let Some(value) = settings::var(name) else {
+        return Ok(default);
+    };
+    value
+        .trim()
+        .parse::<u64>()
+        .ok()
+        .filter(|number| (low..=high).contains(number))
+        .ok_or_else(|| format!("{name}: '{value}' is not a number from {low} to {high}"))
+}
+
 /// The echo service's state in PostgreSQL.
 pub struct PostgresStore {
-    pool: Pool,
+    connections: Connections,
     name: DatabaseName,
     /// When a failure was last logged (seconds since the epoch), so a database away under
     /// load costs the log one line a second, not one a request.
@@ -79,22 +147,27 @@ pub struct PostgresStore {
 
 impl PostgresStore {
     /// Connects to the database `url` names, creates or upgrades the schema, and returns
-    /// the store. Every problem is one line for the operator (the caller prefixes the
-    /// variable the URL came from).
-    pub fn open(url: &str, tls_roots: &TlsRoots) -> Result<PostgresStore, String> {
+    /// the store. While the database does not answer, start-up tries again for
+    /// `settings.start_wait`, saying so. Every problem is one line for the operator (the
+    /// caller prefixes the variable the URL came from).
+    pub fn open(
+        url: &str,
+        tls_roots: &TlsRoots,
+        settings: DatabaseSettings,
+    ) -> Result<PostgresStore, String> {
         let (config, name) = connection_config(url)?;
-        let connect = connector(config, tls_roots)?;
+        let tls = match config.get_ssl_mode() {
+            SslMode::Require => Tls::Verified(tokio_postgres_rustls::MakeRustlsConnect::new(
+                tls_roots.rustls_config()?,
+            )),
+            _ => Tls::Plain,
+        };
         let store = PostgresStore {
-            pool: Pool::new(connect),
+            connections: Connections::new(config, tls, settings.budget)?,
             name,
             last_failure_logged: AtomicU64::new(0),
         };
-        store
-            .pool
-            .run(START_TIMEOUT, |session| {
-                schema::create_or_upgrade(&mut session.client)
-            })
-            .map_err(|failure| store.start_up_problem(&failure))??;
+        store.wait_for_schema(settings.start_wait)?;
         Ok(store)
     }
 
@@ -103,38 +176,74 @@ impl PostgresStore {
         &self.name
     }
 
-    fn start_up_problem(&self, failure: &Failure) -> String {
-        format!("the database {} {}", self.name, failure.reason())
+    /// Creates or upgrades the schema, trying again while the database is not up (refuses
+    /// connections, is starting, has no room) until `wait` has passed.
+    fn wait_for_schema(&self, wait: Duration) -> Result<(), String> {
+        let give_up_at = Instant::now() + wait;
+        let mut told = false;
+        loop {
+            let created =
+                self.connections
+                    .run(Call::Change, None, SCHEMA_TIMEOUT, async |client| {
+                        schema::create_or_upgrade(client).await
+                    });
+            let failure = match created {
+                Ok(result) => return result,
+                Err(failure) => failure,
+            };
+            let left = give_up_at.saturating_duration_since(Instant::now());
+            if !may_come_up(&failure) || left.is_zero() {
+                return Err(format!(
+                    "the database {} {}",
+                    self.name,
+                    failure.reason(self.connections.budget())
+                ));
+            }
+            if !told {
+                log::warn!(
+                    "echo service: waiting up to {} s for the database {} ({}); DATABASE_START_SECONDS sets how long",
+                    left.as_secs(),
+                    self.name,
+                    failure.reason(self.connections.budget())
+                );
+                told = true;
+            }
+            std::thread::sleep(START_RETRY_INTERVAL.min(left));
+        }
     }
 
-    /// Runs `work`, which changes the state, under [`CALL_TIMEOUT`]; a failure becomes
-    /// the 503's [`StoreError`], which says whether the change was made.
-    fn change<T, F>(&self, work: F) -> StoreResult<T>
-    where
-        T: Send + 'static,
-        F: Fn(&mut Session) -> Result<T, postgres::Error> + Send + Sync + 'static,
-    {
-        self.call_within(CALL_TIMEOUT, Call::Change, work)
+    /// Runs `work`, which changes the state; a failure becomes the 503's [`StoreError`],
+    /// which says whether the change was made.
+    fn change<T>(
+        &self,
+        instance_id: &str,
+        work: impl AsyncFn(&mut Object) -> Result<T, Error>,
+    ) -> StoreResult<T> {
+        self.call(Call::Change, Some(instance_id), CALL_TIMEOUT, work)
     }
 
-    /// Runs `work`, which only reads, under [`CALL_TIMEOUT`].
-    fn read<T, F>(&self, work: F) -> StoreResult<T>
-    where
-        T: Send + 'static,
-        F: Fn(&mut Session) -> Result<T, postgres::Error> + Send + Sync + 'static,
-    {
-        self.call_within(CALL_TIMEOUT, Call::Read, work)
+    /// Runs `work`, which only reads.
+    fn read<T>(
+        &self,
+        instance_id: Option<&str>,
+        work: impl AsyncFn(&mut Object) -> Result<T, Error>,
+    ) -> StoreResult<T> {
+        self.call(Call::Read, instance_id, CALL_TIMEOUT, work)
     }
 
-    fn call_within<T, F>(&self, timeout: Duration, call: Call, work: F) -> StoreResult<T>
-    where
-        T: Send + 'static,
-        F: Fn(&mut Session) -> Result<T, postgres::Error> + Send + Sync + 'static,
-    {
-        self.pool.run(timeout, work).map_err(|failure| {
-            self.log_failure(&failure);
-            pool::store_error(&self.name.to_string(), &failure, call)
-        })
+    fn call<T>(
+        &self,
+        call: Call,
+        instance_id: Option<&str>,
+        timeout: Duration,
+        work: impl AsyncFn(&mut Object) -> Result<T, Error>,
+    ) -> StoreResult<T> {
+        self.connections
+            .run(call, instance_id, timeout, work)
+            .map_err(|failure| {
+                self.log_failure(&failure);
+                store_error(&failure, call)
+            })
     }
 
     fn log_failure(&self, failure: &Failure) {
@@ -145,15 +254,45 @@ impl PostgresStore {
             log::warn!(
                 "echo service: the database {} {}",
                 self.name,
-                failure.reason()
+                failure.reason(self.connections.budget())
             );
         }
     }
 }
 
+/// Whether a failure at start may heal by itself: the server refuses or does not answer
+/// (not up yet), is starting up or shutting down (57P), or has no room (53300). Wrong
+/// credentials, no such database or a newer schema will not.
+fn may_come_up(failure: &Failure) -> bool {
+    let code = |error: &Error| error.code().map(|code| code.code().to_string());
+    match failure {
+        Failure::Connect(error) => match code(error) {
+            Some(code) => code.starts_with("57P") || code == "53300",
+            None => true,
+        },
+        Failure::NoRoom(_) | Failure::NoConnection(_) | Failure::TimedOut(_) => true,
+        Failure::Statement(error) => error.as_db_error().is_none(),
+    }
+}
+
+/// The [`StoreError`] for a failure, worded for the platform's user: it names the failing
+/// part (never where it is) and, for a change, whether it was made.
+fn store_error(failure: &Failure, call: Call) -> StoreError {
+    let outcome = match call {
+        Call::Read => "try again later",
+        Call::Change if failure.surely_not_done() => "the change was not made, try again later",
+        Call::Change => "the change may or may not have been made: repeating the request is safe",
+    };
+    StoreError::new(format!(
+        "database unavailable: the echo service's database is unavailable ({}); {outcome}",
+        failure.cause()
+    ))
+}
+
 /// The URL parsed, with the timeouts and server-side limits added, and its name for logs.
 /// `sslmode=verify-full` and `verify-ca` (libpq's words) ask for what `require` does here:
-/// TLS, with the server's certificate verified (see [`connector`]).
+/// TLS, with the server's certificate verified. libpq's default `prefer` falls back to plain
+/// text where TLS fails, which protects nothing, so it is taken as plain.
 fn connection_config(url: &str) -> Result<(Config, DatabaseName), String> {
     if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
         return Err("is not a postgres:// or postgresql:// URL".into());
@@ -179,18 +318,20 @@ fn connection_config(url: &str) -> Result<(Config, DatabaseName), String> {
         Some(theirs) => format!("{theirs} {SERVER_SIDE_OPTIONS}"),
         None => SERVER_SIDE_OPTIONS.to_string(),
     };
+    let tls = config.get_ssl_mode() == SslMode::Require;
+    if !tls {
+        config.ssl_mode(SslMode::Disable);
+    }
     config
         .options(&options)
         .application_name("echo-service")
         .connect_timeout(CALL_TIMEOUT)
-        // A connection whose peer vanished (a cut network) is given up within about 30 s,
-        // so a connection thread stuck on it comes back.
+        // A connection whose peer vanished (a cut network) is given up within about 30 s.
         .keepalives(true)
         .keepalives_idle(Duration::from_secs(15))
         .keepalives_interval(Duration::from_secs(5))
         .keepalives_retries(3)
         .tcp_user_timeout(Duration::from_secs(30));
-    let tls = config.get_ssl_mode() == SslMode::Require;
     Ok((
         config,
         DatabaseName {
@@ -201,97 +342,49 @@ fn connection_config(url: &str) -> Result<(Config, DatabaseName), String> {
     ))
 }
 
-/// How connections are made: TLS when the URL says `sslmode=require`, verified against the
-/// same trust store as an `https://` echo service (`SSL_CERT_FILE`, else the system's);
-/// plain otherwise (libpq's default `prefer` falls back to plain text where TLS fails,
-/// which protects nothing, so it is taken as plain).
-fn connector(mut config: Config, tls_roots: &TlsRoots) -> Result<pool::Connect, String> {
-    match config.get_ssl_mode() {
-        SslMode::Require => {
-            let tls = tokio_postgres_rustls::MakeRustlsConnect::new(tls_roots.rustls_config()?);
-            Ok(Box::new(move || config.connect(tls.clone())))
-        }
-        _ => {
-            config.ssl_mode(SslMode::Disable);
-            Ok(Box::new(move || config.connect(NoTls)))
-        }
-    }
-}
-
-// The statements, named for what they do. Attributes are kept as the JSON text the
-// service received (normalised), so a record reads back exactly as it was written.
+// The statements, named for what they do. `$2`-style comparisons of `attributes IS NOT
+// DISTINCT FROM` are the compare-and-set: the text as the store read it.
 
 const INSTANCE: &str = "SELECT attributes, dashboard_token, message_count,
         (SELECT count(*) FROM echo_bindings b WHERE b.instance_id = i.instance_id)
     FROM echo_instances i WHERE instance_id = $1";
+const INSTANCE_ATTRIBUTES: &str = "SELECT attributes FROM echo_instances WHERE instance_id = $1";
 const INSERT_INSTANCE: &str =
     "INSERT INTO echo_instances (instance_id, attributes, dashboard_token)
     VALUES ($1, $2, $3) ON CONFLICT (instance_id) DO NOTHING";
-/// Locks the instance's row for an update of its attributes (a message, which also
-/// updates the row, waits; a bind does not).
-const LOCK_INSTANCE_FOR_UPDATE: &str =
-    "SELECT attributes FROM echo_instances WHERE instance_id = $1 FOR NO KEY UPDATE";
-const UPDATE_ATTRIBUTES: &str = "UPDATE echo_instances SET attributes = $2 WHERE instance_id = $1";
-
-/// The check and its change in one statement, so one round trip: the instance's row is
-/// locked (`instance`), the ids the caller named ($2 service, $3 plan; NULL where it named
-/// none) are compared with the instance's (`allowed`: no rows if they differ; an instance
-/// the original broker made records none), and only then is the change made. The caller
-/// reads which it was from what the statement returns.
-macro_rules! checked_change {
-    ($lock:literal, $change:literal, $answer:literal) => {
-        concat!(
-            "WITH instance AS (SELECT * FROM echo_instances WHERE instance_id = $1 ",
-            $lock,
-            "),
-            allowed AS (SELECT 1 FROM instance WHERE attributes IS NULL
-                OR ((attributes::jsonb->>'service_id' = $2::text OR $2::text IS NULL)
-                AND (attributes::jsonb->>'plan_id' = $3::text OR $3::text IS NULL))),
-            changed AS (",
-            $change,
-            ") ",
-            $answer
-        )
-    };
-}
-
-/// Deletes the instance (its bindings and messages go with it, `ON DELETE CASCADE`).
-/// Answers nothing if there is no instance; else [`INSTANCE`]'s columns as they were, and
-/// whether it was deleted.
-const DEPROVISION: &str = checked_change!(
-    "FOR UPDATE",
-    "DELETE FROM echo_instances WHERE instance_id = $1 AND EXISTS (SELECT 1 FROM allowed)
-        RETURNING 1",
-    "SELECT attributes, dashboard_token, message_count,
-        (SELECT count(*) FROM echo_bindings b WHERE b.instance_id = $1),
-        EXISTS (SELECT 1 FROM changed)
-    FROM instance"
-);
-
-/// Creates the binding $4 (`FOR KEY SHARE` holds off the instance's deletion, not its
-/// messages). Answers nothing if there is no instance; else its attributes, and whether
-/// the binding was made (not if the ids differ or it exists).
-const BIND: &str = checked_change!(
-    "FOR KEY SHARE",
-    "INSERT INTO echo_bindings
-            (instance_id, binding_id, attributes, username, password, expires_at, renew_before)
-        SELECT $1, $4, $5, $6, $7, to_timestamp($8), to_timestamp($9) FROM allowed
-        ON CONFLICT (instance_id, binding_id) DO NOTHING
-        RETURNING 1",
-    "SELECT attributes, EXISTS (SELECT 1 FROM changed) FROM instance"
-);
-
-/// Deletes the binding $4. Answers nothing if there is no instance; else its attributes and,
-/// if the binding was deleted, the binding's columns as [`read_binding`] reads them.
-const UNBIND: &str = checked_change!(
-    "FOR KEY SHARE",
-    "DELETE FROM echo_bindings
-        WHERE instance_id = $1 AND binding_id = $4 AND EXISTS (SELECT 1 FROM allowed)
-        RETURNING attributes, username, password,
-            extract(epoch FROM expires_at)::bigint, extract(epoch FROM renew_before)::bigint",
-    "SELECT instance.attributes, changed.* FROM instance LEFT JOIN changed ON true"
-);
-
+/// Sets the attributes to $3 if they are still $2; answers [`INSTANCE`]'s columns.
+const UPDATE_ATTRIBUTES_IF_UNCHANGED: &str = "WITH updated AS (
+        UPDATE echo_instances SET attributes = $3
+        WHERE instance_id = $1 AND attributes IS NOT DISTINCT FROM $2
+        RETURNING attributes, dashboard_token, message_count)
+    SELECT attributes, dashboard_token, message_count,
+        (SELECT count(*) FROM echo_bindings b WHERE b.instance_id = $1)
+    FROM updated";
+/// Deletes the instance if its attributes are still $2 (its bindings and messages go with
+/// it, `ON DELETE CASCADE`); answers [`INSTANCE`]'s columns as they were.
+const DEPROVISION_IF_UNCHANGED: &str = "WITH removed AS (
+        DELETE FROM echo_instances
+        WHERE instance_id = $1 AND attributes IS NOT DISTINCT FROM $2
+        RETURNING attributes, dashboard_token, message_count)
+    SELECT attributes, dashboard_token, message_count,
+        (SELECT count(*) FROM echo_bindings b WHERE b.instance_id = $1)
+    FROM removed";
+/// Creates binding $2 if the instance's attributes are still $3 (`FOR KEY SHARE` holds off
+/// the instance's deletion, not its messages); one row if it was made.
+const BIND_IF_UNCHANGED: &str = "INSERT INTO echo_bindings
+        (instance_id, binding_id, attributes, username, password, expires_at, renew_before)
+    SELECT instance_id, $2, $4, $5, $6, to_timestamp($7), to_timestamp($8)
+    FROM echo_instances WHERE instance_id = $1 AND attributes IS NOT DISTINCT FROM $3
+    FOR KEY SHARE
+    ON CONFLICT (instance_id, binding_id) DO NOTHING
+    RETURNING 1";
+/// Deletes binding $2 if the instance's attributes are still $3; answers the binding's
+/// columns as [`read_binding`] reads them.
+const UNBIND_IF_UNCHANGED: &str = "DELETE FROM echo_bindings
+    WHERE instance_id = $1 AND binding_id = $2 AND EXISTS (SELECT 1 FROM echo_instances
+        WHERE instance_id = $1 AND attributes IS NOT DISTINCT FROM $3 FOR KEY SHARE)
+    RETURNING attributes, username, password,
+        extract(epoch FROM expires_at)::bigint, extract(epoch FROM renew_before)::bigint";
 const BINDING: &str = "SELECT attributes, username, password,
         extract(epoch FROM expires_at)::bigint, extract(epoch FROM renew_before)::bigint
     FROM echo_bindings WHERE instance_id = $1 AND binding_id = $2";
@@ -323,43 +416,47 @@ const TOTALS: &str = "SELECT (SELECT count(*) FROM echo_instances),
     (SELECT count(*) FROM echo_bindings),
     (SELECT coalesce(sum(message_count), 0)::bigint FROM echo_instances)";
 
+/// The answer of a change checked against the instance, or `None` when the instance kept
+/// changing under it (see [`CHANGED_MEANWHILE_TRIES`]).
+type Checked<T> = Option<T>;
+
+fn changed_meanwhile() -> StoreError {
+    StoreError::new(
+        "the instance kept changing under this request (other requests at the same moment); the change was not made, try again",
+    )
+}
+
 impl Store for PostgresStore {
-    fn provision(
-        &self,
-        instance_id: &str,
-        new: NewInstance,
-    ) -> StoreResult<Outcome<InstanceRecord>> {
-        let instance_id = instance_id.to_string();
-        self.change(move |session| {
-            let insert = session.statement(INSERT_INSTANCE)?;
-            let attributes = to_json(&new.attributes);
+    fn provision(&self, instance_id: &str, new: NewInstance) -> StoreResult<Provisioned> {
+        let attributes = to_json(&new.attributes);
+        let answer = self.change(instance_id, async |client| {
+            let insert = client.prepare_cached(INSERT_INSTANCE).await?;
             // The loser of a race reads the winner's record: committed before our insert
             // returned (an insert waits for a racing transaction). Gone again only if it
-            // was deprovisioned in between; then insert again (a few times at most).
-            for _ in 0..3 {
-                let inserted = session
-                    .client
-                    .execute(&insert, &[&instance_id, &attributes, &new.dashboard_token])?;
-                if inserted == 1 {
-                    return Ok(Outcome::Done(InstanceRecord {
+            // was deprovisioned in between; then insert again.
+            for _ in 0..CHANGED_MEANWHILE_TRIES {
+                let values: [&(dyn tokio_postgres::types::ToSql + Sync); 3] =
+                    [&instance_id, &attributes, &new.dashboard_token];
+                if client.execute(&insert, &values).await? == 1 {
+                    return Ok(Some(Provisioned::Made(InstanceRecord {
                         attributes: new.attributes.clone(),
                         dashboard_token: new.dashboard_token.clone(),
                         bindings: 0,
                         messages: 0,
-                    }));
+                    })));
                 }
-                if let Some(existing) = instance_record(session, &instance_id)? {
-                    return Ok(Outcome::Exists(existing));
+                if let Some(existing) = instance_record(client, instance_id).await? {
+                    return Ok(Some(Provisioned::Exists(existing)));
                 }
             }
-            Ok(Outcome::NoInstance)
-        })
+            Ok(None)
+        })?;
+        answer.ok_or_else(changed_meanwhile)
     }
 
-    fn instance(&self, instance_id: &str) -> StoreResult<Outcome<InstanceRecord>> {
-        let instance_id = instance_id.to_string();
-        self.read(move |session| {
-            Ok(instance_record(session, &instance_id)?.map_or(Outcome::NoInstance, Outcome::Done))
+    fn instance(&self, instance_id: &str) -> StoreResult<Option<InstanceRecord>> {
+        self.read(Some(instance_id), async |client| {
+            instance_record(client, instance_id).await
         })
     }
 
@@ -367,51 +464,53 @@ impl Store for PostgresStore {
         &self,
         instance_id: &str,
         update: InstanceUpdate,
-    ) -> StoreResult<Outcome<InstanceRecord>> {
-        let instance_id = instance_id.to_string();
-        self.change(move |session| {
-            let lock = session.statement(LOCK_INSTANCE_FOR_UPDATE)?;
-            let write = session.statement(UPDATE_ATTRIBUTES)?;
-            let read = session.statement(INSTANCE)?;
-            let mut transaction = session.client.transaction()?;
-            let Some(row) = transaction.query_opt(&lock, &[&instance_id])? else {
-                return Ok(Outcome::NoInstance);
-            };
-            if let Some(mut attributes) = from_json::<InstanceAttributes>(&row, 0) {
-                apply_update(&mut attributes, update.clone());
-                transaction.execute(&write, &[&instance_id, &to_json(&Some(attributes))])?;
+    ) -> StoreResult<Option<InstanceRecord>> {
+        let answer: Checked<Option<InstanceRecord>> = self.change(instance_id, async |client| {
+            let write = client
+                .prepare_cached(UPDATE_ATTRIBUTES_IF_UNCHANGED)
+                .await?;
+            for _ in 0..CHANGED_MEANWHILE_TRIES {
+                let Some(stored) = stored_attributes(client, instance_id).await? else {
+                    return Ok(Some(None));
+                };
+                // An instance the original broker made has no attributes to update.
+                let updated = match parse_attributes(&stored) {
+                    Some(mut attributes) => {
+                        apply_update(&mut attributes, update.clone());
+                        to_json(&Some(attributes))
+                    }
+                    None => stored.clone(),
+                };
+                let row = client
+                    .query_opt(&write, &[&instance_id, &stored, &updated])
+                    .await?;
+                if let Some(row) = row {
+                    return Ok(Some(Some(read_instance(&row)?)));
+                }
             }
-            let record = transaction
-                .query_opt(&read, &[&instance_id])?
-                .map(|row| read_instance(&row));
-            transaction.commit()?;
-            Ok(record.map_or(Outcome::NoInstance, Outcome::Done))
-        })
+            Ok(None)
+        })?;
+        answer.ok_or_else(changed_meanwhile)
     }
 
-    fn deprovision(
-        &self,
-        instance_id: &str,
-        claimed: &ClaimedIds,
-    ) -> StoreResult<Outcome<InstanceRecord>> {
-        let instance_id = instance_id.to_string();
-        let claimed = claimed.clone();
-        self.change(move |session| {
-            let deprovision = session.statement(DEPROVISION)?;
-            let ids = (&claimed.service_id, &claimed.plan_id);
-            let row = session
-                .client
-                .query_opt(&deprovision, &[&instance_id, ids.0, ids.1])?;
-            let Some(row) = row else {
-                return Ok(Outcome::NoInstance);
-            };
-            if row.get::<_, bool>(4) {
-                return Ok(Outcome::Done(read_instance(&row)));
+    fn deprovision(&self, instance_id: &str, claimed: &ClaimedIds) -> StoreResult<Deprovisioned> {
+        let answer = self.change(instance_id, async |client| {
+            let remove = client.prepare_cached(DEPROVISION_IF_UNCHANGED).await?;
+            for _ in 0..CHANGED_MEANWHILE_TRIES {
+                let Some(stored) = stored_attributes(client, instance_id).await? else {
+                    return Ok(Some(Deprovisioned::NoInstance));
+                };
+                if let Some(refusal) = refuse_other_ids(parse_attributes(&stored).as_ref(), claimed)
+                {
+                    return Ok(Some(Deprovisioned::OtherIds(refusal)));
+                }
+                if let Some(row) = client.query_opt(&remove, &[&instance_id, &stored]).await? {
+                    return Ok(Some(Deprovisioned::Removed(read_instance(&row)?)));
+                }
             }
-            let attributes = from_json::<InstanceAttributes>(&row, 0);
-            let refusal = refuse_other_ids(attributes.as_ref(), &claimed).unwrap_or_default();
-            Ok(Outcome::OtherIds(refusal))
-        })
+            Ok(None)
+        })?;
+        answer.ok_or_else(changed_meanwhile)
     }
 
     fn bind(
@@ -420,71 +519,64 @@ impl Store for PostgresStore {
         binding_id: &str,
         claimed: &ClaimedIds,
         new: NewBinding,
-    ) -> StoreResult<Outcome<BindingRecord>> {
-        let (instance_id, binding_id) = (instance_id.to_string(), binding_id.to_string());
-        let claimed = claimed.clone();
-        self.change(move |session| {
-            let bind = session.statement(BIND)?;
-            let read = session.statement(BINDING)?;
-            let attributes = to_json(&new.attributes);
-            let (expires_at, renew_before) = lifetime_columns(new.lifetime);
-            // As for a provision: the binding found in the way may be deleted before it is
-            // read; then bind again (a few times at most).
-            for _ in 0..3 {
-                let row = session.client.query_opt(
-                    &bind,
-                    &[
-                        &instance_id,
-                        &claimed.service_id,
-                        &claimed.plan_id,
-                        &binding_id,
-                        &attributes,
-                        &new.username,
-                        &new.password,
-                        &expires_at,
-                        &renew_before,
-                    ],
-                )?;
-                let Some(row) = row else {
-                    return Ok(Outcome::NoInstance);
+    ) -> StoreResult<Bound> {
+        let attributes = to_json(&new.attributes);
+        let (expires_at, renew_before) = lifetime_columns(new.lifetime);
+        let answer = self.change(instance_id, async |client| {
+            let bind = client.prepare_cached(BIND_IF_UNCHANGED).await?;
+            let read = client.prepare_cached(BINDING).await?;
+            for _ in 0..CHANGED_MEANWHILE_TRIES {
+                let Some(stored) = stored_attributes(client, instance_id).await? else {
+                    return Ok(Some(Bound::NoInstance));
                 };
-                if row.get::<_, bool>(1) {
-                    return Ok(Outcome::Done(BindingRecord {
+                if let Some(refusal) = refuse_other_ids(parse_attributes(&stored).as_ref(), claimed)
+                {
+                    return Ok(Some(Bound::OtherIds(refusal)));
+                }
+                let values: [&(dyn tokio_postgres::types::ToSql + Sync); 8] = [
+                    &instance_id,
+                    &binding_id,
+                    &stored,
+                    &attributes,
+                    &new.username,
+                    &new.password,
+                    &expires_at,
+                    &renew_before,
+                ];
+                if client.query_opt(&bind, &values).await?.is_some() {
+                    return Ok(Some(Bound::Made(BindingRecord {
                         attributes: new.attributes.clone(),
                         username: new.username.clone(),
                         password: new.password.clone(),
                         lifetime: new.lifetime,
-                    }));
+                    })));
                 }
-                let stored = from_json::<InstanceAttributes>(&row, 0);
-                if let Some(refusal) = refuse_other_ids(stored.as_ref(), &claimed) {
-                    return Ok(Outcome::OtherIds(refusal));
-                }
-                if let Some(existing) = session
-                    .client
-                    .query_opt(&read, &[&instance_id, &binding_id])?
+                // Not made: the binding exists, or the instance changed (or went) meanwhile.
+                if let Some(row) = client
+                    .query_opt(&read, &[&instance_id, &binding_id])
+                    .await?
                 {
-                    return Ok(Outcome::Exists(read_binding(&existing, 0)));
+                    return Ok(Some(Bound::Exists(read_binding(&row, 0)?)));
                 }
             }
-            Ok(Outcome::NoBinding)
-        })
+            Ok(None)
+        })?;
+        answer.ok_or_else(changed_meanwhile)
     }
 
-    fn binding(&self, instance_id: &str, binding_id: &str) -> StoreResult<Outcome<BindingRecord>> {
-        let (instance_id, binding_id) = (instance_id.to_string(), binding_id.to_string());
-        self.read(move |session| {
-            let read = session.statement(BINDING)?;
-            if let Some(row) = session
-                .client
-                .query_opt(&read, &[&instance_id, &binding_id])?
+    fn binding(&self, instance_id: &str, binding_id: &str) -> StoreResult<BindingLookup> {
+        self.read(Some(instance_id), async |client| {
+            let read = client.prepare_cached(BINDING).await?;
+            if let Some(row) = client
+                .query_opt(&read, &[&instance_id, &binding_id])
+                .await?
             {
-                return Ok(Outcome::Done(read_binding(&row, 0)));
+                return Ok(BindingLookup::Found(read_binding(&row, 0)?));
             }
-            let exists = session.statement(INSTANCE_EXISTS)?;
-            Ok(match session.client.query_opt(&exists, &[&instance_id])? {
-                Some(_) => Outcome::NoBinding,
-                None => Outcome::NoInstance,
+            let exists = client.prepare_cached(INSTANCE_EXISTS).await?;
+            Ok(match client.query_opt(&exists, &[&instance_id]).await? {
+                Some(_) => BindingLookup::NoBinding,
+                None => BindingLookup::NoInstance,
             })
         })
     }
@@ -494,41 +586,50 @@ impl Store for PostgresStore {
         instance_id: &str,
         binding_id: &str,
         claimed: &ClaimedIds,
-    ) -> StoreResult<Outcome<BindingRecord>> {
-        let (instance_id, binding_id) = (instance_id.to_string(), binding_id.to_string());
-        let claimed = claimed.clone();
-        self.change(move |session| {
-            let unbind = session.statement(UNBIND)?;
-            let ids = (&claimed.service_id, &claimed.plan_id);
-            let row = session
-                .client
-                .query_opt(&unbind, &[&instance_id, ids.0, ids.1, &binding_id])?;
-            let Some(row) = row else {
-                return Ok(Outcome::NoInstance);
-            };
-            if row.get::<_, Option<String>>(2).is_some() {
-                return Ok(Outcome::Done(read_binding(&row, 1)));
+    ) -> StoreResult<Unbound> {
+        let answer = self.change(instance_id, async |client| {
+            let remove = client.prepare_cached(UNBIND_IF_UNCHANGED).await?;
+            let mut seen: Option<Option<String>> = None;
+            for _ in 0..CHANGED_MEANWHILE_TRIES {
+                let Some(stored) = stored_attributes(client, instance_id).await? else {
+                    return Ok(Some(Unbound::NoInstance));
+                };
+                if let Some(refusal) = refuse_other_ids(parse_attributes(&stored).as_ref(), claimed)
+                {
+                    return Ok(Some(Unbound::OtherIds(refusal)));
+                }
+                // Nothing removed last time, and the instance is as it was then: there is no
+                // such binding.
+                if seen.as_ref() == Some(&stored) {
+                    return Ok(Some(Unbound::NoBinding));
+                }
+                let values: [&(dyn tokio_postgres::types::ToSql + Sync); 3] =
+                    [&instance_id, &binding_id, &stored];
+                if let Some(row) = client.query_opt(&remove, &values).await? {
+                    return Ok(Some(Unbound::Removed(read_binding(&row, 0)?)));
+                }
+                seen = Some(stored);
             }
-            let attributes = from_json::<InstanceAttributes>(&row, 0);
-            Ok(match refuse_other_ids(attributes.as_ref(), &claimed) {
-                Some(refusal) => Outcome::OtherIds(refusal),
-                None => Outcome::NoBinding,
-            })
-        })
+            Ok(None)
+        })?;
+        answer.ok_or_else(changed_meanwhile)
     }
 
     fn caller(&self, instance_id: &str, binding_id: &str) -> StoreResult<Option<Caller>> {
-        let (instance_id, binding_id) = (instance_id.to_string(), binding_id.to_string());
-        self.read(move |session| {
-            let read = session.statement(CALLER)?;
-            let row = session
-                .client
-                .query_opt(&read, &[&instance_id, &binding_id])?;
-            Ok(row.map(|row| Caller {
-                username: row.get(0),
-                password: row.get(1),
-                lifetime: read_lifetime(&row, 3),
-                service_id: from_json::<InstanceAttributes>(&row, 2).map(|a| a.service_id),
+        self.read(Some(instance_id), async |client| {
+            let read = client.prepare_cached(CALLER).await?;
+            let Some(row) = client
+                .query_opt(&read, &[&instance_id, &binding_id])
+                .await?
+            else {
+                return Ok(None);
+            };
+            let attributes: Option<String> = row.try_get(2)?;
+            Ok(Some(Caller {
+                username: row.try_get(0)?,
+                password: row.try_get(1)?,
+                lifetime: read_lifetime(&row, 3)?,
+                service_id: parse_attributes(&attributes).map(|a| a.service_id),
             }))
         })
     }
@@ -538,153 +639,190 @@ impl Store for PostgresStore {
         instance_id: &str,
         binding_id: &str,
         preview: &str,
-    ) -> StoreResult<Outcome<()>> {
-        let (instance_id, binding_id) = (instance_id.to_string(), binding_id.to_string());
-        let preview = preview.to_string();
+    ) -> StoreResult<bool> {
         let ring = RECENT_MESSAGES as i64;
-        self.change(move |session| {
-            let record = session.statement(RECORD_MESSAGE)?;
-            let recorded = session
-                .client
-                .execute(&record, &[&instance_id, &binding_id, &preview, &ring])?;
-            Ok(if recorded == 1 {
-                Outcome::Done(())
-            } else {
-                Outcome::NoBinding
-            })
+        self.change(instance_id, async |client| {
+            let record = client.prepare_cached(RECORD_MESSAGE).await?;
+            let values: [&(dyn tokio_postgres::types::ToSql + Sync); 4] =
+                [&instance_id, &binding_id, &preview, &ring];
+            Ok(client.execute(&record, &values).await? == 1)
         })
     }
 
-    fn dashboard(&self, instance_id: &str) -> StoreResult<Outcome<DashboardRecord>> {
-        let instance_id = instance_id.to_string();
-        self.read(move |session| {
-            let read = session.statement(INSTANCE)?;
-            let bindings = session.statement(BINDING_IDS)?;
-            let recent = session.statement(RECENT)?;
+    fn dashboard(&self, instance_id: &str) -> StoreResult<Option<DashboardRecord>> {
+        self.read(Some(instance_id), async |client| {
+            let read = client.prepare_cached(INSTANCE).await?;
+            let bindings = client.prepare_cached(BINDING_IDS).await?;
+            let recent = client.prepare_cached(RECENT).await?;
             // One snapshot, so the counts, the bindings and the messages agree.
-            let mut transaction = session
-                .client
+            let transaction = client
                 .build_transaction()
-                .isolation_level(postgres::IsolationLevel::RepeatableRead)
+                .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
                 .read_only(true)
-                .start()?;
-            let Some(row) = transaction.query_opt(&read, &[&instance_id])? else {
-                return Ok(Outcome::NoInstance);
+                .start()
+                .await?;
+            let Some(row) = transaction.query_opt(&read, &[&instance_id]).await? else {
+                return Ok(None);
             };
-            let column = |rows: Vec<Row>| rows.iter().map(|row| row.get(0)).collect();
+            let binding_ids = transaction.query(&bindings, &[&instance_id]).await?;
+            let recent_messages = transaction.query(&recent, &[&instance_id]).await?;
             let shown = DashboardRecord {
-                instance: read_instance(&row),
-                binding_ids: column(transaction.query(&bindings, &[&instance_id])?),
-                recent_messages: column(transaction.query(&recent, &[&instance_id])?),
+                instance: read_instance(&row)?,
+                binding_ids: first_column(&binding_ids)?,
+                recent_messages: first_column(&recent_messages)?,
             };
-            transaction.commit()?;
-            Ok(Outcome::Done(shown))
+            transaction.commit().await?;
+            Ok(Some(shown))
         })
     }
 
     fn totals(&self) -> StoreResult<Totals> {
-        self.read(|session| {
-            let totals = session.statement(TOTALS)?;
-            let row = session.client.query_one(&totals, &[])?;
-            let count = |index: usize| row.get::<_, i64>(index).max(0) as u64;
+        self.read(None, async |client| {
+            let totals = client.prepare_cached(TOTALS).await?;
+            let row = client.query_one(&totals, &[]).await?;
+            let count = |index: usize| -> Result<u64, Error> {
+                Ok(row.try_get::<_, i64>(index)?.max(0) as u64)
+            };
             Ok(Totals {
-                instances: count(0),
-                bindings: count(1),
-                messages: count(2),
+                instances: count(0)?,
+                bindings: count(1)?,
+                messages: count(2)?,
             })
         })
     }
 
     /// `Ok` while a connection answers a trivial statement within [`HEALTH_TIMEOUT`].
     fn health(&self) -> StoreResult<()> {
-        self.call_within(HEALTH_TIMEOUT, Call::Read, |session| {
-            session.client.simple_query("SELECT 1").map(|_| ())
+        self.call(Call::Read, None, HEALTH_TIMEOUT, async |client| {
+            client.simple_query("SELECT 1").await.map(|_| ())
         })
     }
 
-    fn render_metrics(&self, out: &mut String) {
-        let statistics = self.pool.statistics();
-        let open = self.pool.open_connections();
-        let help = "Connections to the database open now.";
-        metrics::single(
-            out,
-            "echo_service_database_connections",
-            "gauge",
+    fn figures(&self) -> Vec<Figure> {
+        let statistics = self.connections.statistics();
+        let (open, idle) = self.connections.open_and_idle();
+        let counter = |name, help, value: &AtomicU64| Figure {
+            name,
+            kind: FigureKind::Counter,
             help,
-            open,
-        );
-        let counters = [
-            (
-                "connects",
+            value: value.load(Ordering::Relaxed) as f64,
+        };
+        let gauge = |name, help, value: usize| Figure {
+            name,
+            kind: FigureKind::Gauge,
+            help,
+            value: value as f64,
+        };
+        vec![
+            gauge(
+                "echo_service_database_connections",
+                "Connections to the database open now.",
+                open,
+            ),
+            gauge(
+                "echo_service_database_connections_idle",
+                "Connections to the database open and idle now.",
+                idle,
+            ),
+            gauge(
+                "echo_service_database_connections_max",
+                "DATABASE_MAX_CONNECTIONS: the most this process opens.",
+                self.connections.budget().connections,
+            ),
+            counter(
+                "echo_service_database_connects_total",
                 "Connections opened to the database.",
                 &statistics.connects,
             ),
-            (
-                "connect_failures",
+            counter(
+                "echo_service_database_connect_failures_total",
                 "Connections the database refused or did not answer.",
                 &statistics.connect_failures,
             ),
-            (
-                "timeouts",
+            counter(
+                "echo_service_database_timeouts_total",
                 "Calls the database did not answer within their deadline.",
                 &statistics.timeouts,
             ),
-            (
-                "busy",
-                "Calls that found every connection busy until their deadline.",
-                &statistics.busy,
+            counter(
+                "echo_service_database_busy_total",
+                "Calls that got no connection (or no share of them for their instance) within their deadline.",
+                &statistics.no_connection,
             ),
-        ];
-        for (name, help, counter) in counters {
-            let name = format!("echo_service_database_{name}_total");
-            metrics::single(out, &name, "counter", help, counter.load(Ordering::Relaxed));
-        }
+        ]
+    }
+
+    fn longest_call(&self) -> Duration {
+        CALL_TIMEOUT
     }
 }
 
-fn instance_record(
-    session: &mut Session,
+async fn instance_record(
+    client: &Object,
     instance_id: &str,
-) -> Result<Option<InstanceRecord>, postgres::Error> {
-    let read = session.statement(INSTANCE)?;
-    Ok(session
-        .client
-        .query_opt(&read, &[&instance_id])?
-        .map(|row| read_instance(&row)))
+) -> Result<Option<InstanceRecord>, Error> {
+    let read = client.prepare_cached(INSTANCE).await?;
+    match client.query_opt(&read, &[&instance_id]).await? {
+        Some(row) => Ok(Some(read_instance(&row)?)),
+        None => Ok(None),
+    }
+}
+
+/// The instance's attributes as stored (`Some(None)`: it has none), or `None` if there is
+/// no such instance.
+async fn stored_attributes(
+    client: &Object,
+    instance_id: &str,
+) -> Result<Option<Option<String>>, Error> {
+    let read = client.prepare_cached(INSTANCE_ATTRIBUTES).await?;
+    match client.query_opt(&read, &[&instance_id]).await? {
+        Some(row) => Ok(Some(row.try_get(0)?)),
+        None => Ok(None),
+    }
 }
 
 /// A row of [`INSTANCE`].
-fn read_instance(row: &Row) -> InstanceRecord {
-    InstanceRecord {
-        attributes: from_json(row, 0),
-        dashboard_token: row.get(1),
-        messages: row.get::<_, i64>(2).max(0) as u64,
-        bindings: row.get::<_, i64>(3).max(0) as usize,
-    }
+fn read_instance(row: &Row) -> Result<InstanceRecord, Error> {
+    let attributes: Option<String> = row.try_get(0)?;
+    Ok(InstanceRecord {
+        attributes: parse_attributes(&attributes),
+        dashboard_token: row.try_get(1)?,
+        messages: row.try_get::<_, i64>(2)?.max(0) as u64,
+        bindings: row.try_get::<_, i64>(3)?.max(0) as usize,
+    })
 }
 
 /// `attributes, username, password, expires_at, renew_before` from column `first` on (see
 /// [`BINDING`]).
-fn read_binding(row: &Row, first: usize) -> BindingRecord {
-    BindingRecord {
-        attributes: from_json::<BindingAttributes>(row, first),
-        username: row.get(first + 1),
-        password: row.get(first + 2),
-        lifetime: read_lifetime(row, first + 3),
-    }
-}
-
-/// A lifetime from its two columns at `first` and the next (seconds since the epoch).
-fn read_lifetime(row: &Row, first: usize) -> Option<BindingLifetime> {
-    let expires_at: Option<i64> = row.get(first);
-    let renew_before: Option<i64> = row.get(first + 1);
-    Some(BindingLifetime {
-        expires_at: u64::try_from(expires_at?).unwrap_or(0),
-        renew_before: u64::try_from(renew_before?).unwrap_or(0),
+fn read_binding(row: &Row, first: usize) -> Result<BindingRecord, Error> {
+    let attributes: Option<String> = row.try_get(first)?;
+    Ok(BindingRecord {
+        attributes: attributes
+            .and_then(|text| serde_json::from_str::<BindingAttributes>(&text).ok()),
+        username: row.try_get(first + 1)?,
+        password: row.try_get(first + 2)?,
+        lifetime: read_lifetime(row, first + 3)?,
     })
 }
 
+/// A lifetime from its two columns at `first` and the next (seconds since the epoch).
+fn read_lifetime(row: &Row, first: usize) -> Result<Option<BindingLifetime>, Error> {
+    let expires_at: Option<i64> = row.try_get(first)?;
+    let renew_before: Option<i64> = row.try_get(first + 1)?;
+    Ok(expires_at
+        .zip(renew_before)
+        .map(|(expires_at, renew_before)| BindingLifetime {
+            expires_at: u64::try_from(expires_at).unwrap_or(0),
+            renew_before: u64::try_from(renew_before).unwrap_or(0),
+        }))
+}
+
+fn first_column(rows: &[Row]) -> Result<Vec<String>, Error> {
+    rows.iter().map(|row| row.try_get(0)).collect()
+}
+
 /// A lifetime as the parameters of `to_timestamp` (double precision seconds; NULL: none).
+/// The service refuses lifetimes past the year 9999, within the range of a timestamp.
 fn lifetime_columns(lifetime: Option<BindingLifetime>) -> (Option<f64>, Option<f64>) {
     match lifetime {
         Some(lifetime) => (
@@ -701,9 +839,9 @@ fn to_json<T: serde::Serialize>(value: &Option<T>) -> Option<String> {
         .and_then(|value| serde_json::to_string(value).ok())
 }
 
-/// The JSON text in column `index`, read back; `None` where there is none (an instance the
-/// original broker made without attributes) or it is not what this service wrote.
-fn from_json<T: serde::de::DeserializeOwned>(row: &Row, index: usize) -> Option<T> {
-    let text: Option<String> = row.get(index);
-    text.and_then(|text| serde_json::from_str(&text).ok())
+/// Stored attributes read back; `None` where there are none (an instance the original
+/// broker made without them) or they are not what this service wrote.
+fn parse_attributes(text: &Option<String>) -> Option<InstanceAttributes> {
+    text.as_deref()
+        .and_then(|text| serde_json::from_str(text).ok())
 }

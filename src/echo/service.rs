@@ -24,13 +24,13 @@
 //! store (the journal's disk, or the database); nothing is answered before it is durable.
 
 use super::api::{
-    non_empty, BindBody, BindingAttributes, BindingView, InstanceAttributes, InstanceUpdate,
-    InstanceView,
+    non_empty, BindBody, BindingAttributes, BindingLifetime, BindingView, InstanceAttributes,
+    InstanceUpdate, InstanceView,
 };
 use super::dashboard::{self, Dashboard};
 use super::store::{
-    preview_of, BindingRecord, ClaimedIds, DashboardRecord, InstanceRecord, NewBinding,
-    NewInstance, Outcome, Store, StoreError,
+    preview_of, BindingLookup, BindingRecord, Bound, ClaimedIds, DashboardRecord, Deprovisioned,
+    FigureKind, InstanceRecord, NewBinding, NewInstance, Provisioned, Store, StoreError, Unbound,
 };
 use crate::http::{self, HttpRequest, HttpResponse};
 use crate::metrics::{self, RequestMetrics};
@@ -196,7 +196,13 @@ impl EchoService {
             let help = "Messages echoed, over all instances held.";
             gauge(&mut out, "echo_service_messages", help, totals.messages);
         }
-        self.store.render_metrics(&mut out);
+        for figure in self.store.figures() {
+            let kind = match figure.kind {
+                FigureKind::Gauge => "gauge",
+                FigureKind::Counter => "counter",
+            };
+            metrics::single(&mut out, figure.name, kind, figure.help, figure.value);
+        }
         HttpResponse {
             status: 200,
             content_type: metrics::CONTENT_TYPE,
@@ -225,33 +231,29 @@ impl EchoService {
             body
         };
         match self.store.provision(instance_id, new) {
-            Ok(Outcome::Done(instance)) => {
+            Ok(Provisioned::Made(instance)) => {
                 let view = instance_view(instance_id, &instance, "provision_success");
                 HttpResponse::json(200, &with_dashboard(view, &instance))
             }
-            Ok(Outcome::Exists(instance)) => {
+            Ok(Provisioned::Exists(instance)) => {
                 let view = instance_view(instance_id, &instance, "exists");
                 let mut body = with_dashboard(view, &instance);
                 body["error"] = json!("Conflict");
                 body["description"] = json!(format!("instance '{instance_id}' already exists"));
                 HttpResponse::json(409, &body)
             }
-            // Another instance of the service deleted it each time this one found it there
-            // (PostgreSQL, racing deprovisions): nothing was made.
-            Ok(Outcome::NoInstance) => unavailable(&format!(
-                "instance '{instance_id}' was being deleted by another request; try again"
-            )),
-            other => self.unexpected(other),
+            Err(error) => store_unavailable(error),
         }
     }
 
     /// `GET /echo/{instance_id}`.
     fn fetch_instance(&self, instance_id: &str) -> HttpResponse {
         match self.store.instance(instance_id) {
-            Ok(Outcome::Done(instance)) => {
+            Ok(Some(instance)) => {
                 HttpResponse::json(200, &instance_view(instance_id, &instance, "provisioned"))
             }
-            other => self.answer_missing(other, instance_id, ""),
+            Ok(None) => no_instance(instance_id),
+            Err(error) => store_unavailable(error),
         }
     }
 
@@ -262,18 +264,19 @@ impl EchoService {
             Err(response) => return response,
         };
         match self.store.update(instance_id, update) {
-            Ok(Outcome::Done(instance)) => HttpResponse::json(
+            Ok(Some(instance)) => HttpResponse::json(
                 200,
                 &instance_view(instance_id, &instance, "update_success"),
             ),
-            other => self.answer_missing(other, instance_id, ""),
+            Ok(None) => no_instance(instance_id),
+            Err(error) => store_unavailable(error),
         }
     }
 
     /// `DELETE /echo/{instance_id}`: drops the instance with its bindings and messages.
     fn deprovision(&self, request: &HttpRequest, instance_id: &str) -> HttpResponse {
         match self.store.deprovision(instance_id, &ids_in_query(request)) {
-            Ok(Outcome::Done(instance)) => HttpResponse::json(
+            Ok(Deprovisioned::Removed(instance)) => HttpResponse::json(
                 200,
                 &json!({
                     "id": instance_id,
@@ -282,7 +285,9 @@ impl EchoService {
                     "messages": instance.messages,
                 }),
             ),
-            other => self.answer_missing(other, instance_id, ""),
+            Ok(Deprovisioned::NoInstance) => no_instance(instance_id),
+            Ok(Deprovisioned::OtherIds(refusal)) => bad_request(&refusal.0),
+            Err(error) => store_unavailable(error),
         }
     }
 
@@ -294,6 +299,9 @@ impl EchoService {
             Ok(None) => (None, None),
             Err(response) => return response,
         };
+        if let Some(problem) = lifetime.and_then(lifetime_problem) {
+            return bad_request(&problem);
+        }
         let (Ok(user_token), Ok(password)) = (http::random_token(), http::random_token()) else {
             return unavailable("no randomness available for the binding's credentials");
         };
@@ -308,27 +316,31 @@ impl EchoService {
             lifetime,
         };
         match self.store.bind(instance_id, binding_id, &claimed, new) {
-            Ok(Outcome::Done(binding)) => {
+            Ok(Bound::Made(binding)) => {
                 HttpResponse::json(200, &binding_view(binding_id, &binding, "bind_success"))
             }
-            Ok(Outcome::Exists(binding)) => {
+            Ok(Bound::Exists(binding)) => {
                 let mut body = serde_json::to_value(binding_view(binding_id, &binding, "exists"))
                     .unwrap_or_default();
                 body["error"] = json!("Conflict");
                 body["description"] = json!(format!("binding '{binding_id}' already exists"));
                 HttpResponse::json(409, &body)
             }
-            other => self.answer_missing(other, instance_id, binding_id),
+            Ok(Bound::NoInstance) => no_instance(instance_id),
+            Ok(Bound::OtherIds(refusal)) => bad_request(&refusal.0),
+            Err(error) => store_unavailable(error),
         }
     }
 
     /// `GET /echo/{instance_id}/{binding_id}`.
     fn fetch_binding(&self, instance_id: &str, binding_id: &str) -> HttpResponse {
         match self.store.binding(instance_id, binding_id) {
-            Ok(Outcome::Done(binding)) => {
+            Ok(BindingLookup::Found(binding)) => {
                 HttpResponse::json(200, &binding_view(binding_id, &binding, "bound"))
             }
-            other => self.answer_missing(other, instance_id, binding_id),
+            Ok(BindingLookup::NoInstance) => no_instance(instance_id),
+            Ok(BindingLookup::NoBinding) => no_binding(instance_id, binding_id),
+            Err(error) => store_unavailable(error),
         }
     }
 
@@ -338,11 +350,14 @@ impl EchoService {
             .store
             .unbind(instance_id, binding_id, &ids_in_query(request))
         {
-            Ok(Outcome::Done(binding)) => HttpResponse::json(
+            Ok(Unbound::Removed(binding)) => HttpResponse::json(
                 200,
                 &json!({"id": binding_id, "app": app_of(&binding), "state": "unbind_success"}),
             ),
-            other => self.answer_missing(other, instance_id, binding_id),
+            Ok(Unbound::NoInstance) => no_instance(instance_id),
+            Ok(Unbound::NoBinding) => no_binding(instance_id, binding_id),
+            Ok(Unbound::OtherIds(refusal)) => bad_request(&refusal.0),
+            Err(error) => store_unavailable(error),
         }
     }
 
@@ -380,7 +395,7 @@ impl EchoService {
             .store
             .record_message(instance_id, binding_id, &preview_of(&message))
         {
-            Ok(Outcome::Done(())) => {
+            Ok(true) => {
                 let response: String = if inverts {
                     message.chars().rev().collect()
                 } else {
@@ -388,7 +403,7 @@ impl EchoService {
                 };
                 HttpResponse::json(200, &json!({ "response": response }))
             }
-            Ok(_) => binding_unauthorized(),
+            Ok(false) => binding_unauthorized(),
             Err(error) => store_unavailable(error),
         }
     }
@@ -398,7 +413,7 @@ impl EchoService {
     fn dashboard(&self, request: &HttpRequest, instance_id: &str) -> HttpResponse {
         let token = request.query("token").unwrap_or_default();
         match self.store.dashboard(instance_id) {
-            Ok(Outcome::Done(shown))
+            Ok(Some(shown))
                 if http::constant_time_eq(
                     token.as_bytes(),
                     shown.instance.dashboard_token.as_bytes(),
@@ -423,6 +438,16 @@ impl EchoService {
         instance_id: &str,
         binding_id: &str,
     ) -> Result<Option<String>, HttpResponse> {
+        // Nothing the store could answer matches a caller without credentials or an id no
+        // binding can have: such a caller never reaches the store.
+        let no_binding_can_match = [instance_id, binding_id]
+            .iter()
+            .any(|id| http::id_problem(id).is_some());
+        if no_binding_can_match
+            || http::basic_credentials(request.header("Authorization")).is_none()
+        {
+            return Err(binding_unauthorized());
+        }
         let caller = self
             .store
             .caller(instance_id, binding_id)
@@ -442,41 +467,37 @@ impl EchoService {
             _ => Err(binding_unauthorized()),
         }
     }
+}
 
-    /// The answer to what is not there (404, naming it), to ids that are not the
-    /// instance's (400), or to a store that cannot answer (503).
-    fn answer_missing<T>(
-        &self,
-        outcome: Result<Outcome<T>, StoreError>,
-        instance_id: &str,
-        binding_id: &str,
-    ) -> HttpResponse {
-        match outcome {
-            Ok(Outcome::NoInstance) => {
-                not_found(&format!("instance '{instance_id}' does not exist"))
-            }
-            Ok(Outcome::NoBinding) => not_found(&format!(
-                "binding '{binding_id}' of instance '{instance_id}' does not exist"
-            )),
-            Ok(Outcome::OtherIds(refusal)) => bad_request(&refusal),
-            other => self.unexpected(other),
-        }
-    }
+/// 404 for an instance that does not exist.
+fn no_instance(instance_id: &str) -> HttpResponse {
+    not_found(&format!("instance '{instance_id}' does not exist"))
+}
 
-    /// A store error, or an outcome the call cannot have (a store that answers one is wrong).
-    fn unexpected<T>(&self, outcome: Result<Outcome<T>, StoreError>) -> HttpResponse {
-        match outcome {
-            Err(error) => store_unavailable(error),
-            Ok(_) => {
-                log::error!("echo service: the store answered an outcome its call cannot have");
-                HttpResponse::error(
-                    500,
-                    "InternalError",
-                    "the echo service's store answered out of turn",
-                )
-            }
-        }
+/// 404 for a binding that does not exist (of an instance that does).
+fn no_binding(instance_id: &str, binding_id: &str) -> HttpResponse {
+    not_found(&format!(
+        "binding '{binding_id}' of instance '{instance_id}' does not exist"
+    ))
+}
+
+/// The latest moment a binding's lifetime may name: the last second of the year 9999, the
+/// end of the range a timestamp has on every store (and in the spec's date-time format).
+pub const LATEST_EXPIRY: u64 = 253_402_300_799;
+
+/// Why a binding's lifetime cannot be kept, if it cannot: it expires past
+/// [`LATEST_EXPIRY`], or asks for renewal after it expires.
+fn lifetime_problem(lifetime: BindingLifetime) -> Option<String> {
+    if lifetime.expires_at > LATEST_EXPIRY {
+        return Some(format!(
+            "lifetime.expires_at {} is past the latest expiry a binding may have ({LATEST_EXPIRY}, the end of the year 9999)",
+            lifetime.expires_at
+        ));
     }
+    if lifetime.renew_before > lifetime.expires_at {
+        return Some("lifetime.renew_before is after lifetime.expires_at".into());
+    }
+    None
 }
 
 /// 503 for a store that cannot answer now; its description names the store.
@@ -643,7 +664,7 @@ impl Handler for EchoService {
     /// A request is one call to the store: on PostgreSQL bounded by its deadline, on the
     /// journal by an fsync (milliseconds).
     fn longest_handling(&self) -> std::time::Duration {
-        super::postgres::CALL_TIMEOUT
+        self.store.longest_call()
     }
 
     /// The platform's request identity, which the broker forwards on its management calls,

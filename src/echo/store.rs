@@ -82,24 +82,72 @@ pub struct ClaimedIds {
     pub plan_id: Option<String>,
 }
 
-/// How a call ended, when the store could answer it.
+/// Not made: the caller named a service or plan that is not the instance's. The one rule
+/// that decides it is [`refuse_other_ids`], which both stores call.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Outcome<T> {
-    /// Made (or read): the record as it now is.
-    Done(T),
-    /// Not made: one with this id already exists; the stored record.
-    Exists(T),
+pub struct OtherIds(pub String);
+
+impl std::fmt::Display for OtherIds {
+    fn fmt(&self, out: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        out.write_str(&self.0)
+    }
+}
+
+/// How a provision ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Provisioned {
+    Made(InstanceRecord),
+    /// Not made: an instance with this id exists; the stored record.
+    Exists(InstanceRecord),
+}
+
+/// How a deprovision ended: the instance as it was, or why nothing was removed.
+// One answer per request, on the stack: the variants' sizes do not matter.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone, PartialEq)]
+pub enum Deprovisioned {
+    Removed(InstanceRecord),
+    NoInstance,
+    OtherIds(OtherIds),
+}
+
+/// How a bind ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Bound {
+    Made(BindingRecord),
+    /// Not made: a binding with this id exists; the stored record.
+    Exists(BindingRecord),
+    NoInstance,
+    OtherIds(OtherIds),
+}
+
+/// How an unbind ended: the binding as it was, or why nothing was removed.
+// One answer per request, on the stack: the variants' sizes do not matter.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone, PartialEq)]
+pub enum Unbound {
+    Removed(BindingRecord),
     NoInstance,
     NoBinding,
-    /// Not made: the caller named a service or plan that is not the instance's.
-    OtherIds(String),
+    OtherIds(OtherIds),
+}
+
+/// A binding looked up: found, or which part is missing.
+// One answer per request, on the stack: the variants' sizes do not matter.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone, PartialEq)]
+pub enum BindingLookup {
+    Found(BindingRecord),
+    NoInstance,
+    NoBinding,
 }
 
 /// The store cannot answer now (a disk that refuses writes, a database away): the call was
-/// not made, or, where the description says so, may or may not have been.
+/// not made, or, where the description says so, may or may not have been. The description
+/// is for the platform's user: it names the failing part, never where it is (a host, a
+/// port, a database's name); the store's own log line has the details.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StoreError {
-    /// For the caller: names the store and what to do.
     pub description: String,
 }
 
@@ -111,60 +159,82 @@ impl StoreError {
     }
 }
 
+impl std::fmt::Display for StoreError {
+    fn fmt(&self, out: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        out.write_str(&self.description)
+    }
+}
+
+impl std::error::Error for StoreError {}
+
 pub type StoreResult<T> = Result<T, StoreError>;
 
-/// Everything the echo service asks of where its state lives.
+/// One of a store's own figures for `/metrics` (the service formats them).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Figure {
+    /// The metric's name, `echo_service_...`.
+    pub name: &'static str,
+    pub kind: FigureKind,
+    pub help: &'static str,
+    pub value: f64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum FigureKind {
+    Gauge,
+    Counter,
+}
+
+/// Everything the echo service asks of where its state lives. Each call returns exactly
+/// the outcomes it can have; the service checks what it is sent (ids, bodies, lifetimes)
+/// before it calls, so a store sees only what both stores can keep.
 pub trait Store: Send + Sync {
-    /// Creates the instance, or answers [`Outcome::Exists`] with the one stored.
-    fn provision(
-        &self,
-        instance_id: &str,
-        new: NewInstance,
-    ) -> StoreResult<Outcome<InstanceRecord>>;
-    fn instance(&self, instance_id: &str) -> StoreResult<Outcome<InstanceRecord>>;
+    /// Creates the instance, or answers [`Provisioned::Exists`] with the one stored.
+    fn provision(&self, instance_id: &str, new: NewInstance) -> StoreResult<Provisioned>;
+    fn instance(&self, instance_id: &str) -> StoreResult<Option<InstanceRecord>>;
+    /// Applies the update (see [`apply_update`]); `None` if there is no such instance.
     fn update(
         &self,
         instance_id: &str,
         update: InstanceUpdate,
-    ) -> StoreResult<Outcome<InstanceRecord>>;
+    ) -> StoreResult<Option<InstanceRecord>>;
     /// Removes the instance with its bindings and messages; answers what it held.
-    fn deprovision(
-        &self,
-        instance_id: &str,
-        claimed: &ClaimedIds,
-    ) -> StoreResult<Outcome<InstanceRecord>>;
-    /// Creates the binding, or answers [`Outcome::Exists`] with the one stored.
+    fn deprovision(&self, instance_id: &str, claimed: &ClaimedIds) -> StoreResult<Deprovisioned>;
+    /// Creates the binding, or answers [`Bound::Exists`] with the one stored.
     fn bind(
         &self,
         instance_id: &str,
         binding_id: &str,
         claimed: &ClaimedIds,
         new: NewBinding,
-    ) -> StoreResult<Outcome<BindingRecord>>;
-    fn binding(&self, instance_id: &str, binding_id: &str) -> StoreResult<Outcome<BindingRecord>>;
+    ) -> StoreResult<Bound>;
+    fn binding(&self, instance_id: &str, binding_id: &str) -> StoreResult<BindingLookup>;
     /// Removes the binding: its credentials stop working at once. Answers what it was.
     fn unbind(
         &self,
         instance_id: &str,
         binding_id: &str,
         claimed: &ClaimedIds,
-    ) -> StoreResult<Outcome<BindingRecord>>;
+    ) -> StoreResult<Unbound>;
     /// The credentials a bound app must send, `None` if there is no such binding.
     fn caller(&self, instance_id: &str, binding_id: &str) -> StoreResult<Option<Caller>>;
-    /// Counts a message and keeps its preview among the instance's latest
-    /// [`RECENT_MESSAGES`]; [`Outcome::NoBinding`] if the binding went away meanwhile.
+    /// Counts a message and keeps its preview (made by [`preview_of`]) among the
+    /// instance's latest [`RECENT_MESSAGES`]; `false` if the binding went away meanwhile.
     fn record_message(
         &self,
         instance_id: &str,
         binding_id: &str,
         preview: &str,
-    ) -> StoreResult<Outcome<()>>;
-    fn dashboard(&self, instance_id: &str) -> StoreResult<Outcome<DashboardRecord>>;
+    ) -> StoreResult<bool>;
+    fn dashboard(&self, instance_id: &str) -> StoreResult<Option<DashboardRecord>>;
     fn totals(&self) -> StoreResult<Totals>;
     /// `Ok` while the store takes changes (after trying to recover from a failure).
     fn health(&self) -> StoreResult<()>;
-    /// The store's own figures for `/metrics`, in the Prometheus text format.
-    fn render_metrics(&self, out: &mut String);
+    /// The store's own figures for `/metrics`.
+    fn figures(&self) -> Vec<Figure>;
+    /// The longest one call may take: the server lets a request this long to finish when
+    /// it stops.
+    fn longest_call(&self) -> std::time::Duration;
 }
 
 /// How many of an instance's latest messages are kept for the dashboard (older ones are
@@ -175,17 +245,37 @@ pub const RECENT_MESSAGES: usize = 10;
 /// messages must not fill the disk, the database or the memory.
 pub const PREVIEW_BYTES: usize = 200;
 
-/// The first [`PREVIEW_BYTES`] of `message` (cut at a character boundary, marked with `…`).
+/// What the dashboard keeps of `message`: its first [`PREVIEW_BYTES`] (cut at a character
+/// boundary, marked with `…`), with each control character shown as its visible symbol
+/// (U+0000 as `␀`, a line feed as `␊`, DEL as `␡`; U+0080 to U+009F as `�`). A preview is
+/// for reading on a page, not a copy: the message itself is answered unchanged, and a text
+/// column refuses NUL, so the one preview both stores keep is the shown one.
 pub fn preview_of(message: &str) -> String {
-    if message.len() <= PREVIEW_BYTES {
-        return message.to_string();
+    // One character more than fits is enough to know whether it must be cut.
+    let shown: String = message
+        .chars()
+        .take(PREVIEW_BYTES + 1)
+        .map(visible)
+        .collect();
+    if shown.len() <= PREVIEW_BYTES {
+        return shown;
     }
     let ellipsis = '…';
     let mut end = PREVIEW_BYTES - ellipsis.len_utf8();
-    while !message.is_char_boundary(end) {
+    while !shown.is_char_boundary(end) {
         end -= 1;
     }
-    format!("{}{ellipsis}", &message[..end])
+    format!("{}{ellipsis}", &shown[..end])
+}
+
+/// A control character as the symbol that shows it (Unicode's Control Pictures block).
+fn visible(character: char) -> char {
+    match character {
+        '\0'..='\u{1f}' => char::from_u32(0x2400 + character as u32).unwrap_or('\u{fffd}'),
+        '\u{7f}' => '\u{2421}',
+        '\u{80}'..='\u{9f}' => '\u{fffd}',
+        other => other,
+    }
 }
 
 /// Why a caller may not bind or delete through `claimed` ids: the ones it named are not the
@@ -194,7 +284,7 @@ pub fn preview_of(message: &str) -> String {
 pub fn refuse_other_ids(
     attributes: Option<&InstanceAttributes>,
     claimed: &ClaimedIds,
-) -> Option<String> {
+) -> Option<OtherIds> {
     let attributes = attributes?;
     refuse_other_service_or_plan(&attributes.service_id, &attributes.plan_id, claimed)
 }
@@ -204,16 +294,16 @@ pub fn refuse_other_service_or_plan(
     service_id: &str,
     plan_id: &str,
     claimed: &ClaimedIds,
-) -> Option<String> {
+) -> Option<OtherIds> {
     if let Some(claimed_service_id) = claimed.service_id.as_deref().filter(|id| *id != service_id) {
-        return Some(format!(
+        return Some(OtherIds(format!(
             "service_id '{claimed_service_id}' is not the instance's service ('{service_id}')"
-        ));
+        )));
     }
     if let Some(claimed_plan_id) = claimed.plan_id.as_deref().filter(|id| *id != plan_id) {
-        return Some(format!(
+        return Some(OtherIds(format!(
             "plan_id '{claimed_plan_id}' is not the instance's plan ('{plan_id}')"
-        ));
+        )));
     }
     None
 }

@@ -1,150 +1,158 @@
-//! A few connections to PostgreSQL, each on a thread of its own, and calls on them that
-//! never wait past a deadline.
+//! The store's connections: deadpool's pool of `tokio-postgres` clients, on a small tokio
+//! runtime that the store owns, and the one way a call runs on them.
 //!
-//! Why a pool of our own, and why threads: `postgres` blocks the calling thread until the
-//! server answers, and has no timeout for a query. A server that stops answering without
-//! closing its connections (a paused process, a cut network) would hold every request
-//! thread for as long as it stays silent. Here the request thread hands the work to a
-//! connection's thread and waits for the answer at most until its deadline; a connection
-//! stuck on a silent server stays busy (it counts against [`MAX_CONNECTIONS`]) until the
-//! server answers or the operating system gives the connection up (TCP keepalives), while
-//! the request has long been answered 503. Connecting runs on the connection's thread too,
-//! for the same reason: the connect timeout of `postgres` covers the TCP handshake only,
-//! not the server's start-up answer.
+//! A call runs on the request's own thread (`block_on`): a panic in it unwinds there, into
+//! that request's 500, and the connection goes back to the pool. The runtime's one worker
+//! thread drives the connections between calls, so a connection the server closed is seen
+//! closed before it is handed out again.
+//!
+//! What the pool is configured to do, and why:
+//! - **A deadline per call**, covering the wait for a connection, connecting, and the
+//!   statements. A connection whose call ran past it is closed, not reused: its statement
+//!   may still be running, and the next call would wait behind it.
+//! - **A budget** of connections per process ([`Budget::connections`]), and idle ones closed
+//!   after [`Budget::idle`], so that echo services at rest leave a small plan's connection
+//!   slots to one that starts or restarts.
+//! - **No room on the server** (SQLSTATE 53300): while the process holds connections, the
+//!   pool shrinks to what it holds and requests wait for those within their deadline; it
+//!   grows back once [`REGROW_AFTER`] has passed. Holding none, the call fails at once with
+//!   a line that names the setting.
+//! - **A fair share per instance**: the calls on one instance hold at most half the budget
+//!   (at least one), so one instance's trouble (a row locked from outside, a flood of its
+//!   own) leaves connections for every other tenant.
+//! - **Retry only what is safe**: a read that lost its connection runs once more on another;
+//!   a change never does, since the server may have made it before the connection broke.
 
-use super::super::store::StoreError;
-use postgres::{Client, Statement};
+use deadpool_postgres::{Hook, Manager, ManagerConfig, Object, Pool, PoolError, RecyclingMethod};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
+use tokio_postgres::Error;
 
-/// Connections one process keeps at most. PostgreSQL runs a process per connection, and a
-/// small plan allows a few dozen in all; with several echo service instances on one
-/// database, each takes this many. Requests beyond it wait for a free one (within their
-/// deadline): the database does the work one statement at a time per connection anyway.
-pub const MAX_CONNECTIONS: usize = 8;
+/// After the server said it had no room for another connection, the pool stays at the size
+/// it had for this long before it tries to open more again.
+const REGROW_AFTER: Duration = Duration::from_secs(10);
 
-/// How a connection is made: the parsed URL and, when it asks for TLS, the connector.
-pub type Connect = Box<dyn Fn() -> Result<Client, postgres::Error> + Send + Sync>;
+/// How often idle connections are looked at (and a shrunk pool regrown).
+const UPKEEP_INTERVAL: Duration = Duration::from_secs(1);
 
-/// One connection's session: the client and the statements it has prepared (parsed and
-/// planned once per connection, then sent as a single round trip each time).
-pub struct Session {
-    pub client: Client,
-    statements: HashMap<&'static str, Statement>,
+/// How many connections a process may hold, and how long an idle one stays open.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Budget {
+    pub connections: usize,
+    pub idle: Duration,
 }
 
-impl Session {
-    /// `sql` prepared on this connection (once).
-    pub fn statement(&mut self, sql: &'static str) -> Result<Statement, postgres::Error> {
-        if let Some(statement) = self.statements.get(sql) {
-            return Ok(statement.clone());
-        }
-        let statement = self.client.prepare(sql)?;
-        self.statements.insert(sql, statement.clone());
-        Ok(statement)
-    }
+/// How a connection is made: plain, or TLS verified against the store's trust roots.
+pub enum Tls {
+    Plain,
+    Verified(tokio_postgres_rustls::MakeRustlsConnect),
+}
+
+/// What a call does, for whether it may run again and what its failure says.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Call {
+    Read,
+    Change,
 }
 
 /// Why a call got no answer from the database.
 #[derive(Debug)]
 pub enum Failure {
     /// A new connection could not be made: refused, unreachable, or the server said no
-    /// (wrong credentials, no such database, too many connections).
-    Connect(postgres::Error),
+    /// (wrong credentials, no such database). Nothing was sent.
+    Connect(Error),
+    /// The server has no room for another connection and this process holds none.
+    NoRoom(Error),
+    /// No connection (or no share of them for this instance) came free before the deadline.
+    /// Nothing was sent.
+    NoConnection(Duration),
     /// The statement failed on the server, or the connection broke under it.
-    Statement(postgres::Error),
-    /// No answer before the deadline; the work may still be done by the server.
+    Statement(Error),
+    /// No answer before the deadline; the server may still do the work.
     TimedOut(Duration),
-    /// Every connection stayed busy until the deadline.
-    Busy(Duration),
 }
 
 impl Failure {
-    /// Whether the work surely was not done (the server never got it, or refused it).
+    /// Whether the work surely was not done: the server never got it, or answered with an
+    /// error (which ends the statement, and the transaction it was in). A connection that
+    /// broke, or a silence, may have come after the commit.
     pub fn surely_not_done(&self) -> bool {
         match self {
-            Failure::Connect(_) | Failure::Busy(_) => true,
-            Failure::Statement(error) => !error.is_closed(),
+            Failure::Connect(_) | Failure::NoRoom(_) | Failure::NoConnection(_) => true,
+            Failure::Statement(error) => error.as_db_error().is_some(),
             Failure::TimedOut(_) => false,
         }
     }
 
-    /// What went wrong, for the log and the 503's description.
-    pub fn reason(&self) -> String {
+    /// What went wrong, in a few words that name no host, port, database or user: for the
+    /// platform, which shows a broker's errors to its users.
+    pub fn cause(&self) -> String {
         match self {
-            Failure::Connect(error) => format!("cannot connect: {}", reason_of(error)),
-            Failure::Statement(error) => reason_of(error),
-            Failure::TimedOut(waited) => {
-                format!("no answer within {} ms", waited.as_millis())
-            }
-            Failure::Busy(waited) => format!(
-                "all {MAX_CONNECTIONS} of its connections stayed busy for {} ms",
+            Failure::Connect(_) => "it does not accept connections".into(),
+            Failure::NoRoom(_) => "it has no room for another connection".into(),
+            Failure::NoConnection(waited) => format!(
+                "no connection to it came free within {} ms",
                 waited.as_millis()
             ),
+            Failure::Statement(error) => match error.as_db_error() {
+                Some(db) => format!("it refused a statement (SQLSTATE {})", db.code().code()),
+                None => "the connection to it broke".into(),
+            },
+            Failure::TimedOut(waited) => format!("no answer within {} ms", waited.as_millis()),
+        }
+    }
+
+    /// What went wrong, in full, for the echo service's own log.
+    pub fn reason(&self, budget: Budget) -> String {
+        match self {
+            Failure::Connect(error) => format!("cannot connect: {}", reason_of(error)),
+            Failure::NoRoom(error) => format!(
+                "refused a new connection and this process holds none: {}; the server's max_connections is shared by every echo service on it, each holding up to DATABASE_MAX_CONNECTIONS={}",
+                reason_of(error),
+                budget.connections
+            ),
+            Failure::NoConnection(waited) => format!(
+                "gave no connection within {} ms (DATABASE_MAX_CONNECTIONS={}, all busy or the database silent)",
+                waited.as_millis(),
+                budget.connections
+            ),
+            Failure::Statement(error) => reason_of(error),
+            Failure::TimedOut(waited) => format!("no answer within {} ms", waited.as_millis()),
         }
     }
 }
 
-/// Whether the server ended the connection (closed it, or said it is shutting down or
-/// restarting: SQLSTATE class 57P) rather than refusing the work.
-fn connection_ended(error: &postgres::Error) -> bool {
+/// A server error's own message with its SQLSTATE, else the client's description with its
+/// causes.
+pub fn reason_of(error: &Error) -> String {
+    if let Some(db) = error.as_db_error() {
+        return format!("{} (SQLSTATE {})", db.message(), db.code().code());
+    }
+    let mut reason = error.to_string();
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        reason = format!("{reason}: {cause}");
+        source = cause.source();
+    }
+    reason
+}
+
+/// Whether the server's connection is gone: closed, broken (an I/O error), or ended by the
+/// server (shutting down or restarting: SQLSTATE class 57P).
+fn connection_ended(error: &Error) -> bool {
+    let broken = std::error::Error::source(error).is_some_and(|cause| cause.is::<std::io::Error>());
     error.is_closed()
+        || broken
         || error
             .code()
             .is_some_and(|code| code.code().starts_with("57P"))
 }
 
-/// A server error's own message with its SQLSTATE, else the client's description.
-pub fn reason_of(error: &postgres::Error) -> String {
-    match error.as_db_error() {
-        Some(db) => format!("{} (SQLSTATE {})", db.message(), db.code().code()),
-        None if error.is_closed() => "the connection was closed".into(),
-        None => {
-            let mut reason = error.to_string();
-            let mut source = std::error::Error::source(error);
-            while let Some(cause) = source {
-                reason = format!("{reason}: {cause}");
-                source = cause.source();
-            }
-            reason
-        }
-    }
-}
-
-/// What a connection's thread is asked to do.
-enum Instruction {
-    /// Run this with the session, or with why there is none.
-    Run(Job),
-    /// Close the connection: the pool no longer trusts it.
-    Retire,
-}
-
-type Job = Box<dyn FnOnce(Result<&mut Session, postgres::Error>) + Send>;
-
-/// A connection's thread, waiting for work.
-struct Idle {
-    calls: Sender<Instruction>,
-    /// The pool's generation when the connection was opened (see [`Pool::distrust_idle`]).
-    generation: u64,
-}
-
-struct Slots {
-    idle: Vec<Idle>,
-    /// Connections open or being opened, idle or busy.
-    open: usize,
-}
-
-struct Shared {
-    connect: Connect,
-    slots: Mutex<Slots>,
-    freed: Condvar,
-    /// Bumped when a connection is found closed by the server: the idle ones opened before
-    /// are closed rather than used (after a database restart, all of them are dead).
-    generation: AtomicU64,
-    pub statistics: Statistics,
+/// Whether the server refused a connection for lack of room (SQLSTATE 53300).
+fn out_of_room(error: &Error) -> bool {
+    error.code() == Some(&tokio_postgres::error::SqlState::TOO_MANY_CONNECTIONS)
 }
 
 /// Counters for `/metrics`.
@@ -153,245 +161,306 @@ pub struct Statistics {
     pub connects: AtomicU64,
     pub connect_failures: AtomicU64,
     pub timeouts: AtomicU64,
-    pub busy: AtomicU64,
+    pub no_connection: AtomicU64,
 }
 
-/// The pool.
-pub struct Pool {
-    shared: Arc<Shared>,
+/// The pool, the runtime it runs on, and the per-instance shares.
+pub struct Connections {
+    pool: Pool,
+    budget: Budget,
+    shares: FairShares,
+    statistics: Arc<Statistics>,
+    /// When the server last said it had no room (see [`REGROW_AFTER`]).
+    shrunk_at: Arc<Mutex<Option<Instant>>>,
+    /// Declared last: dropped after the pool, it ends the connections' tasks.
+    runtime: tokio::runtime::Runtime,
 }
 
-impl Pool {
-    pub fn new(connect: Connect) -> Pool {
-        Pool {
-            shared: Arc::new(Shared {
-                connect,
-                slots: Mutex::new(Slots {
-                    idle: Vec::new(),
-                    open: 0,
-                }),
-                freed: Condvar::new(),
-                generation: AtomicU64::new(0),
-                statistics: Statistics::default(),
-            }),
-        }
+impl Connections {
+    pub fn new(
+        config: tokio_postgres::Config,
+        tls: Tls,
+        budget: Budget,
+    ) -> Result<Connections, String> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("postgres")
+            .enable_io()
+            .enable_time()
+            .build()
+            .map_err(|error| format!("cannot start the database's runtime: {error}"))?;
+        let manager_config = ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        };
+        let manager = match tls {
+            Tls::Plain => Manager::from_config(config, tokio_postgres::NoTls, manager_config),
+            Tls::Verified(tls) => Manager::from_config(config, tls, manager_config),
+        };
+        let statistics = Arc::new(Statistics::default());
+        let counted = Arc::clone(&statistics);
+        let pool = Pool::builder(manager)
+            .max_size(budget.connections)
+            .runtime(deadpool_postgres::Runtime::Tokio1)
+            .post_create(Hook::sync_fn(move |_, _| {
+                counted.connects.fetch_add(1, Ordering::Relaxed);
+                Ok(())
+            }))
+            .build()
+            .map_err(|error| format!("cannot make the connection pool: {error}"))?;
+        let connections = Connections {
+            pool,
+            budget,
+            shares: FairShares::new((budget.connections / 2).max(1)),
+            statistics,
+            shrunk_at: Arc::default(),
+            runtime,
+        };
+        connections.start_upkeep();
+        Ok(connections)
     }
 
-    /// Runs `work` on a connection and returns its result, or a [`Failure`] no later than
-    /// `timeout` from now. Work that failed because the server had ended its connection (a
-    /// restarted database) runs once more on a new one; the other idle connections, opened
-    /// before, are closed rather than tried.
-    pub fn run<T, F>(&self, timeout: Duration, work: F) -> Result<T, Failure>
-    where
-        T: Send + 'static,
-        F: Fn(&mut Session) -> Result<T, postgres::Error> + Send + Sync + 'static,
-    {
-        let deadline = Instant::now() + timeout;
-        let work = Arc::new(work);
-        let (result, reused) = self.run_once(deadline, timeout, Arc::clone(&work));
-        match result {
-            Err(Failure::Statement(error)) if reused && connection_ended(&error) => {
-                self.distrust_idle();
-                self.run_once(deadline, timeout, work).0
-            }
-            result => result,
-        }
-    }
-
-    /// How many connections are open (for `/metrics`).
-    pub fn open_connections(&self) -> usize {
-        self.lock().open
+    pub fn budget(&self) -> Budget {
+        self.budget
     }
 
     pub fn statistics(&self) -> &Statistics {
-        &self.shared.statistics
+        &self.statistics
     }
 
-    /// One try: a connection (idle, or a new one), the work sent to it, the answer awaited.
-    /// Also says whether the connection had served before.
-    fn run_once<T, F>(
+    /// Connections open now, and how many of them are idle.
+    pub fn open_and_idle(&self) -> (usize, usize) {
+        let status = self.pool.status();
+        (status.size, status.available)
+    }
+
+    /// Runs `work` on a connection, on this thread, and returns its result, or a
+    /// [`Failure`] no later than `timeout` from now. `instance` names the instance the call
+    /// is about, for its fair share (none for calls about the whole store).
+    pub fn run<T>(
         &self,
+        call: Call,
+        instance: Option<&str>,
+        timeout: Duration,
+        work: impl AsyncFn(&mut Object) -> Result<T, Error>,
+    ) -> Result<T, Failure> {
+        let deadline = Instant::now() + timeout;
+        let _share = match instance {
+            Some(instance_id) => Some(
+                self.shares
+                    .enter(instance_id, deadline)
+                    .ok_or(Failure::NoConnection(timeout))?,
+            ),
+            None => None,
+        };
+        self.runtime
+            .block_on(self.run_until(call, deadline, timeout, work))
+    }
+
+    async fn run_until<T>(
+        &self,
+        call: Call,
         deadline: Instant,
         timeout: Duration,
-        work: Arc<F>,
-    ) -> (Result<T, Failure>, bool)
-    where
-        T: Send + 'static,
-        F: Fn(&mut Session) -> Result<T, postgres::Error> + Send + Sync + 'static,
-    {
-        let Some(calls) = self.take_connection(deadline) else {
-            self.shared.statistics.busy.fetch_add(1, Ordering::Relaxed);
-            return (Err(Failure::Busy(timeout)), false);
+        work: impl AsyncFn(&mut Object) -> Result<T, Error>,
+    ) -> Result<T, Failure> {
+        let mut tries_left = match call {
+            Call::Read => 2,
+            Call::Change => 1,
         };
-        let (reused, calls) = calls;
-        let (answer, answered) = mpsc::sync_channel(1);
-        let job: Job = Box::new(move |session| {
-            let result = match session {
-                Ok(session) => work(session).map_err(Failure::Statement),
-                Err(error) => Err(Failure::Connect(error)),
-            };
-            let _ = answer.send(result);
-        });
-        if calls.send(Instruction::Run(job)).is_err() {
-            return (Err(Failure::Busy(timeout)), reused);
-        }
-        let waited = deadline.saturating_duration_since(Instant::now());
-        match answered.recv_timeout(waited) {
-            Ok(result) => (result, reused),
-            Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => {
-                self.shared
-                    .statistics
-                    .timeouts
-                    .fetch_add(1, Ordering::Relaxed);
-                (Err(Failure::TimedOut(timeout)), reused)
+        loop {
+            let mut client = self.checkout(deadline, timeout).await?;
+            let answer = tokio::time::timeout_at(deadline.into(), work(&mut client)).await;
+            match answer {
+                Ok(Ok(value)) => return Ok(value),
+                Ok(Err(error)) if connection_ended(&error) => {
+                    drop(Object::take(client));
+                    self.close_broken_idle();
+                    tries_left -= 1;
+                    if tries_left == 0 {
+                        return Err(Failure::Statement(error));
+                    }
+                }
+                Ok(Err(error)) => return Err(Failure::Statement(error)),
+                Err(_) => {
+                    // Its statement may still run: the connection is closed, not reused.
+                    drop(Object::take(client));
+                    self.statistics.timeouts.fetch_add(1, Ordering::Relaxed);
+                    return Err(Failure::TimedOut(timeout));
+                }
             }
         }
     }
 
-    /// An idle connection (`true`: it served before), or a new one if fewer than
-    /// [`MAX_CONNECTIONS`] are open; else waits for one until `deadline`.
-    fn take_connection(&self, deadline: Instant) -> Option<(bool, Sender<Instruction>)> {
-        let generation = self.shared.generation.load(Ordering::Acquire);
-        let mut slots = self.lock();
+    /// A connection, idle or new, before `deadline`. When the server has no room for a new
+    /// one and this process holds some, the pool shrinks to those and waits for one.
+    async fn checkout(&self, deadline: Instant, timeout: Duration) -> Result<Object, Failure> {
         loop {
-            while let Some(idle) = slots.idle.pop() {
-                if idle.generation == generation {
-                    return Some((true, idle.calls));
+            let got = tokio::time::timeout_at(deadline.into(), self.pool.get()).await;
+            let error = match got {
+                Ok(Ok(client)) => return Ok(client),
+                Ok(Err(PoolError::Backend(error))) => error,
+                Ok(Err(_)) | Err(_) => {
+                    self.statistics
+                        .no_connection
+                        .fetch_add(1, Ordering::Relaxed);
+                    return Err(Failure::NoConnection(timeout));
                 }
-                let _ = idle.calls.send(Instruction::Retire);
+            };
+            self.statistics
+                .connect_failures
+                .fetch_add(1, Ordering::Relaxed);
+            if !out_of_room(&error) {
+                return Err(Failure::Connect(error));
             }
-            if slots.open < MAX_CONNECTIONS {
-                slots.open += 1;
-                drop(slots);
-                return Some((false, self.open_connection(generation)));
+            let held = self.pool.status().size;
+            if held == 0 {
+                return Err(Failure::NoRoom(error));
             }
+            self.shrink_to(held);
+        }
+    }
+
+    /// Makes the pool open no more than `held` connections for [`REGROW_AFTER`].
+    fn shrink_to(&self, held: usize) {
+        let mut shrunk_at = lock(&self.shrunk_at);
+        if shrunk_at.is_none() {
+            log::warn!(
+                "echo service: the database has no room for another connection (SQLSTATE 53300); going on with the {held} this process holds, of DATABASE_MAX_CONNECTIONS={}",
+                self.budget.connections
+            );
+        }
+        *shrunk_at = Some(Instant::now());
+        self.pool.resize(held);
+    }
+
+    /// Drops the idle connections the server has closed (after a restart, all of them).
+    fn close_broken_idle(&self) {
+        self.pool.retain(|client, _| !client.is_closed());
+    }
+
+    /// Every [`UPKEEP_INTERVAL`]: closes the connections idle longer than the budget allows,
+    /// and regrows a pool that the server's lack of room shrank.
+    fn start_upkeep(&self) {
+        let pool = self.pool.weak();
+        let (budget, shrunk_at) = (self.budget, Arc::clone(&self.shrunk_at));
+        self.runtime.spawn(async move {
+            let mut ticks = tokio::time::interval(UPKEEP_INTERVAL);
+            loop {
+                ticks.tick().await;
+                let Some(pool) = pool.upgrade() else {
+                    return;
+                };
+                pool.retain(|client, metrics| {
+                    !client.is_closed() && metrics.last_used() < budget.idle
+                });
+                let mut shrunk_at = lock(&shrunk_at);
+                if shrunk_at.is_some_and(|at| at.elapsed() >= REGROW_AFTER) {
+                    *shrunk_at = None;
+                    pool.resize(budget.connections);
+                    log::info!(
+                        "echo service: the database's connections may grow again, up to DATABASE_MAX_CONNECTIONS={}",
+                        budget.connections
+                    );
+                }
+            }
+        });
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// How many calls each instance has under way, each at most `limit`.
+struct FairShares {
+    limit: usize,
+    under_way: Mutex<HashMap<String, usize>>,
+    freed: Condvar,
+}
+
+/// One call's place in its instance's share, given back when dropped.
+struct Share<'a> {
+    shares: &'a FairShares,
+    instance_id: String,
+}
+
+impl FairShares {
+    fn new(limit: usize) -> FairShares {
+        FairShares {
+            limit,
+            under_way: Mutex::default(),
+            freed: Condvar::new(),
+        }
+    }
+
+    /// A place for one more call on `instance_id`, waiting for one until `deadline`.
+    fn enter(&self, instance_id: &str, deadline: Instant) -> Option<Share<'_>> {
+        let mut under_way = lock(&self.under_way);
+        while under_way.get(instance_id).copied().unwrap_or(0) >= self.limit {
             let left = deadline.checked_duration_since(Instant::now())?;
-            slots = self
-                .shared
+            under_way = self
                 .freed
-                .wait_timeout(slots, left)
+                .wait_timeout(under_way, left)
                 .unwrap_or_else(|poisoned| poisoned.into_inner())
                 .0;
         }
-    }
-
-    /// Starts a connection's thread; it connects when it gets its first call.
-    fn open_connection(&self, generation: u64) -> Sender<Instruction> {
-        let (calls, received) = mpsc::channel();
-        let shared = Arc::clone(&self.shared);
-        let own = calls.clone();
-        let started = std::thread::Builder::new()
-            .name("postgres".into())
-            .spawn(move || serve_calls(&shared, received, own, generation));
-        if started.is_err() {
-            // No thread: the call sent to it fails, and the slot is given back at once.
-            self.shared.close_one();
-        }
-        calls
-    }
-
-    /// Closes the idle connections at their next use (see [`Shared::generation`]).
-    fn distrust_idle(&self) {
-        self.shared.generation.fetch_add(1, Ordering::AcqRel);
-    }
-
-    fn lock(&self) -> MutexGuard<'_, Slots> {
-        self.shared.lock()
+        *under_way.entry(instance_id.to_string()).or_insert(0) += 1;
+        Some(Share {
+            shares: self,
+            instance_id: instance_id.to_string(),
+        })
     }
 }
 
-impl Drop for Pool {
+impl Drop for Share<'_> {
     fn drop(&mut self) {
-        for idle in self.lock().idle.drain(..) {
-            let _ = idle.calls.send(Instruction::Retire);
-        }
-    }
-}
-
-impl Shared {
-    fn lock(&self) -> MutexGuard<'_, Slots> {
-        self.slots
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
-    /// A connection closed: its slot is free.
-    fn close_one(&self) {
-        let mut slots = self.lock();
-        slots.open = slots.open.saturating_sub(1);
-        self.freed.notify_one();
-    }
-
-    /// A connection finished its call and waits for the next.
-    fn give_back(&self, calls: Sender<Instruction>, generation: u64) {
-        self.lock().idle.push(Idle { calls, generation });
-        self.freed.notify_one();
-    }
-}
-
-/// A connection's thread: connects, then runs calls until it is retired or its
-/// connection breaks.
-fn serve_calls(
-    shared: &Shared,
-    calls: Receiver<Instruction>,
-    own: Sender<Instruction>,
-    generation: u64,
-) {
-    let Ok(Instruction::Run(first)) = calls.recv() else {
-        shared.close_one();
-        return;
-    };
-    shared.statistics.connects.fetch_add(1, Ordering::Relaxed);
-    let mut session = match (shared.connect)() {
-        Ok(client) => Session {
-            client,
-            statements: HashMap::new(),
-        },
-        Err(error) => {
-            shared
-                .statistics
-                .connect_failures
-                .fetch_add(1, Ordering::Relaxed);
-            shared.close_one();
-            first(Err(error));
-            return;
-        }
-    };
-    let mut job = first;
-    loop {
-        job(Ok(&mut session));
-        if session.client.is_closed() {
-            shared.close_one();
-            return;
-        }
-        shared.give_back(own.clone(), generation);
-        match calls.recv() {
-            Ok(Instruction::Run(next)) => job = next,
-            Ok(Instruction::Retire) | Err(_) => {
-                shared.close_one();
-                return;
+        let mut under_way = lock(&self.shares.under_way);
+        if let Some(count) = under_way.get_mut(&self.instance_id) {
+            *count -= 1;
+            if *count == 0 {
+                under_way.remove(&self.instance_id);
             }
         }
+        self.shares.freed.notify_all();
     }
 }
 
-/// What a call does, for what its failure says.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Call {
-    Read,
-    Change,
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-/// The [`StoreError`] for a failure, worded for the platform's user: it names the database
-/// and, for a change, says whether it was made.
-pub fn store_error(database: &str, failure: &Failure, call: Call) -> StoreError {
-    let outcome = match call {
-        Call::Read => "try again later",
-        Call::Change if failure.surely_not_done() => "the change was not made, try again later",
-        Call::Change => "the change may or may not have been made: repeating the request is safe",
-    };
-    StoreError::new(format!(
-        "database unavailable: the echo service's PostgreSQL database {database}: {}; {outcome}",
-        failure.reason()
-    ))
+    #[test]
+    fn an_instance_holds_at_most_its_share_and_gets_it_back() {
+        let shares = FairShares::new(2);
+        let soon = Instant::now() + Duration::from_millis(50);
+        let first = shares.enter("a", soon).expect("room");
+        let _second = shares.enter("a", soon).expect("room");
+        assert!(
+            shares.enter("a", soon).is_none(),
+            "a third waits, then gives up"
+        );
+        assert!(
+            shares.enter("b", soon).is_some(),
+            "another instance is not held up"
+        );
+        drop(first);
+        let later = Instant::now() + Duration::from_millis(50);
+        assert!(shares.enter("a", later).is_some(), "a freed place is taken");
+    }
+
+    #[test]
+    fn what_the_platform_is_told_names_no_place() {
+        let failures = [
+            Failure::NoConnection(Duration::from_millis(3000)),
+            Failure::TimedOut(Duration::from_millis(3000)),
+        ];
+        for failure in failures {
+            assert!(!failure.cause().contains("127.0.0.1"));
+            assert!(failure.cause().contains("3000 ms"));
+        }
+        assert!(Failure::NoConnection(Duration::ZERO).surely_not_done());
+        assert!(!Failure::TimedOut(Duration::ZERO).surely_not_done());
+    }
 }

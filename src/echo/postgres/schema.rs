@@ -5,7 +5,8 @@
 //! commits, find it done. The version is a row of `echo_schema_version`; a database written
 //! by a newer echo service (a version this one does not know) is refused, not touched.
 
-use postgres::Client;
+use deadpool_postgres::Object;
+use tokio_postgres::Error;
 
 /// The advisory lock's key: "echo" in ASCII, so an operator reading `pg_locks` can tell.
 const SCHEMA_LOCK: i64 = 0x6563_686f;
@@ -48,31 +49,38 @@ const MIGRATIONS: [&str; 2] = [
 
 /// Brings the schema to the latest version. `Ok(Err(_))` is a database this echo service
 /// must not use (a newer schema); `Err(_)` is the database failing.
-pub fn create_or_upgrade(client: &mut Client) -> Result<Result<(), String>, postgres::Error> {
-    let mut transaction = client.transaction()?;
-    transaction.execute("SELECT pg_advisory_xact_lock($1)", &[&SCHEMA_LOCK])?;
-    transaction.batch_execute(
-        "CREATE TABLE IF NOT EXISTS echo_schema_version (version integer NOT NULL)",
-    )?;
+pub async fn create_or_upgrade(client: &mut Object) -> Result<Result<(), String>, Error> {
+    let transaction = client.transaction().await?;
+    transaction
+        .execute("SELECT pg_advisory_xact_lock($1)", &[&SCHEMA_LOCK])
+        .await?;
+    transaction
+        .batch_execute("CREATE TABLE IF NOT EXISTS echo_schema_version (version integer NOT NULL)")
+        .await?;
     let current: i32 = transaction
         .query_one(
             "SELECT coalesce(max(version), 0) FROM echo_schema_version",
             &[],
-        )?
-        .get(0);
+        )
+        .await?
+        .try_get(0)?;
     let known = MIGRATIONS.len() as i32;
     if current > known {
         return Ok(Err(format!(
             "holds the echo service's schema version {current}, newer than this echo service's {known}: run a newer echo service"
         )));
     }
-    for (step, migration) in MIGRATIONS.iter().enumerate().skip(current as usize) {
-        transaction.batch_execute(migration)?;
+    for (step, migration) in MIGRATIONS.iter().enumerate().skip(current.max(0) as usize) {
+        transaction.batch_execute(migration).await?;
         let version = step as i32 + 1;
-        transaction.execute("DELETE FROM echo_schema_version", &[])?;
-        transaction.execute("INSERT INTO echo_schema_version VALUES ($1)", &[&version])?;
+        transaction
+            .execute("DELETE FROM echo_schema_version", &[])
+            .await?;
+        transaction
+            .execute("INSERT INTO echo_schema_version VALUES ($1)", &[&version])
+            .await?;
         log::info!("echo service: the database's schema is now at version {version}");
     }
-    transaction.commit()?;
+    transaction.commit().await?;
     Ok(Ok(()))
 }
