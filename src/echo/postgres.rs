@@ -260,19 +260,40 @@ impl PostgresStore {
     }
 }
 
-/// Whether a failure at start may heal by itself: the server refuses or does not answer
-/// (not up yet), is starting up or shutting down (57P), or has no room (53300). Wrong
-/// credentials, no such database or a newer schema will not.
+/// Whether a failure at start may heal by itself: the server refuses, drops or does not
+/// answer connections (not up yet), is starting up or shutting down (57P), or has no room
+/// (53300). Wrong credentials, no such database, a certificate that does not verify or a
+/// newer schema will not.
 fn may_come_up(failure: &Failure) -> bool {
-    let code = |error: &Error| error.code().map(|code| code.code().to_string());
     match failure {
-        Failure::Connect(error) => match code(error) {
-            Some(code) => code.starts_with("57P") || code == "53300",
-            None => true,
+        Failure::Connect(error) | Failure::Statement(error) => match error.code() {
+            Some(code) => code.code().starts_with("57P") || code.code() == "53300",
+            None => not_up_yet(error),
         },
         Failure::NoRoom(_) | Failure::NoConnection(_) | Failure::TimedOut(_) => true,
-        Failure::Statement(error) => error.as_db_error().is_none(),
     }
+}
+
+/// Whether a client error is the network's answer of a server not (yet) listening.
+fn not_up_yet(error: &Error) -> bool {
+    use std::io::ErrorKind::*;
+    let io = std::error::Error::source(error).and_then(|cause| cause.downcast_ref::<std::io::Error>());
+    io.is_some_and(|io| {
+        io.get_ref().is_none()
+            && matches!(
+                io.kind(),
+                ConnectionRefused
+                    | ConnectionReset
+                    | ConnectionAborted
+                    | NotConnected
+                    | TimedOut
+                    | UnexpectedEof
+                    | AddrNotAvailable
+                    | HostUnreachable
+                    | NetworkUnreachable
+                    | NotFound
+            )
+    }) || error.is_closed()
 }
 
 /// The [`StoreError`] for a failure, worded for the platform's user: it names the failing
