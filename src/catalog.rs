@@ -284,6 +284,11 @@ impl Plan {
 }
 
 /// `"90d"`, `"12h"`, `"30m"`, `"45s"`: a whole number of days, hours, minutes or seconds.
+/// The longest `binding_lifetime` a plan may have: 100 years. Every store keeps an expiry
+/// up to the end of the year 9999, and the echo service refuses one past it, so a longer
+/// lifetime would pass this check and then fail every bind.
+const LONGEST_LIFETIME_DAYS: u64 = 36_500;
+
 fn parse_lifetime(text: &str) -> Result<u64, String> {
     let units = [('s', 1), ('m', 60), ('h', 3_600), ('d', 86_400)];
     let seconds = units.iter().find_map(|(unit, unit_seconds)| {
@@ -294,6 +299,9 @@ fn parse_lifetime(text: &str) -> Result<u64, String> {
         number.parse::<u64>().ok()?.checked_mul(*unit_seconds)
     });
     match seconds {
+        Some(seconds) if seconds > LONGEST_LIFETIME_DAYS * 86_400 => Err(format!(
+            "'{text}' is longer than a binding's lifetime may be: at most {LONGEST_LIFETIME_DAYS}d (100 years)"
+        )),
         Some(seconds) if seconds > 0 => Ok(seconds),
         _ => Err(format!(
             "'{text}' is not a lifetime: a whole number above 0 and a unit, s, m, h or d (e.g. \"90d\")"
@@ -406,7 +414,12 @@ mod tests {
         assert_eq!(seconds("12h"), Ok(12 * 3_600));
         assert_eq!(seconds("30m"), Ok(1_800));
         assert_eq!(seconds("5s"), Ok(5));
+        assert_eq!(seconds("36500d"), Ok(36_500 * 86_400), "100 years");
+        let too_long = seconds("36501d").expect_err("over 100 years");
+        assert!(too_long.contains("at most 36500d"), "{too_long}");
         for bad in [
+            "99999999999d",
+            "876001h",
             "",
             "d",
             "0d",

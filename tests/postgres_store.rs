@@ -11,6 +11,9 @@ mod common;
 use common::postgres::Cluster;
 use common::{call, free_port, run_to_end, spawn, Process, TempDir, BROKER, ECHO_SERVICE};
 use serde_json::Value;
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
@@ -420,7 +423,8 @@ fn kill_9_of_one_instance_loses_no_acknowledged_change() {
 }
 
 #[test]
-fn a_stopped_database_is_named_in_503s_and_the_service_recovers_without_a_restart() {
+fn a_stopped_database_is_named_in_503s_without_where_it_is_and_the_service_recovers_without_a_restart(
+) {
     let Some(cluster) = Cluster::start() else {
         return;
     };
@@ -465,6 +469,11 @@ fn a_stopped_database_is_named_in_503s_and_the_service_recovers_without_a_restar
         description.as_str().is_some_and(|d| d.contains("database")),
         "{description}"
     );
+    // Platforms show a broker's errors to their users: the failing part, never its place.
+    let places = ["outage", "127.0.0.1", &cluster.port().to_string()];
+    for place in places {
+        assert!(!refused.text.contains(place), "{place}: {}", refused.text);
+    }
     let health = get(&format!("{}/health", echo.url));
     assert_eq!(health.status, 503, "{}", health.text);
     assert!(health.text.contains("database"), "{}", health.text);
@@ -802,4 +811,440 @@ fn an_expired_binding_is_refused_on_postgresql_too() {
     assert_eq!(message(&b, "i", &binding, "too late").status, 401);
     let fetched = get(&format!("{}/echo/i/short", b.url)).json();
     assert_eq!(fetched["lifetime"], binding["lifetime"], "kept as it was");
+}
+
+/// The `message_count` of `instance` in `database`.
+fn messages_counted(cluster: &Cluster, database: &str, instance: &str) -> i64 {
+    cluster
+        .client(database)
+        .query_one(
+            "SELECT message_count FROM echo_instances WHERE instance_id = $1",
+            &[&instance],
+        )
+        .unwrap_or_else(|error| panic!("the count of {instance}: {error}"))
+        .get(0)
+}
+
+/// Provisions `instance` with one binding `b` and answers the binding (with credentials).
+fn provision_and_bind(echo: &Process, instance: &str) -> Value {
+    let url = format!("{}/echo/{instance}", echo.url);
+    assert_eq!(put(&url, Some(PROVISION)).status, 200);
+    let bound = put(&format!("{url}/b"), Some(BIND));
+    assert_eq!(bound.status, 200, "{}", bound.text);
+    bound.json()
+}
+
+/// A TCP relay in front of the database that, once armed, cuts the connection whose answer
+/// reports one row inserted (`INSERT 0 1`, the tag of a message's counting statement): the
+/// server has committed, and the echo service never hears so.
+struct CuttingRelay {
+    port: u16,
+    armed: Arc<AtomicBool>,
+}
+
+impl CuttingRelay {
+    fn start(database_port: u16) -> CuttingRelay {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("a loopback port for the relay");
+        let port = listener.local_addr().expect("the relay's address").port();
+        let armed = Arc::new(AtomicBool::new(false));
+        let cut = Arc::clone(&armed);
+        std::thread::spawn(move || {
+            for client in listener.incoming().flatten() {
+                if let Ok(server) = TcpStream::connect(("127.0.0.1", database_port)) {
+                    relay_connection(client, server, Arc::clone(&cut));
+                }
+            }
+        });
+        CuttingRelay { port, armed }
+    }
+
+    /// `url` (of the database) through this relay.
+    fn in_front_of(&self, url: &str, database_port: u16) -> String {
+        url.replace(&format!(":{database_port}/"), &format!(":{}/", self.port))
+    }
+}
+
+fn relay_connection(client: TcpStream, server: TcpStream, armed: Arc<AtomicBool>) {
+    let (Ok(mut from_client), Ok(mut to_server)) = (client.try_clone(), server.try_clone()) else {
+        return;
+    };
+    std::thread::spawn(move || {
+        let _ = std::io::copy(&mut from_client, &mut to_server);
+        let _ = to_server.shutdown(Shutdown::Write);
+    });
+    std::thread::spawn(move || {
+        let (mut from_server, mut to_client) = (server, client);
+        let mut buffer = vec![0u8; 64 * 1024];
+        while let Ok(read @ 1..) = from_server.read(&mut buffer) {
+            let answer = &buffer[..read];
+            let inserted = answer.windows(11).any(|window| window == b"INSERT 0 1\0");
+            if inserted && armed.swap(false, Ordering::SeqCst) {
+                break;
+            }
+            if to_client.write_all(answer).is_err() {
+                break;
+            }
+        }
+        let _ = to_client.shutdown(Shutdown::Both);
+        let _ = from_server.shutdown(Shutdown::Both);
+    });
+}
+
+#[test]
+fn a_message_whose_answer_was_cut_after_its_commit_is_counted_once_and_told_it_may_be_made() {
+    let Some(cluster) = Cluster::start() else {
+        return;
+    };
+    let url = cluster.create_database("cut");
+    let relay = CuttingRelay::start(cluster.port());
+    let echo = echo_on(&relay.in_front_of(&url, cluster.port()));
+    let binding = provision_and_bind(&echo, "cut");
+    assert_eq!(message(&echo, "cut", &binding, "first").status, 200);
+
+    relay.armed.store(true, Ordering::SeqCst);
+    let cut = message(&echo, "cut", &binding, "second");
+    assert!(
+        !relay.armed.load(Ordering::SeqCst),
+        "the relay cut an answer"
+    );
+    let description = cut.assert_error(503)["description"].clone();
+    assert!(
+        description
+            .as_str()
+            .is_some_and(|d| d.contains("may or may not have been made")),
+        "{description}"
+    );
+    // Made once: the store did not run the change again on another connection.
+    assert_eq!(messages_counted(&cluster, "cut", "cut"), 2);
+    assert_eq!(message(&echo, "cut", &binding, "third").status, 200);
+    assert_eq!(messages_counted(&cluster, "cut", "cut"), 3);
+}
+
+/// What the writers of [`a_crashing_database_never_hears_not_made_of_a_change_it_made`] were
+/// told.
+#[derive(Default)]
+struct Told {
+    made: AtomicU64,
+    not_made: AtomicU64,
+    maybe_made: AtomicU64,
+}
+
+#[test]
+fn a_crashing_database_never_hears_not_made_of_a_change_it_made() {
+    let Some(cluster) = Cluster::start() else {
+        return;
+    };
+    let url = cluster.create_database("crashes");
+    let echo = echo_on(&url);
+    let binding = provision_and_bind(&echo, "busy");
+    let told = Told::default();
+    let writing = AtomicBool::new(true);
+    std::thread::scope(|scope| {
+        for writer in 0..3 {
+            let (echo, binding, told, writing) = (&echo, &binding, &told, &writing);
+            scope.spawn(move || {
+                let give_up = Instant::now() + Duration::from_secs(30);
+                for n in 0..3_000 {
+                    if !writing.load(Ordering::SeqCst) || Instant::now() > give_up {
+                        break;
+                    }
+                    let reply = message(echo, "busy", binding, &format!("{writer}-{n}"));
+                    let counter = match (reply.status, reply.text.contains("may or may not")) {
+                        (200, _) => &told.made,
+                        (503, true) => &told.maybe_made,
+                        (503, false) => &told.not_made,
+                        (status, _) => panic!("{status}: {}", reply.text),
+                    };
+                    counter.fetch_add(1, Ordering::SeqCst);
+                }
+            });
+        }
+        for _ in 0..4 {
+            std::thread::sleep(Duration::from_millis(600));
+            cluster.crash();
+            std::thread::sleep(Duration::from_millis(200));
+            cluster.start_again();
+        }
+        std::thread::sleep(Duration::from_millis(600));
+        writing.store(false, Ordering::SeqCst);
+    });
+    let made = told.made.load(Ordering::SeqCst) as i64;
+    let maybe_made = told.maybe_made.load(Ordering::SeqCst) as i64;
+    let not_made = told.not_made.load(Ordering::SeqCst);
+    let counted = messages_counted(&cluster, "crashes", "busy");
+    println!("told made {made}, maybe made {maybe_made}, not made {not_made}; counted {counted}");
+    assert!(maybe_made + not_made as i64 > 0, "the crashes were seen");
+    assert!(counted >= made, "every message answered 200 is counted");
+    assert!(
+        counted <= made + maybe_made,
+        "a message answered 'not made' was counted: {counted} > {made} + {maybe_made}"
+    );
+}
+
+/// The connections the echo services hold on `cluster`.
+fn echo_connections(cluster: &Cluster) -> i64 {
+    count(
+        cluster,
+        "postgres",
+        "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'echo-service'",
+    )
+}
+
+#[test]
+fn a_small_plan_serves_three_echo_services_closes_idle_connections_and_lets_a_fourth_start() {
+    let Some(cluster) = Cluster::start() else {
+        return;
+    };
+    // A small plan: 9 connections in all, one of them the test's own, for three echo
+    // services that would each open 4.
+    cluster
+        .client("postgres")
+        .batch_execute(
+            "ALTER SYSTEM SET max_connections = 9; ALTER SYSTEM SET superuser_reserved_connections = 0",
+        )
+        .expect("a smaller max_connections");
+    cluster.stop();
+    cluster.start_again();
+    let url = cluster.create_database("small_plan");
+    let budget = [
+        ("DATABASE_URL", url.as_str()),
+        ("DATABASE_MAX_CONNECTIONS", "4"),
+        ("DATABASE_IDLE_SECONDS", "2"),
+    ];
+    let echoes: Vec<Process> = (0..3)
+        .map(|_| Process::start(ECHO_SERVICE, free_port(), &budget))
+        .collect();
+    let refused = AtomicU64::new(0);
+    std::thread::scope(|scope| {
+        for (n, echo) in echoes.iter().enumerate() {
+            for thread in 0..6 {
+                let refused = &refused;
+                scope.spawn(move || {
+                    for change in 0..8 {
+                        let id = format!("e{n}-t{thread}-c{change}");
+                        let reply = put(&format!("{}/echo/{id}", echo.url), Some(PROVISION));
+                        if reply.status != 200 {
+                            refused.fetch_add(1, Ordering::SeqCst);
+                            println!("{id}: {} {}", reply.status, reply.text);
+                        }
+                    }
+                });
+            }
+        }
+    });
+    assert_eq!(
+        refused.load(Ordering::SeqCst),
+        0,
+        "every change of the burst was made"
+    );
+    assert_eq!(
+        count(
+            &cluster,
+            "small_plan",
+            "SELECT count(*) FROM echo_instances"
+        ),
+        144
+    );
+
+    let at_rest = Instant::now() + Duration::from_secs(10);
+    while echo_connections(&cluster) > 0 {
+        assert!(Instant::now() < at_rest, "idle connections stayed open");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let fourth = Process::start(ECHO_SERVICE, free_port(), &budget);
+    assert_eq!(
+        put(&format!("{}/echo/fourth", fourth.url), Some(PROVISION)).status,
+        200
+    );
+
+    // With every slot taken from outside, an echo service holding none says so and
+    // answers 503; it serves again, without a restart, once there is room.
+    let hoard: Vec<_> = std::iter::from_fn(|| {
+        let mut config: ::postgres::Config = url.parse().expect("the URL parses");
+        config.connect_timeout(Duration::from_secs(5));
+        config.connect(::postgres::NoTls).ok()
+    })
+    .take(20)
+    .collect();
+    let full = put(&format!("{}/echo/full", echoes[0].url), Some(PROVISION));
+    let description = full.assert_error(503)["description"].clone();
+    assert!(description.to_string().contains("no room"), "{description}");
+    assert!(
+        echoes[0].log().contains("DATABASE_MAX_CONNECTIONS=4"),
+        "{}",
+        echoes[0].log()
+    );
+    drop(hoard);
+    assert_eq!(
+        put(&format!("{}/echo/full", echoes[0].url), Some(PROVISION)).status,
+        200
+    );
+}
+
+#[test]
+fn an_echo_service_started_before_its_database_waits_for_it_within_a_limit() {
+    let Some(cluster) = Cluster::start() else {
+        return;
+    };
+    let url = cluster.create_database("late");
+    cluster.stop();
+    let echo = std::thread::scope(|scope| {
+        scope.spawn(|| {
+            std::thread::sleep(Duration::from_secs(2));
+            cluster.start_again();
+        });
+        echo_on(&url)
+    });
+    assert!(echo.log().contains("waiting up to"), "{}", echo.log());
+    assert_eq!(
+        put(&format!("{}/echo/late", echo.url), Some(PROVISION)).status,
+        200
+    );
+
+    cluster.stop();
+    let started = Instant::now();
+    let env = [
+        ("DATABASE_URL", url.as_str()),
+        ("DATABASE_START_SECONDS", "1"),
+    ];
+    let (code, output) = run_to_end(ECHO_SERVICE, &[], &env);
+    assert_eq!(code, Some(2), "{output}");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    let last = output.trim().lines().last().unwrap_or_default();
+    assert!(last.starts_with("error: DATABASE_URL: "), "{output}");
+}
+
+#[test]
+fn a_row_an_operator_broke_answers_503_for_its_instance_and_costs_no_connection() {
+    let Some(cluster) = Cluster::start() else {
+        return;
+    };
+    let url = cluster.create_database("broken_row");
+    let env = [
+        ("DATABASE_URL", url.as_str()),
+        ("DATABASE_MAX_CONNECTIONS", "2"),
+    ];
+    let echo = Process::start(ECHO_SERVICE, free_port(), &env);
+    for instance in ["broken", "fine"] {
+        assert_eq!(
+            put(&format!("{}/echo/{instance}", echo.url), Some(PROVISION)).status,
+            200
+        );
+    }
+    cluster
+        .client("broken_row")
+        .batch_execute(
+            "ALTER TABLE echo_instances ALTER COLUMN dashboard_token DROP NOT NULL;
+             UPDATE echo_instances SET dashboard_token = NULL WHERE instance_id = 'broken'",
+        )
+        .expect("an operator's change");
+    for _ in 0..6 {
+        get(&format!("{}/echo/broken", echo.url)).assert_error(503);
+        assert_eq!(get(&format!("{}/echo/fine", echo.url)).status, 200);
+    }
+    assert!(echo_connections(&cluster) <= 2);
+}
+
+#[test]
+fn one_instance_locked_from_outside_leaves_other_tenants_under_a_second() {
+    let Some(cluster) = Cluster::start() else {
+        return;
+    };
+    let url = cluster.create_database("locked");
+    let echo = echo_on(&url);
+    for instance in ["hot", "cold"] {
+        assert_eq!(
+            put(&format!("{}/echo/{instance}", echo.url), Some(PROVISION)).status,
+            200
+        );
+    }
+    let mut operator = cluster.client("locked");
+    let mut lock = operator.transaction().expect("a transaction");
+    lock.execute(
+        "SELECT 1 FROM echo_instances WHERE instance_id = 'hot' FOR UPDATE",
+        &[],
+    )
+    .expect("the row locked");
+    std::thread::scope(|scope| {
+        for _ in 0..8 {
+            scope.spawn(|| {
+                let update = r#"{"parameters": {"size": 3}}"#;
+                let reply = call(
+                    "PATCH",
+                    &format!("{}/echo/hot", echo.url),
+                    &[],
+                    Some(update),
+                )
+                .expect("an answer");
+                assert_eq!(reply.status, 503, "{}", reply.text);
+            });
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        for n in 0..8 {
+            let started = Instant::now();
+            assert_eq!(get(&format!("{}/echo/cold", echo.url)).status, 200);
+            let id = format!("other-{n}");
+            assert_eq!(
+                put(&format!("{}/echo/{id}", echo.url), Some(PROVISION)).status,
+                200
+            );
+            let took = started.elapsed();
+            assert!(
+                took < Duration::from_secs(1),
+                "another tenant waited {took:?}"
+            );
+        }
+    });
+    lock.commit().expect("the lock released");
+    let update = r#"{"parameters": {"size": 3}}"#;
+    let reply = call(
+        "PATCH",
+        &format!("{}/echo/hot", echo.url),
+        &[],
+        Some(update),
+    )
+    .expect("an answer");
+    assert_eq!(reply.status, 200, "{}", reply.text);
+}
+
+#[test]
+fn nul_from_a_platform_or_an_app_never_reaches_postgresql_as_an_error() {
+    let Some(cluster) = Cluster::start() else {
+        return;
+    };
+    let url = cluster.create_database("nul");
+    let echo = echo_on(&url);
+    let instance = format!("{}/echo/nul", echo.url);
+    let with_nul = r#"{"service_id": "echo_service", "plan_id": "big_0001", "organization_guid": "o\u0000", "space_guid": "s", "parameters": {"x": "\u0000", "\u0000": 1}, "context": {"y": ["\u0000"]}}"#;
+    assert_eq!(put(&instance, Some(with_nul)).status, 200);
+    let patch = r#"{"plan_id": "big_0001", "context": {"z": "\u0000"}}"#;
+    assert_eq!(
+        call("PATCH", &instance, &[], Some(patch))
+            .expect("PATCH")
+            .status,
+        200
+    );
+    let bound = put(&format!("{instance}/b"), Some(BIND));
+    assert_eq!(bound.status, 200, "{}", bound.text);
+    let reply = message(&echo, "nul", &bound.json(), "a\u{0}b");
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    assert_eq!(reply.json()["response"], "a\u{0}b");
+    assert_eq!(delete(&format!("{instance}/b?service_id=%00")).status, 400);
+    assert_eq!(delete(&format!("{instance}/b")).status, 200);
+    assert_eq!(delete(&instance).status, 200);
+
+    // A caller without credentials never reaches the database, whatever the ids.
+    cluster.stop();
+    let anonymous = call(
+        "POST",
+        &format!("{}/echo/%00/x", echo.url),
+        &[],
+        Some(r#"{"message": "m"}"#),
+    )
+    .expect("an answer");
+    assert_eq!(anonymous.status, 401, "{}", anonymous.text);
 }

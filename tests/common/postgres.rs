@@ -200,6 +200,22 @@ mod unix {
             }
         }
 
+        /// Stops the server as a crash would (`pg_ctl stop -m immediate`: every process
+        /// ends at once, connections are cut, and the next start recovers from the WAL).
+        pub fn crash(&self) {
+            if self.paused.load(Ordering::SeqCst) {
+                self.resume();
+            }
+            let data = self.data_dir();
+            let args = ["stop", "-m", "immediate", "-w", "-t", "30", "-D"];
+            if let Err(output) = self.run_pg_ctl(&args, &data, START_LIMIT) {
+                panic!(
+                    "pg_ctl stop -m immediate failed: {output}\nthe server's log:\n{}",
+                    self.log()
+                );
+            }
+        }
+
         /// Starts the stopped server again: the same data, the same port.
         pub fn start_again(&self) {
             if let Err(output) = self.pg_ctl_start() {
@@ -671,6 +687,10 @@ mod elsewhere {
         }
 
         pub fn stop(&self) {
+            match self.never {}
+        }
+
+        pub fn crash(&self) {
             match self.never {}
         }
 
