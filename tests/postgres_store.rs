@@ -697,6 +697,87 @@ fn a_journal_is_imported_once_and_a_conflict_is_reported_not_overwritten() {
     assert_eq!(kept, "changed-here", "a conflict is never overwritten");
 }
 
+/// Every file in `dir`, by name, with its bytes.
+fn files_in(dir: &std::path::Path) -> std::collections::BTreeMap<String, Vec<u8>> {
+    std::fs::read_dir(dir)
+        .expect("the directory lists")
+        .map(|entry| {
+            let entry = entry.expect("an entry");
+            let name = entry.file_name().to_string_lossy().into_owned();
+            (name, std::fs::read(entry.path()).expect("the file reads"))
+        })
+        .collect()
+}
+
+#[test]
+fn an_import_reads_the_journal_without_writing_to_it_even_while_it_is_in_use() {
+    let Some(cluster) = Cluster::start() else {
+        return;
+    };
+    let url = cluster.create_database("read");
+    let data = TempDir::new("journal-read");
+    let data_dir = data.path().display().to_string();
+    let import = || {
+        run_to_end(
+            ECHO_SERVICE,
+            &["--import-journal", &data_dir],
+            &[("DATABASE_URL", &url)],
+        )
+    };
+
+    let journal = Process::start(ECHO_SERVICE, free_port(), &[("DATA_DIR", &data_dir)]);
+    assert_eq!(
+        put(&format!("{}/echo/first", journal.url), Some(PROVISION)).status,
+        200
+    );
+    let in_use = files_in(data.path());
+    let (code, output) = import();
+    assert_eq!(code, Some(0), "{output}");
+    assert!(output.contains("imported 1 instance(s)"), "{output}");
+    assert_eq!(
+        files_in(data.path()),
+        in_use,
+        "the journal in use is left as it was"
+    );
+    assert_eq!(
+        put(&format!("{}/echo/second", journal.url), Some(PROVISION)).status,
+        200,
+        "its service goes on"
+    );
+    drop(journal);
+
+    // Stopped while it wrote: a torn last line, and no lock file.
+    let mut stopped = files_in(data.path());
+    stopped.remove("journal.lock");
+    stopped
+        .get_mut("changes.0.log")
+        .expect("the log")
+        .extend_from_slice(b"0badc0de 3 {\"change\":");
+    for entry in std::fs::read_dir(data.path()).expect("the directory lists") {
+        std::fs::remove_file(entry.expect("an entry").path()).expect("a file is removed");
+    }
+    for (name, bytes) in &stopped {
+        std::fs::write(data.path().join(name), bytes).expect("a file is written");
+    }
+    let (code, output) = import();
+    assert_eq!(code, Some(0), "{output}");
+    assert!(
+        output.contains("changes.0.log: an incomplete last line (21 bytes"),
+        "{output}"
+    );
+    assert!(
+        output.contains(
+            "imported 1 instance(s), 0 binding(s) and 0 message(s); 1 record(s) already there"
+        ),
+        "{output}"
+    );
+    assert_eq!(
+        files_in(data.path()),
+        stopped,
+        "the torn tail is left in place"
+    );
+}
+
 #[test]
 fn tls_to_the_database_is_verified_against_the_same_trust_store() {
     let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("CA params");

@@ -1,6 +1,7 @@
 //! The echo service on its own, for a separate deployment (`cf push` of a second app).
 
-use echo_broker::echo::journal_store::JournalStore;
+use echo_broker::echo::journal::{self, ReadOnlyCopy};
+use echo_broker::echo::journal_state::EchoState;
 use echo_broker::echo::postgres::{import_journal, DatabaseSettings, PostgresStore};
 use echo_broker::platform::{self, StateLocation};
 use echo_broker::server;
@@ -17,8 +18,9 @@ Usage: echo-service [--help | --version | --import-journal DIR]
   -V, --version         print the version and exit
   --import-journal DIR  copy the instances, bindings and messages of the journal in DIR
                         into the database (DATABASE_URL, or a bound PostgreSQL service)
-                        and exit; records already there are kept, and a different one
-                        is reported as a conflict, never overwritten
+                        and exit; DIR is only read, never written; records already there
+                        are kept, and a different one is reported as a conflict, never
+                        overwritten
 
 ";
 
@@ -91,7 +93,9 @@ fn run() {
 }
 
 /// `--import-journal DIR`: copies a journal's state into the database and exits (0, or 1
-/// when some records conflicted with the database's).
+/// when some records conflicted with the database's). DIR is read without being written,
+/// so a journal another process still uses can be copied as it stands (except on Windows,
+/// where its locks bar reading).
 fn import(dir: &Path) {
     settings::init_logging().unwrap_or_else(|problem| settings::exit_with(&problem));
     let database = match platform::state_location() {
@@ -101,22 +105,15 @@ fn import(dir: &Path) {
         ),
         Err(problem) => settings::exit_with(&problem),
     };
-    if !dir.is_dir() {
-        settings::exit_with(&format!(
-            "--import-journal: {} is not a directory",
-            dir.display()
-        ));
-    }
     let tls_roots = settings::tls_roots().unwrap_or_else(|problem| settings::exit_with(&problem));
+    let journal = read_journal(dir);
     let settings = DatabaseSettings::from_environment()
         .unwrap_or_else(|problem| settings::exit_with(&problem));
     let store =
         PostgresStore::open(&database.url, &tls_roots, settings).unwrap_or_else(|problem| {
             settings::exit_with(&format!("{}: {problem}", database.variable()))
         });
-    let journal = JournalStore::open(dir)
-        .unwrap_or_else(|problem| settings::exit_with(&format!("--import-journal: {problem}")));
-    let report = import_journal(&store, journal.into_state()).unwrap_or_else(|problem| {
+    let report = import_journal(&store, journal.state).unwrap_or_else(|problem| {
         settings::exit_with(&format!("{}: {problem}", database.variable()))
     });
     for conflict in &report.conflicts {
@@ -133,4 +130,19 @@ fn import(dir: &Path) {
     if !report.conflicts.is_empty() || !report.refused.is_empty() {
         std::process::exit(1);
     }
+}
+
+/// The state of the journal in `dir`, read without writing to it; exits with the reason if
+/// it does not read.
+fn read_journal(dir: &Path) -> ReadOnlyCopy<EchoState> {
+    let journal = journal::read_only::<EchoState>(dir)
+        .unwrap_or_else(|problem| settings::exit_with(&format!("--import-journal: {problem}")));
+    if let Some(torn) = &journal.torn_tail {
+        log::warn!(
+            "import: {}: an incomplete last line ({} bytes, a write that was interrupted or under way, never acknowledged) is not imported, and left in place",
+            torn.log.display(),
+            torn.bytes
+        );
+    }
+    journal
 }

@@ -35,6 +35,12 @@
 //! the generations) stops start-up with a message naming the file and line, and nothing in
 //! the directory is changed.
 //!
+//! # Reading without writing
+//!
+//! [`read_only`] reads the state the same way for a copy taken elsewhere, and writes
+//! nothing: it takes no lock (a journal in use is read as its files stand), removes no
+//! leftover, creates no log and leaves a torn tail in place (and says so).
+//!
 //! # Writing
 //!
 //! [`Journal::append`] only frames the change into a buffer (under the caller's state lock,
@@ -303,12 +309,13 @@ struct Loaded<S> {
     leftovers: Vec<PathBuf>,
 }
 
-/// One log read at start, open and locked.
+/// One log read at start, open (and locked, unless read for a read-only copy).
 struct LoadedLog {
     generation: u64,
     file: File,
     entries: u64,
-    /// The length of its complete lines (a torn tail beyond it is cut off).
+    /// The length of its complete lines (a torn tail beyond it is cut off when the journal
+    /// opens).
     valid_len: u64,
     torn_bytes: u64,
 }
@@ -327,7 +334,7 @@ impl<S: Recorded> Journal<S> {
             .map(|metadata| identity_of(&metadata))
             .map_err(|error| format!("{}: cannot read: {error}", dir.display()))?;
         let lock = lock_directory(dir)?;
-        let loaded = load(dir)?;
+        let loaded = load(dir, LogAccess::Locked)?;
 
         // Everything read: only now is anything changed on disk.
         for leftover in &loaded.leftovers {
@@ -1075,6 +1082,137 @@ fn lock_directory(dir: &Path) -> Result<File, String> {
     }
 }
 
+/// A journal's state as [`read_only`] read it.
+pub struct ReadOnlyCopy<S> {
+    pub state: S,
+    /// An incomplete last line that was left out of the state, and left in place.
+    pub torn_tail: Option<TornTail>,
+}
+
+/// Bytes after the last line end of a log: a write that a crash interrupted (or, in a
+/// journal in use, one under way), never acknowledged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TornTail {
+    pub log: PathBuf,
+    pub bytes: u64,
+}
+
+/// How many times [`read_only`] reads a journal that fails to read while a process writes it.
+const READ_ATTEMPTS: u32 = 3;
+
+/// Reads the state of the journal in `dir` as [`Journal::open`] would load it, for a copy
+/// taken elsewhere (such as an import into another store), without writing anything: every
+/// file is opened for reading only, no lock is taken and no lock file made, nothing is
+/// created or removed, and a torn tail is left out of the state but left in place (see
+/// [`ReadOnlyCopy::torn_tail`]).
+///
+/// A journal that another process holds open is read too, without its lock: the copy is
+/// then of the durable state at the moment it is read (with perhaps the changes being made
+/// durable just then, and none made after), and a read that fails while the files change
+/// is made again. On Windows, whose file locks bar reads as well as writes, the logs of a
+/// journal in use cannot be read: the message says to stop its process first.
+///
+/// Refused with a message naming `dir`: a directory that does not exist, something that is
+/// not a directory, a directory with neither a snapshot nor a log (reading it would pass an
+/// empty state off as a journal's); and whatever [`Journal::open`] refuses, with the same
+/// message.
+pub fn read_only<S: Recorded>(dir: &Path) -> Result<ReadOnlyCopy<S>, String> {
+    refuse_unless_journal(dir)?;
+    let loaded = load_read_only::<S>(dir)?;
+    let torn_tail = loaded
+        .logs
+        .iter()
+        .find(|log| log.torn_bytes > 0)
+        .map(|log| TornTail {
+            log: dir.join(log_name(log.generation)),
+            bytes: log.torn_bytes,
+        });
+    Ok(ReadOnlyCopy {
+        state: loaded.state,
+        torn_tail,
+    })
+}
+
+/// `Ok` if `dir` is a directory that holds a snapshot or a log.
+fn refuse_unless_journal(dir: &Path) -> Result<(), String> {
+    let metadata = std::fs::metadata(dir).map_err(|error| match error.kind() {
+        std::io::ErrorKind::NotFound => format!("{}: does not exist", dir.display()),
+        _ => format!("{}: cannot read: {error}", dir.display()),
+    })?;
+    if !metadata.is_dir() {
+        return Err(format!("{}: is not a directory", dir.display()));
+    }
+    let entries = std::fs::read_dir(dir)
+        .map_err(|error| format!("{}: cannot list: {error}", dir.display()))?;
+    for entry in entries {
+        let entry = entry.map_err(|error| format!("{}: cannot list: {error}", dir.display()))?;
+        let name = entry.file_name();
+        if name == SNAPSHOT || name.to_str().and_then(log_generation).is_some() {
+            return Ok(());
+        }
+    }
+    Err(format!(
+        "{} is not an echo service journal (no {SNAPSHOT} or changes.N.log)",
+        dir.display()
+    ))
+}
+
+/// [`load`] with logs opened for reading only, without their locks. A process that holds
+/// the journal may write it meanwhile: a log read before its last lines were flushed and the
+/// next log read after (a compaction switched logs), or a log removed before it was opened
+/// (a compaction replaced it), look like damage. So a read that fails while the files
+/// changed is made again. A read that succeeds is of a state the journal went through:
+/// every file was open before a new snapshot replaced them, and a log read early that
+/// lacks lines is the end of what is read.
+fn load_read_only<S: Recorded>(dir: &Path) -> Result<Loaded<S>, String> {
+    let mut last_problem = String::new();
+    for _ in 0..READ_ATTEMPTS {
+        let before = stamps_in(dir);
+        match load(dir, LogAccess::ReadOnly) {
+            Ok(loaded) => return Ok(loaded),
+            Err(problem) if stamps_in(dir) == before => return Err(problem),
+            Err(problem) => {
+                log::debug!("journal: {problem}; the files changed meanwhile: reading again");
+                last_problem = problem;
+            }
+        }
+    }
+    Err(format!(
+        "{last_problem} (the journal changed while it was read, {READ_ATTEMPTS} times: a process is writing it; try again, or stop that process first)"
+    ))
+}
+
+/// The stamp of every file in `dir`, by name (none if it cannot be listed).
+fn stamps_in(dir: &Path) -> BTreeMap<std::ffi::OsString, Option<Stamp>> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return BTreeMap::new();
+    };
+    entries
+        .flatten()
+        .map(|entry| (entry.file_name(), stamp_of(&entry.path())))
+        .collect()
+}
+
+/// How [`load`] opens the logs it reads.
+#[derive(Debug, Clone, Copy)]
+enum LogAccess {
+    /// For reading and writing, and locked: the journal goes on writing them.
+    Locked,
+    /// For reading only, and not locked: a copy of the state is taken, the journal stays
+    /// its owner's.
+    ReadOnly,
+}
+
+impl LogAccess {
+    /// The existing log at `path`, opened this way; `None` if it does not exist.
+    fn open(self, path: &Path) -> Result<Option<File>, String> {
+        match self {
+            LogAccess::Locked => open_locked_log(path),
+            LogAccess::ReadOnly => open_for_reading(path),
+        }
+    }
+}
+
 /// Reads the snapshot and the logs that follow it, changing nothing on disk.
 ///
 /// The snapshot of generation `G` is followed by the log of generation `G`, and possibly by
@@ -1082,7 +1220,7 @@ fn lock_directory(dir: &Path) -> Result<File, String> {
 /// snapshot, and a stop or a failure may come in between. Each log continues the sequence
 /// numbers of the one before. A gap in the generations, or a log that does not continue the
 /// one before, is damage.
-fn load<S: Recorded>(dir: &Path) -> Result<Loaded<S>, String> {
+fn load<S: Recorded>(dir: &Path, access: LogAccess) -> Result<Loaded<S>, String> {
     let snapshot_path = dir.join(SNAPSHOT);
     let snapshot_before = stamp_of(&snapshot_path);
     let mut leftovers = Vec::new();
@@ -1135,7 +1273,7 @@ fn load<S: Recorded>(dir: &Path) -> Result<Loaded<S>, String> {
         }
     };
     let log_path = dir.join(log_name(generation));
-    let Some(first) = open_locked_log(&log_path)? else {
+    let Some(first) = access.open(&log_path)? else {
         // No log of the snapshot's generation: a fresh journal, or damage.
         if generation > 0 {
             return Err(format!(
@@ -1164,7 +1302,7 @@ fn load<S: Recorded>(dir: &Path) -> Result<Loaded<S>, String> {
     };
     let mut chain = vec![(generation, log_path, first)];
     while let Some((path, _)) = newer.remove(&(chain.len() as u64 + generation)) {
-        let Some(file) = open_locked_log(&path)? else {
+        let Some(file) = access.open(&path)? else {
             break;
         };
         chain.push((chain.len() as u64 + generation, path, file));
@@ -1180,8 +1318,9 @@ fn load<S: Recorded>(dir: &Path) -> Result<Loaded<S>, String> {
         }
         leftovers.push(path);
     }
-    // The logs were locked by whoever used them: a compaction between reading the snapshot
-    // and taking those locks would have replaced the snapshot.
+    // Locked logs were locked by whoever used them: a compaction between reading the
+    // snapshot and taking those locks would have replaced the snapshot. (Unlocked ones, see
+    // `load_read_only`.)
     if stamp_of(&snapshot_path) != snapshot_before {
         return Err(format!(
             "{}: changed while it was read: another process is using this journal",
@@ -1262,8 +1401,17 @@ fn corrupt(path: &Path, line: usize, problem: &str) -> String {
 
 /// A file's bytes, `None` if it does not exist.
 fn read_file(path: &Path) -> Result<Option<Vec<u8>>, String> {
+    open_for_reading(path)?
+        .map(|file| read_all(&file, path))
+        .transpose()
+}
+
+/// Opens the existing file at `path` for reading only, taking no lock; `None` if it does not
+/// exist. (std opens it sharing reads, writes and deletes on Windows too, so a process that
+/// holds it open can go on writing, renaming and removing it.)
+fn open_for_reading(path: &Path) -> Result<Option<File>, String> {
     match File::open(path) {
-        Ok(file) => read_all(&file, path).map(Some),
+        Ok(file) => Ok(Some(file)),
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(error) => Err(format!("{}: cannot open: {error}", path.display())),
     }
@@ -1272,8 +1420,21 @@ fn read_file(path: &Path) -> Result<Option<Vec<u8>>, String> {
 fn read_all(mut file: &File, path: &Path) -> Result<Vec<u8>, String> {
     let mut bytes = Vec::new();
     file.read_to_end(&mut bytes)
-        .map_err(|error| format!("{}: cannot read: {error}", path.display()))?;
+        .map_err(|error| cannot_read(path, &error))?;
     Ok(bytes)
+}
+
+/// Why `path` could not be read. On Windows a file lock bars reads through any other handle,
+/// so a log that a running journal holds cannot be read at all: the message says what to do.
+fn cannot_read(path: &Path, error: &std::io::Error) -> String {
+    const ERROR_LOCK_VIOLATION: i32 = 33;
+    if cfg!(windows) && error.raw_os_error() == Some(ERROR_LOCK_VIOLATION) {
+        return format!(
+            "{}: cannot read: another process holds it locked ({error}); stop the process that uses this journal, then try again",
+            path.display()
+        );
+    }
+    format!("{}: cannot read: {error}", path.display())
 }
 
 /// Opens the existing log at `path` for reading and appending, and locks it; `None` if it
@@ -1328,9 +1489,11 @@ fn take_log_lock(file: &File, path: &Path) -> bool {
     }
 }
 
-/// What changes when a file is replaced or rewritten: its identity, size and modification
-/// time (`None` if it does not exist).
-fn stamp_of(path: &Path) -> Option<(Option<FileIdentity>, u64, Option<std::time::SystemTime>)> {
+/// What changes when a file is replaced or written: its identity, size and modification time.
+type Stamp = (Option<FileIdentity>, u64, Option<std::time::SystemTime>);
+
+/// The stamp of the file at `path`, `None` if it does not exist.
+fn stamp_of(path: &Path) -> Option<Stamp> {
     let metadata = std::fs::metadata(path).ok()?;
     Some((
         identity_of(&metadata),
@@ -2093,6 +2256,182 @@ mod tests {
         let (journal, replayed) = open(&dir, 500);
         assert_eq!(as_json(&replayed), live);
         assert_eq!(journal.lock().appended, total);
+    }
+
+    fn read_only(dir: &Path) -> Result<ReadOnlyCopy<EchoState>, String> {
+        super::read_only::<EchoState>(dir)
+    }
+
+    /// The generation of the newest log in `dir`.
+    fn newest_generation(dir: &TestDir) -> u64 {
+        dir.files()
+            .keys()
+            .filter_map(|name| log_generation(name))
+            .max()
+            .expect("a log")
+    }
+
+    #[test]
+    fn a_journal_read_read_only_is_left_byte_for_byte_as_it_was() {
+        let dir = TestDir::new("read-only");
+        run(&dir, 5, changes("i", 3));
+        run(&dir, 1_000_000, changes("j", 2));
+        let generation = newest_generation(&dir);
+        assert!(generation > 0, "compacted: a snapshot and its log");
+        // What a stop can leave: a torn last line, a half-written snapshot, an older log not
+        // yet removed, the empty log of a compaction that had just begun; and no lock file.
+        let mut files = dir.files();
+        assert!(!files[&log_name(generation)].is_empty());
+        let torn = b"0badc0de 99 {\"change\":";
+        files
+            .get_mut(&log_name(generation))
+            .expect("the current log")
+            .extend_from_slice(torn);
+        files.insert(SNAPSHOT_TMP.into(), b"half a snap".to_vec());
+        files.insert(log_name(generation - 1), b"an older log\n".to_vec());
+        files.insert(log_name(generation + 1), Vec::new());
+        files.remove(LOCK);
+        dir.replace_files(&files);
+
+        let copy = read_only(&dir.0).expect("the journal reads");
+        assert_eq!(dir.files(), files, "every name and byte as it was");
+        assert_eq!(
+            copy.torn_tail,
+            Some(TornTail {
+                log: dir.file(&log_name(generation)),
+                bytes: torn.len() as u64
+            })
+        );
+        let (_, opened) = open(&dir, 1_000_000);
+        assert_eq!(as_json(&copy.state), as_json(&opened));
+    }
+
+    #[test]
+    fn an_empty_or_foreign_directory_is_refused_read_only_and_left_as_it_was() {
+        let dir = TestDir::new("read-only-empty");
+        let refusal = format!(
+            "{} is not an echo service journal (no state.snapshot or changes.N.log)",
+            dir.0.display()
+        );
+        assert_eq!(read_only(&dir.0).err(), Some(refusal.clone()));
+        assert!(dir.files().is_empty(), "{:?}", dir.files().keys());
+
+        std::fs::write(dir.file("notes.txt"), b"not a journal").expect("written");
+        std::fs::write(dir.file("changes.1.log.bak"), b"nor this").expect("written");
+        let before = dir.files();
+        assert_eq!(read_only(&dir.0).err(), Some(refusal));
+        let after = dir.files();
+        assert_eq!(after, before);
+        assert!(!after.contains_key(LOCK) && !after.contains_key(&log_name(0)));
+    }
+
+    #[test]
+    fn a_missing_directory_is_refused_read_only_and_not_created() {
+        let parent = TestDir::new("read-only-missing");
+        let missing = parent.file("journal");
+        let problem = read_only(&missing).err().expect("refused");
+        assert_eq!(problem, format!("{}: does not exist", missing.display()));
+        assert!(!missing.exists());
+
+        std::fs::write(&missing, b"a file").expect("written");
+        let problem = read_only(&missing).err().expect("refused");
+        assert_eq!(
+            problem,
+            format!("{}: is not a directory", missing.display())
+        );
+        assert_eq!(parent.files().len(), 1);
+    }
+
+    #[test]
+    fn a_corrupt_journal_is_refused_read_only_as_open_refuses_it() {
+        let dir = TestDir::new("read-only-corrupt");
+        run(&dir, 1_000_000, changes("i", 2));
+        let mut lines = log_lines(&dir, 0);
+        lines[2][12] ^= 0x01;
+        std::fs::write(dir.file(&log_name(0)), lines.concat()).expect("written");
+        std::fs::remove_file(dir.file(LOCK)).expect("the lock file is removed");
+        let before = dir.files();
+
+        let problem = read_only(&dir.0).err().expect("refused");
+        assert_eq!(dir.files(), before);
+        let log = dir.file(&log_name(0));
+        assert!(
+            problem.contains(&format!("{} line 3: ", log.display())),
+            "{problem}"
+        );
+        let opened = Journal::open_with(&dir.0, limits(1_000_000)).err();
+        assert_eq!(opened, Some(problem));
+    }
+
+    // Windows' file locks bar reads too: there a journal in use cannot be read.
+    #[cfg(unix)]
+    #[test]
+    fn a_journal_in_use_is_read_without_its_lock() {
+        let dir = TestDir::new("read-only-in-use");
+        let (journal, state) = open(&dir, 1_000_000);
+        let state = Mutex::new(state);
+        for change in changes("i", 3) {
+            commit(&journal, &state, change);
+        }
+        let before = dir.files();
+        let copy = read_only(&dir.0).expect("a journal in use reads");
+        assert_eq!(dir.files(), before);
+        assert_eq!(as_json(&copy.state), as_json(&state.lock().expect("state")));
+
+        // Its process goes on, and still holds the journal.
+        commit(&journal, &state, provision("later"));
+        let problem = Journal::open_with(&dir.0, limits(1_000_000))
+            .err()
+            .expect("refused");
+        assert!(problem.contains("another process"), "{problem}");
+    }
+
+    /// The message count of instance `i` in a read-only copy of `dir`, and its newest message.
+    #[cfg(unix)]
+    fn messages_read(dir: &TestDir) -> Result<(u64, Option<String>), String> {
+        let copy = read_only(&dir.0)?;
+        let instance = copy.state.instances.get("i").ok_or("no instance i")?;
+        Ok((instance.message_count(), instance.recent_messages().pop()))
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_journal_read_while_it_compacts_gives_a_state_it_went_through() {
+        const COMPACTIONS: u64 = 20;
+        let dir = TestDir::new("read-only-compacting");
+        let (journal, state) = open(&dir, 5);
+        let state = Mutex::new(state);
+        commit(&journal, &state, provision("i"));
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        let reads: Vec<_> = std::thread::scope(|scope| {
+            scope.spawn(|| {
+                let mut sent = 0;
+                while !stop.load(Ordering::SeqCst) {
+                    sent += 1;
+                    commit(&journal, &state, message("i", &format!("m-{sent}")));
+                }
+            });
+            let deadline = Instant::now() + Duration::from_secs(60);
+            let mut reads = Vec::new();
+            while journal.lock().generation < COMPACTIONS && Instant::now() < deadline {
+                reads.push(messages_read(&dir));
+            }
+            stop.store(true, Ordering::SeqCst);
+            reads
+        });
+        assert!(
+            journal.lock().generation >= COMPACTIONS,
+            "compacted meanwhile"
+        );
+        let mut seen = 0;
+        for read in reads {
+            let (count, newest) = read.expect("every read succeeds");
+            assert!(count >= seen, "{count} messages read after {seen}");
+            if count > 0 {
+                assert_eq!(newest, Some(format!("m-{count}")));
+            }
+            seen = count;
+        }
     }
 
     #[test]

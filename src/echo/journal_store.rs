@@ -130,12 +130,6 @@ impl JournalStore {
         }
     }
 
-    /// Everything held, for `echo-service --import-journal`.
-    pub fn into_state(self) -> EchoState {
-        let live = lock(&self.live);
-        live.state.clone()
-    }
-
     /// Reads the state, and returns what was read only once every change it could have
     /// seen is durable (a change's own call already waits for it; this covers reads, such
     /// as a 409 for an instance whose provision is still being flushed, which a crash could
