@@ -1078,15 +1078,25 @@ fn a_small_plan_serves_three_echo_services_closes_idle_connections_and_lets_a_fo
     };
     // A small plan: 9 connections in all, one of them the test's own, for three echo
     // services that would each open 4.
-    cluster
-        .client("postgres")
-        .batch_execute(
-            "ALTER SYSTEM SET max_connections = 9; ALTER SYSTEM SET superuser_reserved_connections = 0",
-        )
-        .expect("a smaller max_connections");
+    let mut admin = cluster.client("postgres");
+    for setting in [
+        "ALTER SYSTEM SET max_connections = 9",
+        "ALTER SYSTEM SET superuser_reserved_connections = 0",
+    ] {
+        admin.batch_execute(setting).expect("a smaller plan");
+    }
+    drop(admin);
     cluster.stop();
     cluster.start_again();
     let url = cluster.create_database("small_plan");
+    // The test's own connection, opened before the echo services take the rest.
+    let mut watcher = cluster.client("small_plan");
+    let mut count_of = |sql: &str| -> i64 {
+        watcher
+            .query_one(sql, &[])
+            .unwrap_or_else(|error| panic!("{sql}: {error}"))
+            .get(0)
+    };
     let budget = [
         ("DATABASE_URL", url.as_str()),
         ("DATABASE_MAX_CONNECTIONS", "4"),
@@ -1118,17 +1128,19 @@ fn a_small_plan_serves_three_echo_services_closes_idle_connections_and_lets_a_fo
         0,
         "every change of the burst was made"
     );
-    assert_eq!(
-        count(
-            &cluster,
-            "small_plan",
-            "SELECT count(*) FROM echo_instances"
-        ),
-        144
+    assert_eq!(count_of("SELECT count(*) FROM echo_instances"), 144);
+    let waited_for_their_own = echoes
+        .iter()
+        .any(|echo| echo.log().contains("going on with the"));
+    assert!(
+        waited_for_their_own,
+        "the server ran out of room in the burst"
     );
 
     let at_rest = Instant::now() + Duration::from_secs(10);
-    while echo_connections(&cluster) > 0 {
+    let echo_connections =
+        "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'echo-service'";
+    while count_of(echo_connections) > 0 {
         assert!(Instant::now() < at_rest, "idle connections stayed open");
         std::thread::sleep(Duration::from_millis(200));
     }
@@ -1328,4 +1340,71 @@ fn nul_from_a_platform_or_an_app_never_reaches_postgresql_as_an_error() {
     )
     .expect("an answer");
     assert_eq!(anonymous.status, 401, "{}", anonymous.text);
+}
+
+/// Writes a journal in `dir` as an echo service of any version may have: instances `ids`,
+/// each with a message holding NUL (kept whole, as journals before previews did).
+fn journal_with_nul_messages(dir: &std::path::Path, ids: &[&str]) {
+    use echo_broker::echo::journal::Journal;
+    use echo_broker::echo::journal_state::{Change, EchoState};
+    let (journal, _) = Journal::<EchoState>::open(dir).expect("a new journal");
+    for id in ids {
+        let changes = [
+            Change::Provision {
+                instance_id: id.to_string(),
+                attributes: serde_json::from_str(PROVISION).ok(),
+                dashboard_token: "token".into(),
+            },
+            Change::Message {
+                instance_id: id.to_string(),
+                preview: "before\u{0}after".into(),
+            },
+        ];
+        for change in &changes {
+            let ticket = journal.append(change).expect("appended");
+            journal.wait_until_durable(ticket).expect("durable");
+        }
+    }
+}
+
+#[test]
+fn an_import_takes_every_record_a_journal_holds_and_reports_one_the_database_refuses() {
+    let Some(cluster) = Cluster::start() else {
+        return;
+    };
+    let url = cluster.create_database("every_record");
+    let echo = echo_on(&url);
+    cluster
+        .client("every_record")
+        .batch_execute(
+            "ALTER TABLE echo_instances ADD CONSTRAINT not_this_one CHECK (instance_id <> 'refused')",
+        )
+        .expect("a constraint of the operator's");
+    let data = TempDir::new("nul-journal");
+    journal_with_nul_messages(data.path(), &["first", "refused", "last"]);
+    let data_dir = data.path().display().to_string();
+    let (code, output) = run_to_end(
+        ECHO_SERVICE,
+        &["--import-journal", &data_dir],
+        &[("DATABASE_URL", &url)],
+    );
+    assert_eq!(code, Some(1), "{output}");
+    assert!(output.contains("imported 2 instance(s)"), "{output}");
+    assert!(output.contains("1 refused"), "{output}");
+    assert!(output.contains("instance 'refused'"), "{output}");
+    for id in ["first", "last"] {
+        let shown = get(&format!("{}/echo/{id}", echo.url));
+        assert_eq!(shown.json()["messages"], 1, "{}", shown.text);
+    }
+    let previews: Vec<String> = cluster
+        .client("every_record")
+        .query(
+            "SELECT preview FROM echo_recent_messages ORDER BY instance_id",
+            &[],
+        )
+        .expect("the previews")
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    assert_eq!(previews, ["before\u{2400}after", "before\u{2400}after"]);
 }

@@ -98,7 +98,8 @@ impl Failure {
             ),
             Failure::Statement(error) => match error.as_db_error() {
                 Some(db) => format!("it refused a statement (SQLSTATE {})", db.code().code()),
-                None => "the connection to it broke".into(),
+                None if connection_ended(error) => "the connection to it broke".into(),
+                None => "what it holds could not be read".into(),
             },
             Failure::TimedOut(waited) => format!("no answer within {} ms", waited.as_millis()),
         }
