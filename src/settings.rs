@@ -8,7 +8,7 @@ use ureq::tls::{Certificate, PemItem};
 
 /// Every environment variable either binary reads (for `--help` and for tools that start
 /// them with a clean environment).
-pub const ENVIRONMENT_VARIABLES: [&str; 15] = [
+pub const ENVIRONMENT_VARIABLES: [&str; 18] = [
     "PORT",
     "HOST",
     "BROKER_USERNAME",
@@ -19,6 +19,9 @@ pub const ENVIRONMENT_VARIABLES: [&str; 15] = [
     "ECHO_PORT",
     "DATA_DIR",
     "DATABASE_URL",
+    "DATABASE_MAX_CONNECTIONS",
+    "DATABASE_IDLE_SECONDS",
+    "DATABASE_START_SECONDS",
     "CATALOG_PATH",
     "SSL_CERT_FILE",
     "LOG_LEVEL",
@@ -47,6 +50,12 @@ echo service's):
   DATABASE_URL     both    the echo service's PostgreSQL database, postgres:// or
                            postgresql:// (sslmode=require or verify-full: TLS, verified)
                                         [unset: a bound PostgreSQL service, else DATA_DIR]
+  DATABASE_MAX_CONNECTIONS
+                   both    database connections an echo service opens at most          [4]
+  DATABASE_IDLE_SECONDS
+                   both    seconds an idle database connection stays open             [10]
+  DATABASE_START_SECONDS
+                   both    seconds start-up waits for a database not up yet           [30]
   DATA_DIR         both    the echo service's journal directory (created if missing)
                                    [unset: a bound volume (see below), else ./echo-data]
   CATALOG_PATH     broker  a catalog TOML file instead of the embedded one         [unset]

@@ -25,12 +25,16 @@ const BROKER_VARIABLES: [&str; 14] = [
     "MAX_CONNECTIONS",
 ];
 
-const ECHO_SERVICE_VARIABLES: [&str; 8] = [
+const ECHO_SERVICE_VARIABLES: [&str; 12] = [
     "PORT",
     "HOST",
     "ECHO_USERNAME",
     "ECHO_PASSWORD",
     "DATA_DIR",
+    "DATABASE_URL",
+    "DATABASE_MAX_CONNECTIONS",
+    "DATABASE_IDLE_SECONDS",
+    "DATABASE_START_SECONDS",
     "LOG_LEVEL",
     "LOG_FORMAT",
     "MAX_CONNECTIONS",
@@ -71,7 +75,10 @@ fn help_lists_every_variable_with_its_default_and_the_exit_codes() {
             for variable in variables {
                 let at = lines
                     .iter()
-                    .position(|line| line.trim_start().starts_with(&format!("{variable} ")))
+                    .position(|line| {
+                        let line = line.trim();
+                        line == *variable || line.starts_with(&format!("{variable} "))
+                    })
                     .unwrap_or_else(|| panic!("{binary} --help does not list {variable}"));
                 // The variable's line, or its continuation, ends with `[default]`.
                 let described = lines[at..]
@@ -149,6 +156,18 @@ fn port_zero_is_refused_because_nobody_would_call_the_port_the_os_picks() {
     assert_refused(ECHO_SERVICE, &[("PORT", "0")], "PORT");
     let line = assert_refused(BROKER, &[("ECHO_PORT", "0")], "ECHO_PORT");
     assert!(line.contains("1 to 65535"), "{line}");
+}
+
+#[test]
+fn a_database_budget_out_of_range_is_refused_before_any_connection() {
+    let database = ("DATABASE_URL", "postgres://u:p@127.0.0.1:1/d");
+    for (variable, value) in [
+        ("DATABASE_MAX_CONNECTIONS", "0"),
+        ("DATABASE_IDLE_SECONDS", "soon"),
+        ("DATABASE_START_SECONDS", "-1"),
+    ] {
+        assert_refused(ECHO_SERVICE, &[database, (variable, value)], variable);
+    }
 }
 
 #[test]
