@@ -277,7 +277,8 @@ fn may_come_up(failure: &Failure) -> bool {
 /// Whether a client error is the network's answer of a server not (yet) listening.
 fn not_up_yet(error: &Error) -> bool {
     use std::io::ErrorKind::*;
-    let io = std::error::Error::source(error).and_then(|cause| cause.downcast_ref::<std::io::Error>());
+    let io =
+        std::error::Error::source(error).and_then(|cause| cause.downcast_ref::<std::io::Error>());
     io.is_some_and(|io| {
         io.get_ref().is_none()
             && matches!(
