@@ -1220,7 +1220,6 @@ fn deprovision_racing_binds_leaves_no_binding_behind(service: &ServiceUnderTest)
 }
 
 #[test]
-#[ignore = "fails on PostgreSQL: a deprovision that waited for a racing bind's commit answers a `bindings` count without that binding (the count reads the statement's snapshot)"]
 fn a_deprovision_racing_binds_counts_every_bind_answered_200() {
     on_each_store(deprovision_racing_binds_counts_them);
 }

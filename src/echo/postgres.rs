@@ -8,7 +8,8 @@
 //!   the store reads the instance, decides in Rust with the same rules as the journal
 //!   ([`refuse_other_ids`], [`apply_update`]), and makes the change in one statement that
 //!   matches the instance's attributes as read (compare and set), reading again when
-//!   another request changed them in between;
+//!   another request changed them in between; a deprovision locks the instance's row
+//!   instead, so that the bindings it counts are the bindings it removes;
 //! - the dashboard's latest messages are a ring of [`RECENT_MESSAGES`] slots per instance,
 //!   bounded by its primary key, and a message is counted and kept in one statement;
 //! - a change is answered only after it commits, and a change that may have been made is
@@ -382,11 +383,15 @@ const UPDATE_ATTRIBUTES_IF_UNCHANGED: &str = "WITH updated AS (
     SELECT attributes, dashboard_token, message_count,
         (SELECT count(*) FROM echo_bindings b WHERE b.instance_id = $1)
     FROM updated";
-/// Deletes the instance if its attributes are still $2 (its bindings and messages go with
-/// it, `ON DELETE CASCADE`); answers [`INSTANCE`]'s columns as they were.
-const DEPROVISION_IF_UNCHANGED: &str = "WITH removed AS (
-        DELETE FROM echo_instances
-        WHERE instance_id = $1 AND attributes IS NOT DISTINCT FROM $2
+/// Locks the instance's row against binds and changes (they wait until the deprovision
+/// commits), and reads its attributes.
+const LOCK_INSTANCE: &str =
+    "SELECT attributes FROM echo_instances WHERE instance_id = $1 FOR UPDATE";
+/// Deletes the locked instance (its bindings and messages go with it, `ON DELETE
+/// CASCADE`); answers [`INSTANCE`]'s columns as they were. Run after [`LOCK_INSTANCE`], so
+/// its snapshot holds every binding made before the lock was taken.
+const DEPROVISION: &str = "WITH removed AS (
+        DELETE FROM echo_instances WHERE instance_id = $1
         RETURNING attributes, dashboard_token, message_count)
     SELECT attributes, dashboard_token, message_count,
         (SELECT count(*) FROM echo_bindings b WHERE b.instance_id = $1)
@@ -515,24 +520,26 @@ impl Store for PostgresStore {
         answer.ok_or_else(changed_meanwhile)
     }
 
+    /// A transaction that locks the row first, not a compare and set: the answer counts the
+    /// instance's bindings, and a bind that commits while the deletion waits for it must be
+    /// among them.
     fn deprovision(&self, instance_id: &str, claimed: &ClaimedIds) -> StoreResult<Deprovisioned> {
-        let answer = self.change(instance_id, async |client| {
-            let remove = client.prepare_cached(DEPROVISION_IF_UNCHANGED).await?;
-            for _ in 0..CHANGED_MEANWHILE_TRIES {
-                let Some(stored) = stored_attributes(client, instance_id).await? else {
-                    return Ok(Some(Deprovisioned::NoInstance));
-                };
-                if let Some(refusal) = refuse_other_ids(parse_attributes(&stored).as_ref(), claimed)
-                {
-                    return Ok(Some(Deprovisioned::OtherIds(refusal)));
-                }
-                if let Some(row) = client.query_opt(&remove, &[&instance_id, &stored]).await? {
-                    return Ok(Some(Deprovisioned::Removed(read_instance(&row)?)));
-                }
+        self.change(instance_id, async |client| {
+            let lock = client.prepare_cached(LOCK_INSTANCE).await?;
+            let remove = client.prepare_cached(DEPROVISION).await?;
+            let transaction = client.transaction().await?;
+            let Some(row) = transaction.query_opt(&lock, &[&instance_id]).await? else {
+                return Ok(Deprovisioned::NoInstance);
+            };
+            let stored: Option<String> = row.try_get(0)?;
+            if let Some(refusal) = refuse_other_ids(parse_attributes(&stored).as_ref(), claimed) {
+                return Ok(Deprovisioned::OtherIds(refusal));
             }
-            Ok(None)
-        })?;
-        answer.ok_or_else(changed_meanwhile)
+            let removed = transaction.query_one(&remove, &[&instance_id]).await?;
+            let instance = read_instance(&removed)?;
+            transaction.commit().await?;
+            Ok(Deprovisioned::Removed(instance))
+        })
     }
 
     fn bind(
