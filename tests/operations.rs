@@ -8,7 +8,7 @@ use common::*;
 use base64::Engine;
 use serde_json::Value;
 
-const BROKER_VARIABLES: [&str; 14] = [
+const BROKER_VARIABLES: [&str; 17] = [
     "PORT",
     "HOST",
     "BROKER_USERNAME",
@@ -18,6 +18,9 @@ const BROKER_VARIABLES: [&str; 14] = [
     "ECHO_PASSWORD",
     "ECHO_PORT",
     "DATA_DIR",
+    "DATABASE_MAX_CONNECTIONS",
+    "DATABASE_IDLE_SECONDS",
+    "DATABASE_START_SECONDS",
     "CATALOG_PATH",
     "SSL_CERT_FILE",
     "LOG_LEVEL",
@@ -25,13 +28,12 @@ const BROKER_VARIABLES: [&str; 14] = [
     "MAX_CONNECTIONS",
 ];
 
-const ECHO_SERVICE_VARIABLES: [&str; 12] = [
+const ECHO_SERVICE_VARIABLES: [&str; 11] = [
     "PORT",
     "HOST",
     "ECHO_USERNAME",
     "ECHO_PASSWORD",
     "DATA_DIR",
-    "DATABASE_URL",
     "DATABASE_MAX_CONNECTIONS",
     "DATABASE_IDLE_SECONDS",
     "DATABASE_START_SECONDS",
