@@ -4,6 +4,7 @@
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 use ureq::tls::{Certificate, PemItem};
 
 /// Every environment variable either binary reads (for `--help` and for tools that start
@@ -145,16 +146,45 @@ fn parse_port(name: &str, value: &str) -> Result<u16, String> {
 
 /// `MAX_CONNECTIONS`: how many connections each server serves at once, 1 to 10,000.
 pub fn max_connections() -> Result<usize, String> {
-    let Some(value) = var("MAX_CONNECTIONS") else {
-        return Ok(crate::server::DEFAULT_MAX_CONNECTIONS);
+    let default = crate::server::DEFAULT_MAX_CONNECTIONS as u64;
+    Ok(number("MAX_CONNECTIONS", default, 1, 10_000)? as usize)
+}
+
+/// How the echo service uses a PostgreSQL database.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DatabaseSettings {
+    /// `DATABASE_MAX_CONNECTIONS`: the most connections one process opens. Four keep a
+    /// database's two cores busy (a request holds one for a round trip or two), and three
+    /// echo services then take 12 of a small plan's 20 or so.
+    pub max_connections: usize,
+    /// `DATABASE_IDLE_SECONDS`: how long an idle connection stays open, so that echo
+    /// services at rest leave the plan's room to one that starts.
+    pub idle: Duration,
+    /// `DATABASE_START_SECONDS`: how long start-up waits for a database that is not up yet.
+    pub start_wait: Duration,
+}
+
+pub fn database_settings() -> Result<DatabaseSettings, String> {
+    let seconds =
+        |name, default, low, high| number(name, default, low, high).map(Duration::from_secs);
+    Ok(DatabaseSettings {
+        max_connections: number("DATABASE_MAX_CONNECTIONS", 4, 1, 1_000)? as usize,
+        idle: seconds("DATABASE_IDLE_SECONDS", 10, 1, 86_400)?,
+        start_wait: seconds("DATABASE_START_SECONDS", 30, 0, 3_600)?,
+    })
+}
+
+/// A whole number from `name`, `low` to `high`, or `default` when it is unset.
+fn number(name: &str, default: u64, low: u64, high: u64) -> Result<u64, String> {
+    let Some(value) = var(name) else {
+        return Ok(default);
     };
-    let connections = value
+    value
         .trim()
-        .parse::<usize>()
+        .parse::<u64>()
         .ok()
-        .filter(|connections| (1..=10_000).contains(connections))
-        .ok_or_else(|| format!("MAX_CONNECTIONS: '{value}' is not a number from 1 to 10000"))?;
-    Ok(connections)
+        .filter(|number| (low..=high).contains(number))
+        .ok_or_else(|| format!("{name}: '{value}' is not a number from {low} to {high}"))
 }
 
 /// A user and password from two variables: both or neither.

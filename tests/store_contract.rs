@@ -20,11 +20,11 @@ use base64::Engine;
 use common::postgres::Cluster;
 use common::TempDir;
 use echo_broker::echo::journal_store::JournalStore;
-use echo_broker::echo::postgres::{Budget, DatabaseSettings, PostgresStore};
+use echo_broker::echo::postgres::PostgresStore;
 use echo_broker::echo::service::EchoService;
 use echo_broker::http::{self, HttpRequest, HttpResponse};
 use echo_broker::server::Handler;
-use echo_broker::settings::TlsRoots;
+use echo_broker::settings::{DatabaseSettings, TlsRoots};
 use serde_json::{json, Value};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Barrier, Mutex, Weak};
@@ -81,10 +81,8 @@ fn on_postgres() -> Option<ServiceUnderTest> {
     let database = format!("contract_{}", DATABASES.fetch_add(1, Ordering::SeqCst));
     let url = cluster.create_database(&database);
     let settings = DatabaseSettings {
-        budget: Budget {
-            connections: 4,
-            idle: Duration::from_secs(10),
-        },
+        max_connections: 4,
+        idle: Duration::from_secs(10),
         start_wait: Duration::from_secs(10),
     };
     let store = PostgresStore::open(&url, &TlsRoots::System, settings)

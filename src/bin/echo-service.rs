@@ -2,7 +2,7 @@
 
 use echo_broker::echo::journal::{self, ReadOnlyCopy};
 use echo_broker::echo::journal_state::EchoState;
-use echo_broker::echo::postgres::{import_journal, DatabaseSettings, PostgresStore};
+use echo_broker::echo::postgres::{import_journal, PostgresStore};
 use echo_broker::platform::{self, StateLocation};
 use echo_broker::server;
 use echo_broker::settings::{self, Command};
@@ -107,8 +107,8 @@ fn import(dir: &Path) {
     };
     let tls_roots = settings::tls_roots().unwrap_or_else(|problem| settings::exit_with(&problem));
     let journal = read_journal(dir);
-    let settings = DatabaseSettings::from_environment()
-        .unwrap_or_else(|problem| settings::exit_with(&problem));
+    let settings =
+        settings::database_settings().unwrap_or_else(|problem| settings::exit_with(&problem));
     let store =
         PostgresStore::open(&database.url, &tls_roots, settings).unwrap_or_else(|problem| {
             settings::exit_with(&format!("{}: {problem}", database.variable()))

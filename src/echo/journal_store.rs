@@ -488,8 +488,8 @@ impl Store for JournalStore {
         };
         let held =
             Duration::from_micros(self.compactions.longest_hold_micros.load(Ordering::Relaxed));
-        let figure = |name, kind, help, value| Figure {
-            name,
+        let figure = |name: &str, kind, help, value| Figure {
+            name: name.to_string(),
             kind,
             help,
             value,

@@ -29,7 +29,6 @@ mod pool;
 mod schema;
 
 pub use import::{import_journal, ImportReport};
-pub use pool::Budget;
 
 use super::api::{BindingAttributes, BindingLifetime, InstanceAttributes, InstanceUpdate};
 use super::store::{
@@ -37,7 +36,7 @@ use super::store::{
     DashboardRecord, Deprovisioned, Figure, FigureKind, InstanceRecord, NewBinding, NewInstance,
     Provisioned, Store, StoreError, StoreResult, Totals, Unbound, RECENT_MESSAGES,
 };
-use crate::settings::{self, TlsRoots};
+use crate::settings::{DatabaseSettings, TlsRoots};
 use deadpool_postgres::Object;
 use pool::{Call, Connections, Failure, Tls};
 use std::str::FromStr;
@@ -64,13 +63,6 @@ const START_RETRY_INTERVAL: Duration = Duration::from_secs(1);
 /// changed it between the read and the change.
 const CHANGED_MEANWHILE_TRIES: usize = 5;
 
-/// The defaults of the connection budget (see `docs/cloud-foundry.md` for sizing): four
-/// connections keep two cores' worth of statements going (a request holds one for a
-/// round trip or two), and three echo services then take 12 of a small plan's 20 or so.
-const DEFAULT_CONNECTIONS: usize = 4;
-const DEFAULT_IDLE_SECONDS: u64 = 10;
-const DEFAULT_START_SECONDS: u64 = 30;
-
 /// A statement the server runs longer than this is cancelled by the server itself, and a
 /// transaction left open longer than the idle limit is ended by it: a connection stuck on
 /// our side cannot hold row locks that other instances wait for.
@@ -93,48 +85,6 @@ impl std::fmt::Display for DatabaseName {
         let over = if self.tls { " over TLS" } else { "" };
         write!(out, "'{}' on {}{over}", self.database, self.host)
     }
-}
-
-/// How the store uses the database: its connection budget and how long start-up waits.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct DatabaseSettings {
-    pub budget: Budget,
-    pub start_wait: Duration,
-}
-
-impl DatabaseSettings {
-    /// `DATABASE_MAX_CONNECTIONS`, `DATABASE_IDLE_SECONDS` and `DATABASE_START_SECONDS`,
-    /// each with its default.
-    pub fn from_environment() -> Result<DatabaseSettings, String> {
-        let connections = number(
-            "DATABASE_MAX_CONNECTIONS",
-            DEFAULT_CONNECTIONS as u64,
-            1,
-            1000,
-        )?;
-        let idle = number("DATABASE_IDLE_SECONDS", DEFAULT_IDLE_SECONDS, 1, 86_400)?;
-        let start = number("DATABASE_START_SECONDS", DEFAULT_START_SECONDS, 0, 3_600)?;
-        Ok(DatabaseSettings {
-            budget: Budget {
-                connections: connections as usize,
-                idle: Duration::from_secs(idle),
-            },
-            start_wait: Duration::from_secs(start),
-        })
-    }
-}
-
-/// A whole number from `name`, `low` to `high`, or `default` when it is unset.
-fn number(name: &str, default: u64, low: u64, high: u64) -> Result<u64, String> {
-    let Some(value) = settings::var(name) else {
-        return Ok(default);
-    };
-    value
-        .trim()
-        .parse::<u64>()
-        .ok()
-        .filter(|number| (low..=high).contains(number))
-        .ok_or_else(|| format!("{name}: '{value}' is not a number from {low} to {high}"))
 }
 
 /// The echo service's state in PostgreSQL.
@@ -164,7 +114,7 @@ impl PostgresStore {
             _ => Tls::Plain,
         };
         let store = PostgresStore {
-            connections: Connections::new(config, tls, settings.budget)?,
+            connections: Connections::new(config, tls, &settings)?,
             name,
             last_failure_logged: AtomicU64::new(0),
         };
@@ -197,7 +147,7 @@ impl PostgresStore {
                 return Err(format!(
                     "the database {} {}",
                     self.name,
-                    failure.reason(self.connections.budget())
+                    failure.reason(self.connections.max_connections())
                 ));
             }
             if !told {
@@ -205,7 +155,7 @@ impl PostgresStore {
                     "echo service: waiting up to {} s for the database {} ({}); DATABASE_START_SECONDS sets how long",
                     left.as_secs(),
                     self.name,
-                    failure.reason(self.connections.budget())
+                    failure.reason(self.connections.max_connections())
                 );
                 told = true;
             }
@@ -221,6 +171,20 @@ impl PostgresStore {
         work: impl AsyncFn(&mut Object) -> Result<T, Error>,
     ) -> StoreResult<T> {
         self.call(Call::Change, Some(instance_id), CALL_TIMEOUT, work)
+    }
+
+    /// [`Self::change`] for a change checked against the instance, whose `work` answers
+    /// `None` when the instance kept changing under it (see [`CHANGED_MEANWHILE_TRIES`]).
+    fn checked_change<T>(
+        &self,
+        instance_id: &str,
+        work: impl AsyncFn(&mut Object) -> Result<Option<T>, Error>,
+    ) -> StoreResult<T> {
+        self.change(instance_id, work)?.ok_or_else(|| {
+            StoreError::new(
+                "the instance kept changing under this request (other requests at the same moment); the change was not made, try again",
+            )
+        })
     }
 
     /// Runs `work`, which only reads.
@@ -255,7 +219,7 @@ impl PostgresStore {
             log::warn!(
                 "echo service: the database {} {}",
                 self.name,
-                failure.reason(self.connections.budget())
+                failure.reason(self.connections.max_connections())
             );
         }
     }
@@ -443,28 +407,20 @@ const TOTALS: &str = "SELECT (SELECT count(*) FROM echo_instances),
     (SELECT count(*) FROM echo_bindings),
     (SELECT coalesce(sum(message_count), 0)::bigint FROM echo_instances)";
 
-/// The answer of a change checked against the instance, or `None` when the instance kept
-/// changing under it (see [`CHANGED_MEANWHILE_TRIES`]).
-type Checked<T> = Option<T>;
-
-fn changed_meanwhile() -> StoreError {
-    StoreError::new(
-        "the instance kept changing under this request (other requests at the same moment); the change was not made, try again",
-    )
-}
-
 impl Store for PostgresStore {
     fn provision(&self, instance_id: &str, new: NewInstance) -> StoreResult<Provisioned> {
         let attributes = to_json(&new.attributes);
-        let answer = self.change(instance_id, async |client| {
+        self.checked_change(instance_id, async |client| {
             let insert = client.prepare_cached(INSERT_INSTANCE).await?;
             // The loser of a race reads the winner's record: committed before our insert
             // returned (an insert waits for a racing transaction). Gone again only if it
             // was deprovisioned in between; then insert again.
             for _ in 0..CHANGED_MEANWHILE_TRIES {
-                let values: [&(dyn tokio_postgres::types::ToSql + Sync); 3] =
-                    [&instance_id, &attributes, &new.dashboard_token];
-                if client.execute(&insert, &values).await? == 1 {
+                if client
+                    .execute(&insert, &[&instance_id, &attributes, &new.dashboard_token])
+                    .await?
+                    == 1
+                {
                     return Ok(Some(Provisioned::Made(InstanceRecord {
                         attributes: new.attributes.clone(),
                         dashboard_token: new.dashboard_token.clone(),
@@ -477,8 +433,7 @@ impl Store for PostgresStore {
                 }
             }
             Ok(None)
-        })?;
-        answer.ok_or_else(changed_meanwhile)
+        })
     }
 
     fn instance(&self, instance_id: &str) -> StoreResult<Option<InstanceRecord>> {
@@ -492,7 +447,7 @@ impl Store for PostgresStore {
         instance_id: &str,
         update: InstanceUpdate,
     ) -> StoreResult<Option<InstanceRecord>> {
-        let answer: Checked<Option<InstanceRecord>> = self.change(instance_id, async |client| {
+        self.checked_change(instance_id, async |client| {
             let write = client
                 .prepare_cached(UPDATE_ATTRIBUTES_IF_UNCHANGED)
                 .await?;
@@ -516,8 +471,7 @@ impl Store for PostgresStore {
                 }
             }
             Ok(None)
-        })?;
-        answer.ok_or_else(changed_meanwhile)
+        })
     }
 
     /// A transaction that locks the row first, not a compare and set: the answer counts the
@@ -551,7 +505,7 @@ impl Store for PostgresStore {
     ) -> StoreResult<Bound> {
         let attributes = to_json(&new.attributes);
         let (expires_at, renew_before) = lifetime_columns(new.lifetime);
-        let answer = self.change(instance_id, async |client| {
+        self.checked_change(instance_id, async |client| {
             let bind = client.prepare_cached(BIND_IF_UNCHANGED).await?;
             let read = client.prepare_cached(BINDING).await?;
             for _ in 0..CHANGED_MEANWHILE_TRIES {
@@ -562,17 +516,23 @@ impl Store for PostgresStore {
                 {
                     return Ok(Some(Bound::OtherIds(refusal)));
                 }
-                let values: [&(dyn tokio_postgres::types::ToSql + Sync); 8] = [
-                    &instance_id,
-                    &binding_id,
-                    &stored,
-                    &attributes,
-                    &new.username,
-                    &new.password,
-                    &expires_at,
-                    &renew_before,
-                ];
-                if client.query_opt(&bind, &values).await?.is_some() {
+                if client
+                    .query_opt(
+                        &bind,
+                        &[
+                            &instance_id,
+                            &binding_id,
+                            &stored,
+                            &attributes,
+                            &new.username,
+                            &new.password,
+                            &expires_at,
+                            &renew_before,
+                        ],
+                    )
+                    .await?
+                    .is_some()
+                {
                     return Ok(Some(Bound::Made(BindingRecord {
                         attributes: new.attributes.clone(),
                         username: new.username.clone(),
@@ -589,8 +549,7 @@ impl Store for PostgresStore {
                 }
             }
             Ok(None)
-        })?;
-        answer.ok_or_else(changed_meanwhile)
+        })
     }
 
     fn binding(&self, instance_id: &str, binding_id: &str) -> StoreResult<BindingLookup> {
@@ -616,7 +575,7 @@ impl Store for PostgresStore {
         binding_id: &str,
         claimed: &ClaimedIds,
     ) -> StoreResult<Unbound> {
-        let answer = self.change(instance_id, async |client| {
+        self.checked_change(instance_id, async |client| {
             let remove = client.prepare_cached(UNBIND_IF_UNCHANGED).await?;
             let mut seen: Option<Option<String>> = None;
             for _ in 0..CHANGED_MEANWHILE_TRIES {
@@ -632,16 +591,16 @@ impl Store for PostgresStore {
                 if seen.as_ref() == Some(&stored) {
                     return Ok(Some(Unbound::NoBinding));
                 }
-                let values: [&(dyn tokio_postgres::types::ToSql + Sync); 3] =
-                    [&instance_id, &binding_id, &stored];
-                if let Some(row) = client.query_opt(&remove, &values).await? {
+                if let Some(row) = client
+                    .query_opt(&remove, &[&instance_id, &binding_id, &stored])
+                    .await?
+                {
                     return Ok(Some(Unbound::Removed(read_binding(&row, 0)?)));
                 }
                 seen = Some(stored);
             }
             Ok(None)
-        })?;
-        answer.ok_or_else(changed_meanwhile)
+        })
     }
 
     fn caller(&self, instance_id: &str, binding_id: &str) -> StoreResult<Option<Caller>> {
@@ -672,9 +631,10 @@ impl Store for PostgresStore {
         let ring = RECENT_MESSAGES as i64;
         self.change(instance_id, async |client| {
             let record = client.prepare_cached(RECORD_MESSAGE).await?;
-            let values: [&(dyn tokio_postgres::types::ToSql + Sync); 4] =
-                [&instance_id, &binding_id, &preview, &ring];
-            Ok(client.execute(&record, &values).await? == 1)
+            Ok(client
+                .execute(&record, &[&instance_id, &binding_id, &preview, &ring])
+                .await?
+                == 1)
         })
     }
 
@@ -728,57 +688,48 @@ impl Store for PostgresStore {
     }
 
     fn figures(&self) -> Vec<Figure> {
+        use FigureKind::{Counter, Gauge};
         let statistics = self.connections.statistics();
         let (open, idle) = self.connections.open_and_idle();
-        let counter = |name, help, value: &AtomicU64| Figure {
-            name,
-            kind: FigureKind::Counter,
-            help,
-            value: value.load(Ordering::Relaxed) as f64,
-        };
-        let gauge = |name, help, value: usize| Figure {
-            name,
-            kind: FigureKind::Gauge,
-            help,
-            value: value as f64,
-        };
-        vec![
-            gauge(
-                "echo_service_database_connections",
-                "Connections to the database open now.",
-                open,
-            ),
-            gauge(
-                "echo_service_database_connections_idle",
-                "Connections to the database open and idle now.",
-                idle,
-            ),
-            gauge(
-                "echo_service_database_connections_max",
+        let count = |counter: &AtomicU64| counter.load(Ordering::Relaxed) as f64;
+        let figures = [
+            ("connections", Gauge, "Connections to the database open now.", open as f64),
+            ("connections_idle", Gauge, "Of those, idle now.", idle as f64),
+            (
+                "connections_max",
+                Gauge,
                 "DATABASE_MAX_CONNECTIONS: the most this process opens.",
-                self.connections.budget().connections,
+                self.connections.max_connections() as f64,
             ),
-            counter(
-                "echo_service_database_connects_total",
-                "Connections opened to the database.",
-                &statistics.connects,
-            ),
-            counter(
-                "echo_service_database_connect_failures_total",
+            ("connects_total", Counter, "Connections opened to the database.", count(&statistics.connects)),
+            (
+                "connect_failures_total",
+                Counter,
                 "Connections the database refused or did not answer.",
-                &statistics.connect_failures,
+                count(&statistics.connect_failures),
             ),
-            counter(
-                "echo_service_database_timeouts_total",
+            (
+                "timeouts_total",
+                Counter,
                 "Calls the database did not answer within their deadline.",
-                &statistics.timeouts,
+                count(&statistics.timeouts),
             ),
-            counter(
-                "echo_service_database_busy_total",
+            (
+                "busy_total",
+                Counter,
                 "Calls that got no connection (or no share of them for their instance) within their deadline.",
-                &statistics.no_connection,
+                count(&statistics.no_connection),
             ),
-        ]
+        ];
+        figures
+            .into_iter()
+            .map(|(name, kind, help, value)| Figure {
+                name: format!("echo_service_database_{name}"),
+                kind,
+                help,
+                value,
+            })
+            .collect()
     }
 
     fn longest_call(&self) -> Duration {

@@ -201,7 +201,7 @@ impl EchoService {
                 FigureKind::Gauge => "gauge",
                 FigureKind::Counter => "counter",
             };
-            metrics::single(&mut out, figure.name, kind, figure.help, figure.value);
+            metrics::single(&mut out, &figure.name, kind, figure.help, figure.value);
         }
         HttpResponse {
             status: 200,

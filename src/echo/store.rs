@@ -173,7 +173,7 @@ pub type StoreResult<T> = Result<T, StoreError>;
 #[derive(Debug, Clone, PartialEq)]
 pub struct Figure {
     /// The metric's name, `echo_service_...`.
-    pub name: &'static str,
+    pub name: String,
     pub kind: FigureKind,
     pub help: &'static str,
     pub value: f64,

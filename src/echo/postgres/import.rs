@@ -92,7 +92,7 @@ pub fn import_journal(store: &PostgresStore, state: EchoState) -> Result<ImportR
                 return Err(format!(
                     "the database {} {}; the instances before '{instance_id}' were copied, running the import again copies the rest",
                     store.name,
-                    failure.reason(store.connections.budget())
+                    failure.reason(store.connections.max_connections())
                 ))
             }
         }

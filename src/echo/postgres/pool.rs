@@ -10,8 +10,8 @@
 //! - **A deadline per call**, covering the wait for a connection, connecting, and the
 //!   statements. A connection whose call ran past it is closed, not reused: its statement
 //!   may still be running, and the next call would wait behind it.
-//! - **A budget** of connections per process ([`Budget::connections`]), and idle ones closed
-//!   after [`Budget::idle`], so that echo services at rest leave a small plan's connection
+//! - **A budget** of connections per process, and idle ones closed after a while (see
+//!   [`DatabaseSettings`]), so that echo services at rest leave a small plan's connection
 //!   slots to one that starts or restarts.
 //! - **No room on the server** (SQLSTATE 53300): while the process holds connections, the
 //!   pool shrinks to what it holds and requests wait for those within their deadline; it
@@ -23,6 +23,7 @@
 //! - **Retry only what is safe**: a read that lost its connection runs once more on another;
 //!   a change never does, since the server may have made it before the connection broke.
 
+use crate::settings::DatabaseSettings;
 use deadpool_postgres::{Hook, Manager, ManagerConfig, Object, Pool, PoolError, RecyclingMethod};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -36,13 +37,6 @@ const REGROW_AFTER: Duration = Duration::from_secs(10);
 
 /// How often idle connections are looked at (and a shrunk pool regrown).
 const UPKEEP_INTERVAL: Duration = Duration::from_secs(1);
-
-/// How many connections a process may hold, and how long an idle one stays open.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Budget {
-    pub connections: usize,
-    pub idle: Duration,
-}
 
 /// How a connection is made: plain, or TLS verified against the store's trust roots.
 pub enum Tls {
@@ -106,18 +100,18 @@ impl Failure {
     }
 
     /// What went wrong, in full, for the echo service's own log.
-    pub fn reason(&self, budget: Budget) -> String {
+    pub fn reason(&self, max_connections: usize) -> String {
         match self {
             Failure::Connect(error) => format!("cannot connect: {}", reason_of(error)),
             Failure::NoRoom(error) => format!(
                 "refused a new connection and this process holds none: {}; the server's max_connections is shared by every echo service on it, each holding up to DATABASE_MAX_CONNECTIONS={}",
                 reason_of(error),
-                budget.connections
+                max_connections
             ),
             Failure::NoConnection(waited) => format!(
                 "gave no connection within {} ms (DATABASE_MAX_CONNECTIONS={}, all busy or the database silent)",
                 waited.as_millis(),
-                budget.connections
+                max_connections
             ),
             Failure::Statement(error) => reason_of(error),
             Failure::TimedOut(waited) => format!("no answer within {} ms", waited.as_millis()),
@@ -168,7 +162,8 @@ pub struct Statistics {
 /// The pool, the runtime it runs on, and the per-instance shares.
 pub struct Connections {
     pool: Pool,
-    budget: Budget,
+    max_connections: usize,
+    idle: Duration,
     shares: FairShares,
     statistics: Arc<Statistics>,
     /// When the server last said it had no room (see [`REGROW_AFTER`]).
@@ -181,7 +176,7 @@ impl Connections {
     pub fn new(
         config: tokio_postgres::Config,
         tls: Tls,
-        budget: Budget,
+        settings: &DatabaseSettings,
     ) -> Result<Connections, String> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
@@ -200,7 +195,7 @@ impl Connections {
         let statistics = Arc::new(Statistics::default());
         let counted = Arc::clone(&statistics);
         let pool = Pool::builder(manager)
-            .max_size(budget.connections)
+            .max_size(settings.max_connections)
             .runtime(deadpool_postgres::Runtime::Tokio1)
             .post_create(Hook::sync_fn(move |_, _| {
                 counted.connects.fetch_add(1, Ordering::Relaxed);
@@ -210,8 +205,9 @@ impl Connections {
             .map_err(|error| format!("cannot make the connection pool: {error}"))?;
         let connections = Connections {
             pool,
-            budget,
-            shares: FairShares::new((budget.connections / 2).max(1)),
+            max_connections: settings.max_connections,
+            idle: settings.idle,
+            shares: FairShares::new((settings.max_connections / 2).max(1)),
             statistics,
             shrunk_at: Arc::default(),
             runtime,
@@ -220,8 +216,9 @@ impl Connections {
         Ok(connections)
     }
 
-    pub fn budget(&self) -> Budget {
-        self.budget
+    /// `DATABASE_MAX_CONNECTIONS`.
+    pub fn max_connections(&self) -> usize {
+        self.max_connections
     }
 
     pub fn statistics(&self) -> &Statistics {
@@ -327,7 +324,7 @@ impl Connections {
         if shrunk_at.is_none() {
             log::warn!(
                 "echo service: the database has no room for another connection (SQLSTATE 53300); going on with the {held} this process holds, of DATABASE_MAX_CONNECTIONS={}",
-                self.budget.connections
+                self.max_connections
             );
         }
         *shrunk_at = Some(Instant::now());
@@ -343,7 +340,8 @@ impl Connections {
     /// and regrows a pool that the server's lack of room shrank.
     fn start_upkeep(&self) {
         let pool = self.pool.weak();
-        let (budget, shrunk_at) = (self.budget, Arc::clone(&self.shrunk_at));
+        let (max_connections, idle) = (self.max_connections, self.idle);
+        let shrunk_at = Arc::clone(&self.shrunk_at);
         self.runtime.spawn(async move {
             let mut ticks = tokio::time::interval(UPKEEP_INTERVAL);
             loop {
@@ -352,15 +350,14 @@ impl Connections {
                     return;
                 };
                 pool.retain(|client, metrics| {
-                    !client.is_closed() && metrics.last_used() < budget.idle
+                    !client.is_closed() && metrics.last_used() < idle
                 });
                 let mut shrunk_at = lock(&shrunk_at);
                 if shrunk_at.is_some_and(|at| at.elapsed() >= REGROW_AFTER) {
                     *shrunk_at = None;
-                    pool.resize(budget.connections);
+                    pool.resize(max_connections);
                     log::info!(
-                        "echo service: the database's connections may grow again, up to DATABASE_MAX_CONNECTIONS={}",
-                        budget.connections
+                        "echo service: the database's connections may grow again, up to DATABASE_MAX_CONNECTIONS={max_connections}"
                     );
                 }
             }
