@@ -1136,6 +1136,17 @@ fn a_small_plan_serves_three_echo_services_closes_idle_connections_and_lets_a_fo
         waited_for_their_own,
         "the server ran out of room in the burst"
     );
+    // Waiting for their own connections, not knocking on the server's door again and again.
+    for echo in &echoes {
+        let metrics = get(&format!("{}/metrics", echo.url)).text;
+        let refused: f64 = metrics
+            .lines()
+            .find_map(|line| line.strip_prefix("echo_service_database_connect_failures_total "))
+            .and_then(|value| value.trim().parse().ok())
+            .expect("the connect failures counted");
+        println!("{} connections refused", refused);
+        assert!(refused <= 10.0, "{refused} connections refused: {metrics}");
+    }
 
     let at_rest = Instant::now() + Duration::from_secs(10);
     let echo_connections =

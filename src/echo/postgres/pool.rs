@@ -13,10 +13,10 @@
 //! - **A budget** of connections per process, and idle ones closed after a while (see
 //!   [`DatabaseSettings`]), so that echo services at rest leave a small plan's connection
 //!   slots to one that starts or restarts.
-//! - **No room on the server** (SQLSTATE 53300): while the process holds connections, the
-//!   pool shrinks to what it holds and requests wait for those within their deadline; it
-//!   grows back once [`REGROW_AFTER`] has passed. Holding none, the call fails at once with
-//!   a line that names the setting.
+//! - **No room on the server** (SQLSTATE 53300): while the process holds connections, it
+//!   opens no more and requests wait for those within their deadline; it tries to open more
+//!   once [`REGROW_AFTER`] has passed. Holding none, the call fails at once with a line that
+//!   names the setting.
 //! - **A fair share per instance**: the calls on one instance hold at most half the budget
 //!   (at least one), so one instance's trouble (a row locked from outside, a flood of its
 //!   own) leaves connections for every other tenant.
@@ -31,11 +31,14 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 use tokio_postgres::Error;
 
-/// After the server said it had no room for another connection, the pool stays at the size
-/// it had for this long before it tries to open more again.
+/// After the server said it had no room for another connection, the pool opens no new one
+/// for this long while it holds any (its calls wait for those), then tries again.
 const REGROW_AFTER: Duration = Duration::from_secs(10);
 
-/// How often idle connections are looked at (and a shrunk pool regrown).
+/// How often a call waiting for one of the process's own connections looks for a free one.
+const OWN_CONNECTION_POLL: Duration = Duration::from_millis(5);
+
+/// How often idle connections are looked at (and whether new ones may be opened again).
 const UPKEEP_INTERVAL: Duration = Duration::from_secs(1);
 
 /// How a connection is made: plain, or TLS verified against the store's trust roots.
@@ -167,7 +170,7 @@ pub struct Connections {
     shares: FairShares,
     statistics: Arc<Statistics>,
     /// When the server last said it had no room (see [`REGROW_AFTER`]).
-    shrunk_at: Arc<Mutex<Option<Instant>>>,
+    no_room_since: Arc<Mutex<Option<Instant>>>,
     /// Declared last: dropped after the pool, it ends the connections' tasks.
     runtime: tokio::runtime::Runtime,
 }
@@ -209,7 +212,7 @@ impl Connections {
             idle: settings.idle,
             shares: FairShares::new((settings.max_connections / 2).max(1)),
             statistics,
-            shrunk_at: Arc::default(),
+            no_room_since: Arc::default(),
             runtime,
         };
         connections.start_upkeep();
@@ -289,20 +292,23 @@ impl Connections {
         }
     }
 
-    /// A connection, idle or new, before `deadline`. When the server has no room for a new
-    /// one and this process holds some, the pool shrinks to those and waits for one.
+    /// A connection, idle or new, before `deadline`. While the server has no room for a
+    /// new one (see [`REGROW_AFTER`]) and this process holds some, it opens none and waits
+    /// for one of its own to come free.
     async fn checkout(&self, deadline: Instant, timeout: Duration) -> Result<Object, Failure> {
         loop {
+            if self.must_wait_for_own() {
+                if Instant::now() + OWN_CONNECTION_POLL > deadline {
+                    return Err(self.no_connection(timeout));
+                }
+                tokio::time::sleep(OWN_CONNECTION_POLL).await;
+                continue;
+            }
             let got = tokio::time::timeout_at(deadline.into(), self.pool.get()).await;
             let error = match got {
                 Ok(Ok(client)) => return Ok(client),
                 Ok(Err(PoolError::Backend(error))) => error,
-                Ok(Err(_)) | Err(_) => {
-                    self.statistics
-                        .no_connection
-                        .fetch_add(1, Ordering::Relaxed);
-                    return Err(Failure::NoConnection(timeout));
-                }
+                Ok(Err(_)) | Err(_) => return Err(self.no_connection(timeout)),
             };
             self.statistics
                 .connect_failures
@@ -314,21 +320,37 @@ impl Connections {
             if held == 0 {
                 return Err(Failure::NoRoom(error));
             }
-            self.shrink_to(held);
+            self.note_no_room(held);
         }
     }
 
-    /// Makes the pool open no more than `held` connections for [`REGROW_AFTER`].
-    fn shrink_to(&self, held: usize) {
-        let mut shrunk_at = lock(&self.shrunk_at);
-        if shrunk_at.is_none() {
+    fn no_connection(&self, timeout: Duration) -> Failure {
+        self.statistics
+            .no_connection
+            .fetch_add(1, Ordering::Relaxed);
+        Failure::NoConnection(timeout)
+    }
+
+    /// Whether a call must wait for a connection this process holds rather than open one:
+    /// the server recently had no room, the process holds some, and none is idle now.
+    fn must_wait_for_own(&self) -> bool {
+        if lock(&self.no_room_since).is_none() {
+            return false;
+        }
+        let status = self.pool.status();
+        status.size > 0 && status.available == 0
+    }
+
+    /// Opens no new connection for [`REGROW_AFTER`] while this process holds `held`.
+    fn note_no_room(&self, held: usize) {
+        let mut no_room_since = lock(&self.no_room_since);
+        if no_room_since.is_none() {
             log::warn!(
                 "echo service: the database has no room for another connection (SQLSTATE 53300); going on with the {held} this process holds, of DATABASE_MAX_CONNECTIONS={}",
                 self.max_connections
             );
         }
-        *shrunk_at = Some(Instant::now());
-        self.pool.resize(held);
+        *no_room_since = Some(Instant::now());
     }
 
     /// Drops the idle connections the server has closed (after a restart, all of them).
@@ -341,7 +363,7 @@ impl Connections {
     fn start_upkeep(&self) {
         let pool = self.pool.weak();
         let (max_connections, idle) = (self.max_connections, self.idle);
-        let shrunk_at = Arc::clone(&self.shrunk_at);
+        let no_room_since = Arc::clone(&self.no_room_since);
         self.runtime.spawn(async move {
             let mut ticks = tokio::time::interval(UPKEEP_INTERVAL);
             loop {
@@ -349,13 +371,10 @@ impl Connections {
                 let Some(pool) = pool.upgrade() else {
                     return;
                 };
-                pool.retain(|client, metrics| {
-                    !client.is_closed() && metrics.last_used() < idle
-                });
-                let mut shrunk_at = lock(&shrunk_at);
-                if shrunk_at.is_some_and(|at| at.elapsed() >= REGROW_AFTER) {
-                    *shrunk_at = None;
-                    pool.resize(max_connections);
+                pool.retain(|client, metrics| !client.is_closed() && metrics.last_used() < idle);
+                let mut no_room_since = lock(&no_room_since);
+                if no_room_since.is_some_and(|since| since.elapsed() >= REGROW_AFTER) {
+                    *no_room_since = None;
                     log::info!(
                         "echo service: the database's connections may grow again, up to DATABASE_MAX_CONNECTIONS={max_connections}"
                     );
