@@ -38,9 +38,10 @@ use super::store::{
 };
 use crate::settings::{DatabaseSettings, TlsRoots};
 use deadpool_postgres::Object;
-use pool::{Call, Connections, Failure, Tls};
+use pool::{Call, Connections, Failure, Tls, STORE_WIDE};
 use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio_postgres::config::{Host, SslMode};
 use tokio_postgres::{Config, Error, Row};
@@ -52,6 +53,9 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// `/health`'s deadline: platforms give a health check about a second.
 const HEALTH_TIMEOUT: Duration = Duration::from_millis(800);
+
+/// How long a healthy answer stands for the next health checks.
+const HEALTH_KEPT: Duration = Duration::from_millis(250);
 
 /// How long start-up may take once the database answers (connect, and create the schema).
 const SCHEMA_TIMEOUT: Duration = Duration::from_secs(15);
@@ -94,6 +98,8 @@ pub struct PostgresStore {
     /// When a failure was last logged (seconds since the epoch), so a database away under
     /// load costs the log one line a second, not one a request.
     last_failure_logged: AtomicU64,
+    /// When the database last answered a health check (see [`HEALTH_KEPT`]).
+    last_healthy: Mutex<Option<Instant>>,
 }
 
 impl PostgresStore {
@@ -117,6 +123,7 @@ impl PostgresStore {
             connections: Connections::new(config, tls, &settings)?,
             name,
             last_failure_logged: AtomicU64::new(0),
+            last_healthy: Mutex::new(None),
         };
         store.wait_for_schema(settings.start_wait)?;
         Ok(store)
@@ -133,11 +140,13 @@ impl PostgresStore {
         let give_up_at = Instant::now() + wait;
         let mut told = false;
         loop {
-            let created =
-                self.connections
-                    .run(Call::Change, None, SCHEMA_TIMEOUT, async |client| {
-                        schema::create_or_upgrade(client).await
-                    });
+            let left = give_up_at.saturating_duration_since(Instant::now());
+            let timeout = SCHEMA_TIMEOUT.min(left).max(CALL_TIMEOUT);
+            let created = self
+                .connections
+                .run(Call::Change, None, timeout, async |client| {
+                    schema::create_or_upgrade(client).await
+                });
             let failure = match created {
                 Ok(result) => return result,
                 Err(failure) => failure,
@@ -230,12 +239,18 @@ impl PostgresStore {
 /// (53300). Wrong credentials, no such database, a certificate that does not verify or a
 /// newer schema will not.
 fn may_come_up(failure: &Failure) -> bool {
+    // 55P03 and 57014: another echo service's start held the schema's lock past a timeout;
+    // 40P01: a deadlock with it.
+    let passing = ["53300", "55P03", "57014", "40P01"];
     match failure {
         Failure::Connect(error) | Failure::Statement(error) => match error.code() {
-            Some(code) => code.code().starts_with("57P") || code.code() == "53300",
+            Some(code) => code.code().starts_with("57P") || passing.contains(&code.code()),
             None => not_up_yet(error),
         },
-        Failure::NoRoom(_) | Failure::NoConnection(_) | Failure::TimedOut(_) => true,
+        Failure::NoRoom(_)
+        | Failure::NoConnection(_)
+        | Failure::NoShare(_)
+        | Failure::TimedOut(_) => true,
     }
 }
 
@@ -245,20 +260,19 @@ fn not_up_yet(error: &Error) -> bool {
     let io =
         std::error::Error::source(error).and_then(|cause| cause.downcast_ref::<std::io::Error>());
     io.is_some_and(|io| {
-        io.get_ref().is_none()
-            && matches!(
-                io.kind(),
-                ConnectionRefused
-                    | ConnectionReset
-                    | ConnectionAborted
-                    | NotConnected
-                    | TimedOut
-                    | UnexpectedEof
-                    | AddrNotAvailable
-                    | HostUnreachable
-                    | NetworkUnreachable
-                    | NotFound
-            )
+        matches!(
+            io.kind(),
+            ConnectionRefused
+                | ConnectionReset
+                | ConnectionAborted
+                | NotConnected
+                | TimedOut
+                | UnexpectedEof
+                | AddrNotAvailable
+                | HostUnreachable
+                | NetworkUnreachable
+                | NotFound
+        )
     }) || error.is_closed()
 }
 
@@ -360,20 +374,21 @@ const DEPROVISION: &str = "WITH removed AS (
     SELECT attributes, dashboard_token, message_count,
         (SELECT count(*) FROM echo_bindings b WHERE b.instance_id = $1)
     FROM removed";
-/// Creates binding $2 if the instance's attributes are still $3 (`FOR KEY SHARE` holds off
-/// the instance's deletion, not its messages); one row if it was made.
+/// Creates binding $2 if the instance's attributes are still $3 (`FOR SHARE` waits for an
+/// update or a deletion of the instance under way, and holds off the next); one row if it
+/// was made.
 const BIND_IF_UNCHANGED: &str = "INSERT INTO echo_bindings
         (instance_id, binding_id, attributes, username, password, expires_at, renew_before)
     SELECT instance_id, $2, $4, $5, $6, to_timestamp($7), to_timestamp($8)
     FROM echo_instances WHERE instance_id = $1 AND attributes IS NOT DISTINCT FROM $3
-    FOR KEY SHARE
+    FOR SHARE
     ON CONFLICT (instance_id, binding_id) DO NOTHING
     RETURNING 1";
 /// Deletes binding $2 if the instance's attributes are still $3; answers the binding's
 /// columns as [`read_binding`] reads them.
 const UNBIND_IF_UNCHANGED: &str = "DELETE FROM echo_bindings
     WHERE instance_id = $1 AND binding_id = $2 AND EXISTS (SELECT 1 FROM echo_instances
-        WHERE instance_id = $1 AND attributes IS NOT DISTINCT FROM $3 FOR KEY SHARE)
+        WHERE instance_id = $1 AND attributes IS NOT DISTINCT FROM $3 FOR SHARE)
     RETURNING attributes, username, password,
         extract(epoch FROM expires_at)::bigint, extract(epoch FROM renew_before)::bigint";
 const BINDING: &str = "SELECT attributes, username, password,
@@ -384,6 +399,8 @@ const INSERT_BINDING: &str = "INSERT INTO echo_bindings
     VALUES ($1, $2, $3, $4, $5, to_timestamp($6), to_timestamp($7))
     ON CONFLICT (instance_id, binding_id) DO NOTHING";
 const INSTANCE_EXISTS: &str = "SELECT 1 FROM echo_instances WHERE instance_id = $1";
+const BINDING_EXISTS: &str =
+    "SELECT 1 FROM echo_bindings WHERE instance_id = $1 AND binding_id = $2";
 const CALLER: &str = "SELECT b.username, b.password, i.attributes,
         extract(epoch FROM b.expires_at)::bigint, extract(epoch FROM b.renew_before)::bigint
     FROM echo_bindings b JOIN echo_instances i USING (instance_id)
@@ -577,7 +594,7 @@ impl Store for PostgresStore {
     ) -> StoreResult<Unbound> {
         self.checked_change(instance_id, async |client| {
             let remove = client.prepare_cached(UNBIND_IF_UNCHANGED).await?;
-            let mut seen: Option<Option<String>> = None;
+            let exists = client.prepare_cached(BINDING_EXISTS).await?;
             for _ in 0..CHANGED_MEANWHILE_TRIES {
                 let Some(stored) = stored_attributes(client, instance_id).await? else {
                     return Ok(Some(Unbound::NoInstance));
@@ -586,18 +603,20 @@ impl Store for PostgresStore {
                 {
                     return Ok(Some(Unbound::OtherIds(refusal)));
                 }
-                // Nothing removed last time, and the instance is as it was then: there is no
-                // such binding.
-                if seen.as_ref() == Some(&stored) {
-                    return Ok(Some(Unbound::NoBinding));
-                }
-                if let Some(row) = client
+                let removed = client
                     .query_opt(&remove, &[&instance_id, &binding_id, &stored])
-                    .await?
-                {
+                    .await?;
+                if let Some(row) = removed {
                     return Ok(Some(Unbound::Removed(read_binding(&row, 0)?)));
                 }
-                seen = Some(stored);
+                // Nothing removed: there is no such binding (now), or the instance changed
+                // meanwhile and the binding is still there.
+                let found = client
+                    .query_opt(&exists, &[&instance_id, &binding_id])
+                    .await?;
+                if found.is_none() {
+                    return Ok(Some(Unbound::NoBinding));
+                }
             }
             Ok(None)
         })
@@ -666,7 +685,7 @@ impl Store for PostgresStore {
     }
 
     fn totals(&self) -> StoreResult<Totals> {
-        self.read(None, async |client| {
+        self.read(Some(STORE_WIDE), async |client| {
             let totals = client.prepare_cached(TOTALS).await?;
             let row = client.query_one(&totals, &[]).await?;
             let count = |index: usize| -> Result<u64, Error> {
@@ -680,11 +699,24 @@ impl Store for PostgresStore {
         })
     }
 
-    /// `Ok` while a connection answers a trivial statement within [`HEALTH_TIMEOUT`].
+    /// `Ok` while a connection answers a trivial statement within [`HEALTH_TIMEOUT`]. An
+    /// answer is good for [`HEALTH_KEPT`]: a flood of health checks asks the database once.
     fn health(&self) -> StoreResult<()> {
-        self.call(Call::Read, None, HEALTH_TIMEOUT, async |client| {
-            client.simple_query("SELECT 1").await.map(|_| ())
-        })
+        let mut last_healthy = self
+            .last_healthy
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if last_healthy.is_some_and(|at| at.elapsed() < HEALTH_KEPT) {
+            return Ok(());
+        }
+        let checked = self.call(
+            Call::Read,
+            Some(STORE_WIDE),
+            HEALTH_TIMEOUT,
+            async |client| client.simple_query("SELECT 1").await.map(|_| ()),
+        );
+        *last_healthy = checked.as_ref().ok().map(|()| Instant::now());
+        checked
     }
 
     fn figures(&self) -> Vec<Figure> {

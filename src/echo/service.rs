@@ -412,6 +412,11 @@ impl EchoService {
     /// token gets the same 404 as an instance that does not exist.
     fn dashboard(&self, request: &HttpRequest, instance_id: &str) -> HttpResponse {
         let token = request.query("token").unwrap_or_default();
+        // No stored token has another shape: such a caller never reaches the store.
+        let token_shaped = token.len() == 32 && token.bytes().all(|b| b.is_ascii_hexdigit());
+        if !token_shaped {
+            return no_dashboard(instance_id);
+        }
         match self.store.dashboard(instance_id) {
             Ok(Some(shown))
                 if http::constant_time_eq(
@@ -422,9 +427,7 @@ impl EchoService {
                 HttpResponse::page(dashboard::render(&dashboard_of(instance_id, &shown)))
             }
             Err(error) => store_unavailable(error),
-            _ => not_found(&format!(
-                "no dashboard for instance '{instance_id}' with this token"
-            )),
+            _ => no_dashboard(instance_id),
         }
     }
 
@@ -472,6 +475,14 @@ impl EchoService {
 /// 404 for an instance that does not exist.
 fn no_instance(instance_id: &str) -> HttpResponse {
     not_found(&format!("instance '{instance_id}' does not exist"))
+}
+
+/// 404 for a dashboard asked with a token that is not the instance's, or of an instance
+/// that does not exist: the same answer, so the token is the only way in.
+fn no_dashboard(instance_id: &str) -> HttpResponse {
+    not_found(&format!(
+        "no dashboard for instance '{instance_id}' with this token"
+    ))
 }
 
 /// 404 for a binding that does not exist (of an instance that does).

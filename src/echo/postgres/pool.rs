@@ -18,8 +18,9 @@
 //!   once [`REGROW_AFTER`] has passed. Holding none, the call fails at once with a line that
 //!   names the setting.
 //! - **A fair share per instance**: the calls on one instance hold at most half the budget
-//!   (at least one), so one instance's trouble (a row locked from outside, a flood of its
-//!   own) leaves connections for every other tenant.
+//!   (at least one: with `DATABASE_MAX_CONNECTIONS=1` one instance can hold it all), so one
+//!   instance's trouble (a row locked from outside, a flood of its own) leaves connections
+//!   for every other tenant; the calls about the whole store (`/health`) have a share too.
 //! - **Retry only what is safe**: a read that lost its connection runs once more on another;
 //!   a change never does, since the server may have made it before the connection broke.
 
@@ -62,9 +63,11 @@ pub enum Failure {
     Connect(Error),
     /// The server has no room for another connection and this process holds none.
     NoRoom(Error),
-    /// No connection (or no share of them for this instance) came free before the deadline.
-    /// Nothing was sent.
+    /// No connection came free within the call's deadline. Nothing was sent.
     NoConnection(Duration),
+    /// The instance's calls held their whole share (see [`FairShares`]) until the deadline.
+    /// Nothing was sent.
+    NoShare(Duration),
     /// The statement failed on the server, or the connection broke under it.
     Statement(Error),
     /// No answer before the deadline; the server may still do the work.
@@ -77,7 +80,10 @@ impl Failure {
     /// broke, or a silence, may have come after the commit.
     pub fn surely_not_done(&self) -> bool {
         match self {
-            Failure::Connect(_) | Failure::NoRoom(_) | Failure::NoConnection(_) => true,
+            Failure::Connect(_)
+            | Failure::NoRoom(_)
+            | Failure::NoConnection(_)
+            | Failure::NoShare(_) => true,
             Failure::Statement(error) => error.as_db_error().is_some(),
             Failure::TimedOut(_) => false,
         }
@@ -89,9 +95,13 @@ impl Failure {
         match self {
             Failure::Connect(_) => "it does not accept connections".into(),
             Failure::NoRoom(_) => "it has no room for another connection".into(),
-            Failure::NoConnection(waited) => format!(
+            Failure::NoConnection(timeout) => format!(
                 "no connection to it came free within {} ms",
-                waited.as_millis()
+                timeout.as_millis()
+            ),
+            Failure::NoShare(timeout) => format!(
+                "this instance's other requests held its share of the connections for {} ms",
+                timeout.as_millis()
             ),
             Failure::Statement(error) => match error.as_db_error() {
                 Some(db) => format!("it refused a statement (SQLSTATE {})", db.code().code()),
@@ -111,9 +121,14 @@ impl Failure {
                 reason_of(error),
                 max_connections
             ),
-            Failure::NoConnection(waited) => format!(
+            Failure::NoConnection(timeout) => format!(
                 "gave no connection within {} ms (DATABASE_MAX_CONNECTIONS={}, all busy or the database silent)",
-                waited.as_millis(),
+                timeout.as_millis(),
+                max_connections
+            ),
+            Failure::NoShare(timeout) => format!(
+                "gave this instance no connection within {} ms: its other calls held its share, half of DATABASE_MAX_CONNECTIONS={} (a row locked from outside, or a flood of its own)",
+                timeout.as_millis(),
                 max_connections
             ),
             Failure::Statement(error) => reason_of(error),
@@ -162,6 +177,10 @@ pub struct Statistics {
     pub no_connection: AtomicU64,
 }
 
+/// The fair share of the calls about the whole store (`/health`, the totals): no instance
+/// has an empty id, so these never take an instance's share, nor every connection.
+pub const STORE_WIDE: &str = "";
+
 /// The pool, the runtime it runs on, and the per-instance shares.
 pub struct Connections {
     pool: Pool,
@@ -171,6 +190,8 @@ pub struct Connections {
     statistics: Arc<Statistics>,
     /// When the server last said it had no room (see [`REGROW_AFTER`]).
     no_room_since: Arc<Mutex<Option<Instant>>>,
+    /// Held by the one call that may take a connection while there is no room.
+    claim: tokio::sync::Mutex<()>,
     /// Declared last: dropped after the pool, it ends the connections' tasks.
     runtime: tokio::runtime::Runtime,
 }
@@ -213,6 +234,7 @@ impl Connections {
             shares: FairShares::new((settings.max_connections / 2).max(1)),
             statistics,
             no_room_since: Arc::default(),
+            claim: tokio::sync::Mutex::new(()),
             runtime,
         };
         connections.start_upkeep();
@@ -235,22 +257,24 @@ impl Connections {
     }
 
     /// Runs `work` on a connection, on this thread, and returns its result, or a
-    /// [`Failure`] no later than `timeout` from now. `instance` names the instance the call
-    /// is about, for its fair share (none for calls about the whole store).
+    /// [`Failure`] no later than `timeout` from now. `share` names the fair share the call
+    /// counts against: its instance's, [`STORE_WIDE`] for calls about the whole store, none
+    /// for start-up and the import.
     pub fn run<T>(
         &self,
         call: Call,
-        instance: Option<&str>,
+        share: Option<&str>,
         timeout: Duration,
         work: impl AsyncFn(&mut Object) -> Result<T, Error>,
     ) -> Result<T, Failure> {
         let deadline = Instant::now() + timeout;
-        let _share = match instance {
-            Some(instance_id) => Some(
-                self.shares
-                    .enter(instance_id, deadline)
-                    .ok_or(Failure::NoConnection(timeout))?,
-            ),
+        let _share = match share {
+            Some(key) => Some(self.shares.enter(key, deadline).ok_or_else(|| {
+                self.statistics
+                    .no_connection
+                    .fetch_add(1, Ordering::Relaxed);
+                Failure::NoShare(timeout)
+            })?),
             None => None,
         };
         self.runtime
@@ -297,7 +321,18 @@ impl Connections {
     /// for one of its own to come free.
     async fn checkout(&self, deadline: Instant, timeout: Duration) -> Result<Object, Failure> {
         loop {
-            if self.must_wait_for_own() {
+            // While there is no room, one call at a time looks for a free connection and
+            // takes it, so that two never race for one and the loser opens another.
+            let claim = if self.has_no_room() {
+                match tokio::time::timeout_at(deadline.into(), self.claim.lock()).await {
+                    Ok(claim) => Some(claim),
+                    Err(_) => return Err(self.no_connection(timeout)),
+                }
+            } else {
+                None
+            };
+            if claim.is_some() && self.all_own_busy() {
+                drop(claim);
                 if Instant::now() + OWN_CONNECTION_POLL > deadline {
                     return Err(self.no_connection(timeout));
                 }
@@ -331,12 +366,14 @@ impl Connections {
         Failure::NoConnection(timeout)
     }
 
-    /// Whether a call must wait for a connection this process holds rather than open one:
-    /// the server recently had no room, the process holds some, and none is idle now.
-    fn must_wait_for_own(&self) -> bool {
-        if lock(&self.no_room_since).is_none() {
-            return false;
-        }
+    /// Whether the server recently had no room for another connection.
+    fn has_no_room(&self) -> bool {
+        lock(&self.no_room_since).is_some()
+    }
+
+    /// Whether the process holds connections and every one is in use: a call must wait for
+    /// one rather than open another.
+    fn all_own_busy(&self) -> bool {
         let status = self.pool.status();
         status.size > 0 && status.available == 0
     }
@@ -358,8 +395,9 @@ impl Connections {
         self.pool.retain(|client, _| !client.is_closed());
     }
 
-    /// Every [`UPKEEP_INTERVAL`]: closes the connections idle longer than the budget allows,
-    /// and regrows a pool that the server's lack of room shrank.
+    /// Every [`UPKEEP_INTERVAL`]: closes the connections not taken for `DATABASE_IDLE_SECONDS`
+    /// (deadpool counts from when a connection was last handed out), and lets the pool open
+    /// new ones again [`REGROW_AFTER`] the server last had no room.
     fn start_upkeep(&self) {
         let pool = self.pool.weak();
         let (max_connections, idle) = (self.max_connections, self.idle);

@@ -51,6 +51,12 @@ const MIGRATIONS: [&str; 2] = [
 /// must not use (a newer schema); `Err(_)` is the database failing.
 pub async fn create_or_upgrade(client: &mut Object) -> Result<Result<(), String>, Error> {
     let transaction = client.transaction().await?;
+    // Waiting behind another echo service's start (its advisory lock), or behind a long
+    // transaction for an upgrade's ALTER TABLE, is up to the caller's deadline, not the
+    // 2.5-s lock timeout that keeps requests short.
+    transaction
+        .batch_execute("SET LOCAL lock_timeout = 0; SET LOCAL statement_timeout = 0")
+        .await?;
     transaction
         .execute("SELECT pg_advisory_xact_lock($1)", &[&SCHEMA_LOCK])
         .await?;
