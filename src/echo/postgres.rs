@@ -54,9 +54,6 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(3);
 /// `/health`'s deadline: platforms give a health check about a second.
 const HEALTH_TIMEOUT: Duration = Duration::from_millis(800);
 
-/// How long a healthy answer stands for the next health checks.
-const HEALTH_KEPT: Duration = Duration::from_millis(250);
-
 /// How long start-up may take once the database answers (connect, and create the schema).
 const SCHEMA_TIMEOUT: Duration = Duration::from_secs(15);
 
@@ -98,8 +95,8 @@ pub struct PostgresStore {
     /// When a failure was last logged (seconds since the epoch), so a database away under
     /// load costs the log one line a second, not one a request.
     last_failure_logged: AtomicU64,
-    /// When the database last answered a health check (see [`HEALTH_KEPT`]).
-    last_healthy: Mutex<Option<Instant>>,
+    /// When the last health check finished, and its answer (see `health`).
+    last_health_check: Mutex<Option<(Instant, StoreResult<()>)>>,
 }
 
 impl PostgresStore {
@@ -123,7 +120,7 @@ impl PostgresStore {
             connections: Connections::new(config, tls, &settings)?,
             name,
             last_failure_logged: AtomicU64::new(0),
-            last_healthy: Mutex::new(None),
+            last_health_check: Mutex::new(None),
         };
         store.wait_for_schema(settings.start_wait)?;
         Ok(store)
@@ -699,24 +696,28 @@ impl Store for PostgresStore {
         })
     }
 
-    /// `Ok` while a connection answers a trivial statement within [`HEALTH_TIMEOUT`]. An
-    /// answer is good for [`HEALTH_KEPT`]: a flood of health checks asks the database once.
+    /// `Ok` while a connection answers a trivial statement within [`HEALTH_TIMEOUT`]. One
+    /// check runs at a time, and the callers that arrived while it ran take its answer: a
+    /// flood of health checks asks the database once per check's length.
     fn health(&self) -> StoreResult<()> {
-        let mut last_healthy = self
-            .last_healthy
+        let arrived = Instant::now();
+        let mut last_check = self
+            .last_health_check
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if last_healthy.is_some_and(|at| at.elapsed() < HEALTH_KEPT) {
-            return Ok(());
+        if let Some((finished, answer)) = &*last_check {
+            if *finished > arrived {
+                return answer.clone();
+            }
         }
-        let checked = self.call(
+        let answer = self.call(
             Call::Read,
             Some(STORE_WIDE),
             HEALTH_TIMEOUT,
             async |client| client.simple_query("SELECT 1").await.map(|_| ()),
         );
-        *last_healthy = checked.as_ref().ok().map(|()| Instant::now());
-        checked
+        *last_check = Some((Instant::now(), answer.clone()));
+        answer
     }
 
     fn figures(&self) -> Vec<Figure> {
