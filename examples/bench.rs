@@ -121,6 +121,7 @@ Usage: cargo benchmark [OPTIONS]
                      calls and time (it costs a little per statement: not for the figures)
   --db-delay-ms MS   the round trip that 'postgres-far' adds between its echo service and
                      the database (half of it each way)                [0.5]
+  --db-connections N each echo service's DATABASE_MAX_CONNECTIONS [the echo service's default]
   --before DIR       also measure the binaries in DIR (another build's target/release) as
                      'broker-before', beside this build, in the same rounds
   --drive ADDR       only run the load generator against a broker at ADDR (127.0.0.1:PORT),
@@ -252,6 +253,10 @@ impl Options {
                 "--db-delay-ms" => {
                     let millis = parse_number(&value(arg)?, arg, 0.0, 1000.0)?;
                     options.db_delay = Duration::from_secs_f64(millis / 1000.0);
+                }
+                "--db-connections" => {
+                    let connections = parse_number(&value(arg)?, arg, 1.0, 1000.0)? as usize;
+                    let _ = DB_CONNECTIONS.set(connections);
                 }
                 "--starts" => {
                     options.starts = parse_number(&value(arg)?, arg, 1.0, 100.0)? as usize
@@ -1092,6 +1097,10 @@ enum EchoStore<'a> {
 
 /// The environment of every echo service process this program starts, in one place, so a
 /// setting the echo service gains (a database connection budget, say) is added here once.
+/// `--db-connections`: the echo services' `DATABASE_MAX_CONNECTIONS`, when given (set once,
+/// while the options are read).
+static DB_CONNECTIONS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+
 fn echo_environment(port: u16, store: EchoStore, log_level: &str) -> Vec<(&'static str, String)> {
     let mut env = vec![
         ("PORT", port.to_string()),
@@ -1102,7 +1111,12 @@ fn echo_environment(port: u16, store: EchoStore, log_level: &str) -> Vec<(&'stat
     ];
     match store {
         EchoStore::DataDir(data) => env.push(("DATA_DIR", data.display().to_string())),
-        EchoStore::Database(url) => env.push(("DATABASE_URL", url.to_string())),
+        EchoStore::Database(url) => {
+            env.push(("DATABASE_URL", url.to_string()));
+            if let Some(connections) = DB_CONNECTIONS.get() {
+                env.push(("DATABASE_MAX_CONNECTIONS", connections.to_string()));
+            }
+        }
     }
     env
 }
