@@ -5,11 +5,12 @@
 //! - an instance or binding is created once: `INSERT ... ON CONFLICT DO NOTHING` on the
 //!   primary key, and the loser of a race reads the winner's record (a 409 with it);
 //! - a change checked against the instance is made only on the instance as it was checked:
-//!   the store reads the instance, decides in Rust with the same rules as the journal
-//!   ([`refuse_other_ids`], [`apply_update`]), and makes the change in one statement that
-//!   matches the instance's attributes as read (compare and set), reading again when
-//!   another request changed them in between; a deprovision locks the instance's row
-//!   instead, so that the bindings it counts are the bindings it removes;
+//!   the store takes the instance's attributes (as this process last saw them, else read),
+//!   decides in Rust with the same rules as the journal ([`refuse_other_ids`],
+//!   [`apply_update`]), and makes the change in one statement that matches those attributes
+//!   (compare and set), reading them afresh when another request changed them; so a change
+//!   is usually one round trip, and what was only remembered never decides an answer. A
+//!   deprovision's statement locks the row before it counts the bindings it removes;
 //! - the dashboard's latest messages are a ring of [`RECENT_MESSAGES`] slots per instance,
 //!   bounded by its primary key, and a message is counted and kept in one statement;
 //! - a change is answered only after it commits, and a change that may have been made is
@@ -34,14 +35,15 @@ use super::api::{BindingAttributes, BindingLifetime, InstanceAttributes, Instanc
 use super::store::{
     apply_update, refuse_other_ids, BindingLookup, BindingRecord, Bound, Caller, ClaimedIds,
     DashboardRecord, Deprovisioned, Figure, FigureKind, InstanceRecord, NewBinding, NewInstance,
-    Provisioned, Store, StoreError, StoreResult, Totals, Unbound, RECENT_MESSAGES,
+    OtherIds, Provisioned, Store, StoreError, StoreResult, Totals, Unbound, RECENT_MESSAGES,
 };
 use crate::settings::{DatabaseSettings, TlsRoots};
 use deadpool_postgres::Object;
 use pool::{Call, Connections, Failure, Tls, STORE_WIDE};
+use std::collections::HashMap;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio_postgres::config::{Host, SslMode};
 use tokio_postgres::{Config, Error, Row};
@@ -95,6 +97,7 @@ pub struct PostgresStore {
     /// When a failure was last logged (seconds since the epoch), so a database away under
     /// load costs the log one line a second, not one a request.
     last_failure_logged: AtomicU64,
+    seen: SeenAttributes,
     /// When the last health check finished, and its answer (see `health`).
     last_health_check: Mutex<Option<(Instant, StoreResult<()>)>>,
 }
@@ -120,6 +123,7 @@ impl PostgresStore {
             connections: Connections::new(config, tls, &settings)?,
             name,
             last_failure_logged: AtomicU64::new(0),
+            seen: SeenAttributes::default(),
             last_health_check: Mutex::new(None),
         };
         store.wait_for_schema(settings.start_wait)?;
@@ -358,19 +362,10 @@ const UPDATE_ATTRIBUTES_IF_UNCHANGED: &str = "WITH updated AS (
     SELECT attributes, dashboard_token, message_count,
         (SELECT count(*) FROM echo_bindings b WHERE b.instance_id = $1)
     FROM updated";
-/// Locks the instance's row against binds and changes (they wait until the deprovision
-/// commits), and reads its attributes.
-const LOCK_INSTANCE: &str =
-    "SELECT attributes FROM echo_instances WHERE instance_id = $1 FOR UPDATE";
-/// Deletes the locked instance (its bindings and messages go with it, `ON DELETE
-/// CASCADE`); answers [`INSTANCE`]'s columns as they were. Run after [`LOCK_INSTANCE`], so
-/// its snapshot holds every binding made before the lock was taken.
-const DEPROVISION: &str = "WITH removed AS (
-        DELETE FROM echo_instances WHERE instance_id = $1
-        RETURNING attributes, dashboard_token, message_count)
-    SELECT attributes, dashboard_token, message_count,
-        (SELECT count(*) FROM echo_bindings b WHERE b.instance_id = $1)
-    FROM removed";
+/// Deletes the instance if its attributes are still $2 (its bindings and messages go with
+/// it, `ON DELETE CASCADE`), counting the bindings it removes (see the schema's step 3);
+/// answers [`INSTANCE`]'s columns as they were.
+const DEPROVISION_IF_UNCHANGED: &str = "SELECT * FROM echo_deprovision($1, $2)";
 /// Creates binding $2 if the instance's attributes are still $3 (`FOR SHARE` waits for an
 /// update or a deletion of the instance under way, and holds off the next); one row if it
 /// was made.
@@ -421,6 +416,95 @@ const TOTALS: &str = "SELECT (SELECT count(*) FROM echo_instances),
     (SELECT count(*) FROM echo_bindings),
     (SELECT coalesce(sum(message_count), 0)::bigint FROM echo_instances)";
 
+/// The attributes a change checked against an instance expects to find.
+struct Expected {
+    attributes: Option<String>,
+    /// Taken from what this process saw last ([`SeenAttributes`]), not read: the change's
+    /// compare-and-set checks it, and it never decides an answer by itself.
+    guessed: bool,
+}
+
+/// What the ids a caller named decide, if anything.
+enum Decided {
+    Refused(OtherIds),
+    /// They are not the guessed instance's: read the instance before refusing.
+    ReadAgain,
+}
+
+impl Expected {
+    /// The one rule for the ids a caller named ([`refuse_other_ids`]), applied to the
+    /// attributes expected.
+    fn refusal(&self, claimed: &ClaimedIds) -> Option<Decided> {
+        let refusal = refuse_other_ids(parse_attributes(&self.attributes).as_ref(), claimed)?;
+        Some(match self.guessed {
+            true => Decided::ReadAgain,
+            false => Decided::Refused(refusal),
+        })
+    }
+}
+
+/// What this process last read or wrote of each instance's attributes: the expected value
+/// of the next compare-and-set on it, so that a change usually takes one round trip. An
+/// entry another process made stale fails the compare and costs a read. At most
+/// [`SEEN_AT_MOST`] instances are kept (the table starts afresh when full).
+#[derive(Default)]
+struct SeenAttributes(Mutex<HashMap<String, Option<String>>>);
+
+const SEEN_AT_MOST: usize = 1_000;
+
+impl SeenAttributes {
+    fn get(&self, instance_id: &str) -> Option<Option<String>> {
+        self.lock().get(instance_id).cloned()
+    }
+
+    fn remember(&self, instance_id: &str, attributes: &Option<String>) {
+        let mut seen = self.lock();
+        if seen.len() >= SEEN_AT_MOST {
+            seen.clear();
+        }
+        seen.insert(instance_id.to_string(), attributes.clone());
+    }
+
+    fn forget(&self, instance_id: &str) {
+        self.lock().remove(instance_id);
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HashMap<String, Option<String>>> {
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+impl PostgresStore {
+    /// The attributes the `attempt`-th try of a change expects: on the first, what this
+    /// process saw last, if it saw the instance; else read now (`None`: no such instance).
+    async fn expected(
+        &self,
+        client: &Object,
+        instance_id: &str,
+        attempt: usize,
+    ) -> Result<Option<Expected>, Error> {
+        if attempt == 0 {
+            if let Some(attributes) = self.seen.get(instance_id) {
+                return Ok(Some(Expected {
+                    attributes,
+                    guessed: true,
+                }));
+            }
+        }
+        let stored = stored_attributes(client, instance_id).await?;
+        match &stored {
+            Some(attributes) => self.seen.remember(instance_id, attributes),
+            None => self.seen.forget(instance_id),
+        }
+        Ok(stored.map(|attributes| Expected {
+            attributes,
+            guessed: false,
+        }))
+    }
+}
+
 impl Store for PostgresStore {
     fn provision(&self, instance_id: &str, new: NewInstance) -> StoreResult<Provisioned> {
         let attributes = to_json(&new.attributes);
@@ -435,6 +519,7 @@ impl Store for PostgresStore {
                     .await?
                     == 1
                 {
+                    self.seen.remember(instance_id, &attributes);
                     return Ok(Some(Provisioned::Made(InstanceRecord {
                         attributes: new.attributes.clone(),
                         dashboard_token: new.dashboard_token.clone(),
@@ -465,10 +550,11 @@ impl Store for PostgresStore {
             let write = client
                 .prepare_cached(UPDATE_ATTRIBUTES_IF_UNCHANGED)
                 .await?;
-            for _ in 0..CHANGED_MEANWHILE_TRIES {
-                let Some(stored) = stored_attributes(client, instance_id).await? else {
+            for attempt in 0..CHANGED_MEANWHILE_TRIES {
+                let Some(expected) = self.expected(client, instance_id, attempt).await? else {
                     return Ok(Some(None));
                 };
+                let stored = expected.attributes;
                 // An instance the original broker made has no attributes to update.
                 let updated = match parse_attributes(&stored) {
                     Some(mut attributes) => {
@@ -481,6 +567,7 @@ impl Store for PostgresStore {
                     .query_opt(&write, &[&instance_id, &stored, &updated])
                     .await?;
                 if let Some(row) = row {
+                    self.seen.remember(instance_id, &updated);
                     return Ok(Some(Some(read_instance(&row)?)));
                 }
             }
@@ -488,25 +575,29 @@ impl Store for PostgresStore {
         })
     }
 
-    /// A transaction that locks the row first, not a compare and set: the answer counts the
-    /// instance's bindings, and a bind that commits while the deletion waits for it must be
-    /// among them.
     fn deprovision(&self, instance_id: &str, claimed: &ClaimedIds) -> StoreResult<Deprovisioned> {
-        self.change(instance_id, async |client| {
-            let lock = client.prepare_cached(LOCK_INSTANCE).await?;
-            let remove = client.prepare_cached(DEPROVISION).await?;
-            let transaction = client.transaction().await?;
-            let Some(row) = transaction.query_opt(&lock, &[&instance_id]).await? else {
-                return Ok(Deprovisioned::NoInstance);
-            };
-            let stored: Option<String> = row.try_get(0)?;
-            if let Some(refusal) = refuse_other_ids(parse_attributes(&stored).as_ref(), claimed) {
-                return Ok(Deprovisioned::OtherIds(refusal));
+        self.checked_change(instance_id, async |client| {
+            let remove = client.prepare_cached(DEPROVISION_IF_UNCHANGED).await?;
+            for attempt in 0..CHANGED_MEANWHILE_TRIES {
+                let Some(expected) = self.expected(client, instance_id, attempt).await? else {
+                    return Ok(Some(Deprovisioned::NoInstance));
+                };
+                match expected.refusal(claimed) {
+                    Some(Decided::Refused(refusal)) => {
+                        return Ok(Some(Deprovisioned::OtherIds(refusal)))
+                    }
+                    Some(Decided::ReadAgain) => continue,
+                    None => {}
+                }
+                let row = client
+                    .query_opt(&remove, &[&instance_id, &expected.attributes])
+                    .await?;
+                if let Some(row) = row {
+                    self.seen.forget(instance_id);
+                    return Ok(Some(Deprovisioned::Removed(read_instance(&row)?)));
+                }
             }
-            let removed = transaction.query_one(&remove, &[&instance_id]).await?;
-            let instance = read_instance(&removed)?;
-            transaction.commit().await?;
-            Ok(Deprovisioned::Removed(instance))
+            Ok(None)
         })
     }
 
@@ -522,21 +613,22 @@ impl Store for PostgresStore {
         self.checked_change(instance_id, async |client| {
             let bind = client.prepare_cached(BIND_IF_UNCHANGED).await?;
             let read = client.prepare_cached(BINDING).await?;
-            for _ in 0..CHANGED_MEANWHILE_TRIES {
-                let Some(stored) = stored_attributes(client, instance_id).await? else {
+            for attempt in 0..CHANGED_MEANWHILE_TRIES {
+                let Some(expected) = self.expected(client, instance_id, attempt).await? else {
                     return Ok(Some(Bound::NoInstance));
                 };
-                if let Some(refusal) = refuse_other_ids(parse_attributes(&stored).as_ref(), claimed)
-                {
-                    return Ok(Some(Bound::OtherIds(refusal)));
+                match expected.refusal(claimed) {
+                    Some(Decided::Refused(refusal)) => return Ok(Some(Bound::OtherIds(refusal))),
+                    Some(Decided::ReadAgain) => continue,
+                    None => {}
                 }
-                if client
+                let made = client
                     .query_opt(
                         &bind,
                         &[
                             &instance_id,
                             &binding_id,
-                            &stored,
+                            &expected.attributes,
                             &attributes,
                             &new.username,
                             &new.password,
@@ -544,9 +636,8 @@ impl Store for PostgresStore {
                             &renew_before,
                         ],
                     )
-                    .await?
-                    .is_some()
-                {
+                    .await?;
+                if made.is_some() {
                     return Ok(Some(Bound::Made(BindingRecord {
                         attributes: new.attributes.clone(),
                         username: new.username.clone(),
@@ -555,10 +646,10 @@ impl Store for PostgresStore {
                     })));
                 }
                 // Not made: the binding exists, or the instance changed (or went) meanwhile.
-                if let Some(row) = client
+                let existing = client
                     .query_opt(&read, &[&instance_id, &binding_id])
-                    .await?
-                {
+                    .await?;
+                if let Some(row) = existing {
                     return Ok(Some(Bound::Exists(read_binding(&row, 0)?)));
                 }
             }
@@ -592,26 +683,27 @@ impl Store for PostgresStore {
         self.checked_change(instance_id, async |client| {
             let remove = client.prepare_cached(UNBIND_IF_UNCHANGED).await?;
             let exists = client.prepare_cached(BINDING_EXISTS).await?;
-            for _ in 0..CHANGED_MEANWHILE_TRIES {
-                let Some(stored) = stored_attributes(client, instance_id).await? else {
+            for attempt in 0..CHANGED_MEANWHILE_TRIES {
+                let Some(expected) = self.expected(client, instance_id, attempt).await? else {
                     return Ok(Some(Unbound::NoInstance));
                 };
-                if let Some(refusal) = refuse_other_ids(parse_attributes(&stored).as_ref(), claimed)
-                {
-                    return Ok(Some(Unbound::OtherIds(refusal)));
+                match expected.refusal(claimed) {
+                    Some(Decided::Refused(refusal)) => return Ok(Some(Unbound::OtherIds(refusal))),
+                    Some(Decided::ReadAgain) => continue,
+                    None => {}
                 }
                 let removed = client
-                    .query_opt(&remove, &[&instance_id, &binding_id, &stored])
+                    .query_opt(&remove, &[&instance_id, &binding_id, &expected.attributes])
                     .await?;
                 if let Some(row) = removed {
                     return Ok(Some(Unbound::Removed(read_binding(&row, 0)?)));
                 }
                 // Nothing removed: there is no such binding (now), or the instance changed
-                // meanwhile and the binding is still there.
+                // meanwhile (or was only guessed) and the binding is still there.
                 let found = client
                     .query_opt(&exists, &[&instance_id, &binding_id])
                     .await?;
-                if found.is_none() {
+                if found.is_none() && !expected.guessed {
                     return Ok(Some(Unbound::NoBinding));
                 }
             }

@@ -13,7 +13,7 @@ const SCHEMA_LOCK: i64 = 0x6563_686f;
 
 /// The steps, in order; step N brings the schema to version N. Never edit one that has
 /// shipped: add the next.
-const MIGRATIONS: [&str; 2] = [
+const MIGRATIONS: [&str; 3] = [
     // 1: instances, bindings and the dashboard's latest messages. Attributes are the JSON
     // the platform sent (NULL for an instance the original broker made without them).
     "CREATE TABLE echo_instances (
@@ -45,6 +45,29 @@ const MIGRATIONS: [&str; 2] = [
     "ALTER TABLE echo_bindings
         ADD COLUMN expires_at timestamptz,
         ADD COLUMN renew_before timestamptz;",
+    // 3: a deprovision in one round trip. The instance's row is locked first (binds under
+    // way finish), and only then are its bindings counted, by a statement of its own that
+    // sees them (each statement of a function takes a fresh snapshot): the count is of the
+    // bindings removed. Nothing if the instance is gone or its attributes are not $2.
+    "CREATE FUNCTION echo_deprovision(wanted text, expected text)
+    RETURNS TABLE (removed_attributes text, removed_token text, removed_messages bigint,
+        removed_bindings bigint)
+    LANGUAGE plpgsql AS $$
+    BEGIN
+        PERFORM 1 FROM echo_instances i
+            WHERE i.instance_id = wanted AND i.attributes IS NOT DISTINCT FROM expected
+            FOR UPDATE;
+        IF NOT FOUND THEN
+            RETURN;
+        END IF;
+        RETURN QUERY
+            WITH removed AS (
+                DELETE FROM echo_instances i WHERE i.instance_id = wanted
+                RETURNING i.attributes, i.dashboard_token, i.message_count)
+            SELECT r.attributes, r.dashboard_token, r.message_count,
+                (SELECT count(*) FROM echo_bindings b WHERE b.instance_id = wanted)
+            FROM removed r;
+    END $$;",
 ];
 
 /// Brings the schema to the latest version. `Ok(Err(_))` is a database this echo service
