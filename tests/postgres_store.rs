@@ -1420,3 +1420,38 @@ fn an_import_takes_every_record_a_journal_holds_and_reports_one_the_database_ref
         .collect();
     assert_eq!(previews, ["before\u{2400}after", "before\u{2400}after"]);
 }
+
+#[test]
+fn what_one_echo_service_remembers_of_an_instance_never_decides_after_another_changed_it() {
+    let Some(cluster) = Cluster::start() else {
+        return;
+    };
+    let url = cluster.create_database("remembered");
+    let (first, second) = (echo_on(&url), echo_on(&url));
+    let on = |echo: &Process, path: &str| format!("{}/echo/{path}", echo.url);
+    assert_eq!(put(&on(&first, "moved"), Some(PROVISION)).status, 200);
+    let to_small = r#"{"plan_id": "small_0001"}"#;
+    let patched = call("PATCH", &on(&second, "moved"), &[], Some(to_small)).expect("PATCH");
+    assert_eq!(patched.status, 200, "{}", patched.text);
+
+    // The first still remembers plan big_0001: a bind naming the new plan is made, one
+    // naming the old plan is refused, each as the database has it now.
+    let small_bind = r#"{"service_id": "echo_service", "plan_id": "small_0001", "app_guid": "a"}"#;
+    assert_eq!(put(&on(&first, "moved/b"), Some(small_bind)).status, 200);
+    assert_eq!(put(&on(&first, "moved/c"), Some(BIND)).status, 400);
+    let old_ids = "moved?service_id=echo_service&plan_id=big_0001";
+    assert_eq!(delete(&on(&first, old_ids)).status, 400);
+
+    // Deleted through the second: the first answers that the instance is gone.
+    let new_ids = "moved?service_id=echo_service&plan_id=small_0001";
+    assert_eq!(delete(&on(&second, new_ids)).status, 200);
+    let gone = delete(&on(&first, "moved/b"));
+    let description = gone.assert_error(404)["description"].clone();
+    assert!(
+        description
+            .to_string()
+            .contains("instance 'moved' does not exist"),
+        "{description}"
+    );
+    assert_eq!(delete(&on(&first, new_ids)).status, 404);
+}
