@@ -8,9 +8,12 @@
 //!   service processes behave as one service.
 //!
 //! Each call is one whole change or one read: the store checks what the change needs (the
-//! instance exists, the caller named its service and plan) in the same lock or transaction
-//! that makes it, so two processes racing on one instance cannot both succeed. A change is
-//! returned only once it is durable; a read returns only durable state.
+//! instance exists, the caller named its service and plan) with the rules of this file, on
+//! the instance as the change finds it (under the journal's lock; in PostgreSQL, by a
+//! statement that makes the change only on the instance as checked), so two processes
+//! racing on one instance cannot both succeed. A change is returned only once it is
+//! durable; a read returns only durable state. `tests/store_contract.rs` holds both stores
+//! to the same answers.
 
 use super::api::{BindingAttributes, BindingLifetime, InstanceAttributes, InstanceUpdate};
 
