@@ -66,11 +66,20 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// The largest answer the broker reads from the echo service.
 const MAX_REPLY_BYTES: u64 = 1024 * 1024;
 
-/// Why a call to the echo service failed, with the HTTP status the broker answers.
+/// Why a call to the echo service failed, with the HTTP status the broker answers (this
+/// broker's choice: the spec names no status for the broker's own failure, a 5xx). The
+/// status says how the echo service failed, as a gateway's does:
+///
+/// | the echo service                                             | answer                  |
+/// |--------------------------------------------------------------|-------------------------|
+/// | answered a status the handler has no arm for, or not HTTP    | 502 Bad Gateway         |
+/// | answered a body that is not what its status promises         | 502 Bad Gateway         |
+/// | failed the TLS handshake (its certificate is not trusted)    | 502 Bad Gateway         |
+/// | cannot be reached: refused, unknown host, connection lost    | 503 Service Unavailable |
+/// | answered 503 itself (say, a change it cannot make durable)   | 503 Service Unavailable |
+/// | did not answer in time ([`ECHO_SERVICE_TIMEOUT`])            | 504 Gateway Timeout     |
 #[derive(Debug, Clone, PartialEq)]
 pub struct EchoError {
-    /// 502 for a bad answer, 503 when it cannot be reached or says it is unavailable, 504
-    /// when it is too slow.
     pub status: u16,
     pub description: String,
 }
@@ -230,6 +239,12 @@ impl EchoClient {
         url
     }
 
+    /// The host and port a bound app connects to: the echo service's, from its base URL
+    /// (the scheme's port when it names none).
+    pub fn endpoint(&self) -> (String, u16) {
+        endpoint_of(&self.base_url)
+    }
+
     fn send(
         &self,
         operation: &'static str,
@@ -364,6 +379,34 @@ fn is_refused_handshake(url: &str, error: &std::io::Error) -> bool {
     url.starts_with("https://") && error.kind() == std::io::ErrorKind::InvalidData
 }
 
+/// `http://host:port/...` -> (`host`, `port`); an IPv6 address loses its brackets.
+fn endpoint_of(base_url: &str) -> (String, u16) {
+    let (scheme, rest) = base_url.split_once("://").unwrap_or(("http", base_url));
+    let authority = rest.split('/').next().unwrap_or(rest);
+    let host_and_port = authority
+        .rsplit_once('@')
+        .map_or(authority, |(_, after)| after);
+    let default_port = if scheme.eq_ignore_ascii_case("https") {
+        443
+    } else {
+        80
+    };
+    let (host, port) = match host_and_port.strip_prefix('[') {
+        Some(bracketed) => match bracketed.split_once(']') {
+            Some((host, after)) => (host, after.strip_prefix(':')),
+            None => (bracketed, None),
+        },
+        None => match host_and_port.rsplit_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (host_and_port, None),
+        },
+    };
+    let port = port
+        .and_then(|port| port.parse().ok())
+        .unwrap_or(default_port);
+    (host.to_string(), port)
+}
+
 fn instance_path(instance_id: &str) -> String {
     format!("/echo/{}", percent_encode(instance_id))
 }
@@ -420,4 +463,28 @@ fn too_slow(phase: ureq::Timeout) -> String {
         _ => ("did not take the request", CONNECT_TIMEOUT),
     };
     format!("{what} within {} s", allowed.as_secs())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::endpoint_of;
+
+    #[test]
+    fn the_endpoint_is_the_base_urls_host_and_port() {
+        let endpoint = |url: &str| endpoint_of(url);
+        assert_eq!(
+            endpoint("http://127.0.0.1:8090"),
+            ("127.0.0.1".into(), 8090)
+        );
+        assert_eq!(
+            endpoint("https://echo.example.com"),
+            ("echo.example.com".into(), 443)
+        );
+        assert_eq!(
+            endpoint("http://echo.example.com/"),
+            ("echo.example.com".into(), 80)
+        );
+        assert_eq!(endpoint("http://[::1]:8090"), ("::1".into(), 8090));
+        assert_eq!(endpoint("https://[::1]"), ("::1".into(), 443));
+    }
 }

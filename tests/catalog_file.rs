@@ -313,7 +313,10 @@ fn an_identical_provision_repeated_after_the_catalog_raised_its_version_is_200()
     let repeated = to_broker(&broker, "PUT", instance, Some(PROVISION_ECHO));
     assert_eq!(repeated.status, 200, "{}", repeated.text);
     let token = |reply: &Reply| {
-        let url = reply.json()["dashboard_url"].as_str().unwrap_or("").to_string();
+        let url = reply.json()["dashboard_url"]
+            .as_str()
+            .unwrap_or("")
+            .to_string();
         url.split("token=").nth(1).unwrap_or("").to_string()
     };
     assert_eq!(token(&repeated), token(&first), "the same instance");
@@ -365,4 +368,3 @@ fn a_binding_of_a_rotatable_plan_that_left_the_catalog_cannot_be_rotated_and_sta
     let unbound = to_broker(&broker, "DELETE", &format!("{old}?{ids}"), None);
     assert_eq!(unbound.status, 200, "{}", unbound.text);
 }
-
