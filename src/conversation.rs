@@ -244,8 +244,9 @@ fn write_introduction(page: &mut String, instance_id: Option<&str>, now: SystemT
         page,
         "<h1>What the platform said, and what this broker answered</h1>\n\
          <p>The last {CAPACITY} requests that passed this broker process's checks (credentials \
-         and API version), newest on top; open one for its details. Several broker instances \
-         each show their own traffic. Passwords, tokens, keys and credentials are replaced by \
+         and API version), newest on top; open one for its details and the rule of the OSB API \
+         that decided its status, in the words of the table at the top of \
+         <code>src/broker.rs</code>. Several broker instances each show their own traffic. Passwords, tokens, keys and credentials are replaced by \
          <code>{REDACTED}</code>. As of {now}. Also as <a href=\"/?format=json\">JSON</a>.</p>\n",
         now = crate::logging::rfc3339(now),
     );
