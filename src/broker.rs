@@ -581,7 +581,7 @@ impl Broker {
     }
 
     /// Asks the echo service for the binding, with a lifetime from now if the plan gives
-    /// one, and answers as the spec says: 201 made, or, if it exists, as [`Broker::bind_again`].
+    /// one, and answers as the spec says: 201 made, or, if it exists, as [`Broker::answer_repeated_bind`].
     fn make_binding(
         &self,
         instance_id: &str,
@@ -600,7 +600,7 @@ impl Broker {
             }
             409 => {
                 let existing = reply.binding(binding_id)?;
-                self.bind_again(instance_id, binding_id, &existing, requested)
+                self.answer_repeated_bind(instance_id, binding_id, &existing, requested)
             }
             404 => Err(no_instance(instance_id, NO_INSTANCE_TO_CHANGE)),
             // The echo service checks that the service and plan are the instance's.
@@ -612,7 +612,7 @@ impl Broker {
     /// A bind whose binding exists: 200 with it if the request asks for exactly what the
     /// first one asked (a retry; its lifetime is the one it was made with), 409 if it asks
     /// for something else, and 409 too if it has expired since (see `bind`).
-    fn bind_again(
+    fn answer_repeated_bind(
         &self,
         instance_id: &str,
         binding_id: &str,
@@ -698,7 +698,7 @@ impl Broker {
         }
         if let Some(successor) = self.successor_made_by(instance_id, binding_id, predecessor_id)? {
             let requested = rotation_request(body, successor.attributes.as_ref(), predecessor_id)?;
-            return self.bind_again(instance_id, binding_id, &successor, &requested);
+            return self.answer_repeated_bind(instance_id, binding_id, &successor, &requested);
         }
         let predecessor = self.live_predecessor(instance_id, predecessor_id)?;
         let requested = rotation_request(body, predecessor.attributes.as_ref(), predecessor_id)?;
