@@ -506,8 +506,7 @@ impl Broker {
     ///
     /// - 201 (MUST: created) `{"credentials": {"uri":
     ///   "http://USER:PASS@.../echo/{instance_id}/{binding_id}", "username": USER,
-    ///   "password": PASS}, "endpoints": [{"host": .., "ports": [..]}], "metadata": {}}`:
-    ///   bound; the app posts to `uri`.
+    ///   "password": PASS}, "metadata": {}}`: bound; the app posts to `uri`.
     /// - 200 (SHOULD: identical repeat) with the same credentials.
     /// - 409 (MUST: exists with other attributes).
     /// - 409 (this broker's choice: exists but has expired): the credentials of an identical
@@ -527,10 +526,13 @@ impl Broker {
     ///   fetched and unbound.
     /// - 404 (this broker's choice: the instance does not exist): the spec names no status.
     ///
-    /// This broker's bindings are of the spec's credentials kind. Its answer carries
-    /// `endpoints`, the host and port the app connects to (the spec: SHOULD), so that a
-    /// platform can open its network to them. A bind answer may also carry
-    /// `syslog_drain_url` (a log drain), `route_service_url` (a route service, with
+    /// This broker's bindings are of the spec's credentials kind. The spec says a broker
+    /// SHOULD also answer `endpoints`, the hosts and ports the app connects to, so that a
+    /// platform can open its network to them. This broker leaves them out (its choice): an
+    /// app connects to one place, the echo service's address in the credentials' `uri`,
+    /// the same for every binding of every instance, so the network is opened to it once,
+    /// when the echo service is deployed, not binding by binding. A bind answer may also
+    /// carry `syslog_drain_url` (a log drain), `route_service_url` (a route service, with
     /// `requires: ["route_forwarding"]` in the catalog) and `volume_mounts` (a volume
     /// service); none is this service's.
     ///
@@ -647,7 +649,6 @@ impl Broker {
     ) -> HttpResponse {
         let body = json!({
             "credentials": self.binding_credentials(instance_id, binding_id, binding),
-            "endpoints": self.endpoints(),
             "metadata": binding_metadata(binding),
         });
         respond(status, rule, &body)
@@ -796,8 +797,8 @@ fn rotation_request(
 impl Broker {
     /// `GET /v2/service_instances/{instance_id}/service_bindings/{binding_id}`
     ///
-    /// - 200 (MUST: found) `{"credentials": {...}, "endpoints": [...], "parameters": {...},
-    ///   "metadata": {...}}`: the catalog's `bindings_retrievable` promises this.
+    /// - 200 (MUST: found) `{"credentials": {...}, "parameters": {...}, "metadata": {...}}`:
+    ///   the catalog's `bindings_retrievable` promises this.
     /// - 200 (this broker's choice: found, though expired): its `metadata.expires_at` is in
     ///   the past and its credentials no longer work. The platform still holds it, and
     ///   deletes it with an unbind (200); a 404 would tell the platform it is gone, and hide
@@ -816,7 +817,6 @@ impl Broker {
             .and_then(|requested| requested.parameters.clone());
         let body = json!({
             "credentials": self.binding_credentials(instance_id, binding_id, &binding),
-            "endpoints": self.endpoints(),
             "parameters": parameters.unwrap_or_else(|| json!({})),
             "metadata": binding_metadata(&binding),
         });
@@ -1359,7 +1359,7 @@ impl Broker {
         check_id("plan_id", plan_id)?;
         let plan = service.plan(plan_id).ok_or_else(|| {
             let why = format!(
-                "plan_id '{plan_id}' is not a plan of service '{service_id}' in the catalog (its plans: {})",
+                "plan_id '{plan_id}' is not a plan of service '{service_id}' (its plans: {})",
                 service.plan_ids()
             );
             BrokerError::BadRequest(rule, why)
@@ -1410,13 +1410,6 @@ impl Broker {
             }),
             _ => json!({ "uri": self.echo.url(&path, None, None) }),
         }
-    }
-
-    /// The binding's `endpoints` (the spec: SHOULD, "Binding"): the echo service's host and
-    /// port, the one place a bound app connects to.
-    fn endpoints(&self) -> Value {
-        let (host, port) = self.echo.endpoint();
-        json!([{ "host": host, "ports": [port.to_string()], "protocol": "tcp" }])
     }
 
     /// `{SERVICE_BASE}/echo/dashboard/{instance_id}?token=...`: the dashboard of the

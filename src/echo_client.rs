@@ -239,12 +239,6 @@ impl EchoClient {
         url
     }
 
-    /// The host and port a bound app connects to: the echo service's, from its base URL
-    /// (the scheme's port when it names none).
-    pub fn endpoint(&self) -> (String, u16) {
-        endpoint_of(&self.base_url)
-    }
-
     fn send(
         &self,
         operation: &'static str,
@@ -379,34 +373,6 @@ fn is_refused_handshake(url: &str, error: &std::io::Error) -> bool {
     url.starts_with("https://") && error.kind() == std::io::ErrorKind::InvalidData
 }
 
-/// `http://host:port/...` -> (`host`, `port`); an IPv6 address loses its brackets.
-fn endpoint_of(base_url: &str) -> (String, u16) {
-    let (scheme, rest) = base_url.split_once("://").unwrap_or(("http", base_url));
-    let authority = rest.split('/').next().unwrap_or(rest);
-    let host_and_port = authority
-        .rsplit_once('@')
-        .map_or(authority, |(_, after)| after);
-    let default_port = if scheme.eq_ignore_ascii_case("https") {
-        443
-    } else {
-        80
-    };
-    let (host, port) = match host_and_port.strip_prefix('[') {
-        Some(bracketed) => match bracketed.split_once(']') {
-            Some((host, after)) => (host, after.strip_prefix(':')),
-            None => (bracketed, None),
-        },
-        None => match host_and_port.rsplit_once(':') {
-            Some((host, port)) => (host, Some(port)),
-            None => (host_and_port, None),
-        },
-    };
-    let port = port
-        .and_then(|port| port.parse().ok())
-        .unwrap_or(default_port);
-    (host.to_string(), port)
-}
-
 fn instance_path(instance_id: &str) -> String {
     format!("/echo/{}", percent_encode(instance_id))
 }
@@ -463,28 +429,4 @@ fn too_slow(phase: ureq::Timeout) -> String {
         _ => ("did not take the request", CONNECT_TIMEOUT),
     };
     format!("{what} within {} s", allowed.as_secs())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::endpoint_of;
-
-    #[test]
-    fn the_endpoint_is_the_base_urls_host_and_port() {
-        let endpoint = |url: &str| endpoint_of(url);
-        assert_eq!(
-            endpoint("http://127.0.0.1:8090"),
-            ("127.0.0.1".into(), 8090)
-        );
-        assert_eq!(
-            endpoint("https://echo.example.com"),
-            ("echo.example.com".into(), 443)
-        );
-        assert_eq!(
-            endpoint("http://echo.example.com/"),
-            ("echo.example.com".into(), 80)
-        );
-        assert_eq!(endpoint("http://[::1]:8090"), ("::1".into(), 8090));
-        assert_eq!(endpoint("https://[::1]"), ("::1".into(), 443));
-    }
 }

@@ -352,7 +352,7 @@ fn a_binding_of_a_rotatable_plan_that_left_the_catalog_cannot_be_rotated_and_sta
     let refused = to_broker(&broker, "PUT", &new, Some(rotate));
     assert_eq!(refused.status, 400, "{}", refused.text);
     assert!(
-        refused.text.contains("small_0001") && refused.text.contains("catalog"),
+        refused.text.contains("small_0001") && refused.text.contains("its plans: small_0002"),
         "{}",
         refused.text
     );
