@@ -583,7 +583,8 @@ impl Broker {
     }
 
     /// Asks the echo service for the binding, with a lifetime from now if the plan gives
-    /// one, and answers as the spec says: 201 made, or, if it exists, as [`Broker::answer_repeated_bind`].
+    /// one, and answers as the spec says: 201 made, or, if the binding exists, as
+    /// [`Broker::answer_repeated_bind`] says.
     fn make_binding(
         &self,
         instance_id: &str,
