@@ -1,7 +1,9 @@
 //! The conversation page: the last [`CAPACITY`] exchanges a platform had with this broker
 //! process, newest first, as the broker saw them: what was asked (method, path, the headers
 //! that matter, body) and what was answered, with the handler of `src/broker.rs` that
-//! answered and its section of the spec. Only requests that passed the broker's checks are
+//! answered, its section of the spec, and the rule that decided the status, in the words of
+//! the table at the top of `src/broker.rs` (`MUST: created`, `SHOULD: identical repeat`,
+//! `this broker's choice: ...`). Only requests that passed the broker's checks are
 //! kept (`crate::observer`), so no client without the broker's credentials can add an entry.
 //!
 //! Nothing secret is shown: no `Authorization` header, and everything else through the rule
@@ -54,12 +56,24 @@ pub struct Exchange {
     /// The function of `src/broker.rs` that answered, and its section of the OSB spec.
     pub handler: &'static str,
     pub spec_section: String,
+    /// The rule that decided the status, in the words of the table at the top of
+    /// `src/broker.rs` (none for what no handler of the API answered).
+    pub rule: Option<ShownRule>,
     /// The instance the request was about, for the page's filter.
     pub instance_id: Option<String>,
     /// As [`crate::redact::json_for_people`] shows them; shared, since most answers repeat
     /// (the catalog).
     pub request_body: Arc<str>,
     pub response_body: Arc<str>,
+}
+
+/// A rule of the OSB API as the page shows it: `MUST: created`, and the title of its section
+/// of the spec, with its address.
+#[derive(Debug, Clone, Serialize)]
+pub struct ShownRule {
+    pub says: &'static str,
+    pub section: &'static str,
+    pub link: String,
 }
 
 /// The recent exchanges of one broker process.
@@ -230,8 +244,9 @@ fn write_introduction(page: &mut String, instance_id: Option<&str>, now: SystemT
         page,
         "<h1>What the platform said, and what this broker answered</h1>\n\
          <p>The last {CAPACITY} requests that passed this broker process's checks (credentials \
-         and API version), newest on top; open one for its details. Several broker instances \
-         each show their own traffic. Passwords, tokens, keys and credentials are replaced by \
+         and API version), newest on top; open one for its details and the rule of the OSB API \
+         that decided its status, in the words of the table at the top of \
+         <code>src/broker.rs</code>. Several broker instances each show their own traffic. Passwords, tokens, keys and credentials are replaced by \
          <code>{REDACTED}</code>. As of {now}. Also as <a href=\"/?format=json\">JSON</a>.</p>\n",
         now = crate::logging::rfc3339(now),
     );
@@ -324,6 +339,15 @@ fn write_exchange(out: &mut String, exchange: &Exchange) {
         );
     }
     out.push_str("</dd>");
+    if let Some(rule) = &exchange.rule {
+        let _ = write!(
+            out,
+            "<dt>Rule</dt><dd><span class=\"rule\">{}</span>, spec: <a href=\"{}\">{}</a></dd>",
+            html_escape(rule.says),
+            html_escape(&rule.link),
+            html_escape(rule.section)
+        );
+    }
     if let Some(id) = &exchange.instance_id {
         let _ = write!(
             out,
@@ -387,6 +411,11 @@ mod tests {
             user: None,
             handler: "catalog",
             spec_section: String::new(),
+            rule: Some(ShownRule {
+                says: "MUST: the catalog",
+                section: "Catalog Management",
+                link: "https://example.com/spec.md#catalog-management".into(),
+            }),
             instance_id: instance_id.map(str::to_string),
             request_body: Arc::from(body),
             response_body: Arc::from(body),

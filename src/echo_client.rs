@@ -66,11 +66,20 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// The largest answer the broker reads from the echo service.
 const MAX_REPLY_BYTES: u64 = 1024 * 1024;
 
-/// Why a call to the echo service failed, with the HTTP status the broker answers.
+/// Why a call to the echo service failed, with the HTTP status the broker answers (this
+/// broker's choice: the spec names no status for the broker's own failure, a 5xx). The
+/// status says how the echo service failed, as a gateway's does:
+///
+/// | the echo service                                             | answer                  |
+/// |--------------------------------------------------------------|-------------------------|
+/// | answered a status the handler has no arm for, or not HTTP    | 502 Bad Gateway         |
+/// | answered a body that is not what its status promises         | 502 Bad Gateway         |
+/// | failed the TLS handshake (its certificate is not trusted)    | 502 Bad Gateway         |
+/// | cannot be reached: refused, unknown host, connection lost    | 503 Service Unavailable |
+/// | answered 503 itself (say, a change it cannot make durable)   | 503 Service Unavailable |
+/// | did not answer in time ([`ECHO_SERVICE_TIMEOUT`])            | 504 Gateway Timeout     |
 #[derive(Debug, Clone, PartialEq)]
 pub struct EchoError {
-    /// 502 for a bad answer, 503 when it cannot be reached or says it is unavailable, 504
-    /// when it is too slow.
     pub status: u16,
     pub description: String,
 }

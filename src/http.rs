@@ -31,6 +31,17 @@ pub struct HttpResponse {
     pub content_type: &'static str,
     pub headers: Vec<(&'static str, String)>,
     pub body: Vec<u8>,
+    /// The rule that decided the answer, for whoever explains answers (the broker's
+    /// conversation page); never sent.
+    pub rule: Option<Rule>,
+}
+
+/// A rule an answer follows: in a few words (`MUST: created`), and the title of the section
+/// of the specification it comes from (`None`: the section of the call it answers).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rule {
+    pub says: &'static str,
+    pub section: Option<&'static str>,
 }
 
 pub const JSON: &str = "application/json";
@@ -85,6 +96,7 @@ impl HttpResponse {
             content_type: JSON,
             headers: Vec::new(),
             body,
+            rule: None,
         }
     }
 
@@ -102,6 +114,7 @@ impl HttpResponse {
             content_type: HTML,
             headers: Vec::new(),
             body: body.into_bytes(),
+            rule: None,
         }
     }
 
@@ -119,6 +132,12 @@ impl HttpResponse {
 
     pub fn with_header(mut self, name: &'static str, value: String) -> HttpResponse {
         self.headers.push((name, value));
+        self
+    }
+
+    /// The answer, naming the rule that decided it.
+    pub fn with_rule(mut self, rule: Rule) -> HttpResponse {
+        self.rule = Some(rule);
         self
     }
 }

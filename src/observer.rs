@@ -8,7 +8,7 @@
 //! which the server never even read, is never looked at.
 
 use crate::conversation::{
-    self, Conversation, Exchange, MAX_BODY_BYTES, MAX_HEADER_BYTES, MAX_URL_BYTES,
+    self, Conversation, Exchange, ShownRule, MAX_BODY_BYTES, MAX_HEADER_BYTES, MAX_URL_BYTES,
 };
 use crate::echo::api::REQUEST_IDENTITY_HEADER;
 use crate::http::{self, HttpRequest, HttpResponse};
@@ -20,11 +20,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 /// A route as the broker's router names it: the handler's name in `src/broker.rs` and the
-/// anchor of its section in the spec (empty for the routes beyond the OSB API).
+/// title of its section in the spec (empty for the routes beyond the OSB API).
 pub type RouteName = (&'static str, &'static str);
 
 /// What names the requests the router did not take (unknown paths, other methods).
-const UNROUTED: RouteName = ("router", "service-broker-errors");
+const UNROUTED: RouteName = ("router", "Service Broker Errors");
 
 /// The `route` label of the requests the checks refused.
 const REFUSED: &str = "checks";
@@ -96,7 +96,7 @@ impl Observer {
         &self,
         answered: &Answered,
         handler: &'static str,
-        spec: &str,
+        spec_section: &'static str,
         user: Option<String>,
     ) -> Exchange {
         let (request, response) = (answered.request, answered.response);
@@ -122,7 +122,15 @@ impl Observer {
             request_identity: header(REQUEST_IDENTITY_HEADER),
             user: user.map(|user| shown(&user, MAX_HEADER_BYTES)),
             handler,
-            spec_section: spec_link(spec),
+            spec_section: spec_link(spec_section),
+            rule: response.rule.map(|rule| {
+                let section = rule.section.unwrap_or(spec_section);
+                ShownRule {
+                    says: rule.says,
+                    section,
+                    link: spec_link(section),
+                }
+            }),
             instance_id: instance_id_of(request),
             request_body: Arc::from(json_for_people(&request.body, MAX_BODY_BYTES)),
             response_body,
@@ -188,6 +196,7 @@ impl Observer {
             content_type: metrics::CONTENT_TYPE,
             headers: Vec::new(),
             body: out.into_bytes(),
+            rule: None,
         }
     }
 }
@@ -204,13 +213,39 @@ fn instance_id_of(request: &HttpRequest) -> Option<String> {
     }
 }
 
-/// The address of a section of the spec, for the page's links.
-fn spec_link(anchor: &str) -> String {
+/// The address of a section of the spec, from its title, for the page's links.
+fn spec_link(section: &str) -> String {
     const SPEC_URL: &str =
         "https://github.com/openservicebrokerapi/servicebroker/blob/v2.17/spec.md";
-    if anchor.is_empty() {
+    if section.is_empty() {
         String::new()
     } else {
-        format!("{SPEC_URL}#{anchor}")
+        format!("{SPEC_URL}#{}", anchor_of(section))
+    }
+}
+
+/// The anchor GitHub gives a heading: `Fetching a Service Instance` is
+/// `fetching-a-service-instance`.
+fn anchor_of(title: &str) -> String {
+    title
+        .chars()
+        .filter_map(|c| match c {
+            ' ' | '-' => Some('-'),
+            c if c.is_alphanumeric() || c == '_' => Some(c.to_ascii_lowercase()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::spec_link;
+
+    #[test]
+    fn a_sections_link_is_the_anchor_github_gives_its_title() {
+        let link = spec_link("Polling Last Operation for Service Instances");
+        assert!(link.ends_with("spec.md#polling-last-operation-for-service-instances"));
+        assert!(spec_link("API Version Header").ends_with("#api-version-header"));
+        assert_eq!(spec_link(""), "");
     }
 }

@@ -275,7 +275,8 @@ pub const MIN_PASSWORD_LENGTH: usize = 16;
 /// The rule, as the refusal says it (`--help` says it in its own words, in settings.rs).
 pub const PASSWORD_RULE: &str = "at least 16 characters with letters and digits, and found in none of the files the echo-broker repository publishes (e.g. openssl rand -hex 24)";
 
-/// The repository's published text: its documentation, deployment files and catalogs (a new
+/// The repository's published text: its documentation, deployment files, catalogs and the
+/// teaching file, `src/broker.rs`, whose example exchange shows a dashboard token (a new
 /// file under docs/ belongs here; the test of every credential-looking value fails until it
 /// is, if the file shows a strong-looking one). Anyone
 /// can read them, so a password that appears in any of them (a placeholder, a sample
@@ -285,8 +286,9 @@ pub const PASSWORD_RULE: &str = "at least 16 characters with letters and digits,
 /// `.cfignore` leaves it out of an upload, where a buildpack building from source would
 /// miss it; its placeholders are refused as too easy to guess, and the test would say so if
 /// one were not.)
-const PUBLISHED_FILES: [&str; 14] = [
+const PUBLISHED_FILES: [&str; 15] = [
     include_str!("../README.md"),
+    include_str!("broker.rs"),
     include_str!("../CONTRIBUTING.md"),
     include_str!("../manifest.yml"),
     include_str!("../catalog.toml"),

@@ -294,3 +294,77 @@ fn a_fetch_shows_whether_the_upgrade_the_catalog_offers_was_made() {
     assert_eq!(upgraded.status, 200, "{}", upgraded.text);
     assert_eq!(version(), "2.0.0");
 }
+
+/// A platform retries a provision whose answer it lost, after the operator raised the
+/// plan's maintenance_info version: the retry asks for what the first request asked, so it
+/// is an identical repeat (200), and only a version it names is checked against the catalog.
+#[test]
+fn an_identical_provision_repeated_after_the_catalog_raised_its_version_is_200() {
+    let data = TempDir::new("retry-data");
+    let before = broker_on(&data, &[]);
+    let instance = "/v2/service_instances/retried";
+    let first = to_broker(&before, "PUT", instance, Some(PROVISION_ECHO));
+    assert_eq!(first.status, 201, "{}", first.text);
+    drop(before);
+    let dir = TempDir::new("retry-catalog");
+    let newer = CATALOG.replacen("version = \"1.0.0\"", "version = \"2.0.0\"", 1);
+    let broker = broker_on(&data, &[("CATALOG_PATH", &write_catalog(&dir, &newer))]);
+
+    let repeated = to_broker(&broker, "PUT", instance, Some(PROVISION_ECHO));
+    assert_eq!(repeated.status, 200, "{}", repeated.text);
+    let token = |reply: &Reply| {
+        let url = reply.json()["dashboard_url"]
+            .as_str()
+            .unwrap_or("")
+            .to_string();
+        url.split("token=").nth(1).unwrap_or("").to_string()
+    };
+    assert_eq!(token(&repeated), token(&first), "the same instance");
+    let stale = PROVISION_ECHO.replace(
+        "\"space_guid\": \"IT\"",
+        "\"space_guid\": \"IT\", \"maintenance_info\": {\"version\": \"1.0.0\"}",
+    );
+    let refused = to_broker(&broker, "PUT", instance, Some(&stale));
+    assert_eq!(refused.status, 422, "{}", refused.text);
+}
+
+/// Binding a plan that has left the catalog is refused (the broker's choice), so a binding
+/// of a rotatable plan cannot be renewed once the plan is removed; it keeps working until it
+/// expires, and the platform can fetch and delete it.
+#[test]
+fn a_binding_of_a_rotatable_plan_that_left_the_catalog_cannot_be_rotated_and_stays_deletable() {
+    let data = TempDir::new("rotatable-left-data");
+    let before = broker_on(&data, &[]);
+    let instance = "/v2/service_instances/kept";
+    let provisioned = to_broker(&before, "PUT", instance, Some(PROVISION_INVERT));
+    assert_eq!(provisioned.status, 201, "{}", provisioned.text);
+    let old = format!("{instance}/service_bindings/old");
+    let bind = r#"{"service_id": "invert_service", "plan_id": "small_0001"}"#;
+    let bound = to_broker(&before, "PUT", &old, Some(bind));
+    assert_eq!(bound.status, 201, "{}", bound.text);
+    drop(before);
+    let dir = TempDir::new("rotatable-left-catalog");
+    let path = write_catalog(&dir, &CATALOG.replace("\"small_0001\"", "\"small_0002\""));
+    let broker = broker_on(&data, &[("CATALOG_PATH", &path)]);
+
+    let new = format!("{instance}/service_bindings/new");
+    let rotate = r#"{"predecessor_binding_id": "old"}"#;
+    let refused = to_broker(&broker, "PUT", &new, Some(rotate));
+    assert_eq!(refused.status, 400, "{}", refused.text);
+    assert!(
+        refused.text.contains("small_0001") && refused.text.contains("its plans: small_0002"),
+        "{}",
+        refused.text
+    );
+    let fetched = to_broker(&broker, "GET", &old, None);
+    assert_eq!(fetched.status, 200, "{}", fetched.text);
+    let uri = fetched.json()["credentials"]["uri"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
+    let message = post_message(&uri, "still here");
+    assert_eq!(message.status, 200, "{}", message.text);
+    let ids = "service_id=invert_service&plan_id=small_0001";
+    let unbound = to_broker(&broker, "DELETE", &format!("{old}?{ids}"), None);
+    assert_eq!(unbound.status, 200, "{}", unbound.text);
+}

@@ -609,3 +609,51 @@ fn every_route_is_named_on_the_page_and_in_metrics_by_the_router() {
         assert!(metrics.contains(line), "{line} is not in:\n{metrics}");
     }
 }
+
+#[test]
+fn the_page_names_the_rule_that_decided_each_status_and_its_section() {
+    let system = System::start();
+    let instance = system.url("/v2/service_instances/ruled");
+    assert_eq!(platform("PUT", &instance, Some(PROVISION_ECHO)).status, 201);
+    assert_eq!(platform("PUT", &instance, Some(PROVISION_ECHO)).status, 200);
+    let too_long = system.url(&format!("/v2/service_instances/{}", "x".repeat(300)));
+    assert_eq!(platform("GET", &too_long, None).status, 400);
+
+    let json = page(&system, "/?format=json").json();
+    let exchanges = json["exchanges"].as_array().expect("exchanges");
+    let rules: Vec<(&str, &str)> = exchanges
+        .iter()
+        .map(|exchange| {
+            let rule = &exchange["rule"];
+            (
+                rule["says"].as_str().unwrap_or(""),
+                rule["section"].as_str().unwrap_or(""),
+            )
+        })
+        .collect();
+    assert_eq!(
+        rules,
+        [
+            (
+                "this broker's choice: an id over 255 bytes or with control characters",
+                "URL Properties"
+            ),
+            ("SHOULD: identical repeat", "Provisioning"),
+            ("MUST: created", "Provisioning"),
+        ],
+        "{json}"
+    );
+    assert!(exchanges[0]["rule"]["link"]
+        .as_str()
+        .is_some_and(|link| link.ends_with("/spec.md#url-properties")));
+
+    let html = page(&system, "/").text;
+    assert_eq!(tag_balance_problem(&html), None);
+    for shown in [
+        "<dt>Rule</dt><dd><span class=\"rule\">MUST: created</span>, spec: <a href=\"https://github.com/openservicebrokerapi/servicebroker/blob/v2.17/spec.md#provisioning\">Provisioning</a></dd>",
+        "<span class=\"rule\">SHOULD: identical repeat</span>",
+        "<span class=\"rule\">this broker&#39;s choice: an id over 255 bytes or with control characters</span>, spec: <a href=\"https://github.com/openservicebrokerapi/servicebroker/blob/v2.17/spec.md#url-properties\">URL Properties</a>",
+    ] {
+        assert!(html.contains(shown), "{shown} is not on the page");
+    }
+}

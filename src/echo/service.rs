@@ -208,6 +208,7 @@ impl EchoService {
             content_type: metrics::CONTENT_TYPE,
             headers: Vec::new(),
             body: out.into_bytes(),
+            rule: None,
         }
     }
 

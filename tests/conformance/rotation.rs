@@ -293,3 +293,106 @@ fn instance_metadata_is_the_brokers_own_on_provision_update_and_fetch() {
         "nothing the platform sent"
     );
 }
+
+/// Waits until `timestamp` (an `expires_at`) has passed.
+fn wait_until_past(timestamp: &Value) {
+    let moment = seconds_of(timestamp);
+    while now() <= moment {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn a_repeated_rotation_whose_predecessor_expired_since_is_200_with_the_same_binding() {
+    // Ten seconds of life: the successor is made halfway through its predecessor's, so it
+    // has five seconds left when the predecessor expires (slack for a loaded machine).
+    let (system, _catalog) = system_with_lifetime("10s");
+    expect(
+        &osb(
+            &system,
+            "PUT",
+            &instance_path("renewed"),
+            Some(PROVISION_INVERT),
+        ),
+        201,
+    );
+    let (status, predecessor) = bind_invert(&system, "renewed", "c", json!({}));
+    assert_eq!(status, 201, "{predecessor}");
+    std::thread::sleep(Duration::from_secs(5));
+    let rotate = json!({"predecessor_binding_id": "c"});
+    let (status, successor) = bind_invert(&system, "renewed", "d", rotate.clone());
+    assert_eq!(status, 201, "{successor}");
+
+    wait_until_past(&predecessor["metadata"]["expires_at"]);
+    let (status, again) = bind_invert(&system, "renewed", "d", rotate);
+    assert!(
+        now() < seconds_of(&successor["metadata"]["expires_at"]),
+        "the successor outlived its predecessor: the machine was too slow to tell"
+    );
+    assert_eq!(status, 200, "{again}");
+    assert_eq!(again["credentials"], successor["credentials"]);
+    assert_eq!(again["metadata"], successor["metadata"]);
+}
+
+#[test]
+fn a_repeated_bind_of_a_binding_that_has_expired_is_409_saying_so() {
+    let (system, _catalog) = system_with_lifetime("2s");
+    expect(
+        &osb(
+            &system,
+            "PUT",
+            &instance_path("stale"),
+            Some(PROVISION_INVERT),
+        ),
+        201,
+    );
+    let (status, bound) = bind_invert(&system, "stale", "b", json!({}));
+    assert_eq!(status, 201, "{bound}");
+    let (status, _) = bind_invert(&system, "stale", "b", json!({}));
+    assert_eq!(status, 200, "an identical repeat while it lives");
+
+    wait_until_past(&bound["metadata"]["expires_at"]);
+    let body = json!({"service_id": "invert_service", "plan_id": "small_0001"});
+    let reply = osb(
+        &system,
+        "PUT",
+        &binding_path("stale", "b"),
+        Some(&body.to_string()),
+    );
+    let refused = expect_plain_error(&reply, 409);
+    assert!(
+        refused["description"]
+            .as_str()
+            .is_some_and(|d| d.contains("expired")),
+        "{refused}"
+    );
+    // The platform can still delete it, and bind anew under another id.
+    let query = "?service_id=invert_service&plan_id=small_0001";
+    let path = format!("{}{query}", binding_path("stale", "b"));
+    assert_eq!(osb(&system, "DELETE", &path, None).status, 200);
+    assert_eq!(bind_invert(&system, "stale", "b2", json!({})).0, 201);
+}
+
+#[test]
+fn the_renewal_window_is_never_empty_even_for_a_lifetime_of_seconds() {
+    for lifetime in ["1s", "4s"] {
+        let (system, _catalog) = system_with_lifetime(lifetime);
+        expect(
+            &osb(
+                &system,
+                "PUT",
+                &instance_path("brief"),
+                Some(PROVISION_INVERT),
+            ),
+            201,
+        );
+        let (status, bound) = bind_invert(&system, "brief", "b", json!({}));
+        assert_eq!(status, 201, "{bound}");
+        let expires_at = seconds_of(&bound["metadata"]["expires_at"]);
+        let renew_before = seconds_of(&bound["metadata"]["renew_before"]);
+        assert!(
+            renew_before < expires_at,
+            "{lifetime}: renew_before is not before expires_at: {bound}"
+        );
+    }
+}
