@@ -103,7 +103,9 @@ pub struct Broker {
 
 impl Broker {
     pub fn new(config: BrokerConfig) -> Broker {
-        let catalog_json = config.catalog.to_json();
+        let mut catalog_json = config.catalog.to_json();
+        // Ended like every other JSON answer (`HttpResponse::json`), here once for all.
+        catalog_json.push(b'\n');
         Broker {
             observer: Observer::new(&catalog_json),
             catalog_json,
@@ -320,8 +322,8 @@ use serving::{to, Route};
 mod shared;
 pub use shared::originating_user;
 use shared::{
-    binding_metadata, check_id, check_maintenance_info, ids_from_query, lifetime_from_now,
-    updated_maintenance_info,
+    binding_metadata, check_id, check_maintenance_info, check_path_id, ids_from_query,
+    lifetime_from_now, updated_maintenance_info,
 };
 
 /// Every route, in lifecycle order: the one table that picks a handler and names it: the
@@ -418,10 +420,12 @@ impl Broker {
     ///   {"labels": {"service": .., "plan": ..}, "attributes": {"dashboard_url": ..}}}`.
     /// - 200 with the same body: it already exists with identical attributes.
     /// - 409: it already exists with other attributes.
-    /// - 400: a missing field, an unknown service or plan, a plan of another service.
+    /// - 400: a missing field, an unknown service or plan, a plan of another service; an
+    ///   `instance_id` that a proxy in front of the echo service would read as a path
+    ///   (`..`, `a/b`), refused here as in every handler that sends an id on.
     /// - 422 `MaintenanceInfoConflict`: maintenance_info.version is not the plan's.
     fn provision(&self, instance_id: &str, request: &HttpRequest) -> Answer {
-        check_id("instance_id", instance_id)?;
+        check_path_id("instance_id", instance_id)?;
         let body: ProvisionRequest =
             http::parse_json_body(&request.body, "provision").map_err(BrokerError::BadRequest)?;
         let (_, plan) = self.find_plan(&body.service_id, &body.plan_id)?;
@@ -494,7 +498,7 @@ impl Broker {
     ///   tell whether an upgrade the catalog offers was made.
     /// - 404: it does not exist.
     fn fetch_instance(&self, instance_id: &str) -> Answer {
-        check_id("instance_id", instance_id)?;
+        check_path_id("instance_id", instance_id)?;
         let view = self.existing_instance(instance_id)?;
         let attributes = view.attributes.as_ref();
         let mut body = Map::new();
@@ -566,7 +570,7 @@ impl Broker {
     }
 
     fn apply_update(&self, instance_id: &str, request: &HttpRequest) -> Answer {
-        check_id("instance_id", instance_id)?;
+        check_path_id("instance_id", instance_id)?;
         let body: UpdateRequest =
             http::parse_json_body(&request.body, "update").map_err(BrokerError::BadRequest)?;
         let service = self.find_service(&body.service_id)?;
@@ -645,7 +649,7 @@ impl Broker {
     /// - 400: service_id or plan_id missing, or not the instance's (whether or not the
     ///   catalog still has them: see "The catalog may change" at the top).
     fn deprovision(&self, instance_id: &str, request: &HttpRequest) -> Answer {
-        check_id("instance_id", instance_id)?;
+        check_path_id("instance_id", instance_id)?;
         let (service_id, plan_id) = ids_from_query(request)?;
         // The echo service's status, translated into the spec's.
         let reply = self.echo.deprovision(instance_id, &service_id, &plan_id)?;
@@ -716,8 +720,8 @@ impl Broker {
     /// rotate them (the spec's binding metadata, since 2.17). The echo service refuses expired credentials itself, so the
     /// expiry is enforced where the credentials are used, not only announced.
     fn bind(&self, instance_id: &str, binding_id: &str, request: &HttpRequest) -> Answer {
-        check_id("instance_id", instance_id)?;
-        check_id("binding_id", binding_id)?;
+        check_path_id("instance_id", instance_id)?;
+        check_path_id("binding_id", binding_id)?;
         let body: BindRequest =
             http::parse_json_body(&request.body, "bind").map_err(BrokerError::BadRequest)?;
         let (service_id, plan_id) = match (body.service_id, body.plan_id) {
@@ -855,7 +859,7 @@ impl Broker {
         plan: &Plan,
         predecessor_id: &str,
     ) -> Result<Rotation, BrokerError> {
-        check_id("predecessor_binding_id", predecessor_id)?;
+        check_path_id("predecessor_binding_id", predecessor_id)?;
         if plan.binding_rotatable != Some(true) {
             return Err(BrokerError::BadRequest(format!(
                 "plan '{}' does not allow binding rotation (binding_rotatable is not true)",
@@ -899,8 +903,8 @@ impl Broker {
     ///   binding has expired (the platform still holds it, and may delete it: 200).
     /// - 404: the binding does not exist.
     fn fetch_binding(&self, instance_id: &str, binding_id: &str) -> Answer {
-        check_id("instance_id", instance_id)?;
-        check_id("binding_id", binding_id)?;
+        check_path_id("instance_id", instance_id)?;
+        check_path_id("binding_id", binding_id)?;
         let view = self.existing_binding(instance_id, binding_id)?;
         let parameters = view
             .attributes
@@ -928,8 +932,8 @@ impl Broker {
     /// - 410 `{}`: the binding does not exist (the spec: MUST; a success for Cloud Foundry).
     /// - 400: service_id or plan_id missing, or not the instance's, in the catalog or not.
     fn unbind(&self, instance_id: &str, binding_id: &str, request: &HttpRequest) -> Answer {
-        check_id("instance_id", instance_id)?;
-        check_id("binding_id", binding_id)?;
+        check_path_id("instance_id", instance_id)?;
+        check_path_id("binding_id", binding_id)?;
         let (service_id, plan_id) = ids_from_query(request)?;
         // The echo service's status, translated as in `deprovision`.
         let reply = self
@@ -955,7 +959,7 @@ impl Broker {
     /// - 200 `{"state": "succeeded"}`: the instance exists, so its last operation succeeded.
     /// - 404: it does not exist.
     fn instance_last_operation(&self, instance_id: &str) -> Answer {
-        check_id("instance_id", instance_id)?;
+        check_path_id("instance_id", instance_id)?;
         self.existing_instance(instance_id)?;
         Ok(HttpResponse::json(200, &json!({"state": "succeeded"})))
     }
@@ -965,8 +969,8 @@ impl Broker {
     /// - 200 `{"state": "succeeded"}`: the binding exists.
     /// - 404: it does not exist.
     fn binding_last_operation(&self, instance_id: &str, binding_id: &str) -> Answer {
-        check_id("instance_id", instance_id)?;
-        check_id("binding_id", binding_id)?;
+        check_path_id("instance_id", instance_id)?;
+        check_path_id("binding_id", binding_id)?;
         self.existing_binding(instance_id, binding_id)?;
         Ok(HttpResponse::json(200, &json!({"state": "succeeded"})))
     }

@@ -136,7 +136,7 @@ impl Broker {
         binding_id: &str,
         predecessor_id: &str,
     ) -> Result<(String, String), BrokerError> {
-        check_id("predecessor_binding_id", predecessor_id)?;
+        check_path_id("predecessor_binding_id", predecessor_id)?;
         let attributes = match self.existing_binding(instance_id, predecessor_id) {
             Ok(predecessor) => predecessor.attributes,
             Err(BrokerError::NotFound(_)) => {
@@ -202,6 +202,18 @@ pub(super) fn unrecorded_plan_id(service: &Service) -> String {
 pub(super) fn check_id(name: &str, id: &str) -> Result<(), BrokerError> {
     match http::id_problem(id) {
         Some(problem) => Err(BrokerError::BadRequest(format!("{name} {problem}"))),
+        None => Ok(()),
+    }
+}
+
+/// [`check_id`] for an id the broker puts in a path to the echo service (an instance's or a
+/// binding's), which also must not be one a proxy on the way reads as a path step
+/// ([`http::path_step_problem`]): refused with a 400 that says why, before any call, however
+/// the echo service is reached.
+pub(super) fn check_path_id(name: &str, id: &str) -> Result<(), BrokerError> {
+    check_id(name, id)?;
+    match http::path_step_problem(id) {
+        Some(problem) => Err(BrokerError::BadRequest(format!("{name} '{id}' {problem}"))),
         None => Ok(()),
     }
 }
