@@ -171,7 +171,9 @@ fn every_message_goes_to_standard_output_and_none_to_standard_error() {
     let data_dir = dir.path().display().to_string();
     let busy = std::net::TcpListener::bind("127.0.0.1:0").expect("a loopback port");
     let busy_port = busy.local_addr().expect("an address").port().to_string();
-    let cases: Vec<(&str, Vec<&str>, Vec<(&str, &str)>, i32)> = vec![
+    // (binary, arguments, environment, the exit code expected)
+    type Case<'a> = (&'a str, Vec<&'a str>, Vec<(&'a str, &'a str)>, i32);
+    let cases: Vec<Case> = vec![
         (BROKER, vec!["--check-catalog", &invalid], vec![], 1),
         (BROKER, vec!["--check-catalog", &missing], vec![], 2),
         (BROKER, vec!["--check-catalog", valid], vec![], 0),
