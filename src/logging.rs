@@ -322,14 +322,19 @@ fn push_timestamp(line: &mut Vec<u8>, time: SystemTime) {
 }
 
 /// `value` in decimal, zero-padded to `width` digits (all its digits if it has more).
-fn push_digits(line: &mut Vec<u8>, value: u64, width: u32) {
-    if value >= 10u64.pow(width) {
-        let _ = write!(line, "{value}");
-        return;
+/// Every log line and every answer's `Date` has a dozen of them: no formatting machinery,
+/// and only divisions by the constant 10, which compile to multiplications.
+pub(crate) fn push_digits(line: &mut Vec<u8>, value: u64, width: usize) {
+    let mut digits = [b'0'; 20];
+    let mut first = digits.len();
+    let mut rest = value;
+    while rest > 0 {
+        first -= 1;
+        digits[first] = b'0' + (rest % 10) as u8;
+        rest /= 10;
     }
-    for place in (0..width).rev() {
-        line.push(b'0' + (value / 10u64.pow(place) % 10) as u8);
-    }
+    let start = first.min(digits.len().saturating_sub(width));
+    line.extend_from_slice(&digits[start..]);
 }
 
 /// The proleptic Gregorian date `days` days after 1970-01-01 (Howard Hinnant's algorithm),
@@ -365,6 +370,20 @@ mod tests {
         assert_eq!(at(951_782_400, 5), "2000-02-29T00:00:00.005Z");
         assert_eq!(at(1_700_000_000, 123), "2023-11-14T22:13:20.123Z");
         assert_eq!(at(4_107_542_399, 999), "2100-02-28T23:59:59.999Z");
+    }
+
+    #[test]
+    fn digits_are_padded_to_their_width_and_never_cut() {
+        let digits = |value: u64, width: usize| {
+            let mut line = Vec::new();
+            push_digits(&mut line, value, width);
+            String::from_utf8(line).expect("ASCII")
+        };
+        assert_eq!(digits(0, 1), "0");
+        assert_eq!(digits(7, 3), "007");
+        assert_eq!(digits(2026, 4), "2026");
+        assert_eq!(digits(12345, 4), "12345");
+        assert_eq!(digits(u64::MAX, 2), u64::MAX.to_string());
     }
 
     #[test]

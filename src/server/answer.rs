@@ -111,12 +111,11 @@ pub fn encode(response: &HttpResponse, persistence: Persistence, head_only: bool
     write_http_date(&mut bytes, SystemTime::now());
     bytes.extend_from_slice(b"\r\n");
     if !bodiless {
-        let length = response.body.len();
-        let content_type = response.content_type;
-        let _ = write!(
-            bytes,
-            "Content-Type: {content_type}\r\nContent-Length: {length}\r\n"
-        );
+        bytes.extend_from_slice(b"Content-Type: ");
+        bytes.extend_from_slice(response.content_type.as_bytes());
+        bytes.extend_from_slice(b"\r\nContent-Length: ");
+        crate::logging::push_digits(&mut bytes, response.body.len() as u64, 1);
+        bytes.extend_from_slice(b"\r\n");
     }
     for (name, value) in &response.headers {
         // Values are the handlers' own; one that could break the head is left out rather
@@ -186,15 +185,21 @@ fn write_http_date(bytes: &mut Vec<u8>, time: SystemTime) {
     let days = seconds / 86_400;
     let (year, month, day) = crate::logging::civil_from_days(days);
     let of_day = seconds % 86_400;
-    let _ = write!(
-        bytes,
-        "{}, {day:02} {} {year} {:02}:{:02}:{:02} GMT",
-        WEEKDAYS[(days % 7) as usize],
-        MONTHS[(month - 1) as usize],
-        of_day / 3600,
-        of_day % 3600 / 60,
-        of_day % 60
-    );
+    let push_digits = crate::logging::push_digits;
+    bytes.extend_from_slice(WEEKDAYS[(days % 7) as usize].as_bytes());
+    bytes.extend_from_slice(b", ");
+    push_digits(bytes, day, 2);
+    bytes.push(b' ');
+    bytes.extend_from_slice(MONTHS[(month - 1) as usize].as_bytes());
+    bytes.push(b' ');
+    push_digits(bytes, year, 4);
+    bytes.push(b' ');
+    push_digits(bytes, of_day / 3600, 2);
+    bytes.push(b':');
+    push_digits(bytes, of_day % 3600 / 60, 2);
+    bytes.push(b':');
+    push_digits(bytes, of_day % 60, 2);
+    bytes.extend_from_slice(b" GMT");
 }
 
 #[cfg(test)]
