@@ -75,10 +75,11 @@ read-write volume mount bound on Cloud Foundry, else on Stackato's filesystem se
 (STACKATO_FILESYSTEM), and warns on a platform (VCAP_APPLICATION) that ./echo-data is lost
 at every restart.
 
-Beyond loopback (a HOST outside 127.0.0.0/8 and other than ::1) BROKER_PASSWORD,
-ECHO_PASSWORD and a catalog's dashboard client secret must have at least 16 characters
-with letters and digits, and appear in none of the files the echo-broker repository
-publishes (README, docs, manifest, catalogs): make one with e.g. openssl rand -hex 24.
+Beyond loopback (a HOST outside 127.0.0.0/8 and other than ::1), BROKER_PASSWORD,
+ECHO_PASSWORD and a catalog's dashboard client secret must have
+at least 16 characters with letters and digits, and appear in none of the files the
+echo-broker repository publishes (README, docs, manifest, catalogs): make one with e.g.
+openssl rand -hex 24.
 
 Everything either binary writes goes to standard output: the log, the help, and the
 line that says why it stopped or why a catalog is invalid; nothing goes to standard error.
