@@ -116,6 +116,8 @@ impl Output {
         let now = Instant::now();
         let mut state = self.lock();
         let busy = state.pace.count(now);
+        // A quiet log writes the line at once (nothing may go before the lines waiting, or
+        // the one being written); a busy one leaves it to the writer thread.
         if !busy && !state.writing && state.waiting.is_empty() {
             state.writing = true;
             drop(state);
