@@ -67,6 +67,7 @@ pub fn init(level: LevelFilter, format: Format) {
     // Fails only if a logger is already installed, which then goes on logging.
     if log::set_boxed_logger(Box::new(Logger { level, format })).is_ok() {
         log::set_max_level(level);
+        output::start_writer();
     }
 }
 

@@ -36,7 +36,8 @@ struct Output {
     changed: Condvar,
     /// Where the lines go: standard output, or a test's buffer.
     sink: fn(&[u8]),
-    /// Whether the writer thread runs; decided when the first line has to wait.
+    /// Whether the writer thread runs; decided when it is started, or at the latest when the
+    /// first line has to wait.
     writer_runs: OnceLock<bool>,
 }
 
@@ -88,6 +89,12 @@ impl Pace {
 /// Adds `lines` (each ending with `\n`) to the log, after every line added before.
 pub fn write(lines: &[u8]) {
     OUTPUT.write(lines);
+}
+
+/// Starts the writer thread now, with the process, rather than when the first line has to
+/// wait: a server's thread count is then the same before a burst and during it.
+pub fn start_writer() {
+    OUTPUT.writer_runs();
 }
 
 /// Writes every line still waiting, after the write under way if there is one.
