@@ -85,6 +85,11 @@
 //! can wait seconds behind idle keep-alive ones). Output: a table, the targets with
 //! pass/miss, and one `BENCH key=value ...` line per figure for scripts.
 //!
+//! With wrk installed (and nginx), each round also runs `wrk -t1 -c16` on the catalog
+//! against nginx, `broker` and `broker-info` (the rows `catalog-wrk`): the default
+//! configuration measured as a user measures it, with the load generator most people reach
+//! for, whose one thread costs less per request than this program's sixteen.
+//!
 //! The lifecycle phase counts every non-2xx answer and every failed request as an error;
 //! `BENCH_DEBUG=1` prints each one as it happens.
 //!
@@ -132,6 +137,9 @@ Usage: cargo benchmark [OPTIONS]
   -h, --help         print this help
 
 BENCH_DEBUG=1 prints every failed request (status or I/O error) as it happens.
+With wrk installed (apt-get install wrk) and nginx, each round also runs wrk -t1 -c16 on the
+catalog against nginx, broker and broker-info (rows catalog-wrk; target: broker-info, the
+default LOG_LEVEL=info, at 0.9x nginx or more).
 The ceilings: 'bare-oxhttp' and 'bare-tiny_http' (oxhttp 0.3 and tiny_http 0.12, the HTTP
 servers the project ran on before its own, with the settings it ran them with) and 'nginx' (when installed: apt-get install
 nginx-light), each answering /v2/catalog with the broker's catalog bytes and all else {}.
@@ -1359,11 +1367,153 @@ fn tiny_http_listener(address: SocketAddr) -> io::Result<TcpListener> {
 }
 
 fn find_nginx() -> Option<PathBuf> {
+    find_program("nginx")
+}
+
+fn find_program(name: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_default();
     std::env::split_paths(&path)
         .chain(["/usr/sbin", "/usr/local/sbin", "/usr/local/nginx/sbin"].map(PathBuf::from))
-        .map(|dir| dir.join("nginx"))
+        .map(|dir| dir.join(name))
         .find(|candidate| candidate.is_file())
+}
+
+// ---------------------------------------------------------------------------------------
+// wrk
+// ---------------------------------------------------------------------------------------
+
+/// The catalog as wrk measures it: its threads and connections.
+const WRK_THREADS: usize = 1;
+const WRK_CONNS: usize = 16;
+
+/// One round of `wrk -t1 -c16` on the catalog against each of `targets`, the order rotated
+/// each round as in [`run_rounds`]; each sample under `catalog-wrk`.
+fn wrk_round(
+    results: &mut Results,
+    wrk: &Path,
+    targets: &[Target],
+    options: &Options,
+    round: usize,
+) {
+    for offset in 0..targets.len() {
+        let target = &targets[(offset + round) % targets.len()];
+        match measure_with_wrk(wrk, target, options.secs) {
+            Ok(sample) => results
+                .entry(("catalog-wrk", WRK_CONNS, target.label))
+                .or_default()
+                .push(sample),
+            Err(problem) => eprintln!(
+                "  note: wrk on {}, round {}: {problem}",
+                target.label,
+                round + 1
+            ),
+        }
+    }
+}
+
+/// `wrk -t1 -c16 --latency` on `GET /v2/catalog` for `secs` (whole seconds, at least 1),
+/// with the broker's headers, and the server's CPU time meanwhile.
+fn measure_with_wrk(wrk: &Path, target: &Target, secs: f64) -> Result<Sample, String> {
+    let seconds = secs.ceil().max(1.0) as u64;
+    let cpu_before = total_cpu(&target.pids);
+    let mut child = Command::new(wrk)
+        .args([
+            format!("-t{WRK_THREADS}"),
+            format!("-c{WRK_CONNS}"),
+            format!("-d{seconds}s"),
+            "--latency".into(),
+            "-H".into(),
+            format!("Authorization: {AUTHORIZATION}"),
+            "-H".into(),
+            "X-Broker-API-Version: 2.17".into(),
+            format!("http://{}/v2/catalog", target.address),
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|error| format!("cannot start {}: {error}", wrk.display()))?;
+    let mut output = String::new();
+    if let Some(mut stdout) = child.stdout.take() {
+        // wrk prints its report when its run ends: this read ends with it.
+        let _ = stdout.read_to_string(&mut output);
+    }
+    let deadline = Instant::now() + Duration::from_secs(seconds + 15);
+    loop {
+        match child.try_wait() {
+            Ok(Some(_)) => break,
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err("wrk did not end in time".into());
+            }
+        }
+    }
+    let cpu_after = total_cpu(&target.pids);
+    parse_wrk(&output, seconds as f64, cpu_before.zip(cpu_after))
+}
+
+/// A sample from wrk's report: the rate, p50 and p99, and errors (socket errors and
+/// answers other than 2xx or 3xx).
+fn parse_wrk(report: &str, secs: f64, cpu: Option<(f64, f64)>) -> Result<Sample, String> {
+    let field = |prefix: &str| {
+        report
+            .lines()
+            .map(str::trim)
+            .find_map(|line| line.strip_prefix(prefix))
+            .map(str::trim)
+    };
+    let rate: f64 = field("Requests/sec:")
+        .and_then(|rate| rate.parse().ok())
+        .ok_or_else(|| format!("no rate in wrk's report: {report}"))?;
+    let latency_ms = |percentile: &str| {
+        field(percentile)
+            .and_then(wrk_duration_ms)
+            .unwrap_or(f64::NAN)
+    };
+    let socket_errors: u64 = field("Socket errors:").map_or(0, |errors| {
+        errors
+            .split(',')
+            .filter_map(|part| part.split_whitespace().last()?.parse::<u64>().ok())
+            .sum()
+    });
+    let not_2xx: u64 = field("Non-2xx or 3xx responses:")
+        .and_then(|count| count.parse().ok())
+        .unwrap_or(0);
+    let requests = (rate * secs).round() as u64;
+    Ok(Sample {
+        rate,
+        p50: latency_ms("50%"),
+        p99: latency_ms("99%"),
+        max: f64::NAN,
+        step_p50: [f64::NAN; 5],
+        step_p99: [f64::NAN; 5],
+        operations: requests,
+        errors: socket_errors + not_2xx,
+        requests,
+        error_kinds: BTreeMap::new(),
+        elapsed: secs,
+        setup: 0.0,
+        cpu_us: cpu
+            .map(|(before, after)| (after - before) * 1e6 / requests.max(1) as f64)
+            .filter(|_| requests > 0),
+        client_cpu_us: None,
+    })
+}
+
+/// A duration as wrk prints it (`85.00us`, `1.20ms`, `2.00s`), in milliseconds.
+fn wrk_duration_ms(text: &str) -> Option<f64> {
+    let (number, scale) = if let Some(number) = text.strip_suffix("us") {
+        (number, 0.001)
+    } else if let Some(number) = text.strip_suffix("ms") {
+        (number, 1.0)
+    } else if let Some(number) = text.strip_suffix('s') {
+        (number, 1000.0)
+    } else {
+        return None;
+    };
+    number.parse::<f64>().ok().map(|value| value * scale)
 }
 
 /// nginx serving the catalog file at `/v2/catalog` and `{}` for everything else, with
@@ -3808,6 +3958,12 @@ fn run(options: &Options, binaries: &Binaries, before: Option<&Binaries>, fleet:
         }
     }
     let has_nginx = fleet.nginx.is_some();
+    let wrk = if has_nginx { find_program("wrk") } else { None };
+    if has_nginx && wrk.is_none() {
+        eprintln!(
+            "bench: wrk is not installed (apt-get install wrk); the catalog-wrk rows are left out"
+        );
+    }
 
     // The store phase's PostgreSQL cluster, and how two echo services share the load.
     let postgres = if !options.postgres {
@@ -3935,6 +4091,15 @@ fn run(options: &Options, binaries: &Binaries, before: Option<&Binaries>, fleet:
                 options,
                 round,
             );
+        }
+        if let Some(wrk) = &wrk {
+            let mut targets: Vec<Target> = ceilings
+                .iter()
+                .filter(|target| target.label == "nginx")
+                .cloned()
+                .collect();
+            targets.extend([broker.clone(), broker_logging.clone()]);
+            wrk_round(&mut results, wrk, &targets, options, round);
         }
         let mut targets = ceilings.clone();
         targets.push(broker.clone());
@@ -4185,6 +4350,7 @@ fn report(report: Report) {
     }
     println!();
     println!("Lifecycle rows: one cycle is provision, bind, unbind, deprovision (4 requests; p50/p99 are per request).");
+    println!("catalog-wrk rows: wrk -t{WRK_THREADS} -c{WRK_CONNS} on the catalog (broker at LOG_LEVEL=warn, broker-info at the default info; errors are wrk's socket errors and non-2xx answers).");
     println!("The ceilings answer every lifecycle request with a canned {{}}, so their cycle rate is a quarter of their request rate.");
     if let (Some(live), Some(leaked)) = (report.live, report.leaked) {
         println!("Live instances: {live} in broker-10k's echo service; {leaked} left in broker's after its lifecycles.");
@@ -4316,6 +4482,15 @@ fn report(report: Report) {
             "catalog at 16 conns vs nginx (same bytes, same load generator)",
             ratio(results, "catalog", 16, "broker", "nginx"),
             1.0,
+            "x",
+        ));
+    }
+    if results.contains_key(&("catalog-wrk", WRK_CONNS, "broker-info")) {
+        goals.push(at_least(
+            "catalog16_wrk_default_vs_nginx",
+            "catalog with wrk -t1 -c16, the default LOG_LEVEL=info (broker-info) vs nginx",
+            ratio(results, "catalog-wrk", WRK_CONNS, "broker-info", "nginx"),
+            0.9,
             "x",
         ));
     }

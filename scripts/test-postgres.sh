@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# A throwaway PostgreSQL server for the store matrix (docs/testing.md): the tests run every
-# echo service on it when ECHO_TEST_DATABASE_URL holds its URL.
+# A throwaway PostgreSQL server on 127.0.0.1, in one command: to try the echo service on
+# PostgreSQL (the README's "On PostgreSQL"), and for the store matrix (docs/testing.md),
+# whose tests run every echo service on it when ECHO_TEST_DATABASE_URL holds its URL.
 #
 #   scripts/test-postgres.sh [start]   start one in a fresh temp dir; print its URL, and on
-#                                      standard error how to stop it
+#                                      standard error the line to paste to run the broker
+#                                      on it and the one that stops it
 #   scripts/test-postgres.sh stop DIR  stop it and remove DIR
 #   scripts/test-postgres.sh run CMD…  start one, run CMD with ECHO_TEST_DATABASE_URL set,
 #                                      stop it whatever happens; CMD's exit status
@@ -33,7 +35,7 @@ pg_bin() {
   elif command -v initdb >/dev/null 2>&1; then
     dirname "$(readlink -f "$(command -v initdb)")"
   else
-    die "PostgreSQL is not installed (no PG_BIN, no /usr/lib/postgresql/*/bin/initdb, no initdb on PATH)"
+    die "PostgreSQL is not installed (no PG_BIN, no /usr/lib/postgresql/*/bin/initdb, no initdb on PATH); install its server (Debian, Ubuntu: apt-get install postgresql; Fedora: dnf install postgresql-server; macOS: brew install postgresql)"
   fi
 }
 
@@ -107,7 +109,11 @@ CONF
 start() {
   launch
   echo "$URL"
-  echo "test-postgres: running in $DIR; stop it with: $0 stop $DIR" >&2
+  {
+    echo "test-postgres: a throwaway PostgreSQL server runs on 127.0.0.1, its data in $DIR"
+    echo "  run the broker on it:        DATABASE_URL='$URL' cargo run --release"
+    echo "  stop it (its data goes too): $0 stop $DIR"
+  } >&2
 }
 
 stop() {

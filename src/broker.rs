@@ -26,6 +26,7 @@
 //! | | 412 | MAY: an API version this broker does not speak | API Version Header |
 //! | | 400 | this broker's choice: a malformed originating identity | Originating Identity |
 //! | | 400 | this broker's choice: an id over 255 bytes or with control characters | URL Properties |
+//! | | 400 | this broker's choice: an id a proxy would read as a path step | URL Properties |
 //! | | 502, 503, 504 | this broker's choice: the echo service failed | Service Broker Errors |
 //! | any other path | 404 | this broker's choice: not a path of the API | Service Broker Errors |
 //! | any other method | 405 | this broker's choice: a method the path does not answer | Service Broker Errors |
@@ -961,6 +962,10 @@ const ID_REFUSED: Rule = in_section(
     "this broker's choice: an id over 255 bytes or with control characters",
     "URL Properties",
 );
+const PATH_STEP_REFUSED: Rule = in_section(
+    "this broker's choice: an id a proxy would read as a path step",
+    "URL Properties",
+);
 const ECHO_SERVICE_FAILED: Rule = in_section(
     "this broker's choice: the echo service failed",
     "Service Broker Errors",
@@ -1305,16 +1310,25 @@ fn parse_body<T: serde::de::DeserializeOwned>(
 /// Ids must be non-empty (the spec: MUST), at most 255 bytes, and free of control
 /// characters: this broker's own rule (the spec restricts no characters and sets no length;
 /// it recommends RFC 3986's unreserved characters, "URL Properties"), so that an id fits
-/// every store and log line.
+/// every store and log line. The broker puts every id it checks into a path to the echo
+/// service, so it also refuses one that a proxy on the way would read as a path step (`.`,
+/// `..`, or one with `/` or `\`): nginx decodes and normalises a path however it is
+/// encoded, and would answer it 400 (a 502 here) or route it to another path.
 fn check_id(name: &str, id: &str) -> Result<(), BrokerError> {
     if id.is_empty() {
         let why = format!("{name} must not be empty");
         return Err(BrokerError::BadRequest(MALFORMED, why));
     }
-    match http::id_problem(id) {
-        Some(problem) => Err(BrokerError::BadRequest(
+    if let Some(problem) = http::id_problem(id) {
+        return Err(BrokerError::BadRequest(
             ID_REFUSED,
             format!("{name} {problem}"),
+        ));
+    }
+    match http::path_step_problem(id) {
+        Some(problem) => Err(BrokerError::BadRequest(
+            PATH_STEP_REFUSED,
+            format!("{name} '{id}' {problem}"),
         )),
         None => Ok(()),
     }

@@ -83,13 +83,16 @@ impl HttpRequest {
 }
 
 impl HttpResponse {
-    /// A JSON response from any serialisable value.
+    /// A JSON response from any serialisable value, ended with a newline, as every JSON
+    /// answer is: `curl` then leaves the next prompt on a line of its own.
     pub fn json<T: Serialize + ?Sized>(status: u16, value: &T) -> HttpResponse {
-        let body = serde_json::to_vec(value).unwrap_or_else(|_| b"{}".to_vec());
+        let mut body = serde_json::to_vec(value).unwrap_or_else(|_| b"{}".to_vec());
+        body.push(b'\n');
         HttpResponse::raw_json(status, body)
     }
 
-    /// A JSON response from bytes serialised earlier (the catalog, constant bodies).
+    /// A JSON response from bytes serialised earlier (the catalog), which end with a
+    /// newline like [`HttpResponse::json`]'s.
     pub fn raw_json(status: u16, body: Vec<u8>) -> HttpResponse {
         HttpResponse {
             status,
@@ -283,6 +286,22 @@ pub fn id_problem(id: &str) -> Option<String> {
     }
 }
 
+/// Why an id cannot travel as a path segment to the echo service, or `None` if it can. A
+/// proxy between the broker and the echo service (nginx, a platform's router, a load
+/// balancer) may decode a percent-encoded segment before it routes the request, and then
+/// resolve the dot-segments `.` and `..` (RFC 3986, section 5.2.4) and read `/` (and, on
+/// some, `\`) as separators: such an id would reach another path, or be refused by the
+/// proxy as one that climbs above the root, however the broker encodes it.
+pub fn path_step_problem(id: &str) -> Option<&'static str> {
+    if id == "." || id == ".." {
+        Some("is a path step ('.' or '..'), which a proxy in front of the echo service would resolve to another path")
+    } else if id.contains(['/', '\\']) {
+        Some("contains '/' or '\\', which a proxy in front of the echo service may read as a path separator")
+    } else {
+        None
+    }
+}
+
 /// A random token of 32 lowercase hex digits (128 bits) from the operating system.
 pub fn random_token() -> Result<String, String> {
     let mut bytes = [0u8; 16];
@@ -459,6 +478,16 @@ mod tests {
         }
         assert_eq!(percent_decode("%zz"), None);
         assert_eq!(percent_decode("%ff"), None);
+    }
+
+    #[test]
+    fn ids_a_proxy_reads_as_path_steps_are_named() {
+        for id in [".", "..", "../../etc", "a/b", "x/../y", "a\\b", "/"] {
+            assert!(path_step_problem(id).is_some(), "{id}");
+        }
+        for id in ["...", ".x", "%2e%2e", "%2F", "a.b", "é ü", "<script>"] {
+            assert_eq!(path_step_problem(id), None, "{id}");
+        }
     }
 
     #[test]

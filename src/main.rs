@@ -24,15 +24,16 @@ Usage: echo-broker [--help | --version | --check-catalog FILE]
 
   -h, --help            print this help and exit
   -V, --version         print the version and exit
-  --check-catalog FILE  validate a catalog file and exit (0 valid, 1 invalid, 2 unreadable)
+  --check-catalog FILE  check a catalog file and exit (0 valid, 1 invalid, 2 unreadable)
 
 ";
 
 const EXIT_CODES: &str = "\
 Exit codes: 0 success; 1 invalid catalog (--check-catalog only); 2 bad configuration
 (an unknown argument, a bad variable, an unreadable or invalid catalog, a busy port,
-unreadable state in DATA_DIR, a database that refuses or is not there, a weak or published password beyond loopback), reported in
-one line that names the variable.
+unreadable state in DATA_DIR, a database that refuses or is not there, a weak or
+published password beyond loopback), reported in one line on standard output that names
+the variable.
 ";
 
 /// Where the broker's echo service is.
@@ -51,8 +52,13 @@ fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match settings::parse_command(&args, true) {
         Ok(Command::Run) => run(),
-        Ok(Command::Help) => print!("{HELP}{}\n{EXIT_CODES}", settings::VARIABLES_HELP),
-        Ok(Command::Version) => println!("echo-broker {}", env!("CARGO_PKG_VERSION")),
+        Ok(Command::Help) => echo_broker::logging::print(&format!(
+            "{HELP}{}\n{EXIT_CODES}",
+            settings::VARIABLES_HELP
+        )),
+        Ok(Command::Version) => {
+            settings::say(&format!("echo-broker {}", env!("CARGO_PKG_VERSION")))
+        }
         Ok(Command::CheckCatalog(path)) => check_catalog(&path),
         Err(problem) => settings::exit_with(&problem),
     }
@@ -62,21 +68,18 @@ fn check_catalog(path: &std::path::Path) {
     match Catalog::load(Some(path)) {
         Ok(loaded) => {
             for warning in &loaded.warnings {
-                println!("warning: {warning}");
+                settings::say(&format!("warning: {warning}"));
             }
-            println!(
+            settings::say(&format!(
                 "{}: valid ({} services)",
                 loaded.source,
                 loaded.catalog.services.len()
-            );
+            ));
         }
         // An unreadable file is bad configuration (2), like any other; 1 means the file
         // was read and the catalog in it is invalid.
         Err(error) if error.unreadable => settings::exit_with(&error.to_string()),
-        Err(error) => {
-            eprintln!("error: {error}");
-            std::process::exit(EXIT_INVALID_CATALOG);
-        }
+        Err(error) => settings::exit_with_code(&error.to_string(), EXIT_INVALID_CATALOG),
     }
 }
 
@@ -143,17 +146,34 @@ fn refuse_published_secrets(
 }
 
 /// Beyond loopback, a catalog whose dashboard client secret is weak or published (the
-/// embedded catalog's `secret-1`) would make the platform create a UAA client anyone can use.
-fn refuse_published_catalog_secret(host: &str, catalog: &Catalog) -> Result<(), String> {
-    let secrets: Vec<(&str, &str)> = catalog
+/// built-in catalog's) would make the platform create a UAA client anyone can use. The
+/// refusal says first which catalog it is, since the built-in one is served when
+/// `CATALOG_PATH` is unset.
+fn refuse_published_catalog_secret(
+    host: &str,
+    catalog: &Catalog,
+    from_catalog_path: bool,
+) -> Result<(), String> {
+    if platform::is_loopback(host) {
+        return Ok(());
+    }
+    let Some(problem) = catalog
         .services
         .iter()
         .filter_map(|service| service.dashboard_client.as_ref())
-        .map(|client| ("CATALOG_PATH", client.secret.as_str()))
-        .collect();
-    platform::refuse_published_secrets(host, &secrets).map_err(|problem| {
-        format!("{problem}; this is the catalog's dashboard_client secret: deploy catalog-cf.toml (no dashboard_client) or a catalog with a secret of your own")
-    })
+        .find_map(|client| platform::password_problem(&client.secret))
+    else {
+        return Ok(());
+    };
+    let which = if from_catalog_path {
+        "CATALOG_PATH: the catalog's dashboard_client secret"
+    } else {
+        "CATALOG_PATH is unset, and the built-in catalog's dashboard_client secret"
+    };
+    Err(format!(
+        "{which} {problem}, and HOST '{host}' is not loopback; set CATALOG_PATH to catalog-cf.toml (no dashboard_client) or to a catalog whose secret has {}",
+        platform::PASSWORD_RULE
+    ))
 }
 
 /// The catalog from `CATALOG_PATH` or the embedded one, validated, without a published
@@ -165,7 +185,7 @@ fn load_catalog(host: &str) -> Catalog {
             Some(_) => settings::exit_with(&format!("CATALOG_PATH: {error}")),
             None => settings::exit_with(&error.to_string()),
         });
-    refuse_published_catalog_secret(host, &loaded.catalog)
+    refuse_published_catalog_secret(host, &loaded.catalog, catalog_path.is_some())
         .unwrap_or_else(|problem| settings::exit_with(&problem));
     let services = &loaded.catalog.services;
     let plans: usize = services.iter().map(|service| service.plans.len()).sum();

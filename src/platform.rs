@@ -286,7 +286,7 @@ pub const PASSWORD_RULE: &str = "at least 16 characters with letters and digits,
 /// `.cfignore` leaves it out of an upload, where a buildpack building from source would
 /// miss it; its placeholders are refused as too easy to guess, and the test would say so if
 /// one were not.)
-const PUBLISHED_FILES: [&str; 15] = [
+const PUBLISHED_FILES: [&str; 16] = [
     include_str!("../README.md"),
     include_str!("broker.rs"),
     include_str!("../CONTRIBUTING.md"),
@@ -302,6 +302,7 @@ const PUBLISHED_FILES: [&str; 15] = [
     include_str!("../docs/reliability.md"),
     include_str!("../docs/stackato.md"),
     include_str!("../docs/testing.md"),
+    include_str!("../docs/windows.md"),
 ];
 
 /// Why `password` must not be used beyond loopback, `None` if it may.

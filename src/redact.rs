@@ -65,16 +65,22 @@ pub fn is_secret_name(name: &str) -> bool {
 
 /// `text` with every secret inside it replaced by [`REDACTED`].
 pub fn redact_text(text: &str) -> String {
+    redacted(text).into_owned()
+}
+
+/// [`redact_text`], borrowing `text` when it has nothing to hide (every request's log line
+/// asks, and most have nothing).
+pub fn redacted(text: &str) -> std::borrow::Cow<'_, str> {
     // Each rule below needs a `:` (a URL's scheme, a `name: value` pair), an `=` or a space
     // (`Bearer x`): a text without any of them (an id, a name, a number) is shown as it is.
     if !text.bytes().any(|byte| matches!(byte, b':' | b'=' | b' ')) {
-        return text.to_string();
+        return std::borrow::Cow::Borrowed(text);
     }
     // The schemes first: `Authorization: Basic X` is a secret name's pair whose value,
     // once masked, would no longer show that X follows `Basic `.
     let text = mask_url_passwords(text);
     let text = mask_authorization_credentials(&text);
-    mask_named_values(&text)
+    std::borrow::Cow::Owned(mask_named_values(&text))
 }
 
 /// `scheme://user:PASSWORD@host` becomes `scheme://user:[redacted]@host`.

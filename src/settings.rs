@@ -42,11 +42,11 @@ echo service's):
                                                           [unset: 'user', loopback only]
   BROKER_PASSWORD  broker  basic-auth password the platform must send
                                                           [unset: 'pass', loopback only]
-  SERVICE_BASE     broker  the echo service's URL, http:// or https:// (bare host: http://)
-                                                    [unset: start the echo service embedded]
+  SERVICE_BASE     broker  the echo service's URL, http:// or https:// (bare host: http)
+                                                  [unset: start the echo service embedded]
   ECHO_PORT        broker  port of the embedded echo service                        [8090]
   ECHO_USERNAME    both    the echo service's management user
-                            [unset: broker, a random pair; echo service, no auth, loopback]
+                           [unset: broker, a random pair; echo service, no auth, loopback]
   ECHO_PASSWORD    both    the echo service's management password     [as ECHO_USERNAME]
   DATABASE_URL     both    the echo service's PostgreSQL database, postgres:// or
                            postgresql:// (sslmode=require or verify-full: TLS, verified)
@@ -75,14 +75,17 @@ read-write volume mount bound on Cloud Foundry, else on Stackato's filesystem se
 (STACKATO_FILESYSTEM), and warns on a platform (VCAP_APPLICATION) that ./echo-data is lost
 at every restart.
 
-Beyond loopback (HOST not 127.0.0.1 or ::1) BROKER_PASSWORD, ECHO_PASSWORD and a catalog's
-dashboard client secret must have at least 16 characters with letters and digits, and
-appear in none of the files the echo-broker repository publishes (README, docs, manifest,
-catalogs): make one with e.g. openssl rand -hex 24.
+Beyond loopback (a HOST outside 127.0.0.0/8 and other than ::1), BROKER_PASSWORD,
+ECHO_PASSWORD and a catalog's dashboard client secret must have
+at least 16 characters with letters and digits, and appear in none of the files the
+echo-broker repository publishes (README, docs, manifest, catalogs): make one with e.g.
+openssl rand -hex 24.
 
-Logs go to standard output; nothing is written to standard error. Secrets (passwords,
-Authorization headers, binding credentials, dashboard tokens) are never logged, at any
-level. SIGTERM or Ctrl-C: answer the requests already read, then exit 0.
+Everything either binary writes goes to standard output: the log, the help, and the
+line that says why it stopped or why a catalog is invalid; nothing goes to standard error.
+Secrets (passwords, Authorization headers, binding credentials, dashboard tokens) are
+never logged, at any level. SIGTERM or Ctrl-C: answer the requests already read, then
+exit 0.
 ";
 
 /// Exit code for a bad configuration (a variable, a catalog, a flag).
@@ -472,10 +475,22 @@ pub fn counted(count: usize, noun: &str) -> String {
 }
 
 /// Prints `message` as the one line that explains why start-up stopped (`error: ...`, or a
-/// JSON object with `LOG_FORMAT=json`) on standard error, and exits 2.
+/// JSON object with `LOG_FORMAT=json`) on standard output, after the log lines before it,
+/// and exits 2.
 pub fn exit_with(message: &str) -> ! {
+    exit_with_code(message, EXIT_BAD_CONFIG)
+}
+
+/// [`exit_with`], with another exit code.
+pub fn exit_with_code(message: &str, code: i32) -> ! {
     crate::logging::fatal(message);
-    std::process::exit(EXIT_BAD_CONFIG)
+    std::process::exit(code)
+}
+
+/// Prints a line of a command's own output (`--check-catalog`'s verdict) on standard
+/// output, where everything the binaries write goes.
+pub fn say(line: &str) {
+    crate::logging::print(&format!("{line}\n"));
 }
 
 #[cfg(test)]

@@ -166,13 +166,31 @@ fn beyond_loopback_a_catalog_with_the_published_client_secret_is_refused() {
     let (code, output) = run_to_end(BROKER, &[], &credentials);
     assert_eq!(code, Some(2), "{output}");
     assert_eq!(output.trim().lines().count(), 1, "{output}");
+    // CATALOG_PATH is unset: the line says first that the secret is the built-in catalog's.
     assert!(
-        output.contains("CATALOG_PATH") && output.contains("catalog-cf.toml"),
+        output.starts_with(
+            "error: CATALOG_PATH is unset, and the built-in catalog's dashboard_client secret "
+        ) && output.contains("catalog-cf.toml"),
         "{output}"
     );
     assert!(
         !output.contains("secret-1"),
         "the refusal repeats the secret: {output}"
+    );
+
+    let dir = TempDir::new("weak-secret");
+    let path = dir.path().join("catalog.toml");
+    std::fs::write(&path, CATALOG.replace("secret-1", "short1")).expect("the file is written");
+    let path = path.display().to_string();
+    let mut with_path = credentials.to_vec();
+    with_path.push(("CATALOG_PATH", &path));
+    let (code, output) = run_to_end(BROKER, &[], &with_path);
+    assert_eq!(code, Some(2), "{output}");
+    assert!(
+        output.starts_with(
+            "error: CATALOG_PATH: the catalog's dashboard_client secret is too easy to guess"
+        ),
+        "{output}"
     );
 }
 

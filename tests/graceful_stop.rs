@@ -420,3 +420,97 @@ fn sigterm_while_a_handler_cannot_finish_in_time_answers_503_in_its_place() {
         );
     }
 }
+
+/// Catalog requests on one keep-alive connection, each with an identity of its own, until
+/// the connection ends (the stop) or `give_up`; the identities answered 200.
+fn catalogs_until_stopped(port: u16, client: usize, give_up: Instant) -> Vec<String> {
+    let mut answered = Vec::new();
+    let Ok(stream) = TcpStream::connect(("127.0.0.1", port)) else {
+        return answered;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(15)));
+    let Ok(mut writer) = stream.try_clone() else {
+        return answered;
+    };
+    let mut reader = BufReader::new(stream);
+    for n in 0..100_000 {
+        if Instant::now() > give_up {
+            break;
+        }
+        let identity = format!("logged-{client}-{n}");
+        let request = format!(
+            "GET /v2/catalog HTTP/1.1\r\nHost: x\r\n{BROKER_CREDENTIAL_LINES}X-Broker-API-Request-Identity: {identity}\r\n\r\n"
+        );
+        if writer.write_all(request.as_bytes()).is_err() {
+            break;
+        }
+        match read_http_message(&mut reader) {
+            Some(answer) if answer.starts_with(b"HTTP/1.1 200 ") => answered.push(identity),
+            _ => break,
+        }
+    }
+    answered
+}
+
+/// A busy server writes its log in batches: a clean stop still writes every line. Sixteen
+/// clients fetch the catalog as fast as they can until SIGTERM; every request answered 200
+/// has its line in the log, whole, and the stop's own lines come after them.
+#[test]
+fn sigterm_under_load_loses_no_log_line() {
+    let data = TempDir::new("logged");
+    let data_dir = data.path().display().to_string();
+    let echo_port = free_port().to_string();
+    let mut broker = Process::start(
+        BROKER,
+        free_port(),
+        &[
+            ("ECHO_PORT", echo_port.as_str()),
+            ("DATA_DIR", data_dir.as_str()),
+        ],
+    );
+    let give_up = Instant::now() + Duration::from_secs(20);
+    let answered: Vec<String> = std::thread::scope(|scope| {
+        let port = broker.port;
+        let clients: Vec<_> = (0..16)
+            .map(|client| scope.spawn(move || catalogs_until_stopped(port, client, give_up)))
+            .collect();
+        std::thread::sleep(Duration::from_millis(800));
+        let (status, _) = terminate(&mut broker);
+        assert_eq!(status.code(), Some(0), "{}", broker.log());
+        clients
+            .into_iter()
+            .flat_map(|client| client.join().unwrap_or_default())
+            .collect()
+    });
+    assert!(answered.len() > 100, "only {} answered", answered.len());
+    let log = broker.log();
+    assert!(
+        log.ends_with('\n'),
+        "the last line is cut: {:?}",
+        log.lines().last()
+    );
+    let logged: std::collections::HashSet<&str> = log
+        .lines()
+        .filter(|line| line.contains(" INFO  [broker] GET /v2/catalog 200 "))
+        .filter_map(|line| line.split("request_identity=").nth(1))
+        .collect();
+    let missing: Vec<&String> = answered
+        .iter()
+        .filter(|identity| !logged.contains(identity.as_str()))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{} of {} answered requests have no log line, e.g. {:?}",
+        missing.len(),
+        answered.len(),
+        missing.first()
+    );
+    let stopped = log.find("broker: stopped").expect("the stop is logged");
+    let last_request = log
+        .rfind("GET /v2/catalog 200")
+        .expect("requests are logged");
+    assert!(
+        last_request < stopped,
+        "a request's line came after the stop's"
+    );
+}

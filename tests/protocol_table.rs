@@ -306,6 +306,9 @@ fn drive(brokers: &Brokers, row: &Row, status: u16, marker: &str) -> Driven {
             "this broker's choice: an id over 255 bytes or with control characters",
             400,
         ) => kept(&main, "GET", &instance(&"a".repeat(256)), None),
+        ("every call", "this broker's choice: an id a proxy would read as a path step", 400) => {
+            kept(&main, "GET", &instance("%2e%2e"), None)
+        }
         ("every call", "this broker's choice: the echo service failed", 502..=504) => {
             let failing = broker_failing_with(status);
             let driven = kept(

@@ -239,6 +239,13 @@ fn the_readme_walkthrough_shows_what_the_system_answers() {
         .collect();
     let outputs = run_in_one_shell(&commands);
     for (sample, output) in samples.iter().zip(&outputs) {
+        // The README shows each answer on lines of its own: the prompt after it starts a
+        // new line.
+        assert!(
+            sample.shown.trim().is_empty() || output.ends_with('\n'),
+            "\n$ {}\nends its answer without a newline:\n{output}",
+            sample.command
+        );
         // The harness's own readiness checks (`GET /health`) are counted in the metrics; a
         // reader's run has none.
         let output: String = output
@@ -255,4 +262,53 @@ fn the_readme_walkthrough_shows_what_the_system_answers() {
             sample.command
         );
     }
+}
+
+/// The README's line that copies a journal into a database runs the echo service from
+/// where cargo builds it, after the command that builds it, with the flag it takes.
+#[test]
+fn the_readme_runs_the_echo_service_from_where_cargo_builds_it() {
+    let readme = include_str!("../README.md");
+    let text = readme.lines().collect::<Vec<_>>().join(" ");
+    let spans: Vec<&str> = text.split('`').skip(1).step_by(2).collect();
+    let imports: Vec<&&str> = spans
+        .iter()
+        .filter(|span| span.contains("--import-journal"))
+        .collect();
+    assert!(!imports.is_empty(), "the README shows no --import-journal");
+    for span in imports {
+        assert!(
+            [
+                "target/release/echo-service --import-journal echo-data",
+                "cargo run --release --bin echo-service -- --import-journal echo-data",
+            ]
+            .contains(span),
+            "{span}"
+        );
+    }
+    let built = text
+        .find("cargo build --release --bins")
+        .expect("the README says how to build both programs");
+    let run = text
+        .find("target/release/echo-service")
+        .expect("the README names the built echo service");
+    assert!(
+        built < run,
+        "the README runs target/release/echo-service before building it"
+    );
+    // Cargo builds the binary of that name (here in the tests' profile), and it takes the flag.
+    let name = std::path::Path::new(ECHO_SERVICE)
+        .file_stem()
+        .and_then(|stem| stem.to_str());
+    assert_eq!(name, Some("echo-service"));
+    let (code, help) = run_to_end(ECHO_SERVICE, &["--help"], &[]);
+    assert_eq!(code, Some(0));
+    assert!(help.contains("--import-journal DIR"), "{help}");
+}
+
+/// The README stays short enough to read in one sitting; the rest is in docs/.
+#[test]
+fn the_readme_stays_within_300_lines() {
+    let lines = include_str!("../README.md").lines().count();
+    assert!(lines <= 300, "the README has {lines} lines");
 }

@@ -28,7 +28,8 @@ const EXIT_CODES: &str = "\
 Exit codes: 0 success; 1 conflicts found (--import-journal only: listed, nothing
 overwritten); 2 bad configuration (an unknown argument, a bad variable, a busy port, a
 weak or published password beyond loopback), unreadable state in DATA_DIR, or a database
-that refuses or is not there, reported in one line that names the variable.
+that refuses or is not there, reported in one line on standard output that names the
+variable.
 ";
 
 fn main() {
@@ -43,8 +44,13 @@ fn main() {
     }
     match settings::parse_command(&args, false) {
         Ok(Command::Run) => run(),
-        Ok(Command::Help) => print!("{HELP}{}\n{EXIT_CODES}", settings::VARIABLES_HELP),
-        Ok(Command::Version) => println!("echo-service {}", env!("CARGO_PKG_VERSION")),
+        Ok(Command::Help) => echo_broker::logging::print(&format!(
+            "{HELP}{}\n{EXIT_CODES}",
+            settings::VARIABLES_HELP
+        )),
+        Ok(Command::Version) => {
+            settings::say(&format!("echo-service {}", env!("CARGO_PKG_VERSION")))
+        }
         Ok(Command::CheckCatalog(_)) => settings::exit_with("--check-catalog is the broker's"),
         Err(problem) => settings::exit_with(&problem),
     }
@@ -127,6 +133,7 @@ fn import(dir: &Path) {
         dir.display(),
         store.name()
     );
+    log::logger().flush();
     if !report.conflicts.is_empty() || !report.refused.is_empty() {
         std::process::exit(1);
     }

@@ -22,7 +22,9 @@ pub struct BrokerConfig {
 
 impl Broker {
     pub fn new(config: BrokerConfig) -> Broker {
-        let catalog_json = config.catalog.to_json();
+        let mut catalog_json = config.catalog.to_json();
+        // Ended like every other JSON answer (`HttpResponse::json`), here once for all.
+        catalog_json.push(b'\n');
         Broker {
             observer: Observer::new(&catalog_json),
             catalog_json,

@@ -2,6 +2,7 @@
 //! `Connection: close` when the server will close, and the body (none for HEAD).
 
 use crate::http::{HttpResponse, MAX_BODY_BYTES};
+use std::io::Write;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// An answer the server gives on its own (bad framing, too large, too slow): the
@@ -105,15 +106,16 @@ pub fn encode(response: &HttpResponse, persistence: Persistence, head_only: bool
     // RFC 9110 §8.6: 1xx, 204 and 304 answers carry no Content-Length and no body.
     let bodiless = status < 200 || status == 204 || status == 304;
     let mut bytes = Vec::with_capacity(256 + response.body.len());
-    let mut line = |text: &str| {
-        bytes.extend_from_slice(text.as_bytes());
-        bytes.extend_from_slice(b"\r\n");
-    };
-    line(&format!("HTTP/1.1 {status} {}", reason(status)));
-    line(&format!("Date: {}", http_date(SystemTime::now())));
+    // Written straight into the answer: every request pays for these lines.
+    let _ = write!(bytes, "HTTP/1.1 {status} {}\r\nDate: ", reason(status));
+    write_http_date(&mut bytes, SystemTime::now());
+    bytes.extend_from_slice(b"\r\n");
     if !bodiless {
-        line(&format!("Content-Type: {}", response.content_type));
-        line(&format!("Content-Length: {}", response.body.len()));
+        bytes.extend_from_slice(b"Content-Type: ");
+        bytes.extend_from_slice(response.content_type.as_bytes());
+        bytes.extend_from_slice(b"\r\nContent-Length: ");
+        crate::logging::push_digits(&mut bytes, response.body.len() as u64, 1);
+        bytes.extend_from_slice(b"\r\n");
     }
     for (name, value) in &response.headers {
         // Values are the handlers' own; one that could break the head is left out rather
@@ -122,15 +124,15 @@ pub fn encode(response: &HttpResponse, persistence: Persistence, head_only: bool
             .bytes()
             .all(|byte| byte == b'\t' || (byte >= b' ' && byte != 0x7f))
         {
-            line(&format!("{name}: {value}"));
+            let _ = write!(bytes, "{name}: {value}\r\n");
         }
     }
     match persistence {
         Persistence::KeepAlive => {}
-        Persistence::KeepAliveHttp10 => line("Connection: keep-alive"),
-        Persistence::Close => line("Connection: close"),
+        Persistence::KeepAliveHttp10 => bytes.extend_from_slice(b"Connection: keep-alive\r\n"),
+        Persistence::Close => bytes.extend_from_slice(b"Connection: close\r\n"),
     }
-    line("");
+    bytes.extend_from_slice(b"\r\n");
     if !head_only && !bodiless {
         bytes.extend_from_slice(&response.body);
     }
@@ -170,8 +172,9 @@ fn reason(status: u16) -> &'static str {
     }
 }
 
-/// `Sun, 06 Nov 1994 08:49:37 GMT`: the IMF-fixdate of RFC 9110 §5.6.7.
-pub fn http_date(time: SystemTime) -> String {
+/// `time` as `Sun, 06 Nov 1994 08:49:37 GMT`, the IMF-fixdate of RFC 9110 §5.6.7, written
+/// into `bytes`.
+fn write_http_date(bytes: &mut Vec<u8>, time: SystemTime) {
     const WEEKDAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
     const MONTHS: [&str; 12] = [
         "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
@@ -182,14 +185,21 @@ pub fn http_date(time: SystemTime) -> String {
     let days = seconds / 86_400;
     let (year, month, day) = crate::logging::civil_from_days(days);
     let of_day = seconds % 86_400;
-    format!(
-        "{}, {day:02} {} {year} {:02}:{:02}:{:02} GMT",
-        WEEKDAYS[(days % 7) as usize],
-        MONTHS[(month - 1) as usize],
-        of_day / 3600,
-        of_day % 3600 / 60,
-        of_day % 60
-    )
+    let push_digits = crate::logging::push_digits;
+    bytes.extend_from_slice(WEEKDAYS[(days % 7) as usize].as_bytes());
+    bytes.extend_from_slice(b", ");
+    push_digits(bytes, day, 2);
+    bytes.push(b' ');
+    bytes.extend_from_slice(MONTHS[(month - 1) as usize].as_bytes());
+    bytes.push(b' ');
+    push_digits(bytes, year, 4);
+    bytes.push(b' ');
+    push_digits(bytes, of_day / 3600, 2);
+    bytes.push(b':');
+    push_digits(bytes, of_day % 3600 / 60, 2);
+    bytes.push(b':');
+    push_digits(bytes, of_day % 60, 2);
+    bytes.extend_from_slice(b" GMT");
 }
 
 #[cfg(test)]
@@ -199,7 +209,11 @@ mod tests {
 
     #[test]
     fn dates_are_imf_fixdates() {
-        let at = |seconds| http_date(UNIX_EPOCH + Duration::from_secs(seconds));
+        let at = |seconds| {
+            let mut date = Vec::new();
+            write_http_date(&mut date, UNIX_EPOCH + Duration::from_secs(seconds));
+            String::from_utf8(date).expect("ASCII")
+        };
         assert_eq!(at(0), "Thu, 01 Jan 1970 00:00:00 GMT");
         assert_eq!(at(784_111_777), "Sun, 06 Nov 1994 08:49:37 GMT");
         assert_eq!(at(951_782_400), "Tue, 29 Feb 2000 00:00:00 GMT");

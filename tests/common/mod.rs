@@ -320,6 +320,17 @@ fn with_database(server: &str, database: &str) -> String {
 /// Runs `binary` with `args` and `env` to completion (bounded), returning exit code and
 /// output (standard output and standard error).
 pub fn run_to_end(binary: &str, args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String) {
+    // What a person at a terminal sees: standard output, then standard error.
+    let (code, stdout, stderr) = run_to_end_apart(binary, args, env);
+    (code, stdout + &stderr)
+}
+
+/// [`run_to_end`], with standard output and standard error apart, in that order.
+pub fn run_to_end_apart(
+    binary: &str,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> (Option<i32>, String, String) {
     let dir = TempDir::new("run");
     let log_path = dir.path().join("out.txt");
     let mut child = spawn(binary, args, env, &log_path);
@@ -334,12 +345,12 @@ pub fn run_to_end(binary: &str, args: &[&str], env: &[(&str, &str)]) -> (Option<
         }
         std::thread::sleep(Duration::from_millis(20));
     };
-    // What a person at a terminal sees: standard output, then standard error.
-    let output = [log_path.clone(), log_path.with_extension("stderr")]
-        .iter()
-        .map(|path| std::fs::read_to_string(path).unwrap_or_default())
-        .collect();
-    (code, output)
+    let read = |path: PathBuf| std::fs::read_to_string(path).unwrap_or_default();
+    (
+        code,
+        read(log_path.clone()),
+        read(log_path.with_extension("stderr")),
+    )
 }
 
 /// The broker with its embedded echo service, on free ports, state in a temp dir.

@@ -41,7 +41,7 @@ fn not_available(reason: &str) {
 // Every test binary compiles this module; most never start a cluster.
 #[cfg(unix)]
 #[allow(unused_imports)]
-pub use unix::Cluster;
+pub use unix::{installed, Cluster};
 
 #[cfg(not(unix))]
 #[allow(unused_imports)]
@@ -81,6 +81,14 @@ mod unix {
         Runuser(String),
         Setpriv { uid: u32, gid: u32 },
         Su(String),
+    }
+
+    /// Whether PostgreSQL's server programs are installed; if not, says so as a skip does
+    /// (or fails, where CI requires them).
+    pub fn installed() -> bool {
+        find_binaries()
+            .map_err(|reason| not_available(&reason))
+            .is_ok()
     }
 
     impl Cluster {

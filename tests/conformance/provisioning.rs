@@ -331,7 +331,7 @@ fn an_id_over_255_bytes_returns_400() {
 #[test]
 fn ids_with_special_characters_work_and_are_percent_encoded_in_the_dashboard_url() {
     let system = start();
-    for (id, encoded) in [("a b", "a%20b"), ("ü", "%C3%BC"), ("a/b", "a%2Fb")] {
+    for (id, encoded) in [("a b", "a%20b"), ("ü", "%C3%BC"), ("a?b", "a%3Fb")] {
         let body = expect(&put(&system, id, PROVISION_ECHO), 201);
         let url = body["dashboard_url"].as_str().expect("dashboard_url");
         assert!(
@@ -343,9 +343,10 @@ fn ids_with_special_characters_work_and_are_percent_encoded_in_the_dashboard_url
         let page = crate::common::call("GET", url, &[], None).expect("the dashboard answers");
         assert_eq!(page.status, 200, "{id}: the dashboard url works");
     }
-    // `a%2Fb` in the path is the id "a/b", not a path of two segments.
+    // `a%2Fb` in the path is the id "a/b", not a path of two segments: one that a proxy in
+    // front of the echo service would read as two, so it is refused.
     let reply = osb(&system, "GET", "/v2/service_instances/a%2Fb", None);
-    assert_eq!(expect(&reply, 200)["service_id"], "echo_service");
+    assert_eq!(reply.status, 400, "{}", reply.text);
     assert_eq!(fetch_instance(&system, "a").status, 404);
 }
 
@@ -409,8 +410,8 @@ fn ids_that_look_like_paths_or_routes_work_through_the_whole_lifecycle() {
     let system = start();
     let ids = echo_query("");
     for id in [
-        ".",
-        "..",
+        "...",
+        ".x",
         "dashboard",
         "echo",
         "health",
@@ -422,7 +423,7 @@ fn ids_that_look_like_paths_or_routes_work_through_the_whole_lifecycle() {
         "+",
         "a+b",
         " ",
-        "x/../y",
+        "%2e%2e",
     ] {
         expect(&put(&system, id, PROVISION_ECHO), 201);
         let credentials = bind_echo(&system, id, id);
