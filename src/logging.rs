@@ -312,14 +312,19 @@ fn push_timestamp(line: &mut Vec<u8>, time: SystemTime) {
     line.push(b'-');
     push_digits(line, day, 2);
     line.push(b'T');
-    push_digits(line, second_of_day / 3600, 2);
-    line.push(b':');
-    push_digits(line, second_of_day % 3600 / 60, 2);
-    line.push(b':');
-    push_digits(line, second_of_day % 60, 2);
+    push_time_of_day(line, second_of_day);
     line.push(b'.');
     push_digits(line, u64::from(since_epoch.subsec_millis()), 3);
     line.push(b'Z');
+}
+
+/// `hh:mm:ss` of the `second_of_day`, as both the log's timestamps and HTTP dates write it.
+pub(crate) fn push_time_of_day(out: &mut Vec<u8>, second_of_day: u64) {
+    push_digits(out, second_of_day / 3600, 2);
+    out.push(b':');
+    push_digits(out, second_of_day % 3600 / 60, 2);
+    out.push(b':');
+    push_digits(out, second_of_day % 60, 2);
 }
 
 /// `value` in decimal, zero-padded to `width` digits (all its digits if it has more).

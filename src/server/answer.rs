@@ -194,11 +194,7 @@ fn write_http_date(bytes: &mut Vec<u8>, time: SystemTime) {
     bytes.push(b' ');
     push_digits(bytes, year, 4);
     bytes.push(b' ');
-    push_digits(bytes, of_day / 3600, 2);
-    bytes.push(b':');
-    push_digits(bytes, of_day % 3600 / 60, 2);
-    bytes.push(b':');
-    push_digits(bytes, of_day % 60, 2);
+    crate::logging::push_time_of_day(bytes, of_day);
     bytes.extend_from_slice(b" GMT");
 }
 
