@@ -131,7 +131,8 @@ const DISPLACED_GRACE: Duration = Duration::from_millis(250);
 
 /// How long a displaced connection may still take for each step it has left: a request
 /// that arrived as it was displaced must come whole (head and body each) within it, as a
-/// client that sent it in one write does, and an answer must be written within it (from
+/// client that sent it in one write does, the rest of a request that was arriving must
+/// come within it of the displacement, and an answer must be written within it (from
 /// the displacement, or from the answer's start if it began later), whether the answer was
 /// being written when the connection was displaced or not.
 const DISPLACED_REQUEST_WITHIN: Duration = Duration::from_secs(1);
@@ -428,12 +429,14 @@ fn serve_connection<T: Transport, H: Handler>(
         }
         // 2. The head. A request that arrived just as the idle connection was displaced
         // is served all the same (its client could not know), and then the connection closes.
+        // One displaced while it arrives gets as long from then to come whole: the rest may
+        // already be on its way, and a busy machine may have been slow to read it.
         slot.enter(Phase::ReadingHead);
         let started = Instant::now();
         let arrived = SystemTime::now();
         let displaced_while_idle = slot.displaced();
         let give_up_reading = || {
-            (slot.displaced() && !displaced_while_idle)
+            (!displaced_while_idle && slot.displaced_for(DISPLACED_REQUEST_WITHIN))
                 || slot.is_cut_off()
                 || server.stop_reading()
         };

@@ -509,6 +509,46 @@ fn with_one_slot_one_trickler_delays_nobody() {
     );
 }
 
+/// A request half sent when a newcomer takes its connection's only slot still gets its
+/// answer if the rest comes at once: the rest may already be on its way, and a busy machine
+/// may simply have been slow to read it. One that never comes whole is let go.
+#[test]
+fn a_request_arriving_as_its_slot_is_taken_is_answered_if_the_rest_comes_soon() {
+    let system = System::start_with_known_echo_credentials(&[("MAX_CONNECTIONS", "1")]);
+    for (name, port, _) in system.servers() {
+        let mut displaced = Client::open(port);
+        displaced.send(b"GET /health HTTP/1.1\r\n");
+        // Its first bytes are read (the connection is reading its head) before the newcomer.
+        std::thread::sleep(Duration::from_millis(300));
+        let mut newcomer = Client::open(port);
+        newcomer.send(HEALTH.as_bytes());
+        assert_eq!(newcomer.answer().status, 200, "{name}: the newcomer");
+        // Past the server's next look at its flags (wire::POLL, 500 ms), within 1 s.
+        std::thread::sleep(Duration::from_millis(600));
+        displaced.send(b"Host: x\r\n\r\n");
+        let answer = displaced.answer();
+        assert_eq!(
+            answer.status, 200,
+            "{name}: the displaced request: {answer:?}"
+        );
+        assert!(
+            answer.closes(),
+            "{name}: a displaced connection closes after it"
+        );
+
+        let mut abandoned = Client::open(port);
+        abandoned.send(b"GET /health HTTP/1.1\r\n");
+        std::thread::sleep(Duration::from_millis(300));
+        let mut next = Client::open(port);
+        next.send(HEALTH.as_bytes());
+        assert_eq!(next.answer().status, 200, "{name}: the next newcomer");
+        let started = Instant::now();
+        let answer = abandoned.answer();
+        assert_eq!(answer.status, 503, "{name}: {answer:?}");
+        assert!(started.elapsed() < Duration::from_secs(5), "{name}");
+    }
+}
+
 /// The process's CPU time so far (user and system), from /proc.
 #[cfg(target_os = "linux")]
 fn cpu_time(process: &Process) -> Duration {
