@@ -78,8 +78,8 @@ fn check_catalog(path: &std::path::Path) {
         }
         // An unreadable file is bad configuration (2), like any other; 1 means the file
         // was read and the catalog in it is invalid.
-        Err(error) if error.unreadable => settings::exit_with(&error.to_string()),
-        Err(error) => settings::exit_with_code(&error.to_string(), EXIT_INVALID_CATALOG),
+        Err(error) if error.unreadable => settings::exit_with(&error),
+        Err(error) => settings::exit_with_code(&error, EXIT_INVALID_CATALOG),
     }
 }
 
@@ -123,7 +123,7 @@ fn run() {
     });
     let address = format!("{}:{port}", settings::url_host(&host));
     server::serve("broker", &address, Arc::new(broker), max_connections)
-        .unwrap_or_else(|problem| settings::exit_with(&format!("PORT: {problem}")));
+        .unwrap_or_else(|problem| settings::exit_with(format!("PORT: {problem}")));
     log::info!("broker: listening on http://{address} (at most {max_connections} connections)");
     server::run_until_stopped();
 }
@@ -182,8 +182,8 @@ fn load_catalog(host: &str) -> Catalog {
     let catalog_path = settings::var("CATALOG_PATH").map(PathBuf::from);
     let loaded =
         Catalog::load(catalog_path.as_deref()).unwrap_or_else(|error| match catalog_path {
-            Some(_) => settings::exit_with(&format!("CATALOG_PATH: {error}")),
-            None => settings::exit_with(&error.to_string()),
+            Some(_) => settings::exit_with(format!("CATALOG_PATH: {error}")),
+            None => settings::exit_with(&error),
         });
     refuse_published_catalog_secret(host, &loaded.catalog, catalog_path.is_some())
         .unwrap_or_else(|problem| settings::exit_with(&problem));
@@ -300,5 +300,5 @@ fn start_embedded_echo_service(
         .unwrap_or_else(|problem| settings::exit_with(&problem));
     let address = format!("{}:{port}", settings::url_host(host));
     server::serve("echo", &address, Arc::new(echo), max_connections)
-        .unwrap_or_else(|problem| settings::exit_with(&format!("ECHO_PORT: {problem}")));
+        .unwrap_or_else(|problem| settings::exit_with(format!("ECHO_PORT: {problem}")));
 }

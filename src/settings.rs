@@ -438,15 +438,15 @@ impl TlsRoots {
 
     /// A rustls client configuration that checks a server's certificate against these
     /// roots, with ring as the crypto provider (for TLS to a PostgreSQL database).
-    pub fn rustls_config(&self) -> Result<rustls::ClientConfig, String> {
+    pub fn rustls_config(&self) -> Result<rustls::ClientConfig, TlsSetupError> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let builder = rustls::ClientConfig::builder_with_provider(Arc::clone(&provider))
             .with_safe_default_protocol_versions()
-            .map_err(|error| format!("TLS cannot be set up: {error}"))?;
+            .map_err(TlsSetupError::Protocols)?;
         let config = match self {
             TlsRoots::System => {
                 let verifier = rustls_platform_verifier::Verifier::new(provider)
-                    .map_err(|error| format!("the system's trust store cannot be read: {error}"))?;
+                    .map_err(TlsSetupError::SystemTrustStore)?;
                 builder
                     .dangerous()
                     .with_custom_certificate_verifier(Arc::new(verifier))
@@ -455,14 +455,47 @@ impl TlsRoots {
                 let mut roots = rustls::RootCertStore::empty();
                 for certificate in certificates {
                     let der = rustls::pki_types::CertificateDer::from(certificate.der().to_vec());
-                    roots.add(der).map_err(|error| {
-                        format!("SSL_CERT_FILE: a certificate is unusable: {error}")
-                    })?;
+                    roots.add(der).map_err(TlsSetupError::UnusableCertificate)?;
                 }
                 builder.with_root_certificates(roots)
             }
         };
         Ok(config.with_no_client_auth())
+    }
+}
+
+/// Why TLS to a server cannot be set up from [`TlsRoots`].
+#[derive(Debug)]
+pub enum TlsSetupError {
+    /// The crypto provider offers none of the protocol versions asked for.
+    Protocols(rustls::Error),
+    /// The operating system's trust store cannot be read.
+    SystemTrustStore(rustls::Error),
+    /// A certificate of `SSL_CERT_FILE` cannot serve as a root.
+    UnusableCertificate(rustls::Error),
+}
+
+impl std::fmt::Display for TlsSetupError {
+    fn fmt(&self, out: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TlsSetupError::Protocols(error) => write!(out, "TLS cannot be set up: {error}"),
+            TlsSetupError::SystemTrustStore(error) => {
+                write!(out, "the system's trust store cannot be read: {error}")
+            }
+            TlsSetupError::UnusableCertificate(error) => {
+                write!(out, "SSL_CERT_FILE: a certificate is unusable: {error}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for TlsSetupError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            TlsSetupError::Protocols(error)
+            | TlsSetupError::SystemTrustStore(error)
+            | TlsSetupError::UnusableCertificate(error) => Some(error),
+        }
     }
 }
 
@@ -476,14 +509,14 @@ pub fn counted(count: usize, noun: &str) -> String {
 
 /// Prints `message` as the one line that explains why start-up stopped (`error: ...`, or a
 /// JSON object with `LOG_FORMAT=json`) on standard output, after the log lines before it,
-/// and exits 2.
-pub fn exit_with(message: &str) -> ! {
+/// and exits 2. This is where an error becomes words.
+pub fn exit_with(message: impl std::fmt::Display) -> ! {
     exit_with_code(message, EXIT_BAD_CONFIG)
 }
 
 /// [`exit_with`], with another exit code.
-pub fn exit_with_code(message: &str, code: i32) -> ! {
-    crate::logging::fatal(message);
+pub fn exit_with_code(message: impl std::fmt::Display, code: i32) -> ! {
+    crate::logging::fatal(&message.to_string());
     std::process::exit(code)
 }
 
