@@ -7,7 +7,7 @@ use echo_broker::http;
 use echo_broker::platform::{self, StateLocation};
 use echo_broker::server;
 use echo_broker::settings::TlsRoots;
-use echo_broker::settings::{self, Command};
+use echo_broker::settings::{self, Command, SettingError};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -134,7 +134,7 @@ fn refuse_published_secrets(
     host: &str,
     broker: Option<&(String, String)>,
     echo: Option<&(String, String)>,
-) -> Result<(), String> {
+) -> Result<(), SettingError> {
     let mut secrets = Vec::new();
     if let Some((_, password)) = broker {
         secrets.push(("BROKER_PASSWORD", password.as_str()));
@@ -246,7 +246,7 @@ fn start_backend(
     }
 }
 
-fn backend() -> Result<Backend, String> {
+fn backend() -> Result<Backend, SettingError> {
     match settings::var("SERVICE_BASE") {
         Some(value) => Ok(Backend::Remote {
             service_base: settings::service_base(&value)?,
@@ -259,10 +259,11 @@ fn backend() -> Result<Backend, String> {
 }
 
 /// The broker and its embedded echo service listen on the same host, so they need two ports.
-fn ports_differ(port: u16, backend: Backend) -> Result<Backend, String> {
+fn ports_differ(port: u16, backend: Backend) -> Result<Backend, SettingError> {
     match backend {
-        Backend::Embedded { port: echo_port, .. } if echo_port == port => Err(format!(
-            "ECHO_PORT: {echo_port} clashes with PORT {port}; the broker and the embedded echo service need different ports"
+        Backend::Embedded { port: echo_port, .. } if echo_port == port => Err(SettingError::variable(
+            "ECHO_PORT",
+            format!("{echo_port} clashes with PORT {port}; the broker and the embedded echo service need different ports"),
         )),
         backend => Ok(backend),
     }
@@ -270,7 +271,9 @@ fn ports_differ(port: u16, backend: Backend) -> Result<Backend, String> {
 
 /// The echo service's management credentials: the configured pair, or for the embedded
 /// echo service a random pair that only this process knows.
-fn echo_credentials(backend: &Backend) -> Result<Option<(String, String)>, String> {
+fn echo_credentials(
+    backend: &Backend,
+) -> Result<Option<(String, String)>, Box<dyn std::error::Error>> {
     let configured = settings::credentials("ECHO_USERNAME", "ECHO_PASSWORD")?;
     match (configured, backend) {
         (Some(credentials), _) => Ok(Some(credentials)),

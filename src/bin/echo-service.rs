@@ -60,7 +60,7 @@ fn main() {
 fn refuse_published_secret(
     host: &str,
     credentials: Option<&(String, String)>,
-) -> Result<(), String> {
+) -> Result<(), settings::SettingError> {
     match credentials {
         Some((_, password)) => {
             platform::refuse_published_secrets(host, &[("ECHO_PASSWORD", password.as_str())])
