@@ -123,7 +123,7 @@ use crate::echo::api::{
     non_empty, BindingAttributes as RequestedBinding, BindingLifetime, BindingView,
     InstanceAttributes as RequestedInstance, InstanceUpdate, InstanceView, REQUEST_IDENTITY_HEADER,
 };
-use crate::echo_client::{self, EchoClient, EchoError};
+use crate::echo_client::{EchoClient, EchoError};
 use crate::http::{self, HttpRequest, HttpResponse, Rule};
 use crate::observer::Observer;
 use crate::osb::{ORIGINATING_IDENTITY_HEADER, VERSION_HEADER};
@@ -251,7 +251,7 @@ impl Broker {
         };
         // The echo service answers 200 when it made the instance, 409 with the stored one
         // when the id exists. Any other answer, or none (the `?`s), is a 502, 503 or 504.
-        let reply = self.echo.provision(instance_id, &requested)?;
+        let reply = self.echo.provision(instance_id, &requested, request)?;
         match reply.status {
             200 => {
                 let made = reply.instance(instance_id)?;
@@ -314,9 +314,9 @@ impl Broker {
     ///   provisioned or last updated with (see `update`), so a platform can tell whether an
     ///   upgrade the catalog offers was made.
     /// - 404 (MUST: does not exist).
-    fn fetch_instance(&self, instance_id: &str) -> Answer {
+    fn fetch_instance(&self, instance_id: &str, request: &HttpRequest) -> Answer {
         check_id("instance_id", instance_id)?;
-        let instance = self.stored_instance(instance_id, DOES_NOT_EXIST)?;
+        let instance = self.stored_instance(instance_id, DOES_NOT_EXIST, request)?;
         let requested = instance.attributes.as_ref();
         let mut body = Map::new();
         if let Some(requested) = requested {
@@ -403,7 +403,7 @@ impl Broker {
         check_id("instance_id", instance_id)?;
         let body: UpdateRequest = parse_body(request, "update")?;
         let service = self.find_service(&body.service_id, INVALID_DATA)?;
-        let current_plan_id = self.current_plan_id(instance_id, service)?;
+        let current_plan_id = self.current_plan_id(instance_id, service, request)?;
         let new_plan_id = body.plan_id.as_deref().filter(|id| *id != current_plan_id);
         // The plan the instance will be on: a new one must be in the catalog and allowed; the
         // current one may have left it (`None`).
@@ -424,7 +424,7 @@ impl Broker {
             context: body.context.map(Value::Object),
             maintenance_info: updated_maintenance_info(plan, new_plan_id.is_some(), requested_info),
         };
-        let reply = self.echo.update(instance_id, &update)?;
+        let reply = self.echo.update(instance_id, &update, request)?;
         match reply.status {
             // Changed; its answer is the instance as it is now.
             200 => {
@@ -438,8 +438,13 @@ impl Broker {
     }
 
     /// The plan the instance is on now; 400 if the instance belongs to another service.
-    fn current_plan_id(&self, instance_id: &str, service: &Service) -> Result<String, BrokerError> {
-        let instance = self.stored_instance(instance_id, NO_INSTANCE_TO_CHANGE)?;
+    fn current_plan_id(
+        &self,
+        instance_id: &str,
+        service: &Service,
+        request: &HttpRequest,
+    ) -> Result<String, BrokerError> {
+        let instance = self.stored_instance(instance_id, NO_INSTANCE_TO_CHANGE, request)?;
         match instance.attributes {
             Some(requested) if requested.service_id != service.id => Err(BrokerError::BadRequest(
                 INVALID_DATA,
@@ -550,7 +555,7 @@ impl Broker {
         check_id("binding_id", binding_id)?;
         let body: BindRequest = parse_body(request, "bind")?;
         if let Some(predecessor_id) = body.predecessor_binding_id.clone() {
-            return self.rotate(instance_id, binding_id, &predecessor_id, body);
+            return self.rotate(instance_id, binding_id, &predecessor_id, body, request);
         }
         let (Some(service_id), Some(plan_id)) = (body.service_id, body.plan_id) else {
             let why = "service_id and plan_id are required";
@@ -568,7 +573,7 @@ impl Broker {
             parameters: non_empty(body.parameters.map(Value::Object)),
             predecessor_binding_id: None,
         };
-        self.make_binding(instance_id, binding_id, plan, &requested)
+        self.make_binding(instance_id, binding_id, plan, &requested, request)
     }
 
     /// The plan a bind or rotation names: in the catalog (this broker's choice, see `bind`),
@@ -592,11 +597,12 @@ impl Broker {
         binding_id: &str,
         plan: &Plan,
         requested: &RequestedBinding,
+        request: &HttpRequest,
     ) -> Answer {
         let lifetime = plan.binding_lifetime_seconds().map(lifetime_from_now);
         let reply = self
             .echo
-            .bind(instance_id, binding_id, requested, lifetime)?;
+            .bind(instance_id, binding_id, requested, lifetime, request)?;
         match reply.status {
             200 => {
                 let made = reply.binding(binding_id)?;
@@ -690,6 +696,7 @@ impl Broker {
         binding_id: &str,
         predecessor_id: &str,
         body: BindRequest,
+        request: &HttpRequest,
     ) -> Answer {
         check_id("predecessor_binding_id", predecessor_id)?;
         if predecessor_id == binding_id {
@@ -699,11 +706,12 @@ impl Broker {
         if let Some(app_guid) = &body.app_guid {
             check_id("app_guid", app_guid)?;
         }
-        if let Some(successor) = self.successor_made_by(instance_id, binding_id, predecessor_id)? {
+        let successor = self.successor_made_by(instance_id, binding_id, predecessor_id, request)?;
+        if let Some(successor) = successor {
             let requested = rotation_request(body, successor.attributes.as_ref(), predecessor_id)?;
             return self.answer_repeated_bind(instance_id, binding_id, &successor, &requested);
         }
-        let predecessor = self.live_predecessor(instance_id, predecessor_id)?;
+        let predecessor = self.live_predecessor(instance_id, predecessor_id, request)?;
         let requested = rotation_request(body, predecessor.attributes.as_ref(), predecessor_id)?;
         let plan = self.plan_to_bind(&requested.service_id, &requested.plan_id)?;
         if plan.binding_rotatable != Some(true) {
@@ -715,7 +723,7 @@ impl Broker {
                 ),
             ));
         }
-        self.make_binding(instance_id, binding_id, plan, &requested)
+        self.make_binding(instance_id, binding_id, plan, &requested, request)
     }
 
     /// The binding `binding_id`, if it exists and was made by rotating `predecessor_id`:
@@ -725,8 +733,9 @@ impl Broker {
         instance_id: &str,
         binding_id: &str,
         predecessor_id: &str,
+        request: &HttpRequest,
     ) -> Result<Option<BindingView>, BrokerError> {
-        let successor = self.stored_binding(instance_id, binding_id)?;
+        let successor = self.stored_binding(instance_id, binding_id, request)?;
         Ok(successor.filter(|successor| {
             let named = successor.attributes.as_ref();
             named.and_then(|requested| requested.predecessor_binding_id.as_deref())
@@ -739,8 +748,9 @@ impl Broker {
         &self,
         instance_id: &str,
         predecessor_id: &str,
+        request: &HttpRequest,
     ) -> Result<BindingView, BrokerError> {
-        let Some(predecessor) = self.stored_binding(instance_id, predecessor_id)? else {
+        let Some(predecessor) = self.stored_binding(instance_id, predecessor_id, request)? else {
             return Err(BrokerError::BadRequest(
                 ROTATION_REFUSED,
                 format!(
@@ -806,10 +816,10 @@ impl Broker {
     ///   deletes it with an unbind (200); a 404 would tell the platform it is gone, and hide
     ///   why the app's calls fail.
     /// - 404 (MUST: does not exist).
-    fn fetch_binding(&self, instance_id: &str, binding_id: &str) -> Answer {
+    fn fetch_binding(&self, instance_id: &str, binding_id: &str, request: &HttpRequest) -> Answer {
         check_id("instance_id", instance_id)?;
         check_id("binding_id", binding_id)?;
-        let Some(binding) = self.stored_binding(instance_id, binding_id)? else {
+        let Some(binding) = self.stored_binding(instance_id, binding_id, request)? else {
             let why = format!("binding '{binding_id}' does not exist");
             return Err(BrokerError::NotFound(DOES_NOT_EXIST, why));
         };
@@ -852,7 +862,7 @@ impl Broker {
         let (service_id, plan_id) = ids_from_query(request)?;
         let reply = self
             .echo
-            .unbind(instance_id, binding_id, &service_id, &plan_id)?;
+            .unbind(instance_id, binding_id, &service_id, &plan_id, request)?;
         match reply.status {
             200 => Ok(respond(200, DELETED, &json!({}))),
             404 => Err(BrokerError::Gone),
@@ -881,7 +891,9 @@ impl Broker {
     fn deprovision(&self, instance_id: &str, request: &HttpRequest) -> Answer {
         check_id("instance_id", instance_id)?;
         let (service_id, plan_id) = ids_from_query(request)?;
-        let reply = self.echo.deprovision(instance_id, &service_id, &plan_id)?;
+        let reply = self
+            .echo
+            .deprovision(instance_id, &service_id, &plan_id, request)?;
         match reply.status {
             200 => Ok(respond(200, DELETED, &json!({}))),
             404 => Err(BrokerError::Gone),
@@ -902,9 +914,9 @@ impl Broker {
     /// - 200 (MUST: succeeded) `{"state": "succeeded"}`: the instance exists, so the
     ///   operation that made or last changed it succeeded.
     /// - 404 (MUST: does not exist).
-    fn instance_last_operation(&self, instance_id: &str) -> Answer {
+    fn instance_last_operation(&self, instance_id: &str, request: &HttpRequest) -> Answer {
         check_id("instance_id", instance_id)?;
-        self.stored_instance(instance_id, DOES_NOT_EXIST)?;
+        self.stored_instance(instance_id, DOES_NOT_EXIST, request)?;
         Ok(respond(200, SUCCEEDED, &json!({"state": "succeeded"})))
     }
 
@@ -912,10 +924,15 @@ impl Broker {
     ///
     /// - 200 (MUST: succeeded) `{"state": "succeeded"}`: the binding exists.
     /// - 404 (MUST: does not exist).
-    fn binding_last_operation(&self, instance_id: &str, binding_id: &str) -> Answer {
+    fn binding_last_operation(
+        &self,
+        instance_id: &str,
+        binding_id: &str,
+        request: &HttpRequest,
+    ) -> Answer {
         check_id("instance_id", instance_id)?;
         check_id("binding_id", binding_id)?;
-        match self.stored_binding(instance_id, binding_id)? {
+        match self.stored_binding(instance_id, binding_id, request)? {
             Some(_) => Ok(respond(200, SUCCEEDED, &json!({"state": "succeeded"}))),
             None => Err(BrokerError::NotFound(
                 DOES_NOT_EXIST,
@@ -1109,11 +1126,9 @@ impl Broker {
     /// `X-Broker-API-Request-Identity: VALUE` ("Request Identity"): a platform MAY name each
     /// request, and then MUST on every one. The broker SHOULD send it back on the answer,
     /// and MAY log it; this one logs it, and forwards it on every call to the echo service
-    /// made while the handler runs (its choice), so one request can be followed through both
-    /// servers' logs.
+    /// made for the request (its choice: each call is given the request), so one request can
+    /// be followed through both servers' logs.
     fn answer_checked(&self, request: &HttpRequest) -> HttpResponse {
-        let identity = request.header(REQUEST_IDENTITY_HEADER);
-        let _forwarded = echo_client::forward_request_identity(identity);
         let answer = routes::run(self, request);
         with_request_identity(request, answer.unwrap_or_else(|error| error.to_response()))
     }
@@ -1383,8 +1398,13 @@ impl Broker {
     }
 
     /// The instance, as the echo service has it; a 404 under `rule` if it has none.
-    fn stored_instance(&self, instance_id: &str, rule: Rule) -> Result<InstanceView, BrokerError> {
-        let reply = self.echo.fetch_instance(instance_id)?;
+    fn stored_instance(
+        &self,
+        instance_id: &str,
+        rule: Rule,
+        request: &HttpRequest,
+    ) -> Result<InstanceView, BrokerError> {
+        let reply = self.echo.fetch_instance(instance_id, request)?;
         match reply.status {
             200 => Ok(reply.instance(instance_id)?),
             404 => Err(no_instance(instance_id, rule)),
@@ -1397,8 +1417,9 @@ impl Broker {
         &self,
         instance_id: &str,
         binding_id: &str,
+        request: &HttpRequest,
     ) -> Result<Option<BindingView>, BrokerError> {
-        let reply = self.echo.fetch_binding(instance_id, binding_id)?;
+        let reply = self.echo.fetch_binding(instance_id, binding_id, request)?;
         match reply.status {
             200 => Ok(Some(reply.binding(binding_id)?)),
             404 => Ok(None),

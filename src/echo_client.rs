@@ -1,5 +1,7 @@
 //! The broker's side of the echo service's management API: one shared ureq agent (a pool of
 //! keep-alive connections used by every worker) with short timeouts, and one method per call.
+//! Each call is made for a platform request and forwards its request identity, so that one
+//! platform request can be followed through the broker's log and the echo service's.
 //!
 //! An `https://` echo service is reached over TLS (rustls), its certificate checked against
 //! the operating system's trust store, or the CAs of `SSL_CERT_FILE` when that is set.
@@ -13,48 +15,18 @@ use crate::echo::api::{
     BindBody, BindingAttributes, BindingLifetime, BindingView, InstanceAttributes, InstanceUpdate,
     InstanceView, REQUEST_IDENTITY_HEADER,
 };
-use crate::http::percent_encode;
+use crate::http::{percent_encode, HttpRequest};
 use crate::settings::TlsRoots;
 use serde::de::DeserializeOwned;
 use std::sync::Arc;
 use std::time::Duration;
 use ureq::tls::{RootCerts, TlsConfig, TlsProvider};
 
-thread_local! {
-    /// The request identity of the platform request this thread is answering. A request is
-    /// answered on one thread from start to end, so this carries it to [`EchoClient::send`]
-    /// without adding a parameter to every handler and client method.
-    static FORWARDED_IDENTITY: std::cell::RefCell<Option<String>> =
-        const { std::cell::RefCell::new(None) };
-}
-
-/// Forwards `identity` on this thread's calls to the echo service until the returned guard
-/// is dropped (at the end of the platform request).
-pub fn forward_request_identity(identity: Option<&str>) -> ForwardedIdentity {
-    let forwardable = identity.filter(|identity| is_forwardable(identity));
-    FORWARDED_IDENTITY.with(|forwarded| *forwarded.borrow_mut() = forwardable.map(str::to_string));
-    ForwardedIdentity {
-        _not_send: std::marker::PhantomData,
-    }
-}
-
 /// Only a value any HTTP stack accepts is forwarded (printable ASCII, at most 255 bytes: a
 /// UUID in practice), so an odd identity never turns a request into a failed call.
 fn is_forwardable(identity: &str) -> bool {
     identity.len() <= crate::http::MAX_ID_BYTES
         && identity.bytes().all(|byte| (0x20..0x7f).contains(&byte))
-}
-
-/// Stops forwarding the request identity when dropped.
-pub struct ForwardedIdentity {
-    /// The identity belongs to this thread: the guard must be dropped where it was made.
-    _not_send: std::marker::PhantomData<*const ()>,
-}
-
-impl Drop for ForwardedIdentity {
-    fn drop(&mut self) {
-        FORWARDED_IDENTITY.with(|forwarded| *forwarded.borrow_mut() = None);
-    }
 }
 
 /// How long the broker waits for the echo service's answer before answering with an error.
@@ -151,20 +123,48 @@ impl EchoClient {
         &self,
         instance_id: &str,
         attributes: &InstanceAttributes,
+        platform_request: &HttpRequest,
     ) -> Result<Reply, EchoError> {
         let path = instance_path(instance_id);
-        self.send("provision", "PUT", &path, Some(to_body(attributes)))
+        self.send(
+            "provision",
+            "PUT",
+            &path,
+            Some(to_body(attributes)),
+            platform_request,
+        )
     }
 
     /// `GET /echo/{instance_id}`.
-    pub fn fetch_instance(&self, instance_id: &str) -> Result<Reply, EchoError> {
-        self.send("fetch instance", "GET", &instance_path(instance_id), None)
+    pub fn fetch_instance(
+        &self,
+        instance_id: &str,
+        platform_request: &HttpRequest,
+    ) -> Result<Reply, EchoError> {
+        self.send(
+            "fetch instance",
+            "GET",
+            &instance_path(instance_id),
+            None,
+            platform_request,
+        )
     }
 
     /// `PATCH /echo/{instance_id}`.
-    pub fn update(&self, instance_id: &str, update: &InstanceUpdate) -> Result<Reply, EchoError> {
+    pub fn update(
+        &self,
+        instance_id: &str,
+        update: &InstanceUpdate,
+        platform_request: &HttpRequest,
+    ) -> Result<Reply, EchoError> {
         let path = instance_path(instance_id);
-        self.send("update", "PATCH", &path, Some(to_body(update)))
+        self.send(
+            "update",
+            "PATCH",
+            &path,
+            Some(to_body(update)),
+            platform_request,
+        )
     }
 
     /// `DELETE /echo/{instance_id}?service_id=..&plan_id=..`.
@@ -173,9 +173,10 @@ impl EchoClient {
         instance_id: &str,
         service_id: &str,
         plan_id: &str,
+        platform_request: &HttpRequest,
     ) -> Result<Reply, EchoError> {
         let path = instance_path(instance_id) + &ids_query(service_id, plan_id);
-        self.send("deprovision", "DELETE", &path, None)
+        self.send("deprovision", "DELETE", &path, None, platform_request)
     }
 
     /// `PUT /echo/{instance_id}/{binding_id}`, with the binding's lifetime if it has one.
@@ -185,19 +186,25 @@ impl EchoClient {
         binding_id: &str,
         attributes: &BindingAttributes,
         lifetime: Option<BindingLifetime>,
+        platform_request: &HttpRequest,
     ) -> Result<Reply, EchoError> {
         let path = binding_path(instance_id, binding_id);
         let body = BindBody {
             attributes: attributes.clone(),
             lifetime,
         };
-        self.send("bind", "PUT", &path, Some(to_body(&body)))
+        self.send("bind", "PUT", &path, Some(to_body(&body)), platform_request)
     }
 
     /// `GET /echo/{instance_id}/{binding_id}`.
-    pub fn fetch_binding(&self, instance_id: &str, binding_id: &str) -> Result<Reply, EchoError> {
+    pub fn fetch_binding(
+        &self,
+        instance_id: &str,
+        binding_id: &str,
+        platform_request: &HttpRequest,
+    ) -> Result<Reply, EchoError> {
         let path = binding_path(instance_id, binding_id);
-        self.send("fetch binding", "GET", &path, None)
+        self.send("fetch binding", "GET", &path, None, platform_request)
     }
 
     /// `DELETE /echo/{instance_id}/{binding_id}?service_id=..&plan_id=..`.
@@ -207,9 +214,10 @@ impl EchoClient {
         binding_id: &str,
         service_id: &str,
         plan_id: &str,
+        platform_request: &HttpRequest,
     ) -> Result<Reply, EchoError> {
         let path = binding_path(instance_id, binding_id) + &ids_query(service_id, plan_id);
-        self.send("unbind", "DELETE", &path, None)
+        self.send("unbind", "DELETE", &path, None, platform_request)
     }
 
     /// A URL the broker hands out: the echo service's base, then `segments`, each
@@ -239,12 +247,14 @@ impl EchoClient {
         url
     }
 
+    /// Makes one call for `platform_request`, forwarding its request identity.
     fn send(
         &self,
         operation: &'static str,
         method: &str,
         path: &str,
         body: Option<Vec<u8>>,
+        platform_request: &HttpRequest,
     ) -> Result<Reply, EchoError> {
         let url = format!("{}{}", self.base_url, path);
         let mut builder = ureq::http::Request::builder().method(method).uri(&url);
@@ -254,7 +264,8 @@ impl EchoClient {
         if body.is_some() {
             builder = builder.header("Content-Type", "application/json");
         }
-        if let Some(identity) = FORWARDED_IDENTITY.with(|forwarded| forwarded.borrow().clone()) {
+        let identity = platform_request.header(REQUEST_IDENTITY_HEADER);
+        if let Some(identity) = identity.filter(|identity| is_forwardable(identity)) {
             builder = builder.header(REQUEST_IDENTITY_HEADER, identity);
         }
         let request = builder

@@ -39,23 +39,23 @@ pub(super) fn route<'p>(method: &str, path: &'p [&'p str]) -> Option<Route<'p>> 
         ("PUT", ["v2", "service_instances", instance_id]) =>
             to("provision", "Provisioning", move |broker, request| broker.provision(instance_id, request)),
         ("GET", ["v2", "service_instances", instance_id]) =>
-            to("fetch_instance", "Fetching a Service Instance", move |broker, _| broker.fetch_instance(instance_id)),
+            to("fetch_instance", "Fetching a Service Instance", move |broker, request| broker.fetch_instance(instance_id, request)),
         ("PATCH", ["v2", "service_instances", instance_id]) =>
             to("update", "Updating a Service Instance", move |broker, request| broker.update(instance_id, request)),
         ("PUT", ["v2", "service_instances", instance_id, "service_bindings", binding_id]) =>
             to("bind", "Binding", move |broker, request| broker.bind(instance_id, binding_id, request)),
         ("GET", ["v2", "service_instances", instance_id, "service_bindings", binding_id]) =>
-            to("fetch_binding", "Fetching a Service Binding", move |broker, _| broker.fetch_binding(instance_id, binding_id)),
+            to("fetch_binding", "Fetching a Service Binding", move |broker, request| broker.fetch_binding(instance_id, binding_id, request)),
         ("DELETE", ["v2", "service_instances", instance_id, "service_bindings", binding_id]) =>
             to("unbind", "Unbinding", move |broker, request| broker.unbind(instance_id, binding_id, request)),
         ("DELETE", ["v2", "service_instances", instance_id]) =>
             to("deprovision", "Deprovisioning", move |broker, request| broker.deprovision(instance_id, request)),
         ("GET", ["v2", "service_instances", instance_id, "last_operation"]) =>
             to("instance_last_operation", "Polling Last Operation for Service Instances",
-               move |broker, _| broker.instance_last_operation(instance_id)),
+               move |broker, request| broker.instance_last_operation(instance_id, request)),
         ("GET", ["v2", "service_instances", instance_id, "service_bindings", binding_id, "last_operation"]) =>
             to("binding_last_operation", "Polling Last Operation for Service Bindings",
-               move |broker, _| broker.binding_last_operation(instance_id, binding_id)),
+               move |broker, request| broker.binding_last_operation(instance_id, binding_id, request)),
         // Beyond the OSB API: the platform's health check, and for people and monitoring
         // what this process answered (`observer.rs`).
         ("GET", ["health"]) => to("health", "", |_, _| Ok(HttpResponse::json(200, &json!({"status": "ok"})))),
