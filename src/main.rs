@@ -1,5 +1,6 @@
 //! The broker's start-up: configuration from the environment, logging, the catalog, the
-//! echo service (embedded unless `SERVICE_BASE` names one), and the broker's server loop.
+//! echo service (embedded unless `SERVICE_BASE` names one), the broker's server, and their
+//! stop on SIGTERM.
 
 use echo_broker::broker::{Broker, BrokerConfig};
 use echo_broker::catalog::Catalog;
@@ -10,6 +11,7 @@ use echo_broker::settings::TlsRoots;
 use echo_broker::settings::{self, Command, SettingError};
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Instant;
 
 /// `--check-catalog FILE`: the file was read and the catalog in it is invalid.
 const EXIT_INVALID_CATALOG: i32 = 1;
@@ -101,7 +103,7 @@ fn run() {
         .unwrap_or_else(|problem| settings::exit_with(&problem));
     let tls_roots = settings::tls_roots().unwrap_or_else(|problem| settings::exit_with(&problem));
     let catalog = load_catalog(&host);
-    let service_base = start_backend(
+    let (service_base, echo_server) = start_backend(
         &backend,
         &host,
         echo_credentials.clone(),
@@ -122,10 +124,20 @@ fn run() {
         tls_roots,
     });
     let address = format!("{}:{port}", settings::url_host(&host));
-    server::serve("broker", &address, Arc::new(broker), max_connections)
+    let broker_server = server::serve("broker", &address, Arc::new(broker), max_connections)
         .unwrap_or_else(|problem| settings::exit_with(format!("PORT: {problem}")));
     log::info!("broker: listening on http://{address} (at most {max_connections} connections)");
-    server::run_until_stopped();
+    let servers: Vec<server::ServerHandle> = [Some(broker_server), echo_server]
+        .into_iter()
+        .flatten()
+        .collect();
+    server::warn_if_descriptors_run_short(&servers);
+    server::wait_for_stop_signal();
+    // In this order: the broker first, since the requests it is still answering call the
+    // embedded echo service, which stops once they are answered.
+    let finished = server::stop_in_order(servers, Instant::now() + server::STOP_GRACE);
+    log::logger().flush();
+    std::process::exit(if finished { 0 } else { 1 });
 }
 
 /// Beyond loopback, the broker's and the echo service's passwords must be secrets of the
@@ -218,21 +230,22 @@ fn broker_credentials(configured: Option<(String, String)>, host: &str) -> (Stri
     }
 }
 
-/// Starts the embedded echo service if there is one; returns the echo service's base URL.
+/// Starts the embedded echo service if there is one; returns the echo service's base URL,
+/// and the embedded echo service's server.
 fn start_backend(
     backend: &Backend,
     host: &str,
     credentials: Option<(String, String)>,
     tls_roots: &TlsRoots,
     max_connections: usize,
-) -> String {
+) -> (String, Option<server::ServerHandle>) {
     match backend {
         Backend::Remote { service_base } => {
             log::info!("backend: echo service at {service_base}");
-            service_base.clone()
+            (service_base.clone(), None)
         }
         Backend::Embedded { port, state } => {
-            start_embedded_echo_service(
+            let echo_server = start_embedded_echo_service(
                 host,
                 *port,
                 state,
@@ -241,7 +254,8 @@ fn start_backend(
                 max_connections,
             );
             log::info!("backend: embedded echo service on port {port}");
-            format!("http://{}:{port}", settings::url_host(reachable_host(host)))
+            let base = format!("http://{}:{port}", settings::url_host(reachable_host(host)));
+            (base, Some(echo_server))
         }
     }
 }
@@ -298,10 +312,10 @@ fn start_embedded_echo_service(
     credentials: Option<(String, String)>,
     tls_roots: &TlsRoots,
     max_connections: usize,
-) {
+) -> server::ServerHandle {
     let echo = echo_broker::echo::start_service(state, credentials, tls_roots)
         .unwrap_or_else(|problem| settings::exit_with(&problem));
     let address = format!("{}:{port}", settings::url_host(host));
     server::serve("echo", &address, Arc::new(echo), max_connections)
-        .unwrap_or_else(|problem| settings::exit_with(format!("ECHO_PORT: {problem}")));
+        .unwrap_or_else(|problem| settings::exit_with(format!("ECHO_PORT: {problem}")))
 }

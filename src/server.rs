@@ -27,17 +27,21 @@
 //! are bounded too ([`threads`]), and at that bound the oldest is ended at once, so that
 //! accepting never waits for them.
 //!
-//! On SIGTERM or Ctrl-C ([`run_until_stopped`]) the listeners close first, idle
-//! connections close, no request is read that could not be answered in time, and every
-//! request already read is answered: by its handler, or with a 503 when the handler cannot
-//! finish in time.
+//! A server is a value: [`serve`] starts one and returns its [`ServerHandle`], with the
+//! address it listens on and its graceful stop ([`stop`]), which the program calls when it
+//! likes (on SIGTERM, both binaries): the listener closes first, idle connections close, no
+//! request is read that could not be answered in time, and every request already read is
+//! answered: by its handler, or with a 503 when the handler cannot finish in time.
 
 mod answer;
 mod chunked;
 mod head;
 mod slots;
+mod stop;
 mod threads;
 mod wire;
+
+pub use stop::{stop_in_order, wait_for_stop_signal, Stopped, STOP_GRACE};
 
 use crate::http::{HttpRequest, HttpResponse, MAX_BODY_BYTES};
 use crate::logging::RequestContext;
@@ -46,21 +50,24 @@ use head::{Framing, Head};
 use slots::{Phase, Slot, SlotGuard, Slots};
 use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 use threads::Threads;
 use wire::{BodyFailure, HeadFailure, Interrupted, Socket, Transport, Wire};
 
 /// What a server does with a request.
 pub trait Handler: Send + Sync + 'static {
-    /// The checks that need only the request line and headers (credentials, API version).
-    /// A refusal is sent without the body ever being read. The default admits everything.
-    fn admit(&self, _head: &HttpRequest) -> Result<(), HttpResponse> {
-        Ok(())
-    }
+    /// What [`Handler::admit`] learned of a request that [`Handler::handle`] needs too (the
+    /// echo service: the bound app it let in), handed from one to the other with the
+    /// request.
+    type Admission;
 
-    /// Answers an admitted request, body included.
-    fn handle(&self, request: &HttpRequest) -> HttpResponse;
+    /// The checks that need only the request line and headers (credentials, API version).
+    /// A refusal is sent without the body ever being read.
+    fn admit(&self, head: &HttpRequest) -> Result<Self::Admission, HttpResponse>;
+
+    /// Answers an admitted request, body included, with what its admission found.
+    fn handle(&self, request: &HttpRequest, admission: Self::Admission) -> HttpResponse;
 
     /// Who asked, for the request's log line.
     fn log_context(&self, _request: &HttpRequest) -> RequestContext {
@@ -151,44 +158,35 @@ const FRESH_CONNECTION_GRACE: Duration = Duration::from_secs(1);
 /// a few pages of it (docs/performance.md measures an idle and a busy slot).
 const CONNECTION_STACK: usize = 512 * 1024;
 
-/// How long a stopping server waits for the requests it is answering: Cloud Foundry sends
-/// SIGKILL 10 s after SIGTERM, so every server is done well before that.
-pub const STOP_GRACE: Duration = Duration::from_secs(8);
-
-/// How long before the end of [`STOP_GRACE`] every answer must be out: then the handlers
-/// still running get a 503 in their place, and the process exits with time to spare.
-const STOP_MARGIN: Duration = Duration::from_millis(1500);
-
 /// The time kept for writing an answer after its handler, when a stopping server decides
 /// whether a request can still be answered in time.
 const ANSWER_ALLOWANCE: Duration = Duration::from_millis(500);
 
-/// How long a stopping server waits, once its answers are due, for the connections it ended
-/// and for the writes under way (each gives up within one wait for room).
-const ENDED_WITHIN: Duration = Duration::from_millis(300);
-
-/// Starts serving `handler` on `address` ("host:port") in background threads.
+/// Starts serving `handler` on `address` ("host:port") in background threads. The handle
+/// says where it listens and stops it; dropped, it leaves the server running until the
+/// process ends.
 pub fn serve<H: Handler>(
     name: &'static str,
     address: &str,
     handler: Arc<H>,
     max_connections: usize,
-) -> Result<(), String> {
+) -> Result<ServerHandle, ServeError> {
     let socket_address = socket_address(address)?;
-    let listener = TcpListener::bind(socket_address)
-        .map_err(|error| format!("cannot listen on {socket_address}: {error}"))?;
-    let local = listener
-        .local_addr()
-        .map_err(|error| format!("cannot listen on {socket_address}: {error}"))?;
-    let threads = Threads::start(name, 2 * max_connections + DISPLACED_ROOM)
-        .map_err(|error| format!("cannot start the {name} server: {error}"))?;
+    let cannot_listen = |source| ServeError::Listen {
+        address: socket_address,
+        source,
+    };
+    let listener = TcpListener::bind(socket_address).map_err(cannot_listen)?;
+    let local = listener.local_addr().map_err(cannot_listen)?;
+    let cannot_start = |source| ServeError::Start { name, source };
+    let threads =
+        Threads::start(name, 2 * max_connections + DISPLACED_ROOM).map_err(cannot_start)?;
     let server = Arc::new(Server {
         name,
         slots: Slots::new(max_connections),
         max_connections,
         longest_handling: handler.longest_handling(),
         stopping: AtomicBool::new(false),
-        stop_deadline_ms: AtomicU64::new(u64::MAX),
         answers_due_ms: AtomicU64::new(u64::MAX),
         reading_until_ms: AtomicU64::new(u64::MAX),
         stop_started_ms: AtomicU64::new(u64::MAX),
@@ -197,24 +195,87 @@ pub fn serve<H: Handler>(
         threads,
         wake_address: reachable(local),
     });
-    register(&server);
     let accepting = Arc::clone(&server);
     std::thread::Builder::new()
         .name(format!("{name}-accept"))
         .spawn(move || accept_loop(listener, &accepting, &handler))
-        .map(drop)
-        .map_err(|error| format!("cannot start the {name} server: {error}"))
+        .map_err(cannot_start)?;
+    Ok(ServerHandle {
+        server,
+        address: local,
+    })
 }
 
-fn socket_address(address: &str) -> Result<SocketAddr, String> {
+fn socket_address(address: &str) -> Result<SocketAddr, ServeError> {
     address
         .to_socket_addrs()
         .ok()
         .and_then(|mut addresses| addresses.next())
-        .ok_or_else(|| format!("'{address}' is not an address to listen on"))
+        .ok_or_else(|| ServeError::NotAnAddress(address.to_string()))
 }
 
-/// One server of the process: its slots, its threads and whether it is stopping.
+/// A running server, as [`serve`] returns it: where it listens, and its stop
+/// ([`ServerHandle::stop`]).
+pub struct ServerHandle {
+    server: Arc<Server>,
+    address: SocketAddr,
+}
+
+impl ServerHandle {
+    /// The address the server listens on (its port chosen by the system if 0 was asked).
+    pub fn address(&self) -> SocketAddr {
+        self.address
+    }
+
+    /// The most connections it serves at once.
+    pub fn max_connections(&self) -> usize {
+        self.server.max_connections
+    }
+}
+
+/// Why a server could not start.
+#[derive(Debug)]
+pub enum ServeError {
+    /// What was given as the address to listen on names none.
+    NotAnAddress(String),
+    /// Listening on the address failed: it is in use, not this machine's, or not allowed.
+    Listen {
+        address: SocketAddr,
+        source: std::io::Error,
+    },
+    /// The server's threads could not be started.
+    Start {
+        name: &'static str,
+        source: std::io::Error,
+    },
+}
+
+impl std::fmt::Display for ServeError {
+    fn fmt(&self, out: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ServeError::NotAnAddress(address) => {
+                write!(out, "'{address}' is not an address to listen on")
+            }
+            ServeError::Listen { address, source } => {
+                write!(out, "cannot listen on {address}: {source}")
+            }
+            ServeError::Start { name, source } => {
+                write!(out, "cannot start the {name} server: {source}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for ServeError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            ServeError::NotAnAddress(_) => None,
+            ServeError::Listen { source, .. } | ServeError::Start { source, .. } => Some(source),
+        }
+    }
+}
+
+/// One server: its slots, its threads and whether it is stopping.
 struct Server {
     name: &'static str,
     slots: Arc<Slots>,
@@ -223,8 +284,7 @@ struct Server {
     longest_handling: Duration,
     stopping: AtomicBool,
     /// The times of a stop, in milliseconds since `epoch` (`u64::MAX` until it stops): when
-    /// it must be done, when every answer is due, and until when it reads requests.
-    stop_deadline_ms: AtomicU64,
+    /// every answer is due, and until when it reads requests.
     answers_due_ms: AtomicU64,
     reading_until_ms: AtomicU64,
     /// When the stop began.
@@ -533,14 +593,15 @@ fn exchange<T: Transport, H: Handler>(
                 let read_away = !expects_continue && read_away_body(wire, framing, reading);
                 (refusal, read_away, false, false)
             }
-            Ok(()) => match receive_body(wire, framing, expects_continue, reading) {
+            Ok(admission) => match receive_body(wire, framing, expects_continue, reading) {
                 // A stopping server does not start what it could not answer in time.
                 Ok(_) if !reading.server.can_answer_in_time() => {
                     (Refusal::stopping().response, true, true, false)
                 }
                 Ok(body) => {
                     request.body = body;
-                    let response = guarded(|| handler.handle(&request)).unwrap_or_else(|e| e);
+                    let handled = guarded(|| handler.handle(&request, admission));
+                    let response = handled.unwrap_or_else(|e| e);
                     (response, true, true, true)
                 }
                 Err(Some(refusal)) => (refusal.response, false, true, false),
@@ -704,33 +765,16 @@ fn guarded<T>(work: impl FnOnce() -> T) -> Result<T, HttpResponse> {
 }
 
 // ---------------------------------------------------------------------------------------
-// Graceful stop, and the servers of this process
+// The servers of a process
 // ---------------------------------------------------------------------------------------
-
-/// Every server of this process, in the order they started.
-static SERVERS: Mutex<Vec<Arc<Server>>> = Mutex::new(Vec::new());
-
-fn servers() -> std::sync::MutexGuard<'static, Vec<Arc<Server>>> {
-    SERVERS
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-fn register(server: &Arc<Server>) {
-    servers().push(Arc::clone(server));
-}
 
 /// Each connection holds one file descriptor, and a request may hold one more while its
 /// handler calls another server (the broker calling the echo service); with a few dozen
-/// for the process itself, every server of the process together needs about
+/// for the process itself, the `servers` of a process together need about
 /// `2 × connections + 64`. Linux says the limit in /proc; elsewhere there is nothing cheap
 /// to read. Said once, when every server of the process has started (the embedded default
 /// runs two), if they need more than there is.
-fn warn_if_descriptors_run_short() {
-    let caps: Vec<usize> = servers()
-        .iter()
-        .map(|server| server.max_connections)
-        .collect();
+pub fn warn_if_descriptors_run_short(servers: &[ServerHandle]) {
     let Ok(limits) = std::fs::read_to_string("/proc/self/limits") else {
         return;
     };
@@ -739,10 +783,10 @@ fn warn_if_descriptors_run_short() {
         .find(|line| line.starts_with("Max open files"))
         .and_then(|line| line.split_whitespace().nth(3))
         .and_then(|limit| limit.parse::<usize>().ok());
-    let connections: usize = caps.iter().sum();
+    let connections: usize = servers.iter().map(ServerHandle::max_connections).sum();
     let needed = 2 * connections + 64;
     if let Some(limit) = soft_limit.filter(|limit| *limit < needed) {
-        let servers = match caps.len() {
+        let servers = match servers.len() {
             1 => "1 server".to_string(),
             count => format!("{count} servers"),
         };
@@ -762,131 +806,6 @@ fn reachable(local: SocketAddr) -> SocketAddr {
         });
     }
     address
-}
-
-impl Server {
-    /// Stops taking connections and closes idle ones; reads requests only while they can
-    /// still be answered in time; waits for every request already read to be answered. When
-    /// the answers are due ([`STOP_MARGIN`] before `until`), a handler still running gets a
-    /// 503 written in its place, and every other connection is ended. Whether every request
-    /// read was answered, by its handler or in its place.
-    fn stop(&self, until: Instant) -> bool {
-        let now = Instant::now();
-        let due = until.checked_sub(STOP_MARGIN).unwrap_or(now).max(now);
-        let handling = self.longest_handling + ANSWER_ALLOWANCE;
-        let reading_until = due.checked_sub(handling).unwrap_or(now).max(now);
-        let store = |field: &AtomicU64, at: Instant| {
-            field.store(self.ms_since_epoch(at), Ordering::SeqCst);
-        };
-        store(&self.stop_deadline_ms, until);
-        store(&self.answers_due_ms, due);
-        store(&self.reading_until_ms, reading_until);
-        store(&self.stop_started_ms, now);
-        self.stopping.store(true, Ordering::SeqCst);
-        // The accept loop is blocked in `accept`: a connection of our own wakes it, and it
-        // closes the listener (this connection, served like any, ends at once).
-        let _ = TcpStream::connect_timeout(&self.wake_address, Duration::from_secs(1));
-        let listening = || self.listening.load(Ordering::SeqCst);
-        if self.threads.wait_until_all_ended(due) && !wait_while(due, listening) {
-            return true;
-        }
-        self.answer_what_is_left();
-        let ended = |slot: &Slot| slot.phase() == Phase::AnsweredByStop;
-        let settled = (Instant::now() + ENDED_WITHIN).min(until);
-        let all_answered = self.threads.wait_until_all(settled, ended);
-        all_answered && !wait_while(settled, listening)
-    }
-
-    /// When a stopping server's answers are due: a 503 for each request whose handler is
-    /// still running (its own answer, if it comes, is dropped), and every connection that
-    /// is not writing (lingering, reading) ended at once. A write under way is left to
-    /// finish its chunk: one that came just now still goes out, and one blocked on a client
-    /// that does not read gives up within one wait for room.
-    fn answer_what_is_left(&self) {
-        let mut answered = 0;
-        self.threads.each_alive(|slot, socket| {
-            if slot.answer_for_the_handler() {
-                answered += 1;
-                if let Some(socket) = &socket {
-                    answer_in_the_handlers_place(socket);
-                }
-            } else if !matches!(slot.phase(), Phase::AnsweredByStop | Phase::Writing) {
-                threads::cut_off(slot, socket.as_deref());
-            }
-        });
-        if answered > 0 {
-            log::warn!(
-                target: self.name,
-                "answered {answered} requests with 503: their handlers could not finish before the stop"
-            );
-        }
-    }
-}
-
-/// Writes the 503 of a request whose handler could not finish before the stop, at once and
-/// without waiting for a client that does not read, then says FIN. The handler's thread is
-/// left to the process's exit.
-fn answer_in_the_handlers_place(socket: &TcpStream) {
-    use std::io::Write;
-    let refusal = Refusal::unfinished_at_stop();
-    let bytes = answer::encode(&refusal.response, Persistence::Close, false);
-    let _ = socket.set_nonblocking(true);
-    let _ = (&*socket).write_all(&bytes);
-    let _ = socket.shutdown(std::net::Shutdown::Write);
-}
-
-/// Waits while `condition` holds, until `until`; whether it still holds.
-fn wait_while(until: Instant, condition: impl Fn() -> bool) -> bool {
-    while condition() && Instant::now() < until {
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    condition()
-}
-
-/// Called once every server of the process has started: warns if they could run out of
-/// file descriptors, then blocks until SIGTERM, SIGINT or SIGHUP (Ctrl-C, Ctrl-Break or
-/// closing the console on Windows), then stops every server of the process, the last
-/// started first (the broker before the embedded echo service its requests still call),
-/// and exits 0. Every change the echo service acknowledged is already on disk, so nothing
-/// is left to flush.
-pub fn run_until_stopped() -> ! {
-    warn_if_descriptors_run_short();
-    let (signalled, signal) = std::sync::mpsc::channel();
-    if let Err(error) = ctrlc::set_handler(move || {
-        let _ = signalled.send(());
-    }) {
-        log::warn!("stop signals are not handled ({error}): stopping ends requests abruptly");
-    }
-    if signal.recv().is_err() {
-        // No handler could be installed: serve until the process is killed.
-        loop {
-            std::thread::park();
-        }
-    }
-    log::info!("stop requested: finishing the requests in progress");
-    std::process::exit(stop_all())
-}
-
-/// Stops every server; the exit status: 0 when all finished in time.
-fn stop_all() -> i32 {
-    let until = Instant::now() + STOP_GRACE;
-    let all: Vec<Arc<Server>> = servers().iter().rev().cloned().collect();
-    let mut status = 0;
-    for server in all {
-        if server.stop(until) {
-            log::info!("{}: stopped", server.name);
-        } else {
-            log::error!(
-                "{}: {} connections still open after {} s; stopping anyway",
-                server.name,
-                server.threads.alive(),
-                STOP_GRACE.as_secs()
-            );
-            status = 1;
-        }
-    }
-    log::logger().flush();
-    status
 }
 
 #[cfg(test)]

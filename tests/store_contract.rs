@@ -261,7 +261,7 @@ fn request(method: &str, path: &str, authorization: Option<&str>, body: &str) ->
 /// checked there), then hands the whole request to the service.
 fn serve(echo: &EchoService, request: &HttpRequest) -> HttpResponse {
     match Handler::admit(echo, request) {
-        Ok(()) => echo.handle(request),
+        Ok(admitted) => Handler::handle(echo, request, admitted),
         Err(refusal) => refusal,
     }
 }

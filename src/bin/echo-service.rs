@@ -8,6 +8,7 @@ use echo_broker::server;
 use echo_broker::settings::{self, Command};
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Instant;
 
 const HELP: &str = "\
 echo-service: the demo echo service that echo-broker provisions and binds
@@ -90,12 +91,16 @@ fn run() {
         log::warn!("auth: ECHO_USERNAME and ECHO_PASSWORD are not set: the management API is open, on {host} only");
     }
     let address = format!("{}:{port}", settings::url_host(&host));
-    server::serve("echo", &address, Arc::new(echo), max_connections)
+    let echo_server = server::serve("echo", &address, Arc::new(echo), max_connections)
         .unwrap_or_else(|problem| settings::exit_with(format!("PORT: {problem}")));
     log::info!(
         "echo service: listening on http://{address} (at most {max_connections} connections)"
     );
-    server::run_until_stopped();
+    server::warn_if_descriptors_run_short(std::slice::from_ref(&echo_server));
+    server::wait_for_stop_signal();
+    let finished = server::stop_in_order([echo_server], Instant::now() + server::STOP_GRACE);
+    log::logger().flush();
+    std::process::exit(if finished { 0 } else { 1 });
 }
 
 /// `--import-journal DIR`: copies a journal's state into the database and exits (0, or 1

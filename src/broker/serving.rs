@@ -14,6 +14,9 @@ use crate::server::{Answered, Handler};
 /// `handle` answers the request, body and all; `observe` hands the answer to the page and
 /// the metrics.
 impl Handler for Broker {
+    /// The checks decide alone: `handle` needs nothing of them but the request.
+    type Admission = ();
+
     /// The OSB API's calls pass every check of `src/broker.rs`; the platform's health check
     /// needs none, and the pages for people (the conversation, `/metrics`) only the
     /// credentials.
@@ -28,7 +31,7 @@ impl Handler for Broker {
         checked.map_err(|refusal| with_request_identity(head, refusal.to_response()))
     }
 
-    fn handle(&self, request: &HttpRequest) -> HttpResponse {
+    fn handle(&self, request: &HttpRequest, _admitted: ()) -> HttpResponse {
         self.answer_checked(request)
     }
 

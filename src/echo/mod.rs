@@ -40,7 +40,7 @@ pub fn start_service(
     }
     let (store, described) = open_store(location, tls_roots)?;
     let echo = service::EchoService::new(store, management_credentials);
-    let instances = echo.instance_count()?;
+    let instances = echo.instance_count().map_err(|error| error.to_string())?;
     log::info!(
         "echo service: {} loaded, {described}",
         settings::counted(instances as usize, "instance")

@@ -36,24 +36,15 @@ use crate::http::{self, HttpRequest, HttpResponse};
 use crate::metrics::{self, RequestMetrics};
 use crate::server::{Answered, Handler};
 use serde_json::json;
-use std::cell::RefCell;
 
 /// The service whose instances answer with the message reversed.
 const INVERT_SERVICE_ID: &str = "invert_service";
 
-thread_local! {
-    /// The bound app that `admit` has just let in on this connection's thread. `handle`
-    /// runs next on the same thread for the same request and takes it, rather than asking
-    /// the store for the same credentials a second time (a round trip to PostgreSQL).
-    static ADMITTED_CALLER: RefCell<Option<AdmittedCaller>> = const { RefCell::new(None) };
-}
-
-/// A bound app's message, admitted: which binding, with which `Authorization`, and the
-/// instance's service.
-struct AdmittedCaller {
-    instance_id: String,
-    binding_id: String,
-    authorization: Option<String>,
+/// A bound app whose message `admit` let in, its binding's credentials checked against the
+/// store: `handle` takes it with the request rather than asking the store for the same
+/// credentials a second time (a round trip to PostgreSQL).
+pub struct AdmittedCaller {
+    /// The service of the binding's instance.
     service_id: Option<String>,
 }
 
@@ -80,15 +71,18 @@ impl EchoService {
     }
 
     /// How many instances are held (for the start-up log line).
-    pub fn instance_count(&self) -> Result<u64, String> {
-        self.store
-            .totals()
-            .map(|totals| totals.instances)
-            .map_err(|error| error.description)
+    pub fn instance_count(&self) -> Result<u64, StoreError> {
+        self.store.totals().map(|totals| totals.instances)
     }
 
-    /// Answers one request.
+    /// Answers one request on its own, a bound app's credentials checked here (the server
+    /// checks them first, in `admit`, and hands the caller it admitted to `handle`).
     pub fn handle(&self, request: &HttpRequest) -> HttpResponse {
+        self.answer(request, None)
+    }
+
+    /// Answers one request; `admitted` is the bound app `admit` let in, if it did.
+    fn answer(&self, request: &HttpRequest, admitted: Option<AdmittedCaller>) -> HttpResponse {
         let Some(segments) = request.path_segments() else {
             return bad_request("the path is not valid percent-encoded UTF-8");
         };
@@ -107,7 +101,7 @@ impl EchoService {
                 self.dashboard(request, instance_id)
             }
             ("POST", ["echo", instance_id, binding_id]) => {
-                self.echo(request, instance_id, binding_id)
+                self.echo(request, instance_id, binding_id, admitted)
             }
             (_, ["echo"] | ["echo", _] | ["echo", _, _] | ["metrics"])
                 if !self.may_manage(request) =>
@@ -367,7 +361,13 @@ impl EchoService {
     /// message reversed.
     /// The body is parsed as JSON whatever its `Content-Type`, as the broker does (the
     /// original answered 415 without `application/json`; curl's `-d` sends a form type).
-    fn echo(&self, request: &HttpRequest, instance_id: &str, binding_id: &str) -> HttpResponse {
+    fn echo(
+        &self,
+        request: &HttpRequest,
+        instance_id: &str,
+        binding_id: &str,
+        admitted: Option<AdmittedCaller>,
+    ) -> HttpResponse {
         let message = match http::parse_json_object(&request.body) {
             Ok(body) => match body.get("message") {
                 Some(serde_json::Value::String(message)) => message.clone(),
@@ -375,18 +375,11 @@ impl EchoService {
             },
             Err(problem) => return bad_request(&problem),
         };
-        let admitted = ADMITTED_CALLER.with(|admitted| admitted.borrow_mut().take());
         let service_id = match admitted {
-            // The same request `admit` checked (the binding may have gone since: recording
-            // the message checks that it is still there).
-            Some(caller)
-                if caller.instance_id == instance_id
-                    && caller.binding_id == binding_id
-                    && caller.authorization.as_deref() == request.header("Authorization") =>
-            {
-                caller.service_id
-            }
-            _ => match self.check_binding_caller(request, instance_id, binding_id) {
+            // Checked by `admit` (the binding may have gone since: recording the message
+            // checks that it is still there).
+            Some(caller) => caller.service_id,
+            None => match self.check_binding_caller(request, instance_id, binding_id) {
                 Ok(service_id) => service_id,
                 Err(refusal) => return refusal,
             },
@@ -648,29 +641,25 @@ fn route_of(method: &str, segments: &[&str]) -> &'static str {
 /// from a caller with credentials (a bound app's message with its binding's, anything else
 /// with the management API's); the route then checks again against the state it locks.
 impl Handler for EchoService {
-    fn admit(&self, head: &HttpRequest) -> Result<(), HttpResponse> {
+    /// The bound app whose message was admitted; `None` for every other request.
+    type Admission = Option<AdmittedCaller>;
+
+    fn admit(&self, head: &HttpRequest) -> Result<Option<AdmittedCaller>, HttpResponse> {
         let segments = head.path_segments().unwrap_or_default();
         let segments: Vec<&str> = segments.iter().map(String::as_str).collect();
         match (head.method.as_str(), segments.as_slice()) {
-            ("GET", _) => Ok(()),
+            ("GET", _) => Ok(None),
             ("POST", ["echo", instance_id, binding_id]) => {
                 let service_id = self.check_binding_caller(head, instance_id, binding_id)?;
-                let caller = AdmittedCaller {
-                    instance_id: instance_id.to_string(),
-                    binding_id: binding_id.to_string(),
-                    authorization: head.header("Authorization").map(str::to_string),
-                    service_id,
-                };
-                ADMITTED_CALLER.with(|admitted| *admitted.borrow_mut() = Some(caller));
-                Ok(())
+                Ok(Some(AdmittedCaller { service_id }))
             }
-            _ if self.may_manage(head) => Ok(()),
+            _ if self.may_manage(head) => Ok(None),
             _ => Err(management_unauthorized()),
         }
     }
 
-    fn handle(&self, request: &HttpRequest) -> HttpResponse {
-        EchoService::handle(self, request)
+    fn handle(&self, request: &HttpRequest, admitted: Option<AdmittedCaller>) -> HttpResponse {
+        self.answer(request, admitted)
     }
 
     /// A request is one call to the store: on PostgreSQL bounded by its deadline, on the

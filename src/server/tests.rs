@@ -1,10 +1,12 @@
 //! The connection code on bytes in memory (framing, pipelining, refusals, and random and
-//! mutated input), and the serving loop on a real socket (a panicking handler).
+//! mutated input), and servers on real sockets: a panicking handler, and the stop of a
+//! server value with a handler that finishes in time and one that does not.
 
 use super::wire::tests::InMemory;
 use super::*;
 use proptest::prelude::*;
 use std::io::{Read, Write};
+use std::sync::Mutex;
 
 /// Admits everything but requests with `X-Refuse` (401), answers with the path, and keeps
 /// every request it handled.
@@ -14,6 +16,8 @@ struct Recorder {
 }
 
 impl Handler for Recorder {
+    type Admission = ();
+
     fn admit(&self, head: &HttpRequest) -> Result<(), HttpResponse> {
         match head.header("X-Refuse") {
             Some(_) => Err(HttpResponse::error(401, "Unauthorized", "refused")),
@@ -21,7 +25,7 @@ impl Handler for Recorder {
         }
     }
 
-    fn handle(&self, request: &HttpRequest) -> HttpResponse {
+    fn handle(&self, request: &HttpRequest, _admitted: ()) -> HttpResponse {
         if request.path() == "/panic" {
             panic!("a handler bug");
         }
@@ -40,7 +44,6 @@ fn test_server() -> Server {
         max_connections: 4,
         longest_handling: Duration::from_secs(1),
         stopping: AtomicBool::new(false),
-        stop_deadline_ms: AtomicU64::new(u64::MAX),
         answers_due_ms: AtomicU64::new(u64::MAX),
         reading_until_ms: AtomicU64::new(u64::MAX),
         stop_started_ms: AtomicU64::new(u64::MAX),
@@ -305,36 +308,122 @@ proptest! {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .map(|address| address.port())
-        .expect("a free port")
+/// The status line of the answer to `GET {path}` on a connection of its own.
+fn status_of(address: SocketAddr, path: &str) -> String {
+    let answer = answer_to(address, path);
+    answer.lines().next().unwrap_or("").to_string()
 }
 
-fn status_of(port: u16, path: &str) -> String {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connects");
+/// The whole answer to `GET {path}` on a connection of its own, read until the server
+/// closes it.
+fn answer_to(address: SocketAddr, path: &str) -> String {
+    let mut stream = TcpStream::connect(address).expect("connects");
+    send_get(&mut stream, path);
+    read_answer(&mut stream)
+}
+
+fn send_get(stream: &mut TcpStream, path: &str) {
+    let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).expect("sent");
+}
+
+fn read_answer(stream: &mut TcpStream) -> String {
     stream
         .set_read_timeout(Some(Duration::from_secs(5)))
         .expect("timeout");
-    let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).expect("sent");
     let mut answer = String::new();
     let _ = stream.read_to_string(&mut answer);
-    answer.lines().next().unwrap_or("").to_string()
+    answer
+}
+
+fn loopback_server<H: Handler>(handler: H) -> ServerHandle {
+    serve("test", "127.0.0.1:0", Arc::new(handler), 4).expect("serves")
 }
 
 #[test]
 fn a_panicking_handler_is_one_500_and_the_server_goes_on() {
-    let port = free_port();
-    let address = format!("127.0.0.1:{port}");
-    serve("test", &address, Arc::new(Recorder::default()), 4).expect("serves");
+    let server = loopback_server(Recorder::default());
     // More panics than connection slots: none of them may cost a slot or the process.
     for _ in 0..8 {
         assert_eq!(
-            status_of(port, "/panic"),
+            status_of(server.address(), "/panic"),
             "HTTP/1.1 500 Internal Server Error"
         );
     }
-    assert_eq!(status_of(port, "/ok"), "HTTP/1.1 200 OK");
+    assert_eq!(status_of(server.address(), "/ok"), "HTTP/1.1 200 OK");
+}
+
+/// Answers `GET /sleep/MS` after MS milliseconds, and says when a handler has begun.
+#[derive(Default)]
+struct Sleeper {
+    began: AtomicBool,
+}
+
+impl Handler for Sleeper {
+    type Admission = ();
+
+    fn admit(&self, _head: &HttpRequest) -> Result<(), HttpResponse> {
+        Ok(())
+    }
+
+    fn handle(&self, request: &HttpRequest, _admitted: ()) -> HttpResponse {
+        self.began.store(true, Ordering::SeqCst);
+        let millis = request.path().trim_start_matches("/sleep/").parse();
+        std::thread::sleep(Duration::from_millis(millis.unwrap_or(0)));
+        HttpResponse::json(200, &serde_json::json!({ "path": request.path() }))
+    }
+}
+
+/// Sends `GET /sleep/{millis}` to a [`Sleeper`] server and waits until its handler has
+/// begun; the connection, to read the answer from.
+fn sleeping_request(server: &ServerHandle, handler: &Sleeper, millis: u64) -> TcpStream {
+    let mut stream = TcpStream::connect(server.address()).expect("connects");
+    send_get(&mut stream, &format!("/sleep/{millis}"));
+    let waited = Instant::now();
+    while !handler.began.load(Ordering::SeqCst) {
+        assert!(
+            waited.elapsed() < Duration::from_secs(5),
+            "the handler began"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    stream
+}
+
+#[test]
+fn a_stop_waits_for_a_handler_that_finishes_in_time_and_ends_clean() {
+    let handler = Arc::new(Sleeper::default());
+    let server = serve("test", "127.0.0.1:0", Arc::clone(&handler), 4).expect("serves");
+    let address = server.address();
+    let mut client = sleeping_request(&server, &handler, 300);
+    let reading = std::thread::spawn(move || read_answer(&mut client));
+    let stopped = server.stop(Instant::now() + Duration::from_secs(4));
+    let answer = reading.join().expect("the answer is read");
+    assert!(answer.starts_with("HTTP/1.1 200 OK\r\n"), "{answer}");
+    assert!(answer.contains("Connection: close\r\n"), "{answer}");
+    assert!(stopped.clean(), "{stopped:?}");
+    assert!(
+        TcpStream::connect(address).is_err(),
+        "a stopped server refuses connections"
+    );
+}
+
+#[test]
+fn a_stop_with_a_handler_running_past_the_deadline_is_not_clean_and_answers_503() {
+    let handler = Arc::new(Sleeper::default());
+    let server = serve("test", "127.0.0.1:0", Arc::clone(&handler), 4).expect("serves");
+    let mut client = sleeping_request(&server, &handler, 5_000);
+    let reading = std::thread::spawn(move || read_answer(&mut client));
+    // The answers are due half a second from now, long before the handler is done.
+    let until = Instant::now() + stop::STOP_MARGIN + Duration::from_millis(500);
+    let stopped = server.stop(until);
+    let answer = reading.join().expect("the answer is read");
+    assert!(
+        answer.starts_with("HTTP/1.1 503 Service Unavailable\r\n"),
+        "{answer}"
+    );
+    assert!(answer.contains("could not be finished in time"), "{answer}");
+    assert!(!stopped.clean(), "{stopped:?}");
+    assert_eq!(stopped.answered_in_place, 1, "{stopped:?}");
+    assert!(stopped.finished, "every request was answered: {stopped:?}");
 }
