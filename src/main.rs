@@ -11,7 +11,6 @@ use echo_broker::settings::TlsRoots;
 use echo_broker::settings::{self, Command, SettingError};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Instant;
 
 /// `--check-catalog FILE`: the file was read and the catalog in it is invalid.
 const EXIT_INVALID_CATALOG: i32 = 1;
@@ -127,15 +126,16 @@ fn run() {
     let broker_server = server::serve("broker", &address, Arc::new(broker), max_connections)
         .unwrap_or_else(|problem| settings::exit_with(format!("PORT: {problem}")));
     log::info!("broker: listening on http://{address} (at most {max_connections} connections)");
+    // The order of the stop: the broker first, since the requests it is still answering
+    // call the embedded echo service, which stops once they are answered.
     let servers: Vec<server::ServerHandle> = [Some(broker_server), echo_server]
         .into_iter()
         .flatten()
         .collect();
     server::warn_if_descriptors_run_short(&servers);
     server::wait_for_stop_signal();
-    // In this order: the broker first, since the requests it is still answering call the
-    // embedded echo service, which stops once they are answered.
-    let finished = server::stop_in_order(servers, Instant::now() + server::STOP_GRACE);
+    let finished = server::stop_in_order(servers, server::STOP_GRACE);
+    // Every change the echo service acknowledged is on disk already: only the log is left.
     log::logger().flush();
     std::process::exit(if finished { 0 } else { 1 });
 }

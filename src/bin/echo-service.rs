@@ -8,7 +8,6 @@ use echo_broker::server;
 use echo_broker::settings::{self, Command};
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Instant;
 
 const HELP: &str = "\
 echo-service: the demo echo service that echo-broker provisions and binds
@@ -98,7 +97,8 @@ fn run() {
     );
     server::warn_if_descriptors_run_short(std::slice::from_ref(&echo_server));
     server::wait_for_stop_signal();
-    let finished = server::stop_in_order([echo_server], Instant::now() + server::STOP_GRACE);
+    let finished = server::stop_in_order([echo_server], server::STOP_GRACE);
+    // Every change acknowledged is on disk already: only the log is left.
     log::logger().flush();
     std::process::exit(if finished { 0 } else { 1 });
 }

@@ -23,7 +23,7 @@ pub(super) const STOP_MARGIN: Duration = Duration::from_millis(1500);
 const ENDED_WITHIN: Duration = Duration::from_millis(300);
 
 /// How a server's stop ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 #[must_use]
 pub struct Stopped {
     /// The server's name, as its log lines give it.
@@ -43,20 +43,6 @@ impl Stopped {
     /// every connection ended in time.
     pub fn clean(&self) -> bool {
         self.finished && self.answered_in_place == 0
-    }
-
-    /// The stop's log line: said done, or how many connections were still open.
-    pub fn log(&self) {
-        if self.finished {
-            log::info!("{}: stopped", self.name);
-        } else {
-            log::error!(
-                "{}: {} connections still open after {} s; stopping anyway",
-                self.name,
-                self.still_open,
-                STOP_GRACE.as_secs()
-            );
-        }
     }
 }
 
@@ -180,14 +166,24 @@ pub fn wait_for_stop_signal() {
     log::info!("stop requested: finishing the requests in progress");
 }
 
-/// Stops `servers` one after another, in the order given, all by `until`, and logs how
-/// each stop ended. Whether every one finished: every request read answered, every
+/// Stops `servers` one after another, in the order given, all within `grace` from now, and
+/// logs how each stop ended. Whether every one finished: every request read answered, every
 /// connection ended.
-pub fn stop_in_order(servers: impl IntoIterator<Item = ServerHandle>, until: Instant) -> bool {
+pub fn stop_in_order(servers: impl IntoIterator<Item = ServerHandle>, grace: Duration) -> bool {
+    let until = Instant::now() + grace;
     let mut all_finished = true;
     for server in servers {
         let stopped = server.stop(until);
-        stopped.log();
+        if stopped.finished {
+            log::info!("{}: stopped", stopped.name);
+        } else {
+            log::error!(
+                "{}: {} connections still open after {} s; stopping anyway",
+                stopped.name,
+                stopped.still_open,
+                grace.as_secs()
+            );
+        }
         all_finished &= stopped.finished;
     }
     all_finished
