@@ -28,10 +28,11 @@
 //! accepting never waits for them.
 //!
 //! A server is a value: [`serve`] starts one and returns its [`ServerHandle`], with the
-//! address it listens on and its graceful stop ([`stop`]), which the program calls when it
-//! likes (on SIGTERM, both binaries): the listener closes first, idle connections close, no
-//! request is read that could not be answered in time, and every request already read is
-//! answered: by its handler, or with a 503 when the handler cannot finish in time.
+//! address it listens on and its graceful stop ([`ServerHandle::stop`]), which the program
+//! calls when it likes (both binaries: on SIGTERM): the listener closes first, idle
+//! connections close, no request is read that could not be answered in time, and every
+//! request already read is answered: by its handler, or with a 503 when the handler cannot
+//! finish in time.
 
 mod answer;
 mod chunked;

@@ -47,11 +47,11 @@ impl Stopped {
 }
 
 impl ServerHandle {
-    /// Stops the server by `until`, as Go's `Server.Shutdown` does with its context: stops
-    /// taking connections and closes idle ones; reads requests only while they can still be
-    /// answered in time; waits for every request already read to be answered. When the
-    /// answers are due ([`STOP_MARGIN`] before `until`), a handler still running gets a 503
-    /// written in its place, and every other connection is ended.
+    /// Stops the server by `until`, as Go's `Server.Shutdown` does by its context's
+    /// deadline: stops taking connections and closes idle ones; reads requests only while
+    /// they can still be answered in time; waits for every request already read to be
+    /// answered. When the answers are due (1.5 s before `until`), a handler still running
+    /// gets a 503 written in its place, and every other connection is ended.
     pub fn stop(self, until: Instant) -> Stopped {
         self.server.stop(until)
     }
