@@ -310,16 +310,10 @@ proptest! {
 
 /// The status line of the answer to `GET {path}` on a connection of its own.
 fn status_of(address: SocketAddr, path: &str) -> String {
-    let answer = answer_to(address, path);
-    answer.lines().next().unwrap_or("").to_string()
-}
-
-/// The whole answer to `GET {path}` on a connection of its own, read until the server
-/// closes it.
-fn answer_to(address: SocketAddr, path: &str) -> String {
     let mut stream = TcpStream::connect(address).expect("connects");
     send_get(&mut stream, path);
-    read_answer(&mut stream)
+    let answer = read_answer(&mut stream);
+    answer.lines().next().unwrap_or("").to_string()
 }
 
 fn send_get(stream: &mut TcpStream, path: &str) {
@@ -327,6 +321,7 @@ fn send_get(stream: &mut TcpStream, path: &str) {
     stream.write_all(request.as_bytes()).expect("sent");
 }
 
+/// The whole answer, read until the server closes the connection.
 fn read_answer(stream: &mut TcpStream) -> String {
     stream
         .set_read_timeout(Some(Duration::from_secs(5)))
@@ -336,13 +331,13 @@ fn read_answer(stream: &mut TcpStream) -> String {
     answer
 }
 
-fn loopback_server<H: Handler>(handler: H) -> ServerHandle {
-    serve("test", "127.0.0.1:0", Arc::new(handler), 4).expect("serves")
+fn loopback_server<H: Handler>(handler: &Arc<H>) -> ServerHandle {
+    serve("test", "127.0.0.1:0", Arc::clone(handler), 4).expect("serves")
 }
 
 #[test]
 fn a_panicking_handler_is_one_500_and_the_server_goes_on() {
-    let server = loopback_server(Recorder::default());
+    let server = loopback_server(&Arc::new(Recorder::default()));
     // More panics than connection slots: none of them may cost a slot or the process.
     for _ in 0..8 {
         assert_eq!(
@@ -393,7 +388,7 @@ fn sleeping_request(server: &ServerHandle, handler: &Sleeper, millis: u64) -> Tc
 #[test]
 fn a_stop_waits_for_a_handler_that_finishes_in_time_and_ends_clean() {
     let handler = Arc::new(Sleeper::default());
-    let server = serve("test", "127.0.0.1:0", Arc::clone(&handler), 4).expect("serves");
+    let server = loopback_server(&handler);
     let address = server.address();
     let mut client = sleeping_request(&server, &handler, 300);
     let reading = std::thread::spawn(move || read_answer(&mut client));
@@ -411,7 +406,7 @@ fn a_stop_waits_for_a_handler_that_finishes_in_time_and_ends_clean() {
 #[test]
 fn a_stop_with_a_handler_running_past_the_deadline_is_not_clean_and_answers_503() {
     let handler = Arc::new(Sleeper::default());
-    let server = serve("test", "127.0.0.1:0", Arc::clone(&handler), 4).expect("serves");
+    let server = loopback_server(&handler);
     let mut client = sleeping_request(&server, &handler, 5_000);
     let reading = std::thread::spawn(move || read_answer(&mut client));
     // The answers are due half a second from now, long before the handler is done.
