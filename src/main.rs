@@ -123,6 +123,7 @@ fn run() {
         tls_roots,
     });
     let address = format!("{}:{port}", settings::url_host(&host));
+    let stop_signal = server::StopSignal::install();
     let broker_server = server::serve("broker", &address, Arc::new(broker), max_connections)
         .unwrap_or_else(|problem| settings::exit_with(format!("PORT: {problem}")));
     log::info!("broker: listening on http://{address} (at most {max_connections} connections)");
@@ -133,7 +134,7 @@ fn run() {
         .flatten()
         .collect();
     server::warn_if_descriptors_run_short(&servers);
-    server::wait_for_stop_signal();
+    stop_signal.wait();
     let finished = server::stop_in_order(servers, server::STOP_GRACE);
     // Every change the echo service acknowledged is on disk already: only the log is left.
     log::logger().flush();

@@ -42,7 +42,7 @@ mod stop;
 mod threads;
 mod wire;
 
-pub use stop::{stop_in_order, wait_for_stop_signal, Stopped, STOP_GRACE};
+pub use stop::{stop_in_order, StopSignal, Stopped, STOP_GRACE};
 
 use crate::http::{HttpRequest, HttpResponse, MAX_BODY_BYTES};
 use crate::logging::RequestContext;

@@ -90,13 +90,14 @@ fn run() {
         log::warn!("auth: ECHO_USERNAME and ECHO_PASSWORD are not set: the management API is open, on {host} only");
     }
     let address = format!("{}:{port}", settings::url_host(&host));
+    let stop_signal = server::StopSignal::install();
     let echo_server = server::serve("echo", &address, Arc::new(echo), max_connections)
         .unwrap_or_else(|problem| settings::exit_with(format!("PORT: {problem}")));
     log::info!(
         "echo service: listening on http://{address} (at most {max_connections} connections)"
     );
     server::warn_if_descriptors_run_short(std::slice::from_ref(&echo_server));
-    server::wait_for_stop_signal();
+    stop_signal.wait();
     let finished = server::stop_in_order([echo_server], server::STOP_GRACE);
     // Every change acknowledged is on disk already: only the log is left.
     log::logger().flush();

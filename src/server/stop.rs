@@ -1,5 +1,5 @@
 //! The graceful stop of one server ([`ServerHandle::stop`]), and what a program needs around
-//! it: waiting for the signal to stop ([`wait_for_stop_signal`]) and stopping its servers one
+//! it: waiting for the signal to stop ([`StopSignal`]) and stopping its servers one
 //! after another within one deadline ([`stop_in_order`]). The programs decide which server
 //! stops first.
 
@@ -147,23 +147,49 @@ fn wait_while(until: Instant, condition: impl Fn() -> bool) -> bool {
     condition()
 }
 
-/// Blocks until SIGTERM, SIGINT or SIGHUP (Ctrl-C, Ctrl-Break or closing the console on
-/// Windows), and logs that a stop was asked for. If the signals cannot be handled, it says
-/// so and never returns: the process serves until it is killed.
-pub fn wait_for_stop_signal() {
-    let (signalled, signal) = std::sync::mpsc::channel();
-    if let Err(error) = ctrlc::set_handler(move || {
-        let _ = signalled.send(());
-    }) {
-        log::warn!("stop signals are not handled ({error}): stopping ends requests abruptly");
-    }
-    if signal.recv().is_err() {
-        // No handler could be installed: serve until the process is killed.
-        loop {
-            std::thread::park();
+/// SIGTERM, SIGINT or SIGHUP (Ctrl-C, Ctrl-Break or closing the console on Windows), handled
+/// from [`StopSignal::install`] on. A program installs it before its server answers, so
+/// that the thread that waits for signals is there before the first request: a server's
+/// threads are then the same from its first answer to its last.
+pub struct StopSignal {
+    /// `None` if the signals cannot be handled.
+    received: Option<std::sync::mpsc::Receiver<()>>,
+}
+
+impl StopSignal {
+    /// Handles the stop signals from now on; a signal that comes before [`StopSignal::wait`]
+    /// is kept for it. If they cannot be handled, it says so.
+    pub fn install() -> StopSignal {
+        let (signalled, received) = std::sync::mpsc::channel();
+        let handled = ctrlc::set_handler(move || {
+            let _ = signalled.send(());
+        });
+        match handled {
+            Ok(()) => StopSignal {
+                received: Some(received),
+            },
+            Err(error) => {
+                log::warn!(
+                    "stop signals are not handled ({error}): stopping ends requests abruptly"
+                );
+                StopSignal { received: None }
+            }
         }
     }
-    log::info!("stop requested: finishing the requests in progress");
+
+    /// Blocks until a stop signal comes, and logs that a stop was asked for. Without
+    /// handled signals it never returns: the process serves until it is killed.
+    pub fn wait(self) {
+        if self
+            .received
+            .is_none_or(|received| received.recv().is_err())
+        {
+            loop {
+                std::thread::park();
+            }
+        }
+        log::info!("stop requested: finishing the requests in progress");
+    }
 }
 
 /// Stops `servers` one after another, in the order given, all within `grace` from now, and
