@@ -529,6 +529,7 @@ impl<'de> Deserialize<'de> for EchoState {
 mod tests {
     use super::changes::test_changes::{message, provision};
     use super::*;
+    use crate::echo::journal::Recorded;
 
     fn as_json(state: &EchoState) -> serde_json::Value {
         serde_json::to_value(state).expect("state serialises")

@@ -12,7 +12,7 @@
 //! large the state.
 
 use super::api::InstanceUpdate;
-use super::journal::{Journal, Ticket};
+use super::journal::{Journal, JournalError, Ticket};
 use super::store::{
     apply_update, refuse_other_service_or_plan, BindingLookup, BindingRecord, Bound, Caller,
     ClaimedIds, DashboardRecord, Deprovisioned, Figure, FigureKind, InstanceRecord, NewBinding,
@@ -109,7 +109,7 @@ struct Compactions {
 impl JournalStore {
     /// Loads the state from the journal in `dir`. A journal that cannot be read stops
     /// start-up with the reason; it is never overwritten.
-    pub fn open(dir: &Path) -> Result<JournalStore, String> {
+    pub fn open(dir: &Path) -> Result<JournalStore, JournalError> {
         let (journal, state) = Journal::open(dir)?;
         Ok(JournalStore::with(state, Some(journal)))
     }
@@ -217,7 +217,7 @@ impl JournalStore {
         &self,
         live: &mut Live,
         journal: &Journal<EchoState>,
-    ) -> Result<(), String> {
+    ) -> Result<(), JournalError> {
         match journal.discard_undurable() {
             None => Ok(()),
             Some(durable) => {
