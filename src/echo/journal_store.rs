@@ -565,3 +565,68 @@ fn claimed_instance<'a>(
         None => Claimed::Instance(instance),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::echo::journal::test_disk::{FailingDisk, Operation, TestDir};
+    use crate::echo::journal::RECOVERY_INTERVAL;
+
+    fn provision(store: &JournalStore, instance_id: &str) -> StoreResult<Provisioned> {
+        let new = NewInstance {
+            attributes: None,
+            dashboard_token: format!("token-{instance_id}"),
+        };
+        store.provision(instance_id, new)
+    }
+
+    fn exists(store: &JournalStore, instance_id: &str) -> bool {
+        let found = store.instance(instance_id).expect("a read is answered");
+        found.is_some()
+    }
+
+    #[test]
+    fn a_change_the_disk_refuses_is_answered_as_storage_unavailable_and_undone_in_memory() {
+        let dir = TestDir::new("store-refused");
+        let disk = FailingDisk::new();
+        let (journal, state) = Journal::open_on(&dir.0, disk.clone()).expect("the journal opens");
+        let store = JournalStore::with(state, Some(journal));
+        assert!(matches!(
+            provision(&store, "kept"),
+            Ok(Provisioned::Made(_))
+        ));
+
+        // The fsync fails, and so does every snapshot recovery would write.
+        disk.fail(Operation::SyncData);
+        disk.fail(Operation::SyncAll);
+        let refused = provision(&store, "lost").expect_err("not acknowledged");
+        assert_eq!(refused.description, STORAGE_UNAVAILABLE);
+        assert!(!exists(&store, "lost"), "undone in memory");
+        assert!(exists(&store, "kept"));
+        assert!(store.health().is_err());
+        assert!(provision(&store, "meanwhile").is_err());
+
+        disk.heal();
+        std::thread::sleep(RECOVERY_INTERVAL);
+        assert!(store.health().is_ok(), "recovered without a restart");
+        assert!(matches!(
+            provision(&store, "later"),
+            Ok(Provisioned::Made(_))
+        ));
+        drop(store);
+
+        let reopened = JournalStore::open(&dir.0).expect("the journal opens");
+        for (instance_id, acknowledged) in [
+            ("kept", true),
+            ("lost", false),
+            ("meanwhile", false),
+            ("later", true),
+        ] {
+            assert_eq!(
+                exists(&reopened, instance_id),
+                acknowledged,
+                "{instance_id}"
+            );
+        }
+    }
+}

@@ -668,7 +668,10 @@ impl<S: Recorded> Journal<S> {
 }
 
 #[cfg(test)]
+pub(crate) mod test_disk;
+
+#[cfg(test)]
 mod tests;
 
 #[cfg(test)]
-mod disk_faults;
+mod failure_tests;

@@ -9,59 +9,14 @@ use super::*;
 use crate::echo::journal_state::test_changes::{bind, provision};
 use crate::echo::journal_state::{Change, EchoState};
 
-type Journal = super::Journal<EchoState>;
-use std::collections::BTreeMap;
+use super::test_disk::TestDir;
 use std::path::Path;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-/// A fresh directory, removed when dropped.
-struct TestDir(PathBuf);
+type Journal = super::Journal<EchoState>;
 
-impl TestDir {
-    fn new(label: &str) -> TestDir {
-        static COUNTER: AtomicU32 = AtomicU32::new(0);
-        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
-        let path =
-            std::env::temp_dir().join(format!("echo-journal-{label}-{}-{n}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&path);
-        std::fs::create_dir_all(&path).expect("test dir is created");
-        TestDir(path)
-    }
-
-    fn file(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-
-    /// Every file's name and bytes.
-    fn files(&self) -> BTreeMap<String, Vec<u8>> {
-        std::fs::read_dir(&self.0)
-            .expect("test dir lists")
-            .map(|entry| {
-                let entry = entry.expect("entry");
-                let name = entry.file_name().to_string_lossy().into_owned();
-                (name, std::fs::read(entry.path()).expect("file reads"))
-            })
-            .collect()
-    }
-
-    fn replace_files(&self, files: &BTreeMap<String, Vec<u8>>) {
-        for entry in std::fs::read_dir(&self.0).expect("test dir lists") {
-            std::fs::remove_file(entry.expect("entry").path()).expect("file is removed");
-        }
-        for (name, bytes) in files {
-            std::fs::write(self.file(name), bytes).expect("file is written");
-        }
-    }
-}
-
-impl Drop for TestDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn limits(compact_after_entries: u64) -> Limits {
+pub(super) fn limits(compact_after_entries: u64) -> Limits {
     Limits {
         compact_after_entries,
         ..Limits::DEFAULT
@@ -69,15 +24,15 @@ fn limits(compact_after_entries: u64) -> Limits {
 }
 
 /// Opens the journal in `dir` on the real disk; a refusal as its message.
-fn open_with(dir: &Path, limits: Limits) -> Result<(Journal, EchoState), String> {
+pub(super) fn open_with(dir: &Path, limits: Limits) -> Result<(Journal, EchoState), String> {
     Journal::open_with(dir, Arc::new(StdDisk), limits).map_err(|problem| problem.to_string())
 }
 
-fn open(dir: &TestDir, compact_after_entries: u64) -> (Journal, EchoState) {
+pub(super) fn open(dir: &TestDir, compact_after_entries: u64) -> (Journal, EchoState) {
     open_with(&dir.0, limits(compact_after_entries)).expect("journal opens")
 }
 
-fn message(id: &str, text: &str) -> Change {
+pub(super) fn message(id: &str, text: &str) -> Change {
     Change::Message {
         instance_id: id.into(),
         preview: text.into(),
@@ -85,7 +40,7 @@ fn message(id: &str, text: &str) -> Change {
 }
 
 /// What `EchoService::commit` does with a change.
-fn commit(journal: &Journal, state: &Mutex<EchoState>, change: Change) {
+pub(super) fn commit(journal: &Journal, state: &Mutex<EchoState>, change: Change) {
     let mut guard = state.lock().expect("state lock");
     let ticket = journal.append(&change).expect("change is appended");
     guard.apply(change);
@@ -98,12 +53,12 @@ fn commit(journal: &Journal, state: &Mutex<EchoState>, change: Change) {
         .expect("change becomes durable");
 }
 
-fn as_json(state: &EchoState) -> serde_json::Value {
+pub(super) fn as_json(state: &EchoState) -> serde_json::Value {
     serde_json::to_value(state).expect("state serialises")
 }
 
 /// A mix of every kind of change, some of which cancel others out.
-fn changes(prefix: &str, count: usize) -> Vec<Change> {
+pub(super) fn changes(prefix: &str, count: usize) -> Vec<Change> {
     let mut all = Vec::new();
     for i in 0..count {
         let id = format!("{prefix}-{i}");
@@ -131,7 +86,7 @@ fn changes(prefix: &str, count: usize) -> Vec<Change> {
 }
 
 /// Runs `changes` through a fresh journal in `dir` and returns the live state.
-fn run(dir: &TestDir, compact_after_entries: u64, changes: Vec<Change>) -> EchoState {
+pub(super) fn run(dir: &TestDir, compact_after_entries: u64, changes: Vec<Change>) -> EchoState {
     let (journal, state) = open(dir, compact_after_entries);
     let state = Mutex::new(state);
     for change in changes {
@@ -140,7 +95,7 @@ fn run(dir: &TestDir, compact_after_entries: u64, changes: Vec<Change>) -> EchoS
     state.into_inner().expect("state")
 }
 
-fn log_lines(dir: &TestDir, generation: u64) -> Vec<Vec<u8>> {
+pub(super) fn log_lines(dir: &TestDir, generation: u64) -> Vec<Vec<u8>> {
     let bytes = std::fs::read(dir.file(&log_name(generation))).expect("log reads");
     bytes
         .split_inclusive(|&b| b == b'\n')
