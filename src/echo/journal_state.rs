@@ -21,7 +21,7 @@
 //! journals written before read as they did.
 //!
 //! The changes the journal records, how each edits this layout and what undoes it, are in
-//! [`changes`]; this file is the layout alone.
+//! `changes`; this file is the layout alone.
 
 mod changes;
 

@@ -77,7 +77,7 @@ pub enum Damage {
     SnapshotNotEnded,
     SnapshotOfManyLines,
     UnreadableSnapshot(serde_json::Error),
-    /// A snapshot of a [`FORMAT`] this program does not read.
+    /// A snapshot of a `FORMAT` this program does not read.
     UnknownFormat(u32),
     /// Bytes after the last line end of a log that a newer log follows: only the newest
     /// log can have been cut by a crash.
