@@ -154,7 +154,7 @@ impl Catalog {
                     unreadable: true,
                 };
                 let bytes = crate::settings::read_config_file(path, MAX_CATALOG_BYTES)
-                    .map_err(unreadable)?;
+                    .map_err(|error| unreadable(error.to_string()))?;
                 let text = String::from_utf8(bytes)
                     .map_err(|_| unreadable("cannot be read: not UTF-8 text".into()))?;
                 Catalog::parse(&text, &file)

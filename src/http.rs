@@ -303,11 +303,23 @@ pub fn path_step_problem(id: &str) -> Option<&'static str> {
 }
 
 /// A random token of 32 lowercase hex digits (128 bits) from the operating system.
-pub fn random_token() -> Result<String, String> {
+pub fn random_token() -> Result<String, NoRandomness> {
     let mut bytes = [0u8; 16];
-    getrandom::fill(&mut bytes).map_err(|error| format!("no randomness available: {error}"))?;
+    getrandom::fill(&mut bytes).map_err(NoRandomness)?;
     Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
+
+/// The operating system gave no random bytes.
+#[derive(Debug)]
+pub struct NoRandomness(getrandom::Error);
+
+impl std::fmt::Display for NoRandomness {
+    fn fmt(&self, out: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(out, "no randomness available: {}", self.0)
+    }
+}
+
+impl std::error::Error for NoRandomness {}
 
 /// The maximum nesting of arrays and objects accepted in a JSON body. serde_json stops at
 /// 128 itself; OSB bodies are shallow, so anything deeper than this is refused early.

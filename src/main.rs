@@ -7,7 +7,7 @@ use echo_broker::http;
 use echo_broker::platform::{self, StateLocation};
 use echo_broker::server;
 use echo_broker::settings::TlsRoots;
-use echo_broker::settings::{self, Command};
+use echo_broker::settings::{self, Command, SettingError};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -78,8 +78,8 @@ fn check_catalog(path: &std::path::Path) {
         }
         // An unreadable file is bad configuration (2), like any other; 1 means the file
         // was read and the catalog in it is invalid.
-        Err(error) if error.unreadable => settings::exit_with(&error.to_string()),
-        Err(error) => settings::exit_with_code(&error.to_string(), EXIT_INVALID_CATALOG),
+        Err(error) if error.unreadable => settings::exit_with(&error),
+        Err(error) => settings::exit_with_code(&error, EXIT_INVALID_CATALOG),
     }
 }
 
@@ -123,7 +123,7 @@ fn run() {
     });
     let address = format!("{}:{port}", settings::url_host(&host));
     server::serve("broker", &address, Arc::new(broker), max_connections)
-        .unwrap_or_else(|problem| settings::exit_with(&format!("PORT: {problem}")));
+        .unwrap_or_else(|problem| settings::exit_with(format!("PORT: {problem}")));
     log::info!("broker: listening on http://{address} (at most {max_connections} connections)");
     server::run_until_stopped();
 }
@@ -134,7 +134,7 @@ fn refuse_published_secrets(
     host: &str,
     broker: Option<&(String, String)>,
     echo: Option<&(String, String)>,
-) -> Result<(), String> {
+) -> Result<(), SettingError> {
     let mut secrets = Vec::new();
     if let Some((_, password)) = broker {
         secrets.push(("BROKER_PASSWORD", password.as_str()));
@@ -182,8 +182,8 @@ fn load_catalog(host: &str) -> Catalog {
     let catalog_path = settings::var("CATALOG_PATH").map(PathBuf::from);
     let loaded =
         Catalog::load(catalog_path.as_deref()).unwrap_or_else(|error| match catalog_path {
-            Some(_) => settings::exit_with(&format!("CATALOG_PATH: {error}")),
-            None => settings::exit_with(&error.to_string()),
+            Some(_) => settings::exit_with(format!("CATALOG_PATH: {error}")),
+            None => settings::exit_with(&error),
         });
     refuse_published_catalog_secret(host, &loaded.catalog, catalog_path.is_some())
         .unwrap_or_else(|problem| settings::exit_with(&problem));
@@ -246,7 +246,7 @@ fn start_backend(
     }
 }
 
-fn backend() -> Result<Backend, String> {
+fn backend() -> Result<Backend, SettingError> {
     match settings::var("SERVICE_BASE") {
         Some(value) => Ok(Backend::Remote {
             service_base: settings::service_base(&value)?,
@@ -259,10 +259,11 @@ fn backend() -> Result<Backend, String> {
 }
 
 /// The broker and its embedded echo service listen on the same host, so they need two ports.
-fn ports_differ(port: u16, backend: Backend) -> Result<Backend, String> {
+fn ports_differ(port: u16, backend: Backend) -> Result<Backend, SettingError> {
     match backend {
-        Backend::Embedded { port: echo_port, .. } if echo_port == port => Err(format!(
-            "ECHO_PORT: {echo_port} clashes with PORT {port}; the broker and the embedded echo service need different ports"
+        Backend::Embedded { port: echo_port, .. } if echo_port == port => Err(SettingError::variable(
+            "ECHO_PORT",
+            format!("{echo_port} clashes with PORT {port}; the broker and the embedded echo service need different ports"),
         )),
         backend => Ok(backend),
     }
@@ -270,7 +271,9 @@ fn ports_differ(port: u16, backend: Backend) -> Result<Backend, String> {
 
 /// The echo service's management credentials: the configured pair, or for the embedded
 /// echo service a random pair that only this process knows.
-fn echo_credentials(backend: &Backend) -> Result<Option<(String, String)>, String> {
+fn echo_credentials(
+    backend: &Backend,
+) -> Result<Option<(String, String)>, Box<dyn std::error::Error>> {
     let configured = settings::credentials("ECHO_USERNAME", "ECHO_PASSWORD")?;
     match (configured, backend) {
         (Some(credentials), _) => Ok(Some(credentials)),
@@ -300,5 +303,5 @@ fn start_embedded_echo_service(
         .unwrap_or_else(|problem| settings::exit_with(&problem));
     let address = format!("{}:{port}", settings::url_host(host));
     server::serve("echo", &address, Arc::new(echo), max_connections)
-        .unwrap_or_else(|problem| settings::exit_with(&format!("ECHO_PORT: {problem}")));
+        .unwrap_or_else(|problem| settings::exit_with(format!("ECHO_PORT: {problem}")));
 }

@@ -3,6 +3,7 @@
 //! filesystem service on Stackato), and which secrets must never reach it (those published
 //! in this repository).
 
+use crate::settings::SettingError;
 use serde_json::Value;
 use std::path::PathBuf;
 
@@ -60,10 +61,13 @@ impl DatabaseUrl {
 
 /// Where the echo service keeps its state: `DATABASE_URL`; else a PostgreSQL service bound
 /// on Cloud Foundry (`VCAP_SERVICES`); else the journal's directory (see [`data_dir`]).
-pub fn state_location() -> Result<StateLocation, String> {
+pub fn state_location() -> Result<StateLocation, SettingError> {
     if let Some(url) = crate::settings::var("DATABASE_URL") {
         if !is_postgres_url(&url) {
-            return Err("DATABASE_URL: is not a postgres:// or postgresql:// URL".into());
+            return Err(SettingError::variable(
+                "DATABASE_URL",
+                "is not a postgres:// or postgresql:// URL",
+            ));
         }
         return Ok(StateLocation::Database(DatabaseUrl {
             url,
@@ -83,7 +87,7 @@ pub fn state_location() -> Result<StateLocation, String> {
 /// `postgres` or `postgresql` and its credentials have `hostname`, `port`, `name`,
 /// `username` and `password` (as the platforms' PostgreSQL brokers publish them). Labels are
 /// taken in sorted order, so the choice does not depend on how the platform ordered them.
-fn bound_database(vcap_services: &str) -> Result<Option<DatabaseUrl>, String> {
+fn bound_database(vcap_services: &str) -> Result<Option<DatabaseUrl>, SettingError> {
     let labels = parse_vcap_services(vcap_services)?;
     let found = labels.iter().find_map(|(label, bindings)| {
         bindings.as_array()?.iter().find_map(|binding| {
@@ -147,12 +151,17 @@ fn url_from_parts(credentials: &Value) -> Option<String> {
     ))
 }
 
-fn parse_vcap_services(vcap_services: &str) -> Result<serde_json::Map<String, Value>, String> {
+fn parse_vcap_services(
+    vcap_services: &str,
+) -> Result<serde_json::Map<String, Value>, SettingError> {
     let services: Value = serde_json::from_str(vcap_services)
-        .map_err(|error| format!("VCAP_SERVICES: not JSON ({error})"))?;
+        .map_err(|error| SettingError::variable("VCAP_SERVICES", format!("not JSON ({error})")))?;
     match services {
         Value::Object(labels) => Ok(labels),
-        _ => Err("VCAP_SERVICES: not a JSON object of service labels".into()),
+        _ => Err(SettingError::variable(
+            "VCAP_SERVICES",
+            "not a JSON object of service labels",
+        )),
     }
 }
 
@@ -205,7 +214,7 @@ impl DataDir {
 
 /// The journal's directory: `DATA_DIR`, else a bound volume's read-write mount
 /// (`VCAP_SERVICES`), else Stackato's filesystem service, else `./echo-data`.
-pub fn data_dir() -> Result<DataDir, String> {
+pub fn data_dir() -> Result<DataDir, SettingError> {
     let vcap_services = crate::settings::var("VCAP_SERVICES");
     let stackato = crate::settings::var("STACKATO_FILESYSTEM");
     choose_data_dir(
@@ -224,7 +233,7 @@ fn choose_data_dir(
     explicit: Option<String>,
     vcap_services: Option<&str>,
     stackato_filesystem: Option<String>,
-) -> Result<DataDir, String> {
+) -> Result<DataDir, SettingError> {
     let chosen = |path: String, source| DataDir {
         path: PathBuf::from(path),
         source,
@@ -247,7 +256,7 @@ fn choose_data_dir(
 /// `VCAP_SERVICES` (`{"label": [{"name": .., "volume_mounts": [{"container_dir": ..,
 /// "mode": "rw"}]}]}`), with its service's label. Labels are taken in sorted order, so
 /// the choice does not depend on how the platform ordered the document.
-fn bound_volume(vcap_services: &str) -> Result<Option<(String, String)>, String> {
+fn bound_volume(vcap_services: &str) -> Result<Option<(String, String)>, SettingError> {
     let labels = parse_vcap_services(vcap_services)?;
     let found = labels.iter().find_map(|(label, bindings)| {
         let bindings = bindings.as_array()?;
@@ -320,7 +329,7 @@ pub fn password_problem(password: &str) -> Option<&'static str> {
 
 /// Refuses a weak or published password in any of `secrets` (variable name, value) when the
 /// server listens beyond loopback: one line naming the variable and the rule.
-pub fn refuse_published_secrets(host: &str, secrets: &[(&str, &str)]) -> Result<(), String> {
+pub fn refuse_published_secrets(host: &str, secrets: &[(&str, &str)]) -> Result<(), SettingError> {
     if is_loopback(host) {
         return Ok(());
     }
@@ -328,8 +337,9 @@ pub fn refuse_published_secrets(host: &str, secrets: &[(&str, &str)]) -> Result<
         .iter()
         .find_map(|(name, value)| password_problem(value).map(|problem| (name, problem)));
     match refused {
-        Some((name, problem)) => Err(format!(
-            "{name}: this value {problem}, and HOST '{host}' is not loopback; beyond loopback a password needs {PASSWORD_RULE}"
+        Some((name, problem)) => Err(SettingError::variable(
+            name,
+            format!("this value {problem}, and HOST '{host}' is not loopback; beyond loopback a password needs {PASSWORD_RULE}"),
         )),
         None => Ok(()),
     }
@@ -402,7 +412,9 @@ mod tests {
     fn malformed_vcap_services_is_refused_naming_the_variable() {
         for bad in ["not json", "[1, 2]"] {
             let refused = choose_data_dir(None, Some(bad), None);
-            assert!(refused.is_err_and(|problem| problem.starts_with("VCAP_SERVICES: ")));
+            assert!(
+                refused.is_err_and(|problem| problem.to_string().starts_with("VCAP_SERVICES: "))
+            );
         }
     }
 
@@ -444,7 +456,7 @@ mod tests {
         assert!(refuse_published_secrets("127.0.0.1", &secrets).is_ok());
         assert!(refuse_published_secrets("::1", &secrets).is_ok());
         let refused = refuse_published_secrets("0.0.0.0", &secrets);
-        assert!(refused.is_err_and(|problem| problem.starts_with("BROKER_PASSWORD: ")));
+        assert!(refused.is_err_and(|problem| problem.to_string().starts_with("BROKER_PASSWORD: ")));
         for weak in [
             "THE-BROKER-PASSWORD",
             "secret-1",

@@ -91,6 +91,36 @@ exit 0.
 /// Exit code for a bad configuration (a variable, a catalog, a flag).
 pub const EXIT_BAD_CONFIG: i32 = 2;
 
+/// A setting either binary cannot run with: which one, and what is wrong with it. Values
+/// are repeated only where they hold no secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SettingError {
+    /// An environment variable's value: `NAME: problem`.
+    Variable { name: String, problem: String },
+    /// The command line: the problem names the argument.
+    Argument(String),
+}
+
+impl SettingError {
+    pub fn variable(name: &str, problem: impl Into<String>) -> SettingError {
+        SettingError::Variable {
+            name: name.to_string(),
+            problem: problem.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for SettingError {
+    fn fmt(&self, out: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SettingError::Variable { name, problem } => write!(out, "{name}: {problem}"),
+            SettingError::Argument(problem) => out.write_str(problem),
+        }
+    }
+}
+
+impl std::error::Error for SettingError {}
+
 /// What the command line asks for.
 #[derive(Debug, PartialEq)]
 pub enum Command {
@@ -102,12 +132,17 @@ pub enum Command {
 }
 
 /// Reads the arguments after the program name. `--check-catalog` is the broker's only.
-pub fn parse_command(args: &[String], accepts_check_catalog: bool) -> Result<Command, String> {
+pub fn parse_command(
+    args: &[String],
+    accepts_check_catalog: bool,
+) -> Result<Command, SettingError> {
     let takes_no_argument = ["--help", "-h", "--version", "-V"];
     match args {
-        [flag, extra, ..] if takes_no_argument.contains(&flag.as_str()) => Err(format!(
-            "{flag} takes no argument, and '{extra}' was given (try {flag} alone)"
-        )),
+        [flag, extra, ..] if takes_no_argument.contains(&flag.as_str()) => {
+            Err(SettingError::Argument(format!(
+                "{flag} takes no argument, and '{extra}' was given (try {flag} alone)"
+            )))
+        }
         [] => Ok(Command::Run),
         [flag] if flag == "--help" || flag == "-h" => Ok(Command::Help),
         [flag] if flag == "--version" || flag == "-V" => Ok(Command::Version),
@@ -115,11 +150,13 @@ pub fn parse_command(args: &[String], accepts_check_catalog: bool) -> Result<Com
             Ok(Command::CheckCatalog(PathBuf::from(file)))
         }
         [flag] if flag == "--check-catalog" && accepts_check_catalog => {
-            Err("--check-catalog needs a FILE (try --help)".into())
+            Err(SettingError::Argument(
+                "--check-catalog needs a FILE (try --help)".into(),
+            ))
         }
-        [other, ..] => Err(format!(
+        [other, ..] => Err(SettingError::Argument(format!(
             "unknown argument '{other}' (try --help; configuration comes from environment variables)"
-        )),
+        ))),
     }
 }
 
@@ -133,22 +170,26 @@ pub fn var(name: &str) -> Option<String> {
 /// A TCP port from `name`, or `default`. Port 0 (any free port) is refused: the broker
 /// builds the echo service's URL from the port it was given, and a platform routes to the
 /// port it set, so a port chosen by the OS would be a port nobody calls.
-pub fn port(name: &str, default: u16) -> Result<u16, String> {
+pub fn port(name: &str, default: u16) -> Result<u16, SettingError> {
     var(name).map_or(Ok(default), |value| parse_port(name, &value))
 }
 
-fn parse_port(name: &str, value: &str) -> Result<u16, String> {
+fn parse_port(name: &str, value: &str) -> Result<u16, SettingError> {
     match value.trim().parse::<u16>() {
-        Ok(0) => Err(format!(
-            "{name}: 0 is not a fixed port (give a port number from 1 to 65535)"
+        Ok(0) => Err(SettingError::variable(
+            name,
+            "0 is not a fixed port (give a port number from 1 to 65535)",
         )),
         Ok(port) => Ok(port),
-        Err(_) => Err(format!("{name}: '{value}' is not a port number (1-65535)")),
+        Err(_) => Err(SettingError::variable(
+            name,
+            format!("'{value}' is not a port number (1-65535)"),
+        )),
     }
 }
 
 /// `MAX_CONNECTIONS`: how many connections each server serves at once, 1 to 10,000.
-pub fn max_connections() -> Result<usize, String> {
+pub fn max_connections() -> Result<usize, SettingError> {
     let default = crate::server::DEFAULT_MAX_CONNECTIONS as u64;
     Ok(number("MAX_CONNECTIONS", default, 1, 10_000)? as usize)
 }
@@ -170,7 +211,7 @@ pub struct DatabaseSettings {
     pub start_wait: Duration,
 }
 
-pub fn database_settings() -> Result<DatabaseSettings, String> {
+pub fn database_settings() -> Result<DatabaseSettings, SettingError> {
     let seconds =
         |name, default, low, high| number(name, default, low, high).map(Duration::from_secs);
     Ok(DatabaseSettings {
@@ -181,7 +222,7 @@ pub fn database_settings() -> Result<DatabaseSettings, String> {
 }
 
 /// A whole number from `name`, `low` to `high`, or `default` when it is unset.
-fn number(name: &str, default: u64, low: u64, high: u64) -> Result<u64, String> {
+fn number(name: &str, default: u64, low: u64, high: u64) -> Result<u64, SettingError> {
     let Some(value) = var(name) else {
         return Ok(default);
     };
@@ -190,36 +231,44 @@ fn number(name: &str, default: u64, low: u64, high: u64) -> Result<u64, String> 
         .parse::<u64>()
         .ok()
         .filter(|number| (low..=high).contains(number))
-        .ok_or_else(|| format!("{name}: '{value}' is not a number from {low} to {high}"))
+        .ok_or_else(|| {
+            SettingError::variable(
+                name,
+                format!("'{value}' is not a number from {low} to {high}"),
+            )
+        })
 }
 
 /// A user and password from two variables: both or neither.
 pub fn credentials(
     user_name: &str,
     password_name: &str,
-) -> Result<Option<(String, String)>, String> {
+) -> Result<Option<(String, String)>, SettingError> {
     match (var(user_name), var(password_name)) {
         (Some(user), Some(password)) => {
             if user.contains(':') {
-                return Err(format!(
-                    "{user_name}: a basic-auth user name cannot contain ':'"
+                return Err(SettingError::variable(
+                    user_name,
+                    "a basic-auth user name cannot contain ':'",
                 ));
             }
             Ok(Some((user, password)))
         }
         (None, None) => Ok(None),
-        (Some(_), None) => Err(format!(
-            "{password_name}: must be set when {user_name} is set"
+        (Some(_), None) => Err(SettingError::variable(
+            password_name,
+            format!("must be set when {user_name} is set"),
         )),
-        (None, Some(_)) => Err(format!(
-            "{user_name}: must be set when {password_name} is set"
+        (None, Some(_)) => Err(SettingError::variable(
+            user_name,
+            format!("must be set when {password_name} is set"),
         )),
     }
 }
 
 /// The address to listen on: `HOST` if set, else all interfaces when the server has
 /// credentials and loopback when it has none. Without credentials only loopback is allowed.
-pub fn listen_host(has_credentials: bool, credential_names: &str) -> Result<String, String> {
+pub fn listen_host(has_credentials: bool, credential_names: &str) -> Result<String, SettingError> {
     let host = var("HOST").unwrap_or_else(|| {
         if has_credentials {
             "0.0.0.0"
@@ -230,10 +279,11 @@ pub fn listen_host(has_credentials: bool, credential_names: &str) -> Result<Stri
     });
     let ip: IpAddr = host
         .parse()
-        .map_err(|_| format!("HOST: '{host}' is not an IP address"))?;
+        .map_err(|_| SettingError::variable("HOST", format!("'{host}' is not an IP address")))?;
     if !has_credentials && !ip.is_loopback() {
-        return Err(format!(
-            "HOST: '{host}' is not loopback, and {credential_names} are not set; refusing to serve without credentials"
+        return Err(SettingError::variable(
+            "HOST",
+            format!("'{host}' is not loopback, and {credential_names} are not set; refusing to serve without credentials"),
         ));
     }
     Ok(host)
@@ -249,22 +299,30 @@ pub fn url_host(host: &str) -> String {
 }
 
 /// `LOG_LEVEL`: error, warn, info (default), debug or trace.
-pub fn log_level() -> Result<log::LevelFilter, String> {
+pub fn log_level() -> Result<log::LevelFilter, SettingError> {
     let value = var("LOG_LEVEL").unwrap_or_else(|| "info".into());
-    value
-        .trim()
-        .parse::<log::LevelFilter>()
-        .map_err(|_| format!("LOG_LEVEL: '{value}' is not one of error, warn, info, debug, trace"))
+    value.trim().parse::<log::LevelFilter>().map_err(|_| {
+        SettingError::variable(
+            "LOG_LEVEL",
+            format!("'{value}' is not one of error, warn, info, debug, trace"),
+        )
+    })
 }
 
 /// `LOG_FORMAT`: text (default, human-readable) or json (one object per line).
-pub fn log_format() -> Result<crate::logging::Format, String> {
-    crate::logging::Format::parse(&var("LOG_FORMAT").unwrap_or_else(|| "text".into()))
+pub fn log_format() -> Result<crate::logging::Format, SettingError> {
+    parse_log_format(&var("LOG_FORMAT").unwrap_or_else(|| "text".into()))
+}
+
+fn parse_log_format(value: &str) -> Result<crate::logging::Format, SettingError> {
+    crate::logging::Format::parse(value).ok_or_else(|| {
+        SettingError::variable("LOG_FORMAT", format!("'{value}' is not one of text, json"))
+    })
 }
 
 /// Starts logging to standard output as `LOG_FORMAT` and `LOG_LEVEL` say. A bad
 /// `LOG_LEVEL` is reported after the logger is installed, so it comes in the chosen format.
-pub fn init_logging() -> Result<(), String> {
+pub fn init_logging() -> Result<(), SettingError> {
     let format = log_format()?;
     let level = log_level();
     crate::logging::init(*level.as_ref().unwrap_or(&log::LevelFilter::Info), format);
@@ -275,7 +333,7 @@ pub fn init_logging() -> Result<(), String> {
 /// means `http://host`, as in the original. The broker appends its paths to it, so a query
 /// or fragment has no place in it, and credentials belong in `ECHO_USERNAME` and
 /// `ECHO_PASSWORD` (a URL's userinfo would be logged and shown where the URL is).
-pub fn service_base(value: &str) -> Result<String, String> {
+pub fn service_base(value: &str) -> Result<String, SettingError> {
     let value = value.trim();
     let url = if value.contains("://") {
         value.to_string()
@@ -288,23 +346,29 @@ pub fn service_base(value: &str) -> Result<String, String> {
         .is_some_and(|(_, rest)| authority(rest).contains('@'))
     {
         // The value is not repeated: it holds a password.
-        return Err("SERVICE_BASE: credentials do not belong in the URL; set ECHO_USERNAME and ECHO_PASSWORD".into());
+        return Err(SettingError::variable(
+            "SERVICE_BASE",
+            "credentials do not belong in the URL; set ECHO_USERNAME and ECHO_PASSWORD",
+        ));
     }
     let Some((scheme, rest)) = url.split_once("://").filter(|(scheme, _)| {
         scheme.eq_ignore_ascii_case("http") || scheme.eq_ignore_ascii_case("https")
     }) else {
-        return Err(format!(
-            "SERVICE_BASE: '{value}' is not an http:// or https:// URL"
+        return Err(SettingError::variable(
+            "SERVICE_BASE",
+            format!("'{value}' is not an http:// or https:// URL"),
         ));
     };
     let rest = rest.trim_end_matches('/');
     if rest.contains(['?', '#']) {
-        return Err(format!(
-            "SERVICE_BASE: '{value}' has a query or fragment; give the echo service's base URL only (the broker appends its paths)"
+        return Err(SettingError::variable(
+            "SERVICE_BASE",
+            format!("'{value}' has a query or fragment; give the echo service's base URL only (the broker appends its paths)"),
         ));
     }
-    check_authority(&authority(rest))
-        .map_err(|problem| format!("SERVICE_BASE: '{value}' {problem}"))?;
+    check_authority(&authority(rest)).map_err(|problem| {
+        SettingError::variable("SERVICE_BASE", format!("'{value}' {problem}"))
+    })?;
     Ok(format!("{}://{rest}", scheme.to_ascii_lowercase()))
 }
 
@@ -359,30 +423,60 @@ fn check_authority(authority: &str) -> Result<(), &'static str> {
 
 /// Reads a configuration file whole, at most `limit` bytes: a path that names something
 /// endless or huge (`/dev/zero`, a disk image) is refused after `limit` bytes instead of
-/// filling memory. The error says what is wrong, without the path.
-pub fn read_config_file(path: &std::path::Path, limit: u64) -> Result<Vec<u8>, String> {
+/// filling memory.
+pub fn read_config_file(path: &std::path::Path, limit: u64) -> Result<Vec<u8>, UnreadableFile> {
     use std::io::Read;
-    let file = std::fs::File::open(path).map_err(|error| format!("cannot be read: {error}"))?;
+    let file = std::fs::File::open(path).map_err(UnreadableFile::Io)?;
     let mut bytes = Vec::new();
     file.take(limit + 1)
         .read_to_end(&mut bytes)
-        .map_err(|error| format!("cannot be read: {error}"))?;
+        .map_err(UnreadableFile::Io)?;
     if bytes.len() as u64 > limit {
-        return Err(format!(
-            "cannot be read: larger than {} KiB, which no such file needs",
-            limit / 1024
-        ));
+        return Err(UnreadableFile::TooLarge { limit });
     }
     Ok(bytes)
 }
 
+/// Why a configuration file could not be read. Its words leave out the path, which the
+/// caller names as it sees fit.
+#[derive(Debug)]
+pub enum UnreadableFile {
+    Io(std::io::Error),
+    /// Larger than `limit` bytes, which no such file needs.
+    TooLarge {
+        limit: u64,
+    },
+}
+
+impl std::fmt::Display for UnreadableFile {
+    fn fmt(&self, out: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            UnreadableFile::Io(error) => write!(out, "cannot be read: {error}"),
+            UnreadableFile::TooLarge { limit } => write!(
+                out,
+                "cannot be read: larger than {} KiB, which no such file needs",
+                limit / 1024
+            ),
+        }
+    }
+}
+
+impl std::error::Error for UnreadableFile {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            UnreadableFile::Io(error) => Some(error),
+            UnreadableFile::TooLarge { .. } => None,
+        }
+    }
+}
+
 /// `SSL_CERT_FILE`: a PEM file of the CAs an `https://` echo service's certificate, or a TLS
 /// database's, must chain to, instead of the system's trust store.
-pub fn tls_roots() -> Result<TlsRoots, String> {
+pub fn tls_roots() -> Result<TlsRoots, SettingError> {
     match var("SSL_CERT_FILE") {
         None => Ok(TlsRoots::System),
         Some(path) => TlsRoots::from_pem_file(std::path::Path::new(&path))
-            .map_err(|problem| format!("SSL_CERT_FILE: {problem}")),
+            .map_err(|problem| SettingError::variable("SSL_CERT_FILE", problem)),
     }
 }
 
@@ -406,7 +500,7 @@ pub enum TlsRoots {
 
 impl TlsRoots {
     /// The certificates of a PEM file; an error names the file and what is wrong.
-    pub fn from_pem_file(path: &Path) -> Result<TlsRoots, String> {
+    fn from_pem_file(path: &Path) -> Result<TlsRoots, String> {
         let pem = read_config_file(path, MAX_PEM_BYTES)
             .map_err(|problem| format!("{} {problem}", path.display()))?;
         let mut certificates = Vec::new();
@@ -438,15 +532,15 @@ impl TlsRoots {
 
     /// A rustls client configuration that checks a server's certificate against these
     /// roots, with ring as the crypto provider (for TLS to a PostgreSQL database).
-    pub fn rustls_config(&self) -> Result<rustls::ClientConfig, String> {
+    pub fn rustls_config(&self) -> Result<rustls::ClientConfig, TlsSetupError> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let builder = rustls::ClientConfig::builder_with_provider(Arc::clone(&provider))
             .with_safe_default_protocol_versions()
-            .map_err(|error| format!("TLS cannot be set up: {error}"))?;
+            .map_err(TlsSetupError::Protocols)?;
         let config = match self {
             TlsRoots::System => {
                 let verifier = rustls_platform_verifier::Verifier::new(provider)
-                    .map_err(|error| format!("the system's trust store cannot be read: {error}"))?;
+                    .map_err(TlsSetupError::SystemTrustStore)?;
                 builder
                     .dangerous()
                     .with_custom_certificate_verifier(Arc::new(verifier))
@@ -455,14 +549,47 @@ impl TlsRoots {
                 let mut roots = rustls::RootCertStore::empty();
                 for certificate in certificates {
                     let der = rustls::pki_types::CertificateDer::from(certificate.der().to_vec());
-                    roots.add(der).map_err(|error| {
-                        format!("SSL_CERT_FILE: a certificate is unusable: {error}")
-                    })?;
+                    roots.add(der).map_err(TlsSetupError::UnusableCertificate)?;
                 }
                 builder.with_root_certificates(roots)
             }
         };
         Ok(config.with_no_client_auth())
+    }
+}
+
+/// Why TLS to a server cannot be set up from [`TlsRoots`].
+#[derive(Debug)]
+pub enum TlsSetupError {
+    /// The crypto provider offers none of the protocol versions asked for.
+    Protocols(rustls::Error),
+    /// The operating system's trust store cannot be read.
+    SystemTrustStore(rustls::Error),
+    /// A certificate of `SSL_CERT_FILE` cannot serve as a root.
+    UnusableCertificate(rustls::Error),
+}
+
+impl std::fmt::Display for TlsSetupError {
+    fn fmt(&self, out: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TlsSetupError::Protocols(error) => write!(out, "TLS cannot be set up: {error}"),
+            TlsSetupError::SystemTrustStore(error) => {
+                write!(out, "the system's trust store cannot be read: {error}")
+            }
+            TlsSetupError::UnusableCertificate(error) => {
+                write!(out, "SSL_CERT_FILE: a certificate is unusable: {error}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for TlsSetupError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            TlsSetupError::Protocols(error)
+            | TlsSetupError::SystemTrustStore(error)
+            | TlsSetupError::UnusableCertificate(error) => Some(error),
+        }
     }
 }
 
@@ -476,14 +603,14 @@ pub fn counted(count: usize, noun: &str) -> String {
 
 /// Prints `message` as the one line that explains why start-up stopped (`error: ...`, or a
 /// JSON object with `LOG_FORMAT=json`) on standard output, after the log lines before it,
-/// and exits 2.
-pub fn exit_with(message: &str) -> ! {
+/// and exits 2. This is where an error becomes words.
+pub fn exit_with(message: impl std::fmt::Display) -> ! {
     exit_with_code(message, EXIT_BAD_CONFIG)
 }
 
 /// [`exit_with`], with another exit code.
-pub fn exit_with_code(message: &str, code: i32) -> ! {
-    crate::logging::fatal(message);
+pub fn exit_with_code(message: impl std::fmt::Display, code: i32) -> ! {
+    crate::logging::fatal(&message.to_string());
     std::process::exit(code)
 }
 
@@ -536,18 +663,20 @@ mod tests {
             ("gopher://echo", "http:// or https://"),
         ];
         for (value, problem) in refusals {
-            let refused = service_base(value).expect_err(value);
+            let refused = service_base(value).expect_err(value).to_string();
             assert!(refused.starts_with("SERVICE_BASE: "), "{refused}");
             assert!(refused.contains(problem), "{value}: {refused}");
         }
-        let refused = service_base("ftp://user:hunter2@echo").expect_err("credentials");
+        let refused = service_base("ftp://user:hunter2@echo")
+            .expect_err("credentials")
+            .to_string();
         assert!(!refused.contains("hunter2"), "{refused}");
     }
 
     #[test]
     fn port_zero_is_refused_with_the_usable_range() {
         let refused = parse_port("ECHO_PORT", "0");
-        assert!(refused.is_err_and(|problem| problem.starts_with("ECHO_PORT: 0 ")));
+        assert!(refused.is_err_and(|problem| problem.to_string().starts_with("ECHO_PORT: 0 ")));
         assert_eq!(parse_port("PORT", " 8091 "), Ok(8091));
         assert!(parse_port("PORT", "65536").is_err());
     }
@@ -570,9 +699,18 @@ mod tests {
         );
         assert!(parse_command(&args(&["--check-catalog", "x"]), false).is_err());
         assert!(parse_command(&args(&["--frobnicate"]), true).is_err());
-        let extra = parse_command(&args(&["--help", "extra"]), true);
+        let extra = parse_command(&args(&["--help", "extra"]), true).map_err(|e| e.to_string());
         assert!(extra
             .is_err_and(|problem| problem.contains("'extra'")
                 && !problem.contains("unknown argument '--help'")));
+    }
+
+    #[test]
+    fn a_log_format_other_than_text_or_json_is_refused_naming_the_variable() {
+        assert_eq!(parse_log_format("json"), Ok(crate::logging::Format::Json));
+        let refused = parse_log_format("xml")
+            .expect_err("xml is refused")
+            .to_string();
+        assert!(refused.starts_with("LOG_FORMAT: 'xml'"), "{refused}");
     }
 }

@@ -60,7 +60,7 @@ fn main() {
 fn refuse_published_secret(
     host: &str,
     credentials: Option<&(String, String)>,
-) -> Result<(), String> {
+) -> Result<(), settings::SettingError> {
     match credentials {
         Some((_, password)) => {
             platform::refuse_published_secrets(host, &[("ECHO_PASSWORD", password.as_str())])
@@ -91,7 +91,7 @@ fn run() {
     }
     let address = format!("{}:{port}", settings::url_host(&host));
     server::serve("echo", &address, Arc::new(echo), max_connections)
-        .unwrap_or_else(|problem| settings::exit_with(&format!("PORT: {problem}")));
+        .unwrap_or_else(|problem| settings::exit_with(format!("PORT: {problem}")));
     log::info!(
         "echo service: listening on http://{address} (at most {max_connections} connections)"
     );
@@ -117,10 +117,10 @@ fn import(dir: &Path) {
         settings::database_settings().unwrap_or_else(|problem| settings::exit_with(&problem));
     let store =
         PostgresStore::open(&database.url, &tls_roots, settings).unwrap_or_else(|problem| {
-            settings::exit_with(&format!("{}: {problem}", database.variable()))
+            settings::exit_with(format!("{}: {problem}", database.variable()))
         });
     let report = import_journal(&store, journal.state).unwrap_or_else(|problem| {
-        settings::exit_with(&format!("{}: {problem}", database.variable()))
+        settings::exit_with(format!("{}: {problem}", database.variable()))
     });
     for conflict in &report.conflicts {
         log::warn!("import: conflict: {conflict}");
@@ -143,7 +143,7 @@ fn import(dir: &Path) {
 /// it does not read.
 fn read_journal(dir: &Path) -> ReadOnlyCopy<EchoState> {
     let journal = journal::read_only::<EchoState>(dir)
-        .unwrap_or_else(|problem| settings::exit_with(&format!("--import-journal: {problem}")));
+        .unwrap_or_else(|problem| settings::exit_with(format!("--import-journal: {problem}")));
     if let Some(torn) = &journal.torn_tail {
         log::warn!(
             "import: {}: an incomplete last line ({} bytes, a write that was interrupted or under way, never acknowledged) is not imported, and left in place",

@@ -70,7 +70,7 @@ pub fn open_store(
             Ok((Box::new(store), data_dir.describe()))
         }
         StateLocation::Database(database) => {
-            let settings = settings::database_settings()?;
+            let settings = settings::database_settings().map_err(|error| error.to_string())?;
             let store = postgres::PostgresStore::open(&database.url, tls_roots, settings)
                 .map_err(|problem| format!("{}: {problem}", database.variable()))?;
             let described = format!(

@@ -28,8 +28,10 @@
 mod import;
 mod pool;
 mod schema;
+mod start;
 
-pub use import::{import_journal, ImportReport};
+pub use import::{import_journal, ImportError, ImportReport};
+pub use start::{DatabaseName, OpenError};
 
 use super::api::{BindingAttributes, BindingLifetime, InstanceAttributes, InstanceUpdate};
 use super::store::{
@@ -41,12 +43,11 @@ use crate::settings::{DatabaseSettings, TlsRoots};
 use deadpool_postgres::Object;
 use pool::{Call, Connections, Failure, Tls, STORE_WIDE};
 use std::collections::HashMap;
-use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use tokio_postgres::config::{Host, SslMode};
-use tokio_postgres::{Config, Error, Row};
+use tokio_postgres::config::SslMode;
+use tokio_postgres::{Error, Row};
 
 /// How long one call may take in all: waiting for a connection, connecting, and the
 /// statements. Under the broker's 5-s wait for the echo service, so the broker hears the
@@ -56,39 +57,9 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(3);
 /// `/health`'s deadline: platforms give a health check about a second.
 const HEALTH_TIMEOUT: Duration = Duration::from_millis(800);
 
-/// How long start-up may take once the database answers (connect, and create the schema).
-const SCHEMA_TIMEOUT: Duration = Duration::from_secs(15);
-
-/// How often start-up tries again while the database does not answer.
-const START_RETRY_INTERVAL: Duration = Duration::from_secs(1);
-
 /// How many times a change checked against an instance reads it again when another request
 /// changed it between the read and the change.
 const CHANGED_MEANWHILE_TRIES: usize = 5;
-
-/// A statement the server runs longer than this is cancelled by the server itself, and a
-/// transaction left open longer than the idle limit is ended by it: a connection stuck on
-/// our side cannot hold row locks that other instances wait for.
-/// (Notices, such as "relation already exists, skipping" at start, stay out of the log.)
-const SERVER_SIDE_OPTIONS: &str = "-c statement_timeout=3000 -c lock_timeout=2500 \
-    -c idle_in_transaction_session_timeout=10000 -c client_min_messages=warning";
-
-/// Where the database is, as the start-up line and the log name it (never the password; and
-/// never in what the platform is told).
-#[derive(Debug, Clone)]
-pub struct DatabaseName {
-    pub host: String,
-    pub database: String,
-    /// Whether connections use TLS (`sslmode=require`).
-    pub tls: bool,
-}
-
-impl std::fmt::Display for DatabaseName {
-    fn fmt(&self, out: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let over = if self.tls { " over TLS" } else { "" };
-        write!(out, "'{}' on {}{over}", self.database, self.host)
-    }
-}
 
 /// The echo service's state in PostgreSQL.
 pub struct PostgresStore {
@@ -111,66 +82,28 @@ impl PostgresStore {
         url: &str,
         tls_roots: &TlsRoots,
         settings: DatabaseSettings,
-    ) -> Result<PostgresStore, String> {
-        let (config, name) = connection_config(url)?;
+    ) -> Result<PostgresStore, OpenError> {
+        let (config, name) = start::connection_config(url)?;
         let tls = match config.get_ssl_mode() {
             SslMode::Require => Tls::Verified(tokio_postgres_rustls::MakeRustlsConnect::new(
-                tls_roots.rustls_config()?,
+                tls_roots.rustls_config().map_err(OpenError::Tls)?,
             )),
             _ => Tls::Plain,
         };
         let store = PostgresStore {
-            connections: Connections::new(config, tls, &settings)?,
+            connections: Connections::new(config, tls, &settings).map_err(OpenError::Pool)?,
             name,
             last_failure_logged: AtomicU64::new(0),
             seen: SeenAttributes::default(),
             last_health_check: Mutex::new(None),
         };
-        store.wait_for_schema(settings.start_wait)?;
+        start::wait_for_schema(&store.connections, &store.name, settings.start_wait)?;
         Ok(store)
     }
 
     /// The database's host and name, for the start-up line.
     pub fn name(&self) -> &DatabaseName {
         &self.name
-    }
-
-    /// Creates or upgrades the schema, trying again while the database is not up (refuses
-    /// connections, is starting, has no room) until `wait` has passed.
-    fn wait_for_schema(&self, wait: Duration) -> Result<(), String> {
-        let give_up_at = Instant::now() + wait;
-        let mut told = false;
-        loop {
-            let left = give_up_at.saturating_duration_since(Instant::now());
-            let timeout = SCHEMA_TIMEOUT.min(left).max(CALL_TIMEOUT);
-            let created = self
-                .connections
-                .run(Call::Change, None, timeout, async |client| {
-                    schema::create_or_upgrade(client).await
-                });
-            let failure = match created {
-                Ok(result) => return result,
-                Err(failure) => failure,
-            };
-            let left = give_up_at.saturating_duration_since(Instant::now());
-            if !may_come_up(&failure) || left.is_zero() {
-                return Err(format!(
-                    "the database {} {}",
-                    self.name,
-                    failure.reason(self.connections.max_connections())
-                ));
-            }
-            if !told {
-                log::warn!(
-                    "echo service: waiting up to {} s for the database {} ({}); DATABASE_START_SECONDS sets how long",
-                    left.as_secs(),
-                    self.name,
-                    failure.reason(self.connections.max_connections())
-                );
-                told = true;
-            }
-            std::thread::sleep(START_RETRY_INTERVAL.min(left));
-        }
     }
 
     /// Runs `work`, which changes the state; a failure becomes the 503's [`StoreError`],
@@ -235,48 +168,6 @@ impl PostgresStore {
     }
 }
 
-/// Whether a failure at start may heal by itself: the server refuses, drops or does not
-/// answer connections (not up yet), is starting up or shutting down (57P), or has no room
-/// (53300). Wrong credentials, no such database, a certificate that does not verify or a
-/// newer schema will not.
-fn may_come_up(failure: &Failure) -> bool {
-    // 55P03 and 57014: another echo service's start held the schema's lock past a timeout;
-    // 40P01: a deadlock with it.
-    let passing = ["53300", "55P03", "57014", "40P01"];
-    match failure {
-        Failure::Connect(error) | Failure::Statement(error) => match error.code() {
-            Some(code) => code.code().starts_with("57P") || passing.contains(&code.code()),
-            None => not_up_yet(error),
-        },
-        Failure::NoRoom(_)
-        | Failure::NoConnection(_)
-        | Failure::NoShare(_)
-        | Failure::TimedOut(_) => true,
-    }
-}
-
-/// Whether a client error is the network's answer of a server not (yet) listening.
-fn not_up_yet(error: &Error) -> bool {
-    use std::io::ErrorKind::*;
-    let io =
-        std::error::Error::source(error).and_then(|cause| cause.downcast_ref::<std::io::Error>());
-    io.is_some_and(|io| {
-        matches!(
-            io.kind(),
-            ConnectionRefused
-                | ConnectionReset
-                | ConnectionAborted
-                | NotConnected
-                | TimedOut
-                | UnexpectedEof
-                | AddrNotAvailable
-                | HostUnreachable
-                | NetworkUnreachable
-                | NotFound
-        )
-    }) || error.is_closed()
-}
-
 /// The [`StoreError`] for a failure, worded for the platform's user: it names the failing
 /// part (never where it is) and, for a change, whether it was made.
 fn store_error(failure: &Failure, call: Call) -> StoreError {
@@ -288,59 +179,6 @@ fn store_error(failure: &Failure, call: Call) -> StoreError {
     StoreError::new(format!(
         "database unavailable: the echo service's database is unavailable ({}); {outcome}",
         failure.cause()
-    ))
-}
-
-/// The URL parsed, with the timeouts and server-side limits added, and its name for logs.
-/// `sslmode=verify-full` and `verify-ca` (libpq's words) ask for what `require` does here:
-/// TLS, with the server's certificate verified. libpq's default `prefer` falls back to plain
-/// text where TLS fails, which protects nothing, so it is taken as plain.
-fn connection_config(url: &str) -> Result<(Config, DatabaseName), String> {
-    if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
-        return Err("is not a postgres:// or postgresql:// URL".into());
-    }
-    let url = url
-        .replace("sslmode=verify-full", "sslmode=require")
-        .replace("sslmode=verify-ca", "sslmode=require");
-    let mut config = Config::from_str(&url)
-        .map_err(|error| format!("is not a PostgreSQL URL the echo service can use: {error}"))?;
-    let host = match (config.get_hosts().first(), config.get_ports().first()) {
-        (Some(Host::Tcp(host)), Some(port)) => format!("{host}:{port}"),
-        (Some(Host::Tcp(host)), None) => format!("{host}:5432"),
-        #[cfg(unix)]
-        (Some(Host::Unix(path)), _) => path.display().to_string(),
-        (None, _) => return Err("names no host".into()),
-    };
-    let database = config
-        .get_dbname()
-        .or(config.get_user())
-        .unwrap_or("postgres")
-        .to_string();
-    let options = match config.get_options() {
-        Some(theirs) => format!("{theirs} {SERVER_SIDE_OPTIONS}"),
-        None => SERVER_SIDE_OPTIONS.to_string(),
-    };
-    let tls = config.get_ssl_mode() == SslMode::Require;
-    if !tls {
-        config.ssl_mode(SslMode::Disable);
-    }
-    config
-        .options(&options)
-        .application_name("echo-service")
-        .connect_timeout(CALL_TIMEOUT)
-        // A connection whose peer vanished (a cut network) is given up within about 30 s.
-        .keepalives(true)
-        .keepalives_idle(Duration::from_secs(15))
-        .keepalives_interval(Duration::from_secs(5))
-        .keepalives_retries(3)
-        .tcp_user_timeout(Duration::from_secs(30));
-    Ok((
-        config,
-        DatabaseName {
-            host,
-            database,
-            tls,
-        },
     ))
 }
 

@@ -49,6 +49,27 @@ impl fmt::Display for ImportReport {
     }
 }
 
+/// An import the database ended early: it stopped answering before `next_instance` was
+/// copied. The instances before it were copied; running the import again copies the rest.
+#[derive(Debug)]
+pub struct ImportError {
+    pub database: super::DatabaseName,
+    pub reason: String,
+    pub next_instance: String,
+}
+
+impl fmt::Display for ImportError {
+    fn fmt(&self, out: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            out,
+            "the database {} {}; the instances before '{}' were copied, running the import again copies the rest",
+            self.database, self.reason, self.next_instance
+        )
+    }
+}
+
+impl std::error::Error for ImportError {}
+
 /// What copying one instance did.
 #[derive(Default)]
 struct Copied {
@@ -61,7 +82,10 @@ struct Copied {
 
 /// Copies every instance of `state` (from a journal) into `store`'s database. An `Err` is a
 /// database that stopped answering; what was copied before stays.
-pub fn import_journal(store: &PostgresStore, state: EchoState) -> Result<ImportReport, String> {
+pub fn import_journal(
+    store: &PostgresStore,
+    state: EchoState,
+) -> Result<ImportReport, ImportError> {
     let mut instances: Vec<(String, Instance)> = state.instances.into_iter().collect();
     instances.sort_by(|a, b| a.0.cmp(&b.0));
     let mut report = ImportReport::default();
@@ -89,11 +113,11 @@ pub fn import_journal(store: &PostgresStore, state: EchoState) -> Result<ImportR
                 ));
             }
             Err(failure) => {
-                return Err(format!(
-                    "the database {} {}; the instances before '{instance_id}' were copied, running the import again copies the rest",
-                    store.name,
-                    failure.reason(store.connections.max_connections())
-                ))
+                return Err(ImportError {
+                    database: store.name.clone(),
+                    reason: failure.reason(store.connections.max_connections()),
+                    next_instance: instance_id,
+                })
             }
         }
     }

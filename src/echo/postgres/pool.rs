@@ -197,19 +197,48 @@ pub struct Connections {
     runtime: tokio::runtime::Runtime,
 }
 
+/// Why the connections cannot be set up.
+#[derive(Debug)]
+pub enum SetupError {
+    /// The store's tokio runtime cannot start.
+    Runtime(std::io::Error),
+    /// deadpool refuses the pool's configuration.
+    Pool(deadpool_postgres::BuildError),
+}
+
+impl std::fmt::Display for SetupError {
+    fn fmt(&self, out: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SetupError::Runtime(error) => {
+                write!(out, "cannot start the database's runtime: {error}")
+            }
+            SetupError::Pool(error) => write!(out, "cannot make the connection pool: {error}"),
+        }
+    }
+}
+
+impl std::error::Error for SetupError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            SetupError::Runtime(error) => Some(error),
+            SetupError::Pool(error) => Some(error),
+        }
+    }
+}
+
 impl Connections {
     pub fn new(
         config: tokio_postgres::Config,
         tls: Tls,
         settings: &DatabaseSettings,
-    ) -> Result<Connections, String> {
+    ) -> Result<Connections, SetupError> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("postgres")
             .enable_io()
             .enable_time()
             .build()
-            .map_err(|error| format!("cannot start the database's runtime: {error}"))?;
+            .map_err(SetupError::Runtime)?;
         let manager_config = ManagerConfig {
             recycling_method: RecyclingMethod::Fast,
         };
@@ -227,7 +256,7 @@ impl Connections {
                 Ok(())
             }))
             .build()
-            .map_err(|error| format!("cannot make the connection pool: {error}"))?;
+            .map_err(SetupError::Pool)?;
         let connections = Connections {
             pool,
             max_connections: settings.max_connections,

@@ -70,9 +70,18 @@ const MIGRATIONS: [&str; 3] = [
     END $$;",
 ];
 
-/// Brings the schema to the latest version. `Ok(Err(_))` is a database this echo service
-/// must not use (a newer schema); `Err(_)` is the database failing.
-pub async fn create_or_upgrade(client: &mut Object) -> Result<Result<(), String>, Error> {
+/// Which schema the database holds once start-up has looked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SchemaVersion {
+    /// The latest, made or brought up to date just now if need be.
+    Current,
+    /// A newer one than this echo service knows: it must not use the database.
+    Newer { found: i32, known: i32 },
+}
+
+/// Brings the schema to the latest version, unless the database holds a newer one; `Err` is
+/// the database failing.
+pub async fn create_or_upgrade(client: &mut Object) -> Result<SchemaVersion, Error> {
     let transaction = client.transaction().await?;
     // Waiting behind another echo service's start (its advisory lock), or behind a long
     // transaction for an upgrade's ALTER TABLE, is up to the caller's deadline, not the
@@ -95,9 +104,10 @@ pub async fn create_or_upgrade(client: &mut Object) -> Result<Result<(), String>
         .try_get(0)?;
     let known = MIGRATIONS.len() as i32;
     if current > known {
-        return Ok(Err(format!(
-            "holds the echo service's schema version {current}, newer than this echo service's {known}: run a newer echo service"
-        )));
+        return Ok(SchemaVersion::Newer {
+            found: current,
+            known,
+        });
     }
     for (step, migration) in MIGRATIONS.iter().enumerate().skip(current.max(0) as usize) {
         transaction.batch_execute(migration).await?;
@@ -111,5 +121,5 @@ pub async fn create_or_upgrade(client: &mut Object) -> Result<Result<(), String>
         log::info!("echo service: the database's schema is now at version {version}");
     }
     transaction.commit().await?;
-    Ok(Ok(()))
+    Ok(SchemaVersion::Current)
 }
