@@ -82,18 +82,22 @@ pub enum Doing {
 pub enum Mismatch {
     /// The log of the snapshot's generation is missing.
     MissingLog,
-    /// A log newer than the snapshot, whose own generation's log is missing or empty.
-    NoLogBefore {
+    /// A log of `generation`, newer than the snapshot (of its generation, or missing:
+    /// `None`), that does not follow the logs before it.
+    Orphan {
         generation: u64,
         snapshot: Option<u64>,
-        first_log: PathBuf,
+        before: Before,
     },
-    /// A log after a gap in the generations.
-    AfterGap {
-        generation: u64,
-        snapshot: Option<u64>,
-        last_generation: u64,
-    },
+}
+
+/// What an orphan log should follow and does not.
+#[derive(Debug)]
+pub enum Before {
+    /// The snapshot's own log, missing or empty.
+    FirstLog(PathBuf),
+    /// The logs that follow the snapshot stop at this generation, before a gap.
+    StopsAt(u64),
 }
 
 /// What was found where a journal was to be read.
@@ -197,25 +201,20 @@ fn write_io(
     error: &io::Error,
 ) -> fmt::Result {
     let path = path.display();
-    match doing {
-        Doing::Open => write!(out, "{path}: cannot open: {error}"),
-        Doing::Create => write!(out, "{path}: cannot create: {error}"),
-        Doing::CreateDirectory => write!(out, "{path}: cannot create the directory: {error}"),
-        Doing::Read => write!(out, "{path}: cannot read: {error}"),
-        Doing::List => write!(out, "{path}: cannot list: {error}"),
-        Doing::Seek => write!(out, "{path}: cannot seek: {error}"),
-        Doing::CutTornTail => write!(
-            out,
-            "{path}: cannot cut off the incomplete last line: {error}"
-        ),
-        Doing::Append => write!(out, "writing {path} failed: {error}"),
-        Doing::WriteSnapshot => write!(out, "{path}: cannot write the snapshot: {error}"),
-        Doing::InstallSnapshot => write!(out, "{path}: cannot install the snapshot: {error}"),
-        Doing::SyncDirectory => write!(
-            out,
-            "{path}: cannot make the directory's entries durable: {error}"
-        ),
-    }
+    let cannot = match doing {
+        Doing::Append => return write!(out, "writing {path} failed: {error}"),
+        Doing::Open => "open",
+        Doing::Create => "create",
+        Doing::CreateDirectory => "create the directory",
+        Doing::Read => "read",
+        Doing::List => "list",
+        Doing::Seek => "seek",
+        Doing::CutTornTail => "cut off the incomplete last line",
+        Doing::WriteSnapshot => "write the snapshot",
+        Doing::InstallSnapshot => "install the snapshot",
+        Doing::SyncDirectory => "make the directory's entries durable",
+    };
+    write!(out, "{path}: cannot {cannot}: {error}")
 }
 
 fn write_mismatch(
@@ -224,31 +223,26 @@ fn write_mismatch(
     mismatch: &Mismatch,
 ) -> fmt::Result {
     let snapshot_path = path.with_file_name(SNAPSHOT);
-    let snapshot = |generation: &Option<u64>| match generation {
-        None => format!("{} is missing", snapshot_path.display()),
-        Some(generation) => format!("{} is of generation {generation}", snapshot_path.display()),
+    let Mismatch::Orphan {
+        generation,
+        snapshot,
+        before,
+    } = mismatch
+    else {
+        return write!(out, "missing, but {} needs it", snapshot_path.display());
     };
-    match mismatch {
-        Mismatch::MissingLog => write!(out, "missing, but {} needs it", snapshot_path.display()),
-        Mismatch::NoLogBefore {
-            generation,
-            snapshot: seen,
-            first_log,
-        } => write!(
+    write!(out, "a log of generation {generation} but ")?;
+    match snapshot {
+        None => write!(out, "{} is missing", snapshot_path.display())?,
+        Some(generation) => write!(
             out,
-            "a log of generation {generation} but {}, and so is {}",
-            snapshot(seen),
-            first_log.display()
-        ),
-        Mismatch::AfterGap {
-            generation,
-            snapshot: seen,
-            last_generation,
-        } => write!(
-            out,
-            "a log of generation {generation} but {} and the logs after it stop at generation {last_generation}",
-            snapshot(seen)
-        ),
+            "{} is of generation {generation}",
+            snapshot_path.display()
+        )?,
+    }
+    match before {
+        Before::FirstLog(log) => write!(out, ", and so is {}", log.display()),
+        Before::StopsAt(last) => write!(out, " and the logs after it stop at generation {last}"),
     }
 }
 

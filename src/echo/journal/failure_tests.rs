@@ -5,7 +5,7 @@
 //! loads whole; and a flush costs one write and one fsync.
 
 use super::test_disk::{FailingDisk, Operation, TestDir};
-use super::tests::{as_json, changes, commit, limits, log_lines, open};
+use super::tests::{as_json, assert_reopens_as, changes, commit, limits, log_lines, open};
 use super::*;
 use crate::echo::journal_state::test_changes::provision;
 use crate::echo::journal_state::{Change, EchoState};
@@ -67,15 +67,12 @@ fn a_change_whose_fsync_fails_is_not_acknowledged_and_changes_wait_for_recovery(
         .expect("recovered once the disk works");
     let state = Mutex::new(durable_state);
     commit(&journal, &state, provision("later"));
-    drop(journal);
-
-    let (_, reopened) = open(&dir, 1_000_000);
-    assert_eq!(
-        as_json(&reopened),
-        as_json(&state.into_inner().expect("state"))
-    );
-    assert!(reopened.instances.get("kept").is_some());
-    assert!(reopened.instances.get("lost").is_none());
+    {
+        let acknowledged = state.lock().expect("state");
+        assert!(acknowledged.instances.get("kept").is_some());
+        assert!(acknowledged.instances.get("lost").is_none());
+    }
+    assert_reopens_as(&dir, journal, state);
 }
 
 #[test]
@@ -188,13 +185,7 @@ fn a_snapshot_renamed_but_not_made_durable_fails_the_journal_until_recovered() {
     disk.heal();
     journal.recover(&frozen).expect("recovered");
     commit(&journal, &state, provision("later"));
-    drop(journal);
-
-    let (_, reopened) = open(&dir, 1_000_000);
-    assert_eq!(
-        as_json(&reopened),
-        as_json(&state.into_inner().expect("state"))
-    );
+    assert_reopens_as(&dir, journal, state);
 }
 
 #[test]

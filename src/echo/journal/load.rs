@@ -25,7 +25,7 @@
 //! [`super::format`]'s, opening and locking the files [`super::files`]'s, and what is done
 //! with the state once loaded (leftovers removed, the log written on) the journal's.
 
-use super::error::{Doing, Found, JournalError, Mismatch};
+use super::error::{Before, Doing, Found, JournalError, Mismatch};
 use super::files::{open_for_reading, open_locked_log, read_all, stamp_of, Disk, Stamp};
 use super::format::{
     log_generation, log_name, parse_entry, parse_snapshot, unframe, Damage, Recorded, SNAPSHOT,
@@ -263,10 +263,10 @@ pub(super) fn load<S: Recorded>(dir: &Path, access: LogAccess) -> Result<Loaded<
         if let Some((found, (path, _))) = newer.iter().find(|(_, (_, size))| *size > 0) {
             return Err(JournalError::Inconsistent {
                 path: path.clone(),
-                mismatch: Mismatch::NoLogBefore {
+                mismatch: Mismatch::Orphan {
                     generation: *found,
                     snapshot: snapshot_seen,
-                    first_log: log_path,
+                    before: Before::FirstLog(log_path),
                 },
             });
         }
@@ -291,10 +291,10 @@ pub(super) fn load<S: Recorded>(dir: &Path, access: LogAccess) -> Result<Loaded<
         if size > 0 {
             return Err(JournalError::Inconsistent {
                 path,
-                mismatch: Mismatch::AfterGap {
+                mismatch: Mismatch::Orphan {
                     generation: found,
                     snapshot: snapshot_seen,
-                    last_generation: generation + chain.len() as u64 - 1,
+                    before: Before::StopsAt(generation + chain.len() as u64 - 1),
                 },
             });
         }

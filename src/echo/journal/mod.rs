@@ -47,7 +47,7 @@ mod format;
 mod load;
 
 pub use compaction::{NextLog, Switched};
-pub use error::{Doing, Found, JournalError, Mismatch, Watched};
+pub use error::{Before, Doing, Found, JournalError, Mismatch, Watched};
 pub use files::{Disk, StdDisk};
 pub use format::{Damage, Recorded};
 pub use load::{read_only, ReadOnlyCopy, TornTail};

@@ -53,6 +53,16 @@ pub(super) fn commit(journal: &Journal, state: &Mutex<EchoState>, change: Change
         .expect("change becomes durable");
 }
 
+/// Closes `journal` and opens `dir` again: it loads what `state` holds.
+pub(super) fn assert_reopens_as(dir: &TestDir, journal: Journal, state: Mutex<EchoState>) {
+    drop(journal);
+    let (_, reopened) = open(dir, 1_000_000);
+    assert_eq!(
+        as_json(&reopened),
+        as_json(&state.into_inner().expect("state"))
+    );
+}
+
 pub(super) fn as_json(state: &EchoState) -> serde_json::Value {
     serde_json::to_value(state).expect("state serialises")
 }
@@ -127,12 +137,7 @@ fn a_reopened_journal_replays_every_change() {
     for change in changes("j", 5) {
         commit(&journal, &state, change);
     }
-    drop(journal);
-    let (_, again) = open(&dir, 1_000_000);
-    assert_eq!(
-        as_json(&again),
-        as_json(&state.into_inner().expect("state"))
-    );
+    assert_reopens_as(&dir, journal, state);
     assert_eq!(log_lines(&dir, 0).len(), changes("i", 25).len());
 }
 
@@ -176,12 +181,7 @@ fn a_torn_last_line_is_cut_off() {
         // What is appended next follows the last complete line.
         let state = Mutex::new(state);
         commit(&journal, &state, provision("after"));
-        drop(journal);
-        let (_, reopened) = open(&dir, 1_000_000);
-        assert_eq!(
-            as_json(&reopened),
-            as_json(&state.into_inner().expect("state"))
-        );
+        assert_reopens_as(&dir, journal, state);
     }
 }
 
@@ -437,12 +437,7 @@ fn a_crash_at_any_point_of_a_compaction_leaves_a_loadable_journal() {
         commit(&journal, &state, provision("later"));
         journal.compact(&state.lock().expect("state"));
         commit(&journal, &state, message("later", "hi"));
-        drop(journal);
-        let (_, reopened) = open(&dir, 1_000_000);
-        assert_eq!(
-            as_json(&reopened),
-            as_json(&state.into_inner().expect("state"))
-        );
+        assert_reopens_as(&dir, journal, state);
     }
 }
 
@@ -478,12 +473,7 @@ fn changes_made_while_a_snapshot_is_written_survive_a_stop_before_it_is_installe
     assert_eq!(names.len(), 3, "one snapshot and one log again: {names:?}");
     let state = Mutex::new(replayed);
     commit(&journal, &state, provision("later"));
-    drop(journal);
-    let (_, reopened) = open(&dir, 1_000_000);
-    assert_eq!(
-        as_json(&reopened),
-        as_json(&state.into_inner().expect("state"))
-    );
+    assert_reopens_as(&dir, journal, state);
 
     // A torn last line in the older log (a stop during the switch's last flush) is
     // forgiven while the newer log is empty, and is damage once it is not.
