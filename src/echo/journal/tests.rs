@@ -24,7 +24,7 @@ pub(super) fn limits(compact_after_entries: u64) -> Limits {
 }
 
 /// Opens the journal in `dir` on the real disk; a refusal as its message.
-pub(super) fn open_with(dir: &Path, limits: Limits) -> Result<(Journal, EchoState), String> {
+fn open_with(dir: &Path, limits: Limits) -> Result<(Journal, EchoState), String> {
     Journal::open_with(dir, Arc::new(StdDisk), limits).map_err(|problem| problem.to_string())
 }
 
@@ -32,7 +32,7 @@ pub(super) fn open(dir: &TestDir, compact_after_entries: u64) -> (Journal, EchoS
     open_with(&dir.0, limits(compact_after_entries)).expect("journal opens")
 }
 
-pub(super) fn message(id: &str, text: &str) -> Change {
+fn message(id: &str, text: &str) -> Change {
     Change::Message {
         instance_id: id.into(),
         preview: text.into(),
