@@ -2,7 +2,12 @@
 //! the code uses a part that uses it back, directly or through others. A part is a file of
 //! `src/` with its own folder of submodules (`broker.rs` with `broker/serving.rs`, which
 //! is how the teaching file is put on a server); in `src/echo/` each file is a part of
-//! its own, the store interface below its two stores.
+//! its own, the store interface below its two stores, and so is each file of a folder there
+//! (the journal's layers: `journal/format.rs` below `journal/load.rs`, ...). A folder's root
+//! file (`journal/mod.rs`) declares its files and puts their names together: its own uses
+//! of them are not arrows (they are read only through `crate::` and `super::` paths, which
+//! it does not need), while theirs of it are. Test modules, inline or in files of their own,
+//! may use anything.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -24,12 +29,16 @@ fn module_path(relative: &Path) -> Option<Vec<String>> {
     }
 }
 
-/// The part a module belongs to: its top-level module, or in `echo` its second level.
-fn part_of(module: &[String]) -> String {
-    let depth = if module.first().is_some_and(|first| first == "echo") {
-        2
-    } else {
-        1
+/// The part a module belongs to: its top-level module, or in `echo` the file that holds it
+/// (the longest of its prefixes that is one of `files`, the modules that are files).
+fn part_of(module: &[String], files: &BTreeSet<Vec<String>>) -> String {
+    let in_echo = module.first().is_some_and(|first| first == "echo");
+    let depth = match in_echo {
+        false => 1,
+        true => (2..module.len())
+            .rev()
+            .find(|depth| files.contains(&module[..=*depth]))
+            .map_or(2, |depth| depth + 1),
     };
     module[..module.len().min(depth)].join("::")
 }
@@ -98,11 +107,11 @@ fn named_modules(code: &str, module: &[String]) -> Vec<Vec<String>> {
     named
 }
 
-/// Which part uses which, over every file of `src/`.
-fn uses() -> BTreeMap<String, BTreeSet<String>> {
+/// Every module of `src/` that is a file, with its text (the crate roots left out).
+fn source_files() -> BTreeMap<Vec<String>, String> {
     let src = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("src");
     let mut pending = vec![src.clone()];
-    let mut graph: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    let mut files = BTreeMap::new();
     while let Some(dir) = pending.pop() {
         for entry in std::fs::read_dir(&dir).expect("src/ lists").flatten() {
             let path = entry.path();
@@ -114,18 +123,50 @@ fn uses() -> BTreeMap<String, BTreeSet<String>> {
                 continue;
             }
             let relative = path.strip_prefix(&src).expect("under src/");
-            let Some(module) = module_path(relative) else {
-                continue;
-            };
-            let text = std::fs::read_to_string(&path).expect("a source file reads");
-            let part = part_of(&module);
-            let used: BTreeSet<String> = named_modules(&code_of(&text), &module)
-                .iter()
-                .map(|named| part_of(named))
-                .filter(|used| *used != part)
-                .collect();
-            graph.entry(part).or_default().extend(used);
+            if let Some(module) = module_path(relative) {
+                let text = std::fs::read_to_string(&path).expect("a source file reads");
+                files.insert(module, text);
+            }
         }
+    }
+    files
+}
+
+/// The modules that `#[cfg(test)] mod name;` declares in a file of their own.
+fn test_modules(files: &BTreeMap<Vec<String>, String>) -> BTreeSet<Vec<String>> {
+    let mut tests = BTreeSet::new();
+    for (module, text) in files {
+        let lines: Vec<&str> = text.lines().map(str::trim).collect();
+        for pair in lines.windows(2) {
+            let declared = pair[1]
+                .strip_suffix(';')
+                .and_then(|line| line.rsplit_once("mod "))
+                .map(|(_, name)| name);
+            if let (true, Some(name)) = (pair[0] == "#[cfg(test)]", declared) {
+                tests.insert(module.iter().cloned().chain([name.to_string()]).collect());
+            }
+        }
+    }
+    tests
+}
+
+/// Which part uses which, over every file of `src/` but the tests.
+fn uses() -> BTreeMap<String, BTreeSet<String>> {
+    let files = source_files();
+    let tests = test_modules(&files);
+    let modules: BTreeSet<Vec<String>> = files.keys().cloned().collect();
+    let mut graph: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for (module, text) in &files {
+        if tests.iter().any(|test| module.starts_with(test)) {
+            continue;
+        }
+        let part = part_of(module, &modules);
+        let used: BTreeSet<String> = named_modules(&code_of(text), module)
+            .iter()
+            .map(|named| part_of(named, &modules))
+            .filter(|used| *used != part)
+            .collect();
+        graph.entry(part).or_default().extend(used);
     }
     graph
 }
@@ -172,11 +213,25 @@ fn no_part_of_src_uses_a_part_that_uses_it_back() {
 fn the_reading_of_imports_finds_both_forms_and_both_directions() {
     let module = |path: &str| path.split("::").map(str::to_string).collect::<Vec<_>>();
     let code = "use crate::{http, settings::TlsRoots};\nuse super::super::store::Store;\nlet x = crate::echo::api::X;";
+    let files: BTreeSet<Vec<String>> = ["echo::store", "echo::journal", "echo::journal::format"]
+        .into_iter()
+        .map(module)
+        .collect();
     let named: Vec<String> = named_modules(code, &module("echo::postgres::pool"))
         .iter()
-        .map(|path| part_of(path))
+        .map(|path| part_of(path, &files))
         .collect();
     assert_eq!(named, ["http", "settings", "echo::api", "echo::store"]);
+    // In a folder of `echo`, each file is a part; an item of the folder's root is the root's.
+    let code = "use super::format::frame;\nuse super::{Journal, Recorded};";
+    let named: Vec<String> = named_modules(code, &module("echo::journal::load"))
+        .iter()
+        .map(|path| part_of(path, &files))
+        .collect();
+    assert_eq!(
+        named,
+        ["echo::journal::format", "echo::journal", "echo::journal"]
+    );
     let mut graph = BTreeMap::new();
     graph.insert("a".to_string(), BTreeSet::from(["b".to_string()]));
     graph.insert("b".to_string(), BTreeSet::from(["c".to_string()]));

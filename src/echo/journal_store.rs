@@ -12,7 +12,7 @@
 //! large the state.
 
 use super::api::InstanceUpdate;
-use super::journal::{Journal, Ticket};
+use super::journal::{Journal, JournalError, Ticket};
 use super::store::{
     apply_update, refuse_other_service_or_plan, BindingLookup, BindingRecord, Bound, Caller,
     ClaimedIds, DashboardRecord, Deprovisioned, Figure, FigureKind, InstanceRecord, NewBinding,
@@ -109,7 +109,7 @@ struct Compactions {
 impl JournalStore {
     /// Loads the state from the journal in `dir`. A journal that cannot be read stops
     /// start-up with the reason; it is never overwritten.
-    pub fn open(dir: &Path) -> Result<JournalStore, String> {
+    pub fn open(dir: &Path) -> Result<JournalStore, JournalError> {
         let (journal, state) = Journal::open(dir)?;
         Ok(JournalStore::with(state, Some(journal)))
     }
@@ -217,7 +217,7 @@ impl JournalStore {
         &self,
         live: &mut Live,
         journal: &Journal<EchoState>,
-    ) -> Result<(), String> {
+    ) -> Result<(), JournalError> {
         match journal.discard_undurable() {
             None => Ok(()),
             Some(durable) => {
@@ -563,5 +563,70 @@ fn claimed_instance<'a>(
     match refusal {
         Some(refusal) => Claimed::OtherIds(refusal),
         None => Claimed::Instance(instance),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::echo::journal::test_disk::{FailingDisk, Operation, TestDir};
+    use crate::echo::journal::RECOVERY_INTERVAL;
+
+    fn provision(store: &JournalStore, instance_id: &str) -> StoreResult<Provisioned> {
+        let new = NewInstance {
+            attributes: None,
+            dashboard_token: format!("token-{instance_id}"),
+        };
+        store.provision(instance_id, new)
+    }
+
+    fn exists(store: &JournalStore, instance_id: &str) -> bool {
+        let found = store.instance(instance_id).expect("a read is answered");
+        found.is_some()
+    }
+
+    #[test]
+    fn a_change_the_disk_refuses_is_answered_as_storage_unavailable_and_undone_in_memory() {
+        let dir = TestDir::new("store-refused");
+        let disk = FailingDisk::new();
+        let (journal, state) = Journal::open_on(&dir.0, disk.clone()).expect("the journal opens");
+        let store = JournalStore::with(state, Some(journal));
+        assert!(matches!(
+            provision(&store, "kept"),
+            Ok(Provisioned::Made(_))
+        ));
+
+        // The fsync fails, and so does every snapshot recovery would write.
+        disk.fail(Operation::SyncData);
+        disk.fail(Operation::SyncAll);
+        let refused = provision(&store, "lost").expect_err("not acknowledged");
+        assert_eq!(refused.description, STORAGE_UNAVAILABLE);
+        assert!(!exists(&store, "lost"), "undone in memory");
+        assert!(exists(&store, "kept"));
+        assert!(store.health().is_err());
+        assert!(provision(&store, "meanwhile").is_err());
+
+        disk.heal();
+        std::thread::sleep(RECOVERY_INTERVAL);
+        assert!(store.health().is_ok(), "recovered without a restart");
+        assert!(matches!(
+            provision(&store, "later"),
+            Ok(Provisioned::Made(_))
+        ));
+        drop(store);
+
+        let reopened = JournalStore::open(&dir.0).expect("the journal opens");
+        for (instance_id, acknowledged) in [
+            ("kept", true),
+            ("lost", false),
+            ("meanwhile", false),
+            ("later", true),
+        ] {
+            assert_eq!(
+                exists(&reopened, instance_id),
+                acknowledged,
+                "{instance_id}"
+            );
+        }
     }
 }

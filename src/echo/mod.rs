@@ -7,10 +7,18 @@
 //!   side: [`journal_store`] (memory and a journal on a local disk, over the generic
 //!   [`journal`], holding a [`journal_state`]) and [`postgres`] (a PostgreSQL database shared by any number of
 //!   instances).
+//!   - [`journal`] is in layers: the journal itself (append, group commit, recovery) and
+//!     its compaction, over `load` (replay, torn tails, [`journal::read_only`]), over
+//!     `files` (the [`journal::Disk`] every write and fsync goes through, locks,
+//!     permissions), over `format` (framing, checksums); failures are
+//!     [`journal::JournalError`]s.
+//!   - [`journal_state`] is the compact layout of instances and bindings; its `changes`
+//!     are what the journal records, each with what undoes it.
 //! - [`dashboard`]: the per-instance HTML page, rendered from a plain view.
 //!
 //! The arrows run one way: `service` knows the `Store` interface only; the stores know
-//! nothing of HTTP; `journal` and `dashboard` know nothing of the service.
+//! nothing of HTTP; `journal` and `dashboard` know nothing of the service, and no layer of
+//! the journal knows the one above it.
 
 pub mod api;
 pub mod dashboard;
