@@ -30,17 +30,53 @@ pub mod service;
 pub mod store;
 
 use crate::platform::{self, StateLocation};
-use crate::settings;
-use crate::settings::TlsRoots;
+use crate::settings::{self, SettingError, TlsRoots};
+
+/// Why the echo service did not start. Its words name the variable the problem came from.
+#[derive(Debug)]
+pub enum StartError {
+    Setting(SettingError),
+    /// The journal in `DATA_DIR` (or the volume it came from) cannot be used.
+    Journal(journal::JournalError),
+    /// The database that `variable` names cannot be used.
+    Database {
+        variable: String,
+        error: postgres::OpenError,
+    },
+    /// The store opened, and then could not say what it holds.
+    Store(store::StoreError),
+}
+
+impl std::fmt::Display for StartError {
+    fn fmt(&self, out: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StartError::Setting(error) => write!(out, "{error}"),
+            StartError::Journal(error) => write!(out, "DATA_DIR: {error}"),
+            StartError::Database { variable, error } => write!(out, "{variable}: {error}"),
+            StartError::Store(error) => write!(out, "{error}"),
+        }
+    }
+}
+
+impl std::error::Error for StartError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            StartError::Setting(error) => Some(error),
+            StartError::Journal(error) => Some(error),
+            StartError::Database { error, .. } => Some(error),
+            StartError::Store(error) => Some(error),
+        }
+    }
+}
 
 /// The echo service as both binaries start it: the store `location` names (see
 /// [`platform::state_location`]) opened, and one start-up line that says which store,
-/// where it came from, and what it holds. A problem is one line that names the variable.
+/// where it came from, and what it holds.
 pub fn start_service(
     location: &StateLocation,
     management_credentials: Option<(String, String)>,
     tls_roots: &TlsRoots,
-) -> Result<service::EchoService, String> {
+) -> Result<service::EchoService, StartError> {
     if let StateLocation::Journal(data_dir) = location {
         if let Some(warning) = data_dir.ephemeral_warning(platform::on_a_platform()) {
             log::warn!("echo service: {warning}");
@@ -48,7 +84,7 @@ pub fn start_service(
     }
     let (store, described) = open_store(location, tls_roots)?;
     let echo = service::EchoService::new(store, management_credentials);
-    let instances = echo.instance_count().map_err(|error| error.to_string())?;
+    let instances = echo.instance_count().map_err(StartError::Store)?;
     log::info!(
         "echo service: {} loaded, {described}",
         settings::counted(instances as usize, "instance")
@@ -58,21 +94,25 @@ pub fn start_service(
 
 /// Opens the store `location` names: the journal (loaded from disk) or the database
 /// (connected, its schema created or upgraded). Also returns the start-up line's words
-/// for where the state is. A problem is one line that names the variable it came from.
+/// for where the state is.
 pub fn open_store(
     location: &StateLocation,
     tls_roots: &TlsRoots,
-) -> Result<(Box<dyn store::Store>, String), String> {
+) -> Result<(Box<dyn store::Store>, String), StartError> {
     match location {
         StateLocation::Journal(data_dir) => {
-            let store = journal_store::JournalStore::open(&data_dir.path)
-                .map_err(|problem| format!("DATA_DIR: {problem}"))?;
+            let store =
+                journal_store::JournalStore::open(&data_dir.path).map_err(StartError::Journal)?;
             Ok((Box::new(store), data_dir.describe()))
         }
         StateLocation::Database(database) => {
-            let settings = settings::database_settings().map_err(|error| error.to_string())?;
-            let store = postgres::PostgresStore::open(&database.url, tls_roots, settings)
-                .map_err(|problem| format!("{}: {problem}", database.variable()))?;
+            let settings = settings::database_settings().map_err(StartError::Setting)?;
+            let store = postgres::PostgresStore::open(&database.url, tls_roots, settings).map_err(
+                |error| StartError::Database {
+                    variable: database.variable(),
+                    error,
+                },
+            )?;
             let described = format!(
                 "state in PostgreSQL, database {} ({})",
                 store.name(),
