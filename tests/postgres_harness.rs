@@ -1,12 +1,12 @@
-//! The throwaway PostgreSQL cluster of `tests/common/postgres.rs` does what the store's tests
+//! The throwaway PostgreSQL cluster of the test kit (`testkit/`) does what the store's tests
 //! rely on: real password authentication, a pause that answers nothing until resumed, and a
 //! stop and start on the same data and port. Skipped, loudly, where PostgreSQL is missing.
 
 mod common;
-use common::postgres::Cluster;
 use postgres::error::SqlState;
 use std::sync::mpsc;
 use std::time::Duration;
+use testkit::Cluster;
 
 #[test]
 fn a_throwaway_cluster_authenticates_pauses_resumes_stops_and_starts_again() {
@@ -94,7 +94,7 @@ fn a_cluster_with_tls_starts_with_ssl_on() {
 #[test]
 fn the_one_command_postgres_prints_a_url_the_broker_runs_on_and_a_line_that_stops_it() {
     use common::*;
-    if !common::postgres::installed() {
+    if !testkit::installed() {
         return;
     }
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/test-postgres.sh");

@@ -2,13 +2,12 @@
 //! instances on one database behaving as one service, nothing acknowledged lost to a crash,
 //! a database that stops or pauses, the schema made once, a journal moved in, and TLS.
 //!
-//! Each test starts a throwaway PostgreSQL cluster of its own (`common::postgres`); where
+//! Each test starts a throwaway PostgreSQL cluster of its own (`testkit::Cluster`); where
 //! PostgreSQL is not installed the tests say loudly that they skipped (and fail instead
 //! when `ECHO_TEST_REQUIRE_POSTGRES` is set, as `.ci/run` does).
 
 mod common;
 
-use common::postgres::Cluster;
 use common::{call, free_port, run_to_end, spawn, Process, TempDir, BROKER, ECHO_SERVICE};
 use serde_json::Value;
 use std::io::{Read, Write};
@@ -16,6 +15,7 @@ use std::net::{Shutdown, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
+use testkit::Cluster;
 
 const PROVISION: &str = r#"{"service_id": "echo_service", "plan_id": "big_0001", "organization_guid": "o", "space_guid": "s"}"#;
 /// The platform's provision of `common::PROVISION_ECHO` with other parameters.
@@ -94,7 +94,7 @@ fn the_start_up_line_names_the_store_where_it_came_from_and_the_database_never_t
         "name": "echo-state",
         "tags": ["sql", "PostgreSQL"],
         "credentials": {"hostname": "127.0.0.1", "port": cluster.port(), "name": "named",
-                        "username": common::postgres::SUPERUSER, "password": cluster.password()}
+                        "username": testkit::SUPERUSER, "password": cluster.password()}
     }]})
     .to_string();
     let bound = Process::start(ECHO_SERVICE, free_port(), &[("VCAP_SERVICES", &vcap)]);

@@ -5,7 +5,7 @@
 //! same way do not pass either.
 //!
 //! The journal runs in a temp dir of the test's own. PostgreSQL runs on a throwaway cluster
-//! (`common::postgres`) that the tests running at the same moment share, with a fresh
+//! (`testkit::Cluster`) that the tests running at the same moment share, with a fresh
 //! database per scenario. Where PostgreSQL is not installed, each test runs its journal half
 //! and says loudly that its PostgreSQL half was skipped; with `ECHO_TEST_REQUIRE_POSTGRES`
 //! set it fails instead.
@@ -17,7 +17,6 @@
 mod common;
 
 use base64::Engine;
-use common::postgres::Cluster;
 use common::TempDir;
 use echo_broker::echo::journal_store::JournalStore;
 use echo_broker::echo::postgres::PostgresStore;
@@ -29,6 +28,7 @@ use serde_json::{json, Value};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Barrier, Mutex, Weak};
 use std::time::Duration;
+use testkit::Cluster;
 
 const SERVICE_ID: &str = "echo_service";
 const PLAN_ID: &str = "big_0001";

@@ -2,16 +2,14 @@
 //! until they answer, talk HTTP to them, and stop them (and remove their data) afterwards.
 #![allow(dead_code)]
 
-pub mod postgres;
-
 use serde_json::Value;
 use std::io::Read;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
+
+// Shared with the test kit, whose PostgreSQL clusters are made with them.
+pub use testkit::{free_port, fresh_password, TempDir};
 
 pub const BROKER: &str = env!("CARGO_BIN_EXE_echo-broker");
 pub const ECHO_SERVICE: &str = env!("CARGO_BIN_EXE_echo-service");
@@ -28,51 +26,6 @@ pub const ECHO_CREDENTIAL_LINES: &str = "Authorization: Basic YnJva2VyOmVjaG8tc2
 /// configured.
 pub const USER: &str = "user";
 pub const PASSWORD: &str = "pass";
-
-/// A port that was free a moment ago (the OS picks it; we release it for the child), and
-/// never one this test process handed out before: two picks in a row may otherwise get the
-/// same number back from the OS.
-pub fn free_port() -> u16 {
-    static HANDED_OUT: Mutex<Vec<u16>> = Mutex::new(Vec::new());
-    let mut handed_out = HANDED_OUT
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner());
-    loop {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|listener| listener.local_addr())
-            .map(|address| address.port())
-            .expect("the OS gives a free loopback port");
-        if !handed_out.contains(&port) {
-            handed_out.push(port);
-            return port;
-        }
-    }
-}
-
-/// A fresh, empty directory under the system's temp dir, removed when dropped.
-pub struct TempDir(pub PathBuf);
-
-impl TempDir {
-    pub fn new(label: &str) -> TempDir {
-        static COUNTER: AtomicU32 = AtomicU32::new(0);
-        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
-        let path =
-            std::env::temp_dir().join(format!("echo-broker-{label}-{}-{n}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&path);
-        std::fs::create_dir_all(&path).expect("temp dir is created");
-        TempDir(path)
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// A running binary, killed when dropped. Its stderr (the log) goes to a file.
 pub struct Process {
@@ -649,12 +602,4 @@ pub fn read_http_message(reader: &mut impl std::io::BufRead) -> Option<Vec<u8>> 
     reader.read_exact(&mut body).ok()?;
     message.extend_from_slice(&body);
     Some(message)
-}
-
-/// A password made at run time, as an operator would (`openssl rand -hex 24`): strong, and in
-/// no file of the repository, so it is accepted beyond loopback.
-pub fn fresh_password() -> String {
-    let mut bytes = [0u8; 24];
-    getrandom::fill(&mut bytes).expect("the OS gives random bytes");
-    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
 }
