@@ -176,7 +176,7 @@ fn assert_refused(binary: &str, env: &[(&str, &str)], variable: &str) -> String 
 /// The repository's own files when git cannot list them (a source archive): these files, and
 /// every file under these folders. `fallback_covers_every_tracked_file_with_a_credential`
 /// keeps the list complete.
-const FALLBACK_FILES: [&str; 17] = [
+const FALLBACK_FILES: [&str; 18] = [
     "README.md",
     "CONTRIBUTING.md",
     "Cargo.toml",
@@ -188,6 +188,7 @@ const FALLBACK_FILES: [&str; 17] = [
     ".gitignore",
     ".cfignore",
     ".ci",
+    "bench",
     "docs",
     "examples",
     "scripts",
