@@ -79,7 +79,7 @@
 //! Every answer, whatever its status, carries back the request's
 //! `X-Broker-API-Request-Identity` (SHOULD, "Request Identity"). Before any of this, the HTTP
 //! layer refuses what is not a request it can read (400, 408, 413, 431; `docs/http.md`).
-//! `tests/protocol_table.rs` drives every row of the table through the running broker.
+//! `tests/system/protocol_table.rs` drives every row of the table through the running broker.
 //!
 //! ## One exchange, as a platform sends it
 //!

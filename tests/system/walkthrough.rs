@@ -3,8 +3,7 @@
 //! the README's own console samples of it, run as a reader pastes them and compared with the
 //! output the README shows.
 
-mod common;
-use common::*;
+use crate::common::*;
 use std::process::{Command, Stdio};
 
 #[test]
@@ -223,7 +222,7 @@ fn the_readme_walkthrough_shows_what_the_system_answers() {
         eprintln!("skipped: the README's walk-through needs sh, curl, sed and grep");
         return;
     }
-    let samples = walkthrough_samples(include_str!("../README.md"));
+    let samples = walkthrough_samples(include_str!("../../README.md"));
     assert!(samples.len() >= 10, "{samples:#?}");
     let system = System::start_with(&[("ECHO_USERNAME", "echo"), ("ECHO_PASSWORD", "echo-pass")]);
     let broker = format!("127.0.0.1:{}", system.broker.port);
@@ -268,7 +267,7 @@ fn the_readme_walkthrough_shows_what_the_system_answers() {
 /// where cargo builds it, after the command that builds it, with the flag it takes.
 #[test]
 fn the_readme_runs_the_echo_service_from_where_cargo_builds_it() {
-    let readme = include_str!("../README.md");
+    let readme = include_str!("../../README.md");
     let text = readme.lines().collect::<Vec<_>>().join(" ");
     let spans: Vec<&str> = text.split('`').skip(1).step_by(2).collect();
     let imports: Vec<&&str> = spans
@@ -309,6 +308,6 @@ fn the_readme_runs_the_echo_service_from_where_cargo_builds_it() {
 /// The README stays short enough to read in one sitting; the rest is in docs/.
 #[test]
 fn the_readme_stays_within_300_lines() {
-    let lines = include_str!("../README.md").lines().count();
+    let lines = include_str!("../../README.md").lines().count();
     assert!(lines <= 300, "the README has {lines} lines");
 }

@@ -2,8 +2,7 @@
 //! health check, the two log formats, secrets kept out of every log line, and the
 //! dashboard page's markup.
 
-mod common;
-use common::*;
+use crate::common::*;
 
 use base64::Engine;
 use serde_json::Value;

@@ -3,8 +3,7 @@
 //! is set, and says so; and beyond loopback no weak password, nor any credential-looking
 //! value found in this repository, is accepted.
 
-mod common;
-use common::*;
+use crate::common::*;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -451,7 +450,7 @@ fn beyond_loopback_a_weak_or_published_password_is_refused_by_both_binaries_nami
         );
     }
     // A strong-looking value from the README's samples is published all the same.
-    let readme = include_str!("../README.md");
+    let readme = include_str!("../../README.md");
     let sample = readme
         .split(|c: char| !c.is_ascii_hexdigit())
         .find(|word| word.len() >= 32 && word.chars().any(|c| c.is_ascii_digit()))
@@ -524,7 +523,7 @@ fn on_loopback_the_default_credentials_still_work() {
 /// published dashboard client, and management calls never over a public http:// route.
 #[test]
 fn the_deployment_files_leave_state_to_a_volume_and_keep_management_calls_off_public_http() {
-    let manifest = include_str!("../manifest.yml");
+    let manifest = include_str!("../../manifest.yml");
     let settings = |text: &'static str| {
         text.lines()
             .map(str::trim)
@@ -536,7 +535,7 @@ fn the_deployment_files_leave_state_to_a_volume_and_keep_management_calls_off_pu
         .iter()
         .any(|line| line.starts_with("DATA_DIR:")));
     assert!(manifest_lines.contains(&"CATALOG_PATH: catalog-cf.toml"));
-    let vars = settings(include_str!("../vars.example.yml"));
+    let vars = settings(include_str!("../../vars.example.yml"));
     let service_base = vars
         .iter()
         .find_map(|line| line.strip_prefix("service-base:"))

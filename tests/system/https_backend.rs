@@ -4,8 +4,7 @@
 //! would. A trusted certificate works end to end; an untrusted one, or one issued for
 //! another host, is a 502 that says why, and nothing reaches the echo service.
 
-mod common;
-use common::*;
+use crate::common::*;
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use std::io::{BufReader, Write};

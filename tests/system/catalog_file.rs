@@ -1,10 +1,9 @@
 //! The catalog file: `--check-catalog FILE` for operators and CI, `CATALOG_PATH` to serve
 //! another catalog, and start-up refusing an invalid one with a line that names the field.
 
-mod common;
-use common::*;
+use crate::common::*;
 
-const CATALOG: &str = include_str!("../catalog.toml");
+const CATALOG: &str = include_str!("../../catalog.toml");
 
 fn write_catalog(dir: &TempDir, text: &str) -> String {
     let path = dir.path().join("catalog.toml");
@@ -142,7 +141,7 @@ fn catalog_path_serves_another_catalog() {
 fn the_deployed_catalog_is_the_embedded_one_without_its_dashboard_client() {
     let mut embedded: toml::Value = toml::from_str(CATALOG).expect("catalog.toml is TOML");
     let deployed: toml::Value =
-        toml::from_str(include_str!("../catalog-cf.toml")).expect("catalog-cf.toml is TOML");
+        toml::from_str(include_str!("../../catalog-cf.toml")).expect("catalog-cf.toml is TOML");
     let services = embedded["services"].as_array_mut().expect("services");
     for service in services {
         if let Some(table) = service.as_table_mut() {

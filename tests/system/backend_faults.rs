@@ -3,8 +3,7 @@
 //! nothing, and recovers by itself when the backend returns. A provision the backend never
 //! confirmed is cleaned up by the platform's orphan mitigation (a deprovision).
 
-mod common;
-use common::*;
+use crate::common::*;
 use std::io::{BufReader, Write};
 use std::net::TcpListener;
 use std::time::{Duration, Instant};

@@ -2,7 +2,6 @@
 //! rely on: real password authentication, a pause that answers nothing until resumed, and a
 //! stop and start on the same data and port. Skipped, loudly, where PostgreSQL is missing.
 
-mod common;
 use postgres::error::SqlState;
 use std::sync::mpsc;
 use std::time::Duration;
@@ -93,7 +92,7 @@ fn a_cluster_with_tls_starts_with_ssl_on() {
 #[cfg(unix)]
 #[test]
 fn the_one_command_postgres_prints_a_url_the_broker_runs_on_and_a_line_that_stops_it() {
-    use common::*;
+    use crate::common::*;
     if !testkit::installed() {
         return;
     }

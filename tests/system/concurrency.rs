@@ -2,11 +2,10 @@
 //! final state, never a 500, never a lost or duplicated binding; two brokers sharing one
 //! echo service answer consistently because the brokers hold no state.
 //!
-//! The load test at the bottom is `#[ignore]`d: `cargo test --release --test concurrency --
+//! The load test at the bottom is `#[ignore]`d: `cargo test --release --test system concurrency:: --
 //! --ignored --nocapture` runs it (16 clients, full lifecycles, 20 s).
 
-mod common;
-use common::*;
+use crate::common::*;
 use serde_json::Value;
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
@@ -234,7 +233,7 @@ fn two_brokers_sharing_one_echo_service_answer_consistently() {
 /// ids against two brokers sharing one echo service, for 20 s or 200,000 cycles, whichever
 /// comes first. Every answer must be the expected one, and the echo service ends empty.
 #[test]
-#[ignore = "a 20 s load test: cargo test --release --test concurrency -- --ignored --nocapture"]
+#[ignore = "a 20 s load test: cargo test --release --test system concurrency:: -- --ignored --nocapture"]
 fn load_sixteen_clients_running_full_lifecycles_end_with_no_errors_and_an_empty_echo_service() {
     const CLIENTS: usize = 16;
     const DURATION: Duration = Duration::from_secs(20);

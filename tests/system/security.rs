@@ -2,8 +2,7 @@
 //! broker's credentials, the echo service's management credentials, per-binding
 //! credentials, the dashboard token, and hostile ids.
 
-mod common;
-use common::*;
+use crate::common::*;
 
 fn provision_and_bind(system: &System, instance_id: &str, binding_id: &str) -> serde_json::Value {
     let encoded = echo_broker::http::percent_encode(instance_id);

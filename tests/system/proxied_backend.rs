@@ -9,8 +9,7 @@
 //! them. nginx runs as one process on a free loopback port, from a configuration in a temp
 //! dir the test made, in front of a separately started `echo-service`.
 
-mod common;
-use common::*;
+use crate::common::*;
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};

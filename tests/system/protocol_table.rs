@@ -4,15 +4,14 @@
 //! page, name that rule and section. Every rule the code can name is in the table, and the
 //! raw exchange shown beside it is what the broker answers, header for header.
 
-mod common;
-use common::*;
+use crate::common::*;
 use serde_json::{json, Value};
 use std::io::{BufReader, Write};
 use std::net::{TcpListener, TcpStream};
 use std::time::Duration;
 
-const TEACHING_FILE: &str = include_str!("../src/broker.rs");
-const CATALOG: &str = include_str!("../catalog.toml");
+const TEACHING_FILE: &str = include_str!("../../src/broker.rs");
+const CATALOG: &str = include_str!("../../catalog.toml");
 
 /// One row of the table, its call carried down from the row that names it.
 #[derive(Debug, Clone)]

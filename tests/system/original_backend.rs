@@ -5,8 +5,7 @@
 //! The original was a Python program we do not ship; a small stand-in here answers exactly
 //! what `ORIGINAL-SYSTEM.md` records it answering.
 
-mod common;
-use common::*;
+use crate::common::*;
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};

@@ -2,13 +2,12 @@
 //! bind through the broker, hand the binding to the app as Cloud Foundry would (in
 //! `VCAP_SERVICES`), and let the app send its message.
 
-mod common;
-use common::*;
+use crate::common::*;
 
 // The example's own code, compiled into this test so its functions can be called directly.
 #[allow(dead_code)]
-#[path = "../examples/bound_app.rs"]
-mod bound_app;
+#[path = "../../examples/bound_app.rs"]
+mod example;
 
 use serde_json::{json, Value};
 
@@ -73,7 +72,7 @@ fn bound_app_finds_its_echo_binding_in_vcap_services_and_gets_its_message_back()
     let credentials = provision_and_bind(&system, "my-echo-guid", "my-binding", PROVISION_ECHO);
     let vcap = vcap_services("Echo Service", "large", &credentials);
 
-    let binding = bound_app::find_echo_binding(&vcap).expect("the echo binding is found");
+    let binding = example::find_echo_binding(&vcap).expect("the echo binding is found");
     assert_eq!(binding.name, "my-echo");
     assert_eq!(binding.label, "Echo Service");
     assert!(
@@ -90,7 +89,7 @@ fn bound_app_finds_its_echo_binding_in_vcap_services_and_gets_its_message_back()
         credentials["password"].as_str().unwrap_or("?")
     );
 
-    let response = bound_app::send_message(&binding, "hello from the bound app")
+    let response = example::send_message(&binding, "hello from the bound app")
         .expect("the echo service answers");
     assert_eq!(response, "hello from the bound app");
 }
@@ -100,8 +99,8 @@ fn bound_app_uses_an_invert_binding_and_gets_the_message_reversed() {
     let system = System::start();
     let credentials = provision_and_bind(&system, "inv", "b", PROVISION_INVERT);
     let vcap = vcap_services("Invert Service", "small", &credentials);
-    let binding = bound_app::find_echo_binding(&vcap).expect("the invert binding is found");
-    let response = bound_app::send_message(&binding, "stressed").expect("an answer");
+    let binding = example::find_echo_binding(&vcap).expect("the invert binding is found");
+    let response = example::send_message(&binding, "stressed").expect("an answer");
     assert_eq!(response, "desserts");
 }
 
@@ -114,25 +113,25 @@ fn bound_app_takes_the_user_and_password_from_the_uri_when_they_are_not_separate
         fields.remove("password");
     }
     let vcap = vcap_services("Echo Service", "large", &credentials);
-    let binding = bound_app::find_echo_binding(&vcap).expect("the binding is found");
+    let binding = example::find_echo_binding(&vcap).expect("the binding is found");
     assert!(!binding.username.is_empty() && !binding.password.is_empty());
-    let response = bound_app::send_message(&binding, "uri only").expect("an answer");
+    let response = example::send_message(&binding, "uri only").expect("an answer");
     assert_eq!(response, "uri only");
 }
 
 #[test]
 fn bound_app_explains_a_missing_binding_or_a_broken_vcap_services() {
     let other_only = r#"{"user-provided": [{"name": "x", "credentials": {}}]}"#;
-    let problem = bound_app::find_echo_binding(other_only).expect_err("no echo binding");
+    let problem = example::find_echo_binding(other_only).expect_err("no echo binding");
     assert!(problem.contains("cf bind-service"), "{problem}");
-    let problem = bound_app::find_echo_binding("{").expect_err("not JSON");
+    let problem = example::find_echo_binding("{").expect_err("not JSON");
     assert!(problem.contains("VCAP_SERVICES is not JSON"), "{problem}");
 }
 
 #[test]
 fn bound_app_says_an_unset_vcap_services_is_not_set() {
     for unset in [None, Some(String::new()), Some("  ".to_string())] {
-        let problem = bound_app::vcap_services_document(unset).expect_err("not set");
+        let problem = example::vcap_services_document(unset).expect_err("not set");
         assert!(problem.contains("VCAP_SERVICES is not set"), "{problem}");
         assert!(!problem.contains("not JSON"), "{problem}");
     }
@@ -143,23 +142,23 @@ fn bound_app_reports_refused_credentials_instead_of_a_response() {
     let system = System::start();
     let credentials = provision_and_bind(&system, "refused", "b", PROVISION_ECHO);
     let vcap = vcap_services("Echo Service", "large", &credentials);
-    let mut binding = bound_app::find_echo_binding(&vcap).expect("the binding is found");
+    let mut binding = example::find_echo_binding(&vcap).expect("the binding is found");
     binding.password = "not-the-password".into();
-    let problem = bound_app::send_message(&binding, "hi").expect_err("refused");
+    let problem = example::send_message(&binding, "hi").expect_err("refused");
     assert!(problem.contains("401"), "{problem}");
 }
 
 #[test]
 fn split_userinfo_separates_and_decodes_the_user_and_password() {
     assert_eq!(
-        bound_app::split_userinfo("http://app%2D1:p%40ss@echo.example.com:8090/echo/i/b"),
+        example::split_userinfo("http://app%2D1:p%40ss@echo.example.com:8090/echo/i/b"),
         (
             "http://echo.example.com:8090/echo/i/b".to_string(),
             Some(("app-1".to_string(), "p@ss".to_string()))
         )
     );
     assert_eq!(
-        bound_app::split_userinfo("http://echo.example.com/echo/a@b"),
+        example::split_userinfo("http://echo.example.com/echo/a@b"),
         ("http://echo.example.com/echo/a@b".to_string(), None)
     );
 }

@@ -1,8 +1,7 @@
 //! The conversation page (`GET /`), its JSON, `/metrics` and the debug logs: what the
 //! platform said and what the broker answered, with nothing secret in any of them.
 
-mod common;
-use common::*;
+use crate::common::*;
 
 const PAGE_CREDENTIALS: (&str, &str) = ("Authorization", "Basic dXNlcjpwYXNz");
 
