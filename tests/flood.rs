@@ -149,16 +149,6 @@ fn flood(port: u16, per_second: u32, until: Instant, stop: &AtomicBool) -> Flood
     report
 }
 
-/// The process's operating-system threads, from /proc.
-fn threads_of(process: &Process) -> usize {
-    std::fs::read_to_string(format!("/proc/{}/status", process.child.id()))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|line| line.strip_prefix("Threads:"))
-        .and_then(|count| count.trim().parse().ok())
-        .unwrap_or(0)
-}
-
 /// The legitimate requests made during a flood: how long each took, and what failed.
 #[derive(Default)]
 struct Legitimate {
@@ -253,7 +243,7 @@ struct Outcome {
 
 /// Floods `target` at `per_second` for `length` while making legitimate requests.
 fn flood_and_probe(target: &Target, per_second: u32, length: Duration) -> Outcome {
-    let threads_before = threads_of(target.process);
+    let threads_before = target.process.threads().unwrap_or(0);
     let until = Instant::now() + length;
     let stop = AtomicBool::new(false);
     let peak = AtomicUsize::new(threads_before);
@@ -262,7 +252,7 @@ fn flood_and_probe(target: &Target, per_second: u32, length: Duration) -> Outcom
         let flooding = scope.spawn(|| flood(target.flooded_port, per_second, until, &stop));
         scope.spawn(|| {
             while !stop.load(Ordering::SeqCst) {
-                peak.fetch_max(threads_of(target.process), Ordering::SeqCst);
+                peak.fetch_max(target.process.threads().unwrap_or(0), Ordering::SeqCst);
                 std::thread::sleep(Duration::from_millis(20));
             }
         });
@@ -480,14 +470,14 @@ fn connection_threads_stay_within_their_bound_as_operating_system_threads() {
         ("MAX_CONNECTIONS", "16"),
     ];
     let system = start_unlimited(BROKER, free_port(), &env);
-    let before = threads_of(&system);
+    let before = system.threads().unwrap_or(0);
     let until = Instant::now() + Duration::from_secs(8);
     let stop = AtomicBool::new(false);
     let peak = AtomicUsize::new(before);
     let opened = std::thread::scope(|scope| {
         scope.spawn(|| {
             while !stop.load(Ordering::SeqCst) {
-                peak.fetch_max(threads_of(&system), Ordering::SeqCst);
+                peak.fetch_max(system.threads().unwrap_or(0), Ordering::SeqCst);
                 std::thread::sleep(Duration::from_millis(2));
             }
         });

@@ -288,7 +288,7 @@ fn connect(server: &Process) -> TcpStream {
     match threads_before {
         Some(before) => {
             let until = Instant::now() + Duration::from_secs(5);
-            while threads_of(server).is_some_and(|now| now <= before) && Instant::now() < until {
+            while server.threads().is_some_and(|now| now <= before) && Instant::now() < until {
                 std::thread::sleep(Duration::from_millis(5));
             }
         }
@@ -302,24 +302,15 @@ fn connect(server: &Process) -> TcpStream {
 /// was up, say), so that a new one shows as one more.
 fn settled_threads_of(process: &Process) -> Option<usize> {
     let until = Instant::now() + Duration::from_secs(2);
-    let mut last = threads_of(process);
+    let mut last = process.threads();
     loop {
         std::thread::sleep(Duration::from_millis(50));
-        let now = threads_of(process);
+        let now = process.threads();
         if now == last || Instant::now() >= until {
             return now;
         }
         last = now;
     }
-}
-
-/// The process's threads, from /proc (Linux); `None` elsewhere.
-fn threads_of(process: &Process) -> Option<usize> {
-    std::fs::read_to_string(format!("/proc/{}/status", process.child.id()))
-        .ok()?
-        .lines()
-        .find_map(|line| line.strip_prefix("Threads:"))
-        .and_then(|count| count.trim().parse().ok())
 }
 
 /// The status of the one answer in `answer`, if it is complete and says

@@ -37,6 +37,16 @@ pub struct Process {
 }
 
 impl Process {
+    /// Its operating-system threads, from /proc (Linux); `None` elsewhere, or once it has
+    /// gone.
+    pub fn threads(&self) -> Option<usize> {
+        std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .ok()?
+            .lines()
+            .find_map(|line| line.strip_prefix("Threads:"))
+            .and_then(|count| count.trim().parse().ok())
+    }
+
     /// Starts `binary` on `port` (its `PORT`) with `env` (and nothing inherited that could
     /// change its behaviour) and waits until `GET /health` answers 200.
     pub fn start(binary: &str, port: u16, env: &[(&str, &str)]) -> Process {
